@@ -1,0 +1,290 @@
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use crate::deadline::deadline;
+use crate::reason::{ForceCause, Reason};
+use crate::report::Report;
+use crate::runtime::Runtime;
+use crate::shutdown::Shutdown;
+
+/// How a drain ended. Returned by [`Shutdown::drain`] and by the adapters'
+/// servers; [`exit_code`](Self::exit_code) maps it to the process's exit
+/// code.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Every guard was released before the deadline.
+    Drained {
+        /// Why the shutdown started.
+        reason: Reason,
+        /// From the start of the drain to its end.
+        took: Duration,
+    },
+    /// The deadline passed, or a second signal came, with work still held.
+    Forced {
+        /// Why the shutdown started.
+        reason: Reason,
+        /// Why it was forced.
+        cause: ForceCause,
+        /// From the start of the drain to the force.
+        took: Duration,
+        /// What was still held when it was forced.
+        report: Report,
+    },
+}
+
+impl Outcome {
+    /// Whether everything drained in time.
+    pub fn is_drained(&self) -> bool {
+        matches!(self, Outcome::Drained { .. })
+    }
+
+    /// Why the shutdown started.
+    pub fn reason(&self) -> &Reason {
+        match self {
+            Outcome::Drained { reason, .. } | Outcome::Forced { reason, .. } => reason,
+        }
+    }
+
+    /// How long the drain took (up to the force, if forced).
+    pub fn took(&self) -> Duration {
+        match self {
+            Outcome::Drained { took, .. } | Outcome::Forced { took, .. } => *took,
+        }
+    }
+
+    /// What was left when the drain was forced.
+    pub fn report(&self) -> Option<&Report> {
+        match self {
+            Outcome::Drained { .. } => None,
+            Outcome::Forced { report, .. } => Some(report),
+        }
+    }
+
+    /// How many guards were abandoned (0 when drained).
+    pub fn forced_count(&self) -> usize {
+        self.report().map_or(0, Report::total)
+    }
+
+    /// The exit code for the process: 0 when drained in time (or the code a
+    /// [`Reason::Requested`] carried, or 1 after a [`Reason::Error`]); 1 when
+    /// the deadline passed; `128 + signo` when a second signal forced it.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::Drained { reason, .. } => reason.exit_code(),
+            Outcome::Forced { cause, .. } => cause.exit_code(),
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Drained { reason, took } => {
+                write!(f, "drained in {took:.3?} (stop reason: {reason})")
+            }
+            Outcome::Forced {
+                reason,
+                cause,
+                took,
+                report,
+            } => write!(
+                f,
+                "forced after {took:.3?} ({cause}; stop reason: {reason}): {} guard(s) abandoned",
+                report.total()
+            ),
+        }
+    }
+}
+
+/// The future returned by [`Shutdown::drain`]: waits for the trigger, then
+/// for the drain or the deadline.
+///
+/// - While it waits it logs progress every [`progress_every`](Self::progress_every)
+///   (default 1 s): guards left, the oldest named guard's age, time to the
+///   deadline.
+/// - At the deadline it forces the shutdown, logs the [`Report`] of what was
+///   left, and waits up to [`settle`](Self::settle) (default 500 ms) for the
+///   forced work to end; if it does not, it starts the stages that still
+///   wait for it, so ordered cleanup still runs.
+/// - At the end it logs a one-line summary.
+#[must_use = "futures do nothing unless polled"]
+pub struct Drain<R: Runtime> {
+    shutdown: Shutdown,
+    rt: R,
+    timeout: Duration,
+    progress_every: Option<Duration>,
+    settle: Duration,
+    running: Option<Pin<Box<dyn Future<Output = Outcome> + Send>>>,
+}
+
+impl<R: Runtime> Drain<R> {
+    pub(crate) fn new(shutdown: Shutdown, rt: R, timeout: Duration) -> Self {
+        Drain {
+            shutdown,
+            rt,
+            timeout,
+            progress_every: Some(Duration::from_secs(1)),
+            settle: Duration::from_millis(500),
+            running: None,
+        }
+    }
+
+    /// How often to log progress while waiting; `None` for never.
+    pub fn progress_every(mut self, every: Option<Duration>) -> Self {
+        self.progress_every = every;
+        self
+    }
+
+    /// How long to wait, after forcing, for the forced work to end.
+    pub fn settle(mut self, settle: Duration) -> Self {
+        self.settle = settle;
+        self
+    }
+
+    /// The blocking twin: runs the drain on this thread with the runtime's
+    /// `block_on`.
+    pub fn wait(self) -> Outcome {
+        let rt = self.rt.clone();
+        rt.block_on(self)
+    }
+}
+
+// The runtime handle is never pinned; only the boxed future is.
+impl<R: Runtime> Unpin for Drain<R> {}
+
+impl<R: Runtime> Future for Drain<R> {
+    type Output = Outcome;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let this = self.get_mut();
+        let running = this.running.get_or_insert_with(|| {
+            Box::pin(run(
+                this.shutdown.clone(),
+                this.rt.clone(),
+                this.timeout,
+                this.progress_every,
+                this.settle,
+            ))
+        });
+        running.as_mut().poll(cx)
+    }
+}
+
+impl<R: Runtime> fmt::Debug for Drain<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Drain")
+            .field("shutdown", &self.shutdown)
+            .field("timeout", &self.timeout)
+            .field("started", &self.running.is_some())
+            .finish()
+    }
+}
+
+fn label(shutdown: &Shutdown) -> &str {
+    shutdown.name().unwrap_or("shutdown")
+}
+
+async fn run<R: Runtime>(
+    shutdown: Shutdown,
+    rt: R,
+    timeout: Duration,
+    progress_every: Option<Duration>,
+    settle: Duration,
+) -> Outcome {
+    shutdown.triggered().await;
+    let start = rt.now();
+    let reason = shutdown.reason().unwrap_or(Reason::Forced);
+    tracing::info!(
+        target: "graceful",
+        "{}: stopping ({reason}); draining {} guard(s), deadline {timeout:?}",
+        label(&shutdown),
+        shutdown.held(),
+    );
+
+    let cause = {
+        let mut drained = pin!(shutdown.drained());
+        let mut forced = pin!(shutdown.forced());
+        let mut timer = pin!(rt.sleep(timeout));
+        let mut tick = progress_every.map(|every| Box::pin(rt.sleep(every)));
+        poll_fn(|cx| {
+            if drained.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            if forced.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Some(
+                    shutdown.force_cause().unwrap_or(ForceCause::Requested),
+                ));
+            }
+            if timer.as_mut().poll(cx).is_ready() {
+                if shutdown.force(ForceCause::Deadline) {
+                    return Poll::Ready(Some(ForceCause::Deadline));
+                }
+                // Drained or forced in the meantime: report what happened.
+                return Poll::Ready(shutdown.force_cause());
+            }
+            if let (Some(every), Some(t)) = (progress_every, tick.as_mut()) {
+                while t.as_mut().poll(cx).is_ready() {
+                    let left = timeout.saturating_sub(rt.now().saturating_duration_since(start));
+                    log_progress(&shutdown, left);
+                    *t = Box::pin(rt.sleep(every));
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    };
+    let took = rt.now().saturating_duration_since(start);
+
+    let outcome = match cause {
+        None => Outcome::Drained { reason, took },
+        Some(cause) => {
+            let report = shutdown.report();
+            tracing::warn!(
+                target: "graceful",
+                "{}: forced ({cause}) after {took:.3?}; what was left:\n{report}",
+                label(&shutdown),
+            );
+            if deadline(shutdown.drained(), rt.sleep(settle))
+                .await
+                .is_err()
+            {
+                let started = shutdown.start_waiting_stages();
+                tracing::warn!(
+                    target: "graceful",
+                    "{}: forced work still held after {settle:?}; abandoned it and started {started} waiting stage(s)",
+                    label(&shutdown),
+                );
+            }
+            Outcome::Forced {
+                reason,
+                cause,
+                took,
+                report,
+            }
+        }
+    };
+    tracing::info!(target: "graceful", "{}: {outcome}", label(&shutdown));
+    outcome
+}
+
+fn log_progress(shutdown: &Shutdown, left: Duration) {
+    let report = shutdown.report();
+    match report.oldest() {
+        Some(age) => tracing::info!(
+            target: "graceful",
+            "{}: draining: {} guard(s) left, oldest held {age:.1?}, {left:.1?} to the deadline",
+            label(shutdown),
+            report.total(),
+        ),
+        None => tracing::info!(
+            target: "graceful",
+            "{}: draining: {} guard(s) left, {left:.1?} to the deadline",
+            label(shutdown),
+            report.total(),
+        ),
+    }
+}

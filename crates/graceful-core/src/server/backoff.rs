@@ -1,0 +1,88 @@
+use std::io;
+use std::time::Duration;
+
+/// Back-off after a failed `accept` (B11): 5 ms, doubling, at most 1 s, reset
+/// by the next success. A server that runs out of file descriptors waits
+/// for some to be freed instead of spinning.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    /// The first delay.
+    pub const MIN: Duration = Duration::from_millis(5);
+    /// The longest delay.
+    pub const MAX: Duration = Duration::from_secs(1);
+
+    /// A back-off at its first delay.
+    pub fn new() -> Backoff {
+        Backoff { next: Self::MIN }
+    }
+
+    /// The delay to wait now; doubles the next one.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        d
+    }
+
+    /// Back to the first delay, after a success.
+    pub fn reset(&mut self) {
+        self.next = Self::MIN;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new()
+    }
+}
+
+/// Whether an `accept` error means the listener itself is unusable (a bad
+/// descriptor, not a listening socket) rather than a passing condition
+/// (EMFILE, ENFILE, ENOBUFS, ENOMEM, ECONNABORTED, EPROTO, EINTR...), which
+/// is backed off and retried.
+pub fn is_fatal_accept_error(e: &io::Error) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        const EBADF: i32 = 9;
+        const EINVAL: i32 = 22;
+        const ENOTSOCK: i32 = 88;
+        const EOPNOTSUPP: i32 = 95;
+        if let Some(code) = e.raw_os_error() {
+            return matches!(code, EBADF | EINVAL | ENOTSOCK | EOPNOTSUPP);
+        }
+    }
+    matches!(
+        e.kind(),
+        io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doubles_from_5ms_to_1s_and_resets() {
+        let mut b = Backoff::new();
+        let delays: Vec<u64> = (0..10).map(|_| b.next_delay().as_millis() as u64).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(5));
+    }
+
+    #[test]
+    fn classifies_accept_errors() {
+        let emfile = io::Error::from_raw_os_error(24);
+        let econnaborted = io::Error::from_raw_os_error(103);
+        let ebadf = io::Error::from_raw_os_error(9);
+        assert!(!is_fatal_accept_error(&emfile));
+        assert!(!is_fatal_accept_error(&econnaborted));
+        assert!(is_fatal_accept_error(&ebadf));
+        assert!(!is_fatal_accept_error(&io::Error::from(
+            io::ErrorKind::Interrupted
+        )));
+    }
+}

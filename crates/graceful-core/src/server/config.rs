@@ -1,0 +1,125 @@
+use std::time::Duration;
+
+/// How a server stops: the deadline, the pre-drain delay, and the grace
+/// periods. The same type configures every adapter's `serve` and
+/// `http::serve`.
+///
+/// ```
+/// use std::time::Duration;
+/// use graceful_core::ServeConfig;
+///
+/// let config = ServeConfig::default()
+///     .timeout(Duration::from_secs(20))
+///     .pre_drain(Duration::from_secs(5));
+/// assert_eq!(config.timeout, Duration::from_secs(20));
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServeConfig {
+    /// How long in-flight work may take once the listeners closed, before it
+    /// is forced (default 30 s).
+    pub timeout: Duration,
+    /// How long to keep accepting and serving after the trigger, so that load
+    /// balancers see the readiness change before the listeners close
+    /// (default 0; B15).
+    pub pre_drain: Duration,
+    /// HTTP: how long a connection accepted but silent at the trigger may
+    /// take to send its first request (default 1 s; B7).
+    pub first_request_grace: Duration,
+    /// HTTP: after the last response, how long to read and discard what the
+    /// client still sends before closing, so it gets its response rather
+    /// than a reset (default 500 ms; B12).
+    pub linger: Duration,
+    /// How often to log progress while draining (default 1 s; `None`:
+    /// never; B18).
+    pub progress_every: Option<Duration>,
+    /// After forcing, how long to wait for forced work to end before giving
+    /// up on it (default 500 ms).
+    pub settle: Duration,
+    /// TCP: at the trigger, end the reads of every connection, so that a
+    /// handler waiting for input reads end-of-stream and a handler busy with
+    /// a request finishes it, then reads end-of-stream (default true; B7, B8).
+    pub close_idle: bool,
+    /// At most this many connections at once; when full, accepting waits
+    /// (accepted connections are never dropped). Default: no limit.
+    pub max_connections: Option<usize>,
+    /// The server's name in logs and reports (default: `server ADDR`).
+    pub name: Option<String>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            timeout: Duration::from_secs(30),
+            pre_drain: Duration::ZERO,
+            first_request_grace: Duration::from_secs(1),
+            linger: Duration::from_millis(500),
+            progress_every: Some(Duration::from_secs(1)),
+            settle: Duration::from_millis(500),
+            close_idle: true,
+            max_connections: None,
+            name: None,
+        }
+    }
+}
+
+impl ServeConfig {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`timeout`](Self::timeout).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets [`pre_drain`](Self::pre_drain).
+    pub fn pre_drain(mut self, pre_drain: Duration) -> Self {
+        self.pre_drain = pre_drain;
+        self
+    }
+
+    /// Sets [`first_request_grace`](Self::first_request_grace).
+    pub fn first_request_grace(mut self, grace: Duration) -> Self {
+        self.first_request_grace = grace;
+        self
+    }
+
+    /// Sets [`linger`](Self::linger).
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// Sets [`progress_every`](Self::progress_every).
+    pub fn progress_every(mut self, every: Option<Duration>) -> Self {
+        self.progress_every = every;
+        self
+    }
+
+    /// Sets [`settle`](Self::settle).
+    pub fn settle(mut self, settle: Duration) -> Self {
+        self.settle = settle;
+        self
+    }
+
+    /// Sets [`close_idle`](Self::close_idle).
+    pub fn close_idle(mut self, close_idle: bool) -> Self {
+        self.close_idle = close_idle;
+        self
+    }
+
+    /// Sets [`max_connections`](Self::max_connections).
+    pub fn max_connections(mut self, max: Option<usize>) -> Self {
+        self.max_connections = max;
+        self
+    }
+
+    /// Sets [`name`](Self::name).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+}

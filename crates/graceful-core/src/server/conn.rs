@@ -1,0 +1,69 @@
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::phase::{Forced, Triggered};
+use crate::shutdown::Shutdown;
+
+/// What a connection handler knows about its connection and its server.
+///
+/// The handler can watch [`triggered`](Self::triggered) to wind down a
+/// long-lived connection, or take more guards from
+/// [`shutdown`](Self::shutdown) for work it hands to other tasks.
+#[derive(Clone)]
+pub struct Conn {
+    peer: SocketAddr,
+    local: SocketAddr,
+    shutdown: Shutdown,
+}
+
+impl Conn {
+    /// A connection from `peer` to `local`, served under `shutdown`.
+    pub fn new(peer: SocketAddr, local: SocketAddr, shutdown: Shutdown) -> Conn {
+        Conn {
+            peer,
+            local,
+            shutdown,
+        }
+    }
+
+    /// The client's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The server's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The server's shutdown (a child of the one passed to `serve`).
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// Whether the server is stopping.
+    pub fn is_triggered(&self) -> bool {
+        self.shutdown.is_triggered()
+    }
+
+    /// Resolves when the server starts to stop.
+    pub fn triggered(&self) -> Triggered {
+        self.shutdown.triggered()
+    }
+
+    /// Resolves when the server's drain is forced: the connection is about
+    /// to be cut.
+    pub fn forced(&self) -> Forced {
+        self.shutdown.forced()
+    }
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("peer", &self.peer)
+            .field("local", &self.local)
+            .field("triggered", &self.is_triggered())
+            .finish()
+    }
+}

@@ -1,0 +1,223 @@
+//! The live connections of one server.
+//!
+//! Invariants:
+//! 1. Each entry owns a duplicate of its connection's socket descriptor, so
+//!    `shutdown(2)` through it can never reach a different socket that
+//!    reused a closed descriptor number. The entry is removed (and the
+//!    duplicate closed) when the connection's [`ConnTrack`] drops, which
+//!    the adapters tie to the connection's stream: the socket closes when
+//!    the stream does.
+//! 2. `shutdown_reads` runs at the trigger (a hook) and `register` re-checks
+//!    the trigger after inserting, so a connection registered while the
+//!    trigger runs is never missed; shutting a read half twice is harmless.
+
+use std::fmt;
+use std::net::{Shutdown as How, SocketAddr, TcpStream};
+#[cfg(unix)]
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::sync::{lock, Mutex};
+use std::time::{Duration, Instant};
+
+use event_listener::{Event, Listener};
+
+use crate::guard::NamedGuard;
+use crate::shutdown::Shutdown;
+use crate::slab::Slab;
+
+/// The registry of a server's live connections, for ending them from
+/// outside their handlers: their reads at the trigger (TCP, B7/B8), both
+/// directions at the force (B9). Shared by every adapter's server.
+pub struct Connections {
+    live: Mutex<Slab<Option<TcpStream>>>,
+    ended: Event,
+    reads_closed: AtomicBool,
+}
+
+impl Connections {
+    /// An empty registry.
+    pub fn new() -> Arc<Connections> {
+        Arc::new(Connections {
+            live: Mutex::new(Slab::default()),
+            ended: Event::new(),
+            reads_closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Ends reads on `server`'s trigger (when `close_idle`) and cuts every
+    /// connection when `server` is forced.
+    pub fn attach(self: &Arc<Self>, server: &Shutdown, close_idle: bool) {
+        if close_idle {
+            let conns = self.clone();
+            server.on_shutdown(move |_| conns.shutdown_reads());
+        }
+        let conns = self.clone();
+        server.on_forced(move |_| conns.shutdown_all());
+    }
+
+    /// How many connections are live.
+    pub fn len(&self) -> usize {
+        lock(&self.live).len()
+    }
+
+    /// Whether no connection is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Shuts down the read half of every live connection, and of every
+    /// connection registered from now on: a read that would wait returns
+    /// end-of-stream, data already received is still read.
+    pub fn shutdown_reads(&self) {
+        self.reads_closed.store(true, Ordering::SeqCst);
+        self.shutdown_each(How::Read);
+    }
+
+    /// Shuts down both halves of every live connection: pending reads and
+    /// writes fail, and the peer sees the connection end.
+    pub fn shutdown_all(&self) {
+        self.shutdown_each(How::Both);
+    }
+
+    fn shutdown_each(&self, how: How) {
+        for socket in lock(&self.live).iter().flatten() {
+            let _ = socket.shutdown(how);
+        }
+    }
+
+    /// Registers a connection of `server`: takes its named guard ("conn
+    /// PEER") and records a duplicate of its socket.
+    ///
+    /// If the duplicate cannot be made (out of descriptors), the connection
+    /// is still tracked by its guard but cannot be cut from outside.
+    #[cfg(unix)]
+    pub fn register<S: AsFd>(
+        self: &Arc<Self>,
+        server: &Shutdown,
+        socket: &S,
+        peer: SocketAddr,
+        kind: &str,
+    ) -> ConnTrack {
+        let dup = socket
+            .as_fd()
+            .try_clone_to_owned()
+            .map(TcpStream::from)
+            .map_err(|e| tracing::warn!("cannot track connection {peer} for forced close: {e}"))
+            .ok();
+        self.insert(server, dup, peer, kind)
+    }
+
+    fn insert(
+        self: &Arc<Self>,
+        server: &Shutdown,
+        dup: Option<TcpStream>,
+        peer: SocketAddr,
+        kind: &str,
+    ) -> ConnTrack {
+        let guard = server.guard_named(format!("{kind} {peer}"));
+        let slot = lock(&self.live).insert(dup);
+        if self.reads_closed.load(Ordering::SeqCst) {
+            if let Some(Some(socket)) = lock(&self.live).get(slot) {
+                let _ = socket.shutdown(How::Read);
+            }
+        }
+        if server.is_forced() {
+            if let Some(Some(socket)) = lock(&self.live).get(slot) {
+                let _ = socket.shutdown(How::Both);
+            }
+        }
+        ConnTrack {
+            conns: self.clone(),
+            slot,
+            peer,
+            _guard: guard,
+        }
+    }
+
+    /// Resolves once fewer than `max` connections are live.
+    pub async fn below(&self, max: usize) {
+        loop {
+            if self.len() < max {
+                return;
+            }
+            let l = self.ended.listen();
+            if self.len() < max {
+                return;
+            }
+            l.await;
+        }
+    }
+
+    /// Blocks until fewer than `max` connections are live or `until` passes;
+    /// returns whether there is room.
+    pub fn wait_below(&self, max: usize, until: Option<Instant>) -> bool {
+        loop {
+            if self.len() < max {
+                return true;
+            }
+            let l = self.ended.listen();
+            if self.len() < max {
+                return true;
+            }
+            match until {
+                None => l.wait(),
+                Some(t) => {
+                    if l.wait_deadline(t).is_none() {
+                        return self.len() < max;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Blocks until no connection is live or `timeout` passes; returns
+    /// whether none is.
+    pub fn wait_empty(&self, timeout: Duration) -> bool {
+        self.wait_below(1, Some(Instant::now() + timeout))
+    }
+}
+
+impl fmt::Debug for Connections {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connections")
+            .field("live", &self.len())
+            .field("reads_closed", &self.reads_closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// One live connection's place in its server: its named guard and its
+/// registry entry. Dropping it releases both; adapters keep it inside the
+/// connection's stream, so it lives exactly as long as the socket (also
+/// across an HTTP upgrade).
+pub struct ConnTrack {
+    conns: Arc<Connections>,
+    slot: usize,
+    peer: SocketAddr,
+    _guard: NamedGuard,
+}
+
+impl ConnTrack {
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+}
+
+impl Drop for ConnTrack {
+    fn drop(&mut self) {
+        let dup = lock(&self.conns.live).remove(self.slot);
+        drop(dup);
+        self.conns.ended.notify(usize::MAX);
+    }
+}
+
+impl fmt::Debug for ConnTrack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnTrack")
+            .field("peer", &self.peer)
+            .finish()
+    }
+}

@@ -1,0 +1,19 @@
+//! Server policy shared by every adapter: the accept loop, the registry of
+//! live connections, back-off, and the configuration.
+//!
+//! Applications use [`ServeConfig`] and [`Conn`] (re-exported at the crate
+//! root) through an adapter's `serve`; the rest is for adapter authors.
+
+mod backoff;
+mod config;
+mod conn;
+mod connections;
+#[cfg(unix)]
+mod serve;
+
+pub use backoff::{is_fatal_accept_error, Backoff};
+pub use config::ServeConfig;
+pub use conn::Conn;
+pub use connections::{ConnTrack, Connections};
+#[cfg(unix)]
+pub use serve::{accept_queued_std, serve, Accept};

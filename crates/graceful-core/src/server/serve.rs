@@ -1,0 +1,218 @@
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+#[cfg(unix)]
+use std::os::fd::AsFd;
+use std::panic::AssertUnwindSafe;
+use std::pin::{pin, Pin};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::future::{select, Either, FutureExt};
+
+use super::{Backoff, Conn, ConnTrack, Connections, ServeConfig};
+use crate::drain::Outcome;
+use crate::reason::Reason;
+use crate::runtime::Runtime;
+use crate::shutdown::Shutdown;
+
+/// A listening socket the core's accept loop can drive. Each async adapter
+/// implements it for its runtime's listener.
+#[cfg(unix)]
+pub trait Accept: Send + 'static {
+    /// An accepted connection.
+    type Stream: AsFd + Send + 'static;
+
+    /// Accepts the next connection, waiting for one.
+    fn poll_accept(&mut self, cx: &mut Context<'_>)
+        -> Poll<io::Result<(Self::Stream, SocketAddr)>>;
+
+    /// Accepts a connection the kernel already completed, without waiting:
+    /// `Ok(None)` when the backlog is empty. Used to serve the backlog before
+    /// the listener closes (B4): closing a listener resets the connections
+    /// queued in it, whose clients have already sent their requests.
+    fn accept_queued(&mut self) -> io::Result<Option<(Self::Stream, SocketAddr)>>;
+
+    /// The address the listener is bound to.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// Accepts one queued connection from a listening socket without waiting,
+/// through a duplicate of its descriptor (so it works whatever runtime has
+/// the listener registered): a helper for [`Accept::accept_queued`].
+///
+/// The returned stream is set non-blocking.
+#[cfg(unix)]
+pub fn accept_queued_std(
+    listener: &impl AsFd,
+) -> io::Result<Option<(std::net::TcpStream, SocketAddr)>> {
+    let dup = std::net::TcpListener::from(listener.as_fd().try_clone_to_owned()?);
+    dup.set_nonblocking(true)?;
+    match dup.accept() {
+        Ok((stream, peer)) => {
+            stream.set_nonblocking(true)?;
+            Ok(Some((stream, peer)))
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The most queued connections served at close; a bound so a flood cannot
+/// keep a closing listener open.
+const MAX_QUEUED: usize = 4096;
+
+/// The accept loop of every async adapter's `serve` and `http::serve`,
+/// written once:
+///
+/// 1. serves a child of `shutdown` named after the listener, accepting
+///    connections and spawning `handler(stream, track, conn)` for each, with
+///    a named guard and a registry entry in `track` (B5);
+/// 2. backs off on accept errors (B11); a fatal one triggers `shutdown` with
+///    [`Reason::Error`];
+/// 3. at the trigger, keeps accepting for `config.pre_drain` (B15), then
+///    serves the connections already queued and closes the listener, once
+///    (B4);
+/// 4. drains with `config.timeout` as the deadline, logging progress (B18);
+///    when forced, every connection is shut down and every handler future
+///    dropped (B9); a handler that panics only loses its own connection
+///    (B10).
+///
+/// Returns only once the connections drained or were forced.
+#[cfg(unix)]
+pub async fn serve<R, A, H, Fut>(
+    rt: &R,
+    listener: A,
+    shutdown: &Shutdown,
+    config: ServeConfig,
+    mut handler: H,
+) -> io::Result<Outcome>
+where
+    R: Runtime,
+    A: Accept,
+    H: FnMut(A::Stream, ConnTrack, Conn) -> Fut + Send,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let local = listener.local_addr()?;
+    let name = config
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("server {local}"));
+    let server = shutdown.child_named(name.clone());
+    let conns = Connections::new();
+    conns.attach(&server, config.close_idle);
+
+    let mut spawn_conn = |stream: A::Stream, peer: SocketAddr| {
+        let track = conns.register(&server, &stream, peer, "conn");
+        let conn = Conn::new(peer, local, server.clone());
+        let work = handler(stream, track, conn);
+        rt.spawn(run_conn(work, server.clone(), peer));
+    };
+
+    let mut listener = listener;
+    let mut closing = pin!(close_signal(rt, &server, config.pre_drain, &name));
+    let mut backoff = Backoff::new();
+    let mut pause: Option<Pin<Box<R::Sleep>>> = None;
+    loop {
+        if let Some(max) = config.max_connections {
+            if conns.len() >= max {
+                tracing::debug!("{name}: {max} connections open, waiting for one to end");
+                let room = pin!(conns.below(max));
+                if let Either::Right(_) = select(room, closing.as_mut()).await {
+                    break;
+                }
+            }
+        }
+        let step = poll_fn(|cx| {
+            if closing.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            if let Some(p) = pause.as_mut() {
+                if p.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                pause = None;
+            }
+            listener.poll_accept(cx).map(Some)
+        })
+        .await;
+        match step {
+            None => break,
+            Some(Ok((stream, peer))) => {
+                backoff.reset();
+                spawn_conn(stream, peer);
+            }
+            Some(Err(e)) if super::is_fatal_accept_error(&e) => {
+                tracing::error!("{name}: accept failed, the listener is unusable: {e}; stopping");
+                shutdown.trigger(Reason::error(e));
+                break;
+            }
+            Some(Err(e)) => {
+                let delay = backoff.next_delay();
+                tracing::warn!("{name}: accept failed: {e}; retrying in {delay:?}");
+                pause = Some(Box::pin(rt.sleep(delay)));
+            }
+        }
+    }
+
+    // Serve what the kernel already queued, then close the listener: it is
+    // owned here and dropped exactly once.
+    let mut queued = 0;
+    while queued < MAX_QUEUED {
+        match listener.accept_queued() {
+            Ok(Some((stream, peer))) => {
+                queued += 1;
+                spawn_conn(stream, peer);
+            }
+            Ok(None) => break,
+            Err(e) if super::is_fatal_accept_error(&e) => break,
+            Err(_) => continue,
+        }
+    }
+    drop(listener);
+    tracing::info!(
+        "{name}: listener closed ({queued} queued connection(s) taken); {} connection(s) to drain",
+        conns.len()
+    );
+
+    let outcome = server
+        .drain(rt, config.timeout)
+        .progress_every(config.progress_every)
+        .settle(config.settle)
+        .await;
+    Ok(outcome)
+}
+
+/// Resolves when the listener should close: at the trigger plus the
+/// pre-drain delay, or at once if the server is forced.
+async fn close_signal<R: Runtime>(rt: &R, server: &Shutdown, pre_drain: Duration, name: &str) {
+    server.triggered().await;
+    if pre_drain.is_zero() || server.is_forced() {
+        return;
+    }
+    tracing::info!(
+        "{name}: pre-drain: still serving for {pre_drain:?} before closing the listener"
+    );
+    let wait = pin!(rt.sleep(pre_drain));
+    let forced = pin!(server.forced());
+    select(wait, forced).await;
+}
+
+/// One connection's task: the handler, isolated from panics, cut short when
+/// the server is forced.
+async fn run_conn<F: Future<Output = ()>>(work: F, server: Shutdown, peer: SocketAddr) {
+    let work = pin!(AssertUnwindSafe(work).catch_unwind());
+    let forced = pin!(server.forced());
+    match select(work, forced).await {
+        Either::Left((Ok(()), _)) => {}
+        Either::Left((Err(panic), _)) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-string payload".into());
+            tracing::error!("handler of connection {peer} panicked: {msg}");
+        }
+        Either::Right(_) => tracing::debug!("connection {peer} cut: the drain was forced"),
+    }
+}

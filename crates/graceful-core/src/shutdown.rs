@@ -1,0 +1,377 @@
+use std::borrow::Cow;
+use std::fmt;
+use std::panic::Location;
+use std::time::{Duration, Instant};
+
+use crate::drain::Drain;
+use crate::guard::{Guard, NamedGuard};
+#[cfg(not(loom))]
+use crate::phase::PhaseWait;
+use crate::phase::{Drained, Forced, Triggered};
+use crate::reason::{ForceCause, Reason};
+use crate::report::Report;
+use crate::runtime::Runtime;
+use crate::state::{Inner, NamedEntry, DRAINED, FORCED, TRIGGERED};
+use crate::sync::{child_ref, lock, upgrade_child, Arc, AtomicUsize, Ordering};
+
+/// A handle to one shutdown: cheap to clone, shared by everything that must
+/// stop together.
+///
+/// A shutdown goes through three sticky phases:
+///
+/// - **triggered**: stop was asked ([`trigger`](Self::trigger)); stop taking
+///   new work and let in-flight work finish;
+/// - **forced**: the deadline passed or a second signal came
+///   ([`force`](Self::force)); abandon what is left;
+/// - **drained**: triggered and no [`Guard`] is held any more.
+///
+/// Each phase can be awaited ([`triggered`](Self::triggered)), checked
+/// ([`is_triggered`](Self::is_triggered)) or waited for by a thread
+/// ([`wait_triggered`](Self::wait_triggered)). A waiter that comes after the
+/// phase was reached sees it at once.
+///
+/// # Example
+///
+/// ```
+/// use graceful_core::{Reason, Shutdown};
+///
+/// let shutdown = Shutdown::new();
+/// let guard = shutdown.guard();
+/// assert!(shutdown.trigger(Reason::requested()));
+/// assert!(!shutdown.is_drained()); // `guard` is still held
+/// drop(guard);
+/// futures::executor::block_on(shutdown.drained());
+/// ```
+#[derive(Clone)]
+pub struct Shutdown {
+    inner: Arc<Inner>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown::new()
+    }
+}
+
+impl Shutdown {
+    /// A new, untriggered shutdown.
+    pub fn new() -> Shutdown {
+        Shutdown {
+            inner: Inner::new(None, None, false),
+        }
+    }
+
+    /// A new shutdown with a name, shown in its [`Report`].
+    pub fn named(name: impl Into<Cow<'static, str>>) -> Shutdown {
+        Shutdown {
+            inner: Inner::new(Some(name.into()), None, false),
+        }
+    }
+
+    /// The name given to [`named`](Self::named), [`child_named`](Self::child_named)
+    /// or a stage.
+    pub fn name(&self) -> Option<&str> {
+        self.inner.name.as_deref()
+    }
+
+    // ----- triggering -------------------------------------------------------
+
+    /// Starts the shutdown. Returns whether this call started it: the first
+    /// reason wins and later calls change nothing.
+    ///
+    /// Hooks registered with [`on_shutdown`](Self::on_shutdown) run on this
+    /// thread before it returns, then children are triggered.
+    pub fn trigger(&self, reason: Reason) -> bool {
+        self.inner.trigger(reason)
+    }
+
+    /// Starts the shutdown because code asked for it; see [`trigger`](Self::trigger).
+    pub fn request(&self) -> bool {
+        self.trigger(Reason::requested())
+    }
+
+    /// Forces the shutdown: what is still running should be abandoned.
+    /// Triggers it first if needed, and forces every child. Returns whether
+    /// this call forced it (false when it was already forced).
+    pub fn force(&self, cause: ForceCause) -> bool {
+        self.inner.force(cause)
+    }
+
+    /// Why the shutdown started, once it has.
+    pub fn reason(&self) -> Option<Reason> {
+        self.inner.reason()
+    }
+
+    /// Why the shutdown was forced, if it was.
+    pub fn force_cause(&self) -> Option<ForceCause> {
+        self.inner.force_cause()
+    }
+
+    /// When the shutdown was triggered.
+    pub fn triggered_at(&self) -> Option<Instant> {
+        self.inner.triggered_at()
+    }
+
+    // ----- phases -----------------------------------------------------------
+
+    /// Whether the shutdown was triggered.
+    #[inline]
+    pub fn is_triggered(&self) -> bool {
+        self.inner.phases.is(TRIGGERED)
+    }
+
+    /// Whether the shutdown was forced.
+    #[inline]
+    pub fn is_forced(&self) -> bool {
+        self.inner.phases.is(FORCED)
+    }
+
+    /// Whether the shutdown was triggered and every guard was released.
+    #[inline]
+    pub fn is_drained(&self) -> bool {
+        self.inner.phases.is(DRAINED)
+    }
+
+    /// Resolves once the shutdown is triggered.
+    pub fn triggered(&self) -> Triggered {
+        Triggered::new(self.inner.phases.clone())
+    }
+
+    /// Resolves once the shutdown is forced.
+    pub fn forced(&self) -> Forced {
+        Forced::new(self.inner.phases.clone())
+    }
+
+    /// Resolves once the shutdown is triggered and no guard is held.
+    pub fn drained(&self) -> Drained {
+        Drained::new(self.inner.phases.clone())
+    }
+
+    /// Blocks the thread until the shutdown is triggered.
+    #[cfg(not(loom))]
+    pub fn wait_triggered(&self) {
+        PhaseWait::wait(&self.inner.phases, TRIGGERED, None);
+    }
+
+    /// Blocks the thread until the shutdown is triggered or `deadline`
+    /// passes; returns whether it was triggered.
+    #[cfg(not(loom))]
+    pub fn wait_triggered_until(&self, deadline: Instant) -> bool {
+        PhaseWait::wait(&self.inner.phases, TRIGGERED, Some(deadline))
+    }
+
+    /// Blocks the thread until the shutdown is forced.
+    #[cfg(not(loom))]
+    pub fn wait_forced(&self) {
+        PhaseWait::wait(&self.inner.phases, FORCED, None);
+    }
+
+    /// Blocks the thread until the shutdown is forced or `deadline` passes;
+    /// returns whether it was forced.
+    #[cfg(not(loom))]
+    pub fn wait_forced_until(&self, deadline: Instant) -> bool {
+        PhaseWait::wait(&self.inner.phases, FORCED, Some(deadline))
+    }
+
+    /// Blocks the thread until the shutdown is drained.
+    #[cfg(not(loom))]
+    pub fn wait_drained(&self) {
+        PhaseWait::wait(&self.inner.phases, DRAINED, None);
+    }
+
+    /// Blocks the thread until the shutdown is drained or `deadline` passes;
+    /// returns whether it was drained.
+    #[cfg(not(loom))]
+    pub fn wait_drained_until(&self, deadline: Instant) -> bool {
+        PhaseWait::wait(&self.inner.phases, DRAINED, Some(deadline))
+    }
+
+    // ----- guards -----------------------------------------------------------
+
+    /// Takes a guard for one unit of in-flight work: one atomic increment,
+    /// no allocation. The shutdown does not drain while it is held.
+    ///
+    /// After the shutdown has drained the guard is detached (it counts
+    /// nothing); use [`try_guard`](Self::try_guard) to refuse new work once
+    /// the shutdown is triggered.
+    #[inline]
+    pub fn guard(&self) -> Guard {
+        Guard::new(self.inner.token.upgrade())
+    }
+
+    /// Takes a guard unless the shutdown was triggered: the way to refuse
+    /// new work while letting the work already started finish.
+    #[inline]
+    pub fn try_guard(&self) -> Option<Guard> {
+        if self.is_triggered() {
+            return None;
+        }
+        let token = self.inner.token.upgrade()?;
+        Some(Guard::new(Some(token)))
+    }
+
+    /// Takes a guard that the [`Report`] lists by `name`, with where it was
+    /// taken and how long it has been held.
+    #[track_caller]
+    pub fn guard_named(&self, name: impl Into<Cow<'static, str>>) -> NamedGuard {
+        self.named_guard(name.into(), Location::caller())
+    }
+
+    /// Takes a named guard whose name is the caller's source location.
+    #[track_caller]
+    pub fn guard_here(&self) -> NamedGuard {
+        let location = Location::caller();
+        self.named_guard(Cow::Borrowed(location.file()), location)
+    }
+
+    fn named_guard(
+        &self,
+        name: Cow<'static, str>,
+        location: &'static Location<'static>,
+    ) -> NamedGuard {
+        let guard = self.guard();
+        let slot = lock(&self.inner.registry).insert(NamedEntry {
+            name,
+            location,
+            since: Instant::now(),
+        });
+        NamedGuard::new(self.inner.clone(), slot, guard)
+    }
+
+    /// How many guards are held (a child or stage that has not drained
+    /// counts as one).
+    pub fn held(&self) -> usize {
+        self.inner.held()
+    }
+
+    /// What is still held, here and in the children.
+    pub fn report(&self) -> Report {
+        self.inner.report()
+    }
+
+    // ----- hooks and order --------------------------------------------------
+
+    /// Runs `hook` once, when the shutdown is triggered (at once if it
+    /// already was). Hooks run in registration order on the triggering
+    /// thread; a hook that panics is logged and the others still run.
+    ///
+    /// For work that is not a guard: telling WebSocket or SSE handlers to
+    /// wind down, stopping a background loop.
+    pub fn on_shutdown<F>(&self, hook: F)
+    where
+        F: FnOnce(&Reason) + Send + 'static,
+    {
+        self.inner.on_shutdown(Box::new(hook));
+    }
+
+    /// Runs `hook` once, when the shutdown is forced (at once if it already
+    /// was), with the cause. For cutting what cannot be dropped from here:
+    /// servers shut their sockets down through it.
+    pub fn on_forced<F>(&self, hook: F)
+    where
+        F: FnOnce(ForceCause) + Send + 'static,
+    {
+        self.inner.on_forced(Box::new(hook));
+    }
+
+    /// A child shutdown: triggered and forced with this one, and this one
+    /// does not count as drained before the child is.
+    pub fn child(&self) -> Shutdown {
+        self.make_child(None, true)
+    }
+
+    /// A named child shutdown; see [`child`](Self::child).
+    pub fn child_named(&self, name: impl Into<Cow<'static, str>>) -> Shutdown {
+        self.make_child(Some(name.into()), true)
+    }
+
+    /// A named stage: a child that is triggered with this shutdown. Alias of
+    /// [`child_named`](Self::child_named), for symmetry with
+    /// [`stage_after`](Self::stage_after).
+    pub fn stage(&self, name: impl Into<Cow<'static, str>>) -> Shutdown {
+        self.child_named(name)
+    }
+
+    /// A named stage that is triggered only once every stage in `after` has
+    /// drained, so that "the pool closes after the server drained" is one
+    /// line:
+    ///
+    /// ```
+    /// use graceful_core::Shutdown;
+    ///
+    /// let shutdown = Shutdown::new();
+    /// let server = shutdown.stage("server");
+    /// let pool = shutdown.stage_after("pool", [&server]);
+    /// let request = server.guard();
+    /// shutdown.request();
+    /// assert!(!pool.is_triggered()); // a request is still running
+    /// drop(request);
+    /// assert!(pool.is_triggered());
+    /// ```
+    ///
+    /// Forcing the parent forces the stage but does not start it early: it
+    /// still starts after the stages before it drained (forced work ends
+    /// quickly). If forced work never ends, [`drain`](Self::drain) starts
+    /// the waiting stages after its settle time. With no stage in `after`
+    /// this is [`stage`](Self::stage).
+    pub fn stage_after<'a, I>(&self, name: impl Into<Cow<'static, str>>, after: I) -> Shutdown
+    where
+        I: IntoIterator<Item = &'a Shutdown>,
+    {
+        let after: Vec<&Shutdown> = after.into_iter().collect();
+        if after.is_empty() {
+            return self.stage(name);
+        }
+        let stage = self.make_child(Some(name.into()), false);
+        let remaining = Arc::new(AtomicUsize::new(after.len()));
+        for dep in after {
+            let remaining = remaining.clone();
+            let target = child_ref(&stage.inner);
+            dep.inner.phases.on_drained(Box::new(move || {
+                if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    if let Some(stage) = upgrade_child(&target) {
+                        stage.trigger(Reason::After);
+                    }
+                }
+            }));
+        }
+        stage
+    }
+
+    fn make_child(&self, name: Option<Cow<'static, str>>, follows_trigger: bool) -> Shutdown {
+        let child = Inner::new(name, Some(self.guard()), !follows_trigger);
+        self.inner.adopt(&child, follows_trigger);
+        Shutdown { inner: child }
+    }
+
+    /// Starts every stage that still waits for earlier stages, because the
+    /// work they wait for was forced and did not end. Returns how many
+    /// stages (or this shutdown) were started by the call.
+    pub fn start_waiting_stages(&self) -> usize {
+        self.inner.start_waiting_stages()
+    }
+
+    // ----- drain ------------------------------------------------------------
+
+    /// Waits for the trigger, then for the drain, at most `timeout` (timed
+    /// with `rt`'s clock). At the deadline the shutdown is forced, the
+    /// [`Report`] of what was left is logged and returned in the
+    /// [`Outcome`](crate::Outcome). Progress is logged while it waits.
+    ///
+    /// See [`Drain`] for the options.
+    pub fn drain<R: Runtime>(&self, rt: &R, timeout: Duration) -> Drain<R> {
+        Drain::new(self.clone(), rt.clone(), timeout)
+    }
+}
+
+impl fmt::Debug for Shutdown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shutdown")
+            .field("name", &self.inner.name)
+            .field("triggered", &self.is_triggered())
+            .field("forced", &self.is_forced())
+            .field("drained", &self.is_drained())
+            .field("held", &self.held())
+            .finish()
+    }
+}

@@ -1,0 +1,381 @@
+//! Shared state of one shutdown.
+//!
+//! Invariants:
+//! 1. `Phases::state` bits only ever go from 0 to 1 (phases are sticky). A bit
+//!    is set with a `SeqCst` read-modify-write *before* its event is notified,
+//!    and a waiter creates its listener *before* re-checking the bit, so no
+//!    wake-up is lost between a check and a subscription.
+//! 2. The guard count is the strong count of one `Counted<Token>`. Before the
+//!    trigger, `Inner::holder` owns one extra strong reference, so the count
+//!    cannot reach zero. The trigger releases it; when the last strong
+//!    reference goes, `Token::drop` marks `DRAINED`. Hence `DRAINED` implies
+//!    `TRIGGERED` (or that every handle was dropped untriggered), and it is
+//!    set exactly once.
+//! 3. A child holds one guard of its parent until the child is drained, so a
+//!    parent is never drained before its children.
+//! 4. Lists that must not miss a late registration (hooks, children,
+//!    callbacks after drain) are closed under their lock when their phase is
+//!    reached; a registration that finds the list closed acts at once.
+
+use std::borrow::Cow;
+use std::panic::{catch_unwind, AssertUnwindSafe, Location};
+use std::time::Instant;
+
+use event_listener::Event;
+
+use crate::guard::Guard;
+use crate::reason::{ForceCause, Reason};
+use crate::report::{GuardInfo, Report};
+use crate::slab::Slab;
+use crate::sync::{
+    child_ref, lock, upgrade_child, Arc, AtomicU8, ChildRef, Counted, Mutex, Ordering, WeakCounted,
+};
+
+pub(crate) const TRIGGERED: u8 = 1;
+pub(crate) const FORCED: u8 = 2;
+pub(crate) const DRAINED: u8 = 4;
+
+type Callback = Box<dyn FnOnce() + Send + 'static>;
+pub(crate) type Hook = Box<dyn FnOnce(&Reason) + Send + 'static>;
+pub(crate) type ForcedHook = Box<dyn FnOnce(ForceCause) + Send + 'static>;
+
+/// The three sticky phases, their events, and what runs once drained.
+pub(crate) struct Phases {
+    state: AtomicU8,
+    triggered: Event,
+    forced: Event,
+    drained: Event,
+    after_drained: Mutex<Option<Vec<Callback>>>,
+    parent: Mutex<Option<Guard>>,
+}
+
+impl Phases {
+    fn new(parent: Option<Guard>) -> Self {
+        Phases {
+            state: AtomicU8::new(0),
+            triggered: Event::new(),
+            forced: Event::new(),
+            drained: Event::new(),
+            after_drained: Mutex::new(Some(Vec::new())),
+            parent: Mutex::new(parent),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn is(&self, bit: u8) -> bool {
+        self.state.load(Ordering::SeqCst) & bit != 0
+    }
+
+    pub(crate) fn event(&self, bit: u8) -> &Event {
+        match bit {
+            TRIGGERED => &self.triggered,
+            FORCED => &self.forced,
+            _ => &self.drained,
+        }
+    }
+
+    /// Sets `bit`; returns whether this call set it.
+    fn set(&self, bit: u8) -> bool {
+        let prev = self.state.fetch_or(bit, Ordering::SeqCst);
+        if prev & bit == 0 {
+            self.event(bit).notify(usize::MAX);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn set_drained(&self) {
+        if !self.set(DRAINED) {
+            return;
+        }
+        let callbacks = lock(&self.after_drained).take().unwrap_or_default();
+        for cb in callbacks {
+            if catch_unwind(AssertUnwindSafe(cb)).is_err() {
+                tracing::error!("a callback run after a stage drained panicked");
+            }
+        }
+        let parent = lock(&self.parent).take();
+        drop(parent);
+    }
+
+    pub(crate) fn on_drained(&self, cb: Callback) {
+        let mut list = lock(&self.after_drained);
+        match list.as_mut() {
+            Some(v) => v.push(cb),
+            None => {
+                drop(list);
+                cb();
+            }
+        }
+    }
+}
+
+/// What a guard counts. Dropping the last reference marks the shutdown drained.
+pub(crate) struct Token {
+    phases: Arc<Phases>,
+}
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        self.phases.set_drained();
+    }
+}
+
+pub(crate) struct NamedEntry {
+    pub(crate) name: Cow<'static, str>,
+    pub(crate) location: &'static Location<'static>,
+    pub(crate) since: Instant,
+}
+
+pub(crate) type Registry = Slab<NamedEntry>;
+
+struct Child {
+    inner: ChildRef<Inner>,
+    follows_trigger: bool,
+}
+
+#[derive(Default)]
+struct Children {
+    /// The reason this shutdown was triggered with, once it was.
+    triggered: Option<Reason>,
+    forced: Option<ForceCause>,
+    list: Vec<Child>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) name: Option<Cow<'static, str>>,
+    /// A stage that starts when the stages it runs after have drained, not
+    /// when its parent is triggered; forcing it does not start it early.
+    waits_for_deps: bool,
+    pub(crate) phases: Arc<Phases>,
+    pub(crate) token: WeakCounted<Token>,
+    holder: Mutex<Option<Counted<Token>>>,
+    reason: Mutex<Option<Reason>>,
+    force_cause: Mutex<Option<ForceCause>>,
+    triggered_at: Mutex<Option<Instant>>,
+    hooks: Mutex<Option<Vec<Hook>>>,
+    forced_hooks: Mutex<Option<Vec<ForcedHook>>>,
+    pub(crate) registry: Mutex<Registry>,
+    children: Mutex<Children>,
+}
+
+impl Inner {
+    pub(crate) fn new(
+        name: Option<Cow<'static, str>>,
+        parent: Option<Guard>,
+        waits_for_deps: bool,
+    ) -> Arc<Inner> {
+        let phases = Arc::new(Phases::new(parent));
+        let holder = Counted::new(Token {
+            phases: phases.clone(),
+        });
+        Arc::new(Inner {
+            name,
+            waits_for_deps,
+            phases,
+            token: Counted::downgrade(&holder),
+            holder: Mutex::new(Some(holder)),
+            reason: Mutex::new(None),
+            force_cause: Mutex::new(None),
+            triggered_at: Mutex::new(None),
+            hooks: Mutex::new(Some(Vec::new())),
+            forced_hooks: Mutex::new(Some(Vec::new())),
+            registry: Mutex::new(Registry::default()),
+            children: Mutex::new(Children::default()),
+        })
+    }
+
+    pub(crate) fn reason(&self) -> Option<Reason> {
+        lock(&self.reason).clone()
+    }
+
+    pub(crate) fn force_cause(&self) -> Option<ForceCause> {
+        *lock(&self.force_cause)
+    }
+
+    pub(crate) fn triggered_at(&self) -> Option<Instant> {
+        *lock(&self.triggered_at)
+    }
+
+    /// Guards held, not counting the trigger's own reference.
+    pub(crate) fn held(&self) -> usize {
+        let holder = lock(&self.holder).is_some() as usize;
+        self.token.strong_count().saturating_sub(holder)
+    }
+
+    pub(crate) fn trigger(&self, reason: Reason) -> bool {
+        {
+            let mut r = lock(&self.reason);
+            if r.is_some() {
+                return false;
+            }
+            *r = Some(reason.clone());
+        }
+        *lock(&self.triggered_at) = Some(Instant::now());
+        self.phases.set(TRIGGERED);
+
+        let hooks = lock(&self.hooks).take().unwrap_or_default();
+        for hook in hooks {
+            run_hook(hook, &reason);
+        }
+
+        let children: Vec<Arc<Inner>> = {
+            let mut c = lock(&self.children);
+            c.triggered = Some(reason.clone());
+            c.list
+                .iter()
+                .filter(|c| c.follows_trigger)
+                .filter_map(|c| upgrade_child(&c.inner))
+                .collect()
+        };
+        if !children.is_empty() {
+            let parent = std::sync::Arc::new(reason);
+            for child in children {
+                child.trigger(Reason::Parent(parent.clone()));
+            }
+        }
+
+        // Release the trigger's own reference: from here the last guard's
+        // release marks the shutdown drained.
+        let holder = lock(&self.holder).take();
+        drop(holder);
+        true
+    }
+
+    /// Forces this shutdown and its descendants. Starts it first unless it
+    /// is a stage waiting for others (see `waits_for_deps`). Returns false if
+    /// it was already forced.
+    pub(crate) fn force(&self, cause: ForceCause) -> bool {
+        if !self.waits_for_deps {
+            self.trigger(Reason::Forced);
+        }
+        {
+            let mut c = lock(&self.force_cause);
+            if c.is_some() {
+                return false;
+            }
+            *c = Some(cause);
+        }
+        self.phases.set(FORCED);
+        let hooks = lock(&self.forced_hooks).take().unwrap_or_default();
+        for hook in hooks {
+            if catch_unwind(AssertUnwindSafe(|| hook(cause))).is_err() {
+                tracing::error!("a forced hook panicked; the other hooks still run");
+            }
+        }
+        let children: Vec<Arc<Inner>> = {
+            let mut c = lock(&self.children);
+            c.forced = Some(cause);
+            c.list
+                .iter()
+                .filter_map(|c| upgrade_child(&c.inner))
+                .collect()
+        };
+        for child in children {
+            child.force(cause);
+        }
+        true
+    }
+
+    /// Starts every stage in this tree that is still waiting for the stages
+    /// it runs after. The last resort when forced work does not end.
+    /// Returns how many were started.
+    pub(crate) fn start_waiting_stages(&self) -> usize {
+        let mut started = usize::from(self.trigger(Reason::Forced));
+        for child in self.children() {
+            started += child.start_waiting_stages();
+        }
+        started
+    }
+
+    /// What is still held here and below.
+    pub(crate) fn report(&self) -> Report {
+        let now = Instant::now();
+        let mut named: Vec<GuardInfo> = lock(&self.registry)
+            .iter()
+            .map(|e| GuardInfo {
+                name: e.name.to_string(),
+                location: e.location,
+                age: now.saturating_duration_since(e.since),
+            })
+            .collect();
+        named.sort_by_key(|g| std::cmp::Reverse(g.age));
+        let children = self
+            .children()
+            .into_iter()
+            .filter(|c| !c.phases.is(DRAINED))
+            .map(|c| c.report())
+            .collect();
+        Report {
+            name: self.name.as_ref().map(|n| n.to_string()),
+            held: self.held(),
+            named,
+            children,
+        }
+    }
+
+    pub(crate) fn on_shutdown(&self, hook: Hook) {
+        let mut hooks = lock(&self.hooks);
+        match hooks.as_mut() {
+            Some(v) => v.push(hook),
+            None => {
+                drop(hooks);
+                // Triggered already: the reason is set before the list closes.
+                let reason = self.reason().unwrap_or(Reason::Forced);
+                run_hook(hook, &reason);
+            }
+        }
+    }
+
+    pub(crate) fn on_forced(&self, hook: ForcedHook) {
+        let mut hooks = lock(&self.forced_hooks);
+        match hooks.as_mut() {
+            Some(v) => v.push(hook),
+            None => {
+                drop(hooks);
+                let cause = self.force_cause().unwrap_or(ForceCause::Requested);
+                if catch_unwind(AssertUnwindSafe(|| hook(cause))).is_err() {
+                    tracing::error!("a forced hook panicked");
+                }
+            }
+        }
+    }
+
+    /// Registers `child`; triggers or forces it at once if this shutdown
+    /// already reached that phase.
+    pub(crate) fn adopt(&self, child: &Arc<Inner>, follows_trigger: bool) {
+        let (triggered, forced) = {
+            let mut c = lock(&self.children);
+            #[cfg(not(loom))]
+            if c.list.len() >= 16 && c.list.len().is_power_of_two() {
+                c.list.retain(|c| c.inner.strong_count() > 0);
+            }
+            c.list.push(Child {
+                inner: child_ref(child),
+                follows_trigger,
+            });
+            (c.triggered.clone(), c.forced)
+        };
+        if let (Some(reason), true) = (triggered, follows_trigger) {
+            child.trigger(Reason::Parent(std::sync::Arc::new(reason)));
+        }
+        if let Some(cause) = forced {
+            child.force(cause);
+        }
+    }
+
+    pub(crate) fn children(&self) -> Vec<Arc<Inner>> {
+        lock(&self.children)
+            .list
+            .iter()
+            .filter_map(|c| upgrade_child(&c.inner))
+            .collect()
+    }
+}
+
+fn run_hook(hook: Hook, reason: &Reason) {
+    if catch_unwind(AssertUnwindSafe(|| hook(reason))).is_err() {
+        tracing::error!("a shutdown hook panicked; the other hooks still run");
+    }
+}

@@ -1,0 +1,96 @@
+//! The live-connection registry on real loopback sockets.
+#![cfg(unix)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use graceful_core::server::Connections;
+use graceful_core::{ForceCause, Shutdown};
+
+fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (client, server)
+}
+
+#[test]
+fn trigger_ends_blocked_reads_but_keeps_received_data_and_writes() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let shutdown = Shutdown::new();
+    let conns = Connections::new();
+    conns.attach(&shutdown, true);
+
+    let (mut idle_client, mut idle) = pair(&listener);
+    let idle_track = conns.register(&shutdown, &idle, idle_client.local_addr().unwrap(), "conn");
+    let (mut busy_client, mut busy) = pair(&listener);
+    let busy_track = conns.register(&shutdown, &busy, busy_client.local_addr().unwrap(), "conn");
+    assert_eq!(conns.len(), 2);
+    assert_eq!(shutdown.held(), 2);
+    busy_client.write_all(b"request\n").unwrap();
+
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 16];
+        let n = idle.read(&mut buf).unwrap();
+        (n, Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let triggered = Instant::now();
+    shutdown.request();
+    let (n, woke) = reader.join().unwrap();
+    assert_eq!(n, 0, "an idle read ends with end-of-stream");
+    assert!(woke.duration_since(triggered) < Duration::from_millis(100));
+
+    // Data received before the trigger is still read; then end-of-stream.
+    let mut buf = [0u8; 16];
+    let n = busy.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"request\n");
+    assert_eq!(busy.read(&mut buf).unwrap(), 0);
+    // The write half still works: the response gets out.
+    busy.write_all(b"response\n").unwrap();
+    let mut got = [0u8; 9];
+    busy_client.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"response\n");
+
+    drop(busy_track);
+    drop(idle_track);
+    assert!(conns.is_empty());
+    assert!(shutdown.is_drained());
+    let _ = idle_client.write_all(b"x");
+}
+
+#[test]
+fn connections_registered_after_the_trigger_have_reads_ended_and_force_cuts_all() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let shutdown = Shutdown::new();
+    let conns = Connections::new();
+    conns.attach(&shutdown, true);
+    let _keep = shutdown.guard();
+    shutdown.request();
+
+    let (mut client, mut late) = pair(&listener);
+    let _track = conns.register(&shutdown, &late, client.local_addr().unwrap(), "conn");
+    let mut buf = [0u8; 4];
+    assert_eq!(late.read(&mut buf).unwrap(), 0);
+
+    shutdown.force(ForceCause::Deadline);
+    client.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    assert_eq!(client.read(&mut buf).unwrap(), 0, "the peer sees the connection end");
+    assert!(late.write_all(b"late").is_err() || late.write_all(b"late").is_err());
+}
+
+#[test]
+fn below_waits_for_a_connection_to_end() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let shutdown = Shutdown::new();
+    let conns = Connections::new();
+    let (c, s) = pair(&listener);
+    let track = conns.register(&shutdown, &s, c.local_addr().unwrap(), "conn");
+    assert!(!conns.wait_below(1, Some(Instant::now() + Duration::from_millis(20))));
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        drop(track);
+    });
+    assert!(conns.wait_below(1, Some(Instant::now() + Duration::from_secs(5))));
+    t.join().unwrap();
+}

@@ -1,0 +1,130 @@
+//! `Shutdown::drain` on a real-time runtime: outcomes, exit codes, reports.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{within, ThreadRuntime};
+use graceful_core::{ForceCause, Outcome, Reason, Runtime, Shutdown, Signal};
+
+#[test]
+fn drains_within_the_deadline_with_exit_code_zero() {
+    within(10, || {
+        let rt = ThreadRuntime;
+        let s = Shutdown::new();
+        let g = s.guard();
+        s.trigger(Reason::Signal(Signal::Terminate));
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(g);
+        });
+        let outcome = rt.block_on(s.drain(&rt, Duration::from_secs(5)));
+        assert!(outcome.is_drained(), "{outcome}");
+        assert_eq!(outcome.exit_code(), 0);
+        assert!(outcome.took() >= Duration::from_millis(40));
+        assert!(outcome.took() < Duration::from_secs(2));
+    });
+}
+
+#[test]
+fn drain_waits_for_the_trigger_first() {
+    within(10, || {
+        let rt = ThreadRuntime;
+        let s = Shutdown::new();
+        let s2 = s.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            s2.trigger(Reason::Requested { code: Some(7) });
+        });
+        let t0 = Instant::now();
+        let outcome = s.drain(&rt, Duration::from_millis(10)).wait();
+        assert!(t0.elapsed() >= Duration::from_millis(90));
+        assert!(outcome.is_drained());
+        assert_eq!(outcome.exit_code(), 7, "a requested exit code is kept");
+    });
+}
+
+#[test]
+fn deadline_forces_reports_and_exits_one() {
+    within(10, || {
+        let rt = ThreadRuntime;
+        let s = Shutdown::named("svc");
+        let held = s.guard_named("slow upload");
+        s.request();
+        let t0 = Instant::now();
+        let outcome = s
+            .drain(&rt, Duration::from_millis(200))
+            .settle(Duration::from_millis(50))
+            .wait();
+        let elapsed = t0.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(200) && elapsed < Duration::from_secs(2),
+            "{elapsed:?}"
+        );
+        match &outcome {
+            Outcome::Forced { cause, report, .. } => {
+                assert_eq!(*cause, ForceCause::Deadline);
+                assert_eq!(report.total(), 1);
+                assert_eq!(report.named[0].name, "slow upload");
+            }
+            other => panic!("expected forced, got {other}"),
+        }
+        assert_eq!(outcome.exit_code(), 1);
+        assert_eq!(outcome.forced_count(), 1);
+        assert!(s.is_forced());
+        drop(held);
+    });
+}
+
+#[test]
+fn second_signal_forces_with_128_plus_signo() {
+    within(10, || {
+        let rt = ThreadRuntime;
+        let s = Shutdown::new();
+        let _held = s.guard();
+        s.trigger(Reason::Signal(Signal::Terminate));
+        let s2 = s.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            s2.force(ForceCause::Signal(Signal::Interrupt));
+        });
+        let outcome = s
+            .drain(&rt, Duration::from_secs(30))
+            .settle(Duration::from_millis(10))
+            .wait();
+        assert_eq!(outcome.exit_code(), 130);
+        assert!(outcome.took() < Duration::from_secs(5));
+    });
+}
+
+#[test]
+fn forced_drain_starts_stages_stuck_behind_work_that_never_ends() {
+    within(10, || {
+        let rt = ThreadRuntime;
+        let root = Shutdown::new();
+        let http = root.stage("http");
+        let flush = root.stage_after("telemetry", [&http]);
+        let _stuck = http.guard();
+        root.request();
+        let outcome = root
+            .drain(&rt, Duration::from_millis(50))
+            .settle(Duration::from_millis(50))
+            .wait();
+        assert!(!outcome.is_drained());
+        assert!(
+            flush.is_triggered(),
+            "cleanup still runs after a forced drain"
+        );
+    });
+}
+
+#[test]
+fn an_error_reason_exits_one_even_when_drained() {
+    let rt = ThreadRuntime;
+    let s = Shutdown::new();
+    s.trigger(Reason::error(std::io::Error::other("listener died")));
+    let outcome = s.drain(&rt, Duration::from_secs(1)).wait();
+    assert!(outcome.is_drained());
+    assert_eq!(outcome.exit_code(), 1);
+    assert!(outcome.to_string().contains("listener died"));
+}

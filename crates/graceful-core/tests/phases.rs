@@ -1,0 +1,341 @@
+//! The three phases, reasons, guards, hooks and order.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::within;
+use futures::executor::block_on;
+use futures::FutureExt;
+use graceful_core::{ForceCause, Reason, Shutdown, Signal};
+
+#[test]
+fn phases_are_sticky_and_late_subscribers_see_them() {
+    let s = Shutdown::new();
+    assert!(!s.is_triggered() && !s.is_forced() && !s.is_drained());
+    assert!(s.triggered().now_or_never().is_none());
+    assert!(s.request());
+    // Subscribed after the fact: resolves at once.
+    assert!(s.triggered().now_or_never().is_some());
+    assert!(s.drained().now_or_never().is_some());
+    assert!(s.forced().now_or_never().is_none());
+    assert!(s.force(ForceCause::Requested));
+    assert!(s.forced().now_or_never().is_some());
+}
+
+#[test]
+fn first_reason_wins() {
+    let s = Shutdown::new();
+    assert!(s.trigger(Reason::Signal(Signal::Terminate)));
+    assert!(!s.trigger(Reason::requested()));
+    assert!(!s.trigger(Reason::Signal(Signal::Interrupt)));
+    assert!(matches!(
+        s.reason(),
+        Some(Reason::Signal(Signal::Terminate))
+    ));
+}
+
+#[test]
+fn drained_waits_for_every_guard() {
+    let s = Shutdown::new();
+    let a = s.guard();
+    let b = a.clone();
+    let named = s.guard_named("job 1");
+    assert_eq!(s.held(), 3);
+    s.request();
+    assert!(!s.is_drained());
+    drop(a);
+    drop(named);
+    assert!(!s.is_drained());
+    assert_eq!(s.held(), 1);
+    drop(b);
+    assert!(s.is_drained());
+    assert_eq!(s.held(), 0);
+}
+
+#[test]
+fn untriggered_shutdown_never_drains_even_with_no_guard() {
+    let s = Shutdown::new();
+    drop(s.guard());
+    assert!(!s.is_drained());
+    assert!(s.drained().now_or_never().is_none());
+}
+
+#[test]
+fn try_guard_refuses_after_trigger_and_late_guards_are_detached() {
+    let s = Shutdown::new();
+    let held = s.try_guard().expect("before the trigger");
+    s.request();
+    assert!(s.try_guard().is_none());
+    let late = s.guard();
+    assert!(late.is_attached(), "not drained yet: a guard still counts");
+    drop(held);
+    assert!(!s.is_drained());
+    drop(late);
+    assert!(s.is_drained());
+    let detached = s.guard();
+    assert!(!detached.is_attached());
+    assert!(s.is_drained());
+}
+
+#[test]
+fn guard_is_released_by_panic_unwind() {
+    let s = Shutdown::new();
+    let s2 = s.clone();
+    let r = std::thread::spawn(move || {
+        let _g = s2.guard_named("panicking work");
+        panic!("handler bug");
+    })
+    .join();
+    assert!(r.is_err());
+    s.request();
+    assert!(s.is_drained());
+    assert!(s.report().is_empty());
+}
+
+#[test]
+fn waiter_on_another_thread_is_woken_by_the_last_release() {
+    within(10, || {
+        let s = Shutdown::new();
+        let g = s.guard();
+        let waiter = {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                s.wait_drained();
+                Instant::now()
+            })
+        };
+        s.request();
+        std::thread::sleep(Duration::from_millis(50));
+        let released = Instant::now();
+        drop(g);
+        let woke = waiter.join().unwrap();
+        // Event-driven: well under any poll interval (B8 asks for 10 ms).
+        assert!(woke.duration_since(released) < Duration::from_millis(10));
+    });
+}
+
+#[test]
+fn blocking_waits_honour_their_deadline() {
+    let s = Shutdown::new();
+    let t0 = Instant::now();
+    assert!(!s.wait_triggered_until(t0 + Duration::from_millis(30)));
+    assert!(t0.elapsed() >= Duration::from_millis(30));
+    s.request();
+    assert!(s.wait_triggered_until(Instant::now()));
+    assert!(s.wait_drained_until(Instant::now()));
+    assert!(!s.wait_forced_until(Instant::now() + Duration::from_millis(5)));
+}
+
+#[test]
+fn hooks_run_once_in_order_and_survive_a_panicking_hook() {
+    let s = Shutdown::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    for i in 0..3 {
+        let seen = seen.clone();
+        s.on_shutdown(move |r| {
+            if i == 1 {
+                panic!("hook bug");
+            }
+            seen.lock().unwrap().push(format!("{i}:{r}"));
+        });
+    }
+    s.trigger(Reason::Signal(Signal::Terminate));
+    s.request();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["0:signal SIGTERM", "2:signal SIGTERM"]
+    );
+    // Registered after the trigger: runs at once, with the reason.
+    let late = seen.clone();
+    s.on_shutdown(move |r| late.lock().unwrap().push(format!("late:{r}")));
+    assert_eq!(seen.lock().unwrap().last().unwrap(), "late:signal SIGTERM");
+}
+
+#[test]
+fn forced_hooks_get_the_cause() {
+    let s = Shutdown::new();
+    let cause = Arc::new(Mutex::new(None));
+    let c = cause.clone();
+    s.on_forced(move |f| *c.lock().unwrap() = Some(f));
+    let _g = s.guard();
+    s.request();
+    assert!(cause.lock().unwrap().is_none());
+    assert!(s.force(ForceCause::Signal(Signal::Interrupt)));
+    assert!(
+        !s.force(ForceCause::Deadline),
+        "second force changes nothing"
+    );
+    assert_eq!(
+        *cause.lock().unwrap(),
+        Some(ForceCause::Signal(Signal::Interrupt))
+    );
+    assert_eq!(s.force_cause(), Some(ForceCause::Signal(Signal::Interrupt)));
+}
+
+#[test]
+fn force_before_trigger_triggers() {
+    let s = Shutdown::new();
+    assert!(s.force(ForceCause::Requested));
+    assert!(s.is_triggered() && s.is_forced());
+    assert!(matches!(s.reason(), Some(Reason::Forced)));
+}
+
+#[test]
+fn children_follow_the_parent_and_hold_it_until_drained() {
+    let root = Shutdown::named("root");
+    let child = root.child_named("http");
+    let grandchild = child.child();
+    let work = grandchild.guard();
+    root.trigger(Reason::Signal(Signal::Terminate));
+    assert!(child.is_triggered() && grandchild.is_triggered());
+    match child.reason().unwrap() {
+        Reason::Parent(p) => assert!(matches!(*p, Reason::Signal(Signal::Terminate))),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(matches!(
+        grandchild.reason().unwrap().root(),
+        Reason::Signal(Signal::Terminate)
+    ));
+    assert!(!root.is_drained() && !child.is_drained());
+    drop(work);
+    assert!(grandchild.is_drained() && child.is_drained() && root.is_drained());
+}
+
+#[test]
+fn child_created_after_the_trigger_is_triggered_at_once() {
+    let root = Shutdown::new();
+    let _g = root.guard();
+    root.request();
+    let late = root.child();
+    assert!(late.is_triggered());
+    root.force(ForceCause::Deadline);
+    let later = root.child();
+    assert!(later.is_forced());
+    assert_eq!(later.force_cause(), Some(ForceCause::Deadline));
+}
+
+#[test]
+fn forcing_the_parent_forces_children_with_the_same_cause() {
+    let root = Shutdown::new();
+    let child = root.child();
+    let _w = child.guard();
+    root.request();
+    root.force(ForceCause::Signal(Signal::Terminate));
+    assert_eq!(
+        child.force_cause(),
+        Some(ForceCause::Signal(Signal::Terminate))
+    );
+}
+
+#[test]
+fn stage_after_starts_only_when_earlier_stages_drained() {
+    let root = Shutdown::new();
+    let http = root.stage("http");
+    let workers = root.stage("workers");
+    let pool = root.stage_after("pool", [&http, &workers]);
+    let telemetry = root.stage_after("telemetry", [&pool]);
+
+    let order = Arc::new(Mutex::new(Vec::new()));
+    for (name, stage) in [
+        ("http", &http),
+        ("workers", &workers),
+        ("pool", &pool),
+        ("telemetry", &telemetry),
+    ] {
+        let order = order.clone();
+        stage.on_shutdown(move |_| order.lock().unwrap().push(name));
+    }
+    let request = http.guard();
+    let job = workers.guard();
+    let pool_open = pool.guard();
+
+    root.request();
+    assert_eq!(*order.lock().unwrap(), ["http", "workers"]);
+    drop(job);
+    assert!(!pool.is_triggered(), "http still has a request");
+    drop(request);
+    assert!(pool.is_triggered());
+    assert!(matches!(pool.reason(), Some(Reason::After)));
+    assert!(!telemetry.is_triggered(), "the pool is still open");
+    assert!(!root.is_drained());
+    drop(pool_open);
+    assert_eq!(
+        *order.lock().unwrap(),
+        ["http", "workers", "pool", "telemetry"]
+    );
+    assert!(root.is_drained());
+}
+
+#[test]
+fn force_does_not_start_a_stage_early_but_start_waiting_stages_does() {
+    let root = Shutdown::new();
+    let http = root.stage("http");
+    let pool = root.stage_after("pool", [&http]);
+    let stuck = http.guard();
+    root.request();
+    root.force(ForceCause::Deadline);
+    assert!(pool.is_forced());
+    assert!(!pool.is_triggered(), "forced work has not ended yet");
+    assert_eq!(root.start_waiting_stages(), 1);
+    assert!(pool.is_triggered());
+    drop(stuck);
+    assert!(root.is_drained());
+}
+
+#[test]
+fn report_names_what_is_held_and_prints_a_table() {
+    let root = Shutdown::named("service");
+    let http = root.child_named("http");
+    let _a = http.guard_named("conn 10.0.0.7:5100");
+    let _b = http.guard();
+    let _c = root.guard_here();
+    std::thread::sleep(Duration::from_millis(5));
+    let report = root.report();
+    assert_eq!(report.total(), 3);
+    assert_eq!(report.all_named().len(), 2);
+    assert!(report.oldest().unwrap() >= Duration::from_millis(5));
+    let table = report.to_string();
+    assert!(table.contains("3 guard(s) still held"), "{table}");
+    assert!(table.contains("conn 10.0.0.7:5100"), "{table}");
+    assert!(table.contains("http: 2 held"), "{table}");
+    assert!(table.contains("(1 unnamed)"), "{table}");
+    assert!(
+        table.contains("phases.rs"),
+        "the location is shown: {table}"
+    );
+}
+
+#[test]
+fn named_guard_location_is_the_callers() {
+    let s = Shutdown::new();
+    let g = s.guard_named("x");
+    assert!(g.location().file().ends_with("phases.rs"));
+    assert_eq!(g.location().line(), line!() - 2);
+}
+
+#[test]
+fn many_threads_trigger_once() {
+    within(10, || {
+        let s = Shutdown::new();
+        let wins = Arc::new(AtomicUsize::new(0));
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let s = s.clone();
+                let wins = wins.clone();
+                std::thread::spawn(move || {
+                    if s.trigger(Reason::Requested { code: Some(i) }) {
+                        wins.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(wins.load(Ordering::SeqCst), 1);
+        block_on(s.drained());
+    });
+}

@@ -1,0 +1,1 @@
+//! Runnable services built on graceful; see `examples/` and `tests/`.
