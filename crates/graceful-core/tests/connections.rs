@@ -74,8 +74,14 @@ fn connections_registered_after_the_trigger_have_reads_ended_and_force_cuts_all(
     assert_eq!(late.read(&mut buf).unwrap(), 0);
 
     shutdown.force(ForceCause::Deadline);
-    client.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    assert_eq!(client.read(&mut buf).unwrap(), 0, "the peer sees the connection end");
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    assert_eq!(
+        client.read(&mut buf).unwrap(),
+        0,
+        "the peer sees the connection end"
+    );
     assert!(late.write_all(b"late").is_err() || late.write_all(b"late").is_err());
 }
 

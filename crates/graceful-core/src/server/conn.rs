@@ -67,3 +67,23 @@ impl fmt::Debug for Conn {
             .finish()
     }
 }
+
+/// What a connection handler may return: `()` or a `Result` whose error is
+/// logged (at debug level: clients hang up, that is not the server's
+/// problem).
+pub trait HandlerOutput {
+    /// Logs the outcome of the handler of the connection from `peer`.
+    fn log(self, peer: SocketAddr);
+}
+
+impl HandlerOutput for () {
+    fn log(self, _peer: SocketAddr) {}
+}
+
+impl<E: fmt::Display> HandlerOutput for Result<(), E> {
+    fn log(self, peer: SocketAddr) {
+        if let Err(e) = self {
+            tracing::debug!("connection {peer} ended with an error: {e}");
+        }
+    }
+}

@@ -13,7 +13,7 @@ mod serve;
 
 pub use backoff::{is_fatal_accept_error, Backoff};
 pub use config::ServeConfig;
-pub use conn::Conn;
+pub use conn::{Conn, HandlerOutput};
 pub use connections::{ConnTrack, Connections};
 #[cfg(unix)]
 pub use serve::{accept_queued_std, serve, Accept};

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures_util::future::{select, Either, FutureExt};
 
-use super::{Backoff, Conn, ConnTrack, Connections, ServeConfig};
+use super::{Backoff, Conn, ConnTrack, Connections, HandlerOutput, ServeConfig};
 use crate::drain::Outcome;
 use crate::reason::Reason;
 use crate::runtime::Runtime;
@@ -91,7 +91,8 @@ where
     R: Runtime,
     A: Accept,
     H: FnMut(A::Stream, ConnTrack, Conn) -> Fut + Send,
-    Fut: Future<Output = ()> + Send + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: HandlerOutput,
 {
     let local = listener.local_addr()?;
     let name = config
@@ -200,11 +201,15 @@ async fn close_signal<R: Runtime>(rt: &R, server: &Shutdown, pre_drain: Duration
 
 /// One connection's task: the handler, isolated from panics, cut short when
 /// the server is forced.
-async fn run_conn<F: Future<Output = ()>>(work: F, server: Shutdown, peer: SocketAddr) {
+async fn run_conn<F>(work: F, server: Shutdown, peer: SocketAddr)
+where
+    F: Future,
+    F::Output: HandlerOutput,
+{
     let work = pin!(AssertUnwindSafe(work).catch_unwind());
     let forced = pin!(server.forced());
     match select(work, forced).await {
-        Either::Left((Ok(()), _)) => {}
+        Either::Left((Ok(out), _)) => out.log(peer),
         Either::Left((Err(panic), _)) => {
             let msg = panic
                 .downcast_ref::<&str>()

@@ -1,0 +1,303 @@
+//! A server under test on a thread of its own, and blocking loopback
+//! clients to drive it.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use graceful_core::{ForceCause, Outcome, Runtime, ServeConfig, Shutdown};
+
+use crate::clock::{ManualClock, TestRuntime};
+use crate::{fixture, Adapter};
+
+/// How long any single wait in a scenario may take before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A server running [`fixture::line_service`] through an adapter's `serve`.
+pub struct Server<A: Adapter> {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The shutdown passed to `serve`.
+    pub shutdown: Shutdown,
+    /// The runtime the server uses (with the manual clock, if any).
+    pub rt: TestRuntime<A::Runtime>,
+    done: mpsc::Receiver<io::Result<Outcome>>,
+    thread: Option<JoinHandle<()>>,
+    outcome_taken: bool,
+}
+
+/// What to start a [`Server`] with.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The server's configuration.
+    pub config: ServeConfig,
+    /// Time the drain with a manual clock instead of real time.
+    pub manual_clock: bool,
+    /// The shutdown to serve under (a new one by default).
+    pub shutdown: Option<Shutdown>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            config: ServeConfig::default().progress_every(None),
+            manual_clock: false,
+            shutdown: None,
+        }
+    }
+}
+
+impl Options {
+    /// Default options with this configuration.
+    pub fn config(config: ServeConfig) -> Self {
+        Options {
+            config,
+            ..Options::default()
+        }
+    }
+
+    /// With a manual clock.
+    pub fn manual(mut self) -> Self {
+        self.manual_clock = true;
+        self
+    }
+
+    /// With [`ServeConfig::close_idle`] set.
+    pub fn config_close_idle(mut self, close_idle: bool) -> Self {
+        self.config = self.config.close_idle(close_idle);
+        self
+    }
+
+    /// Serving under `shutdown`.
+    pub fn under(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = Some(shutdown);
+        self
+    }
+}
+
+impl<A: Adapter> Server<A> {
+    /// Starts a server with `options`.
+    pub fn start(options: Options) -> Server<A> {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().unwrap();
+        let shutdown = options.shutdown.unwrap_or_default();
+        let clock = options.manual_clock.then(ManualClock::new);
+        let rt = TestRuntime::new(A::runtime(), clock);
+        let (tx, done) = mpsc::channel();
+        let thread = {
+            let rt = rt.clone();
+            let shutdown = shutdown.clone();
+            let config = options.config;
+            std::thread::Builder::new()
+                .name(format!("server {addr}"))
+                .spawn(move || {
+                    let handler = fixture::handler::<A::Stream, _>(rt.clone());
+                    let outcome = rt.block_on(A::serve(&rt, listener, &shutdown, config, handler));
+                    let _ = tx.send(outcome);
+                })
+                .unwrap()
+        };
+        Server {
+            addr,
+            shutdown,
+            rt,
+            done,
+            thread: Some(thread),
+            outcome_taken: false,
+        }
+    }
+
+    /// The manual clock.
+    ///
+    /// # Panics
+    ///
+    /// If the server was started without one.
+    pub fn clock(&self) -> &ManualClock {
+        self.rt.clock().expect("started without a manual clock")
+    }
+
+    /// Connects a client.
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Triggers the server's shutdown with a request.
+    pub fn stop(&self) {
+        self.shutdown.request();
+    }
+
+    /// The outcome, if `serve` returned within `within`.
+    pub fn outcome_within(&mut self, within: Duration) -> Option<io::Result<Outcome>> {
+        match self.done.recv_timeout(within) {
+            Ok(outcome) => {
+                self.outcome_taken = true;
+                if let Some(t) = self.thread.take() {
+                    t.join().expect("the server thread panicked");
+                }
+                Some(outcome)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// The outcome of `serve`; fails the scenario if it takes longer than
+    /// [`PATIENCE`] or is an error.
+    pub fn outcome(&mut self) -> Outcome {
+        self.outcome_within(PATIENCE)
+            .expect("serve did not return in time")
+            .expect("serve failed")
+    }
+
+    /// Asserts that `serve` has not returned yet (waiting `for_` to be sure).
+    pub fn assert_running(&mut self, for_: Duration) {
+        if let Some(outcome) = self.outcome_within(for_) {
+            panic!("serve returned early: {outcome:?}");
+        }
+    }
+}
+
+impl<A: Adapter> std::fmt::Debug for Server<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .field("shutdown", &self.shutdown)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Adapter> Drop for Server<A> {
+    fn drop(&mut self) {
+        if !self.outcome_taken {
+            // A failed scenario: stop what is left so no thread outlives it.
+            self.shutdown.force(ForceCause::Requested);
+            if let Some(clock) = self.rt.clock() {
+                clock.advance(Duration::from_secs(3600));
+            }
+            let _ = self.done.recv_timeout(PATIENCE);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A blocking loopback client speaking the fixture's line protocol.
+#[derive(Debug)]
+pub struct Client {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    /// Connects to `addr`; reads time out after [`PATIENCE`].
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect");
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Client { stream, reader }
+    }
+
+    /// The client's own address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream.local_addr().unwrap()
+    }
+
+    /// Sends one line.
+    pub fn send(&mut self, line: &str) {
+        self.stream
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("send");
+    }
+
+    /// Reads one line (without its newline).
+    pub fn read_line(&mut self) -> io::Result<String> {
+        let mut line = String::new();
+        let n = self.reader.read_line(&mut line)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(line.trim_end_matches('\n').to_string())
+    }
+
+    /// Sends `line` and expects `reply`.
+    pub fn roundtrip(&mut self, line: &str, reply: &str) {
+        self.send(line);
+        assert_eq!(self.read_line().expect("a reply"), reply);
+    }
+
+    /// Whether the server ends the connection within `within`: end-of-stream
+    /// or a reset, with nothing else read before it.
+    pub fn closed_within(&mut self, within: Duration) -> bool {
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(within))
+            .unwrap();
+        let mut line = String::new();
+        let closed = match self.reader.read_line(&mut line) {
+            Ok(0) => true,
+            Ok(_) => panic!("expected the connection to end, read {line:?}"),
+            Err(e) => !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+        };
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(PATIENCE))
+            .unwrap();
+        closed
+    }
+
+    /// Whether the server has not answered within `within` (and the
+    /// connection is still open).
+    pub fn silent_for(&mut self, within: Duration) -> bool {
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(within))
+            .unwrap();
+        let mut line = String::new();
+        let silent = match self.reader.read_line(&mut line) {
+            Ok(_) => false,
+            Err(e) => matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+        };
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(PATIENCE))
+            .unwrap();
+        silent
+    }
+}
+
+/// Whether a connect to `addr` is refused within `within` (retrying while
+/// it is still accepted).
+pub fn refused_within(addr: SocketAddr, within: Duration) -> bool {
+    let until = Instant::now() + within;
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return true,
+            _ if Instant::now() >= until => return false,
+            _ => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+/// Polls `cond` until it holds or `within` passes; returns whether it held.
+/// For conditions with no event to wait on from outside the server.
+pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}

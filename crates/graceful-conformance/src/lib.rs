@@ -1,0 +1,131 @@
+//! The conformance suite of the `graceful` adapter contract: every
+//! behaviour that can be checked in one process, written once, run by every
+//! adapter.
+//!
+//! An adapter proves itself with one line in its `tests/conformance.rs`:
+//!
+//! ```ignore
+//! graceful_conformance::suite!(graceful_tokio);
+//! ```
+//!
+//! The macro implements [`Adapter`] from the adapter crate's exported names
+//! (`Runtime::new`, `serve_on`, `Stream`) — the names user code calls — and
+//! adds one `#[test]` per scenario, with the same names for every adapter,
+//! so `cargo test -p ADAPTER --test conformance -- --list` lists the same
+//! scenarios everywhere.
+//!
+//! The suite drives real loopback sockets with blocking clients, times
+//! deadlines with a [`ManualClock`] and feeds signals from a [`scripted`]
+//! source, so signal and deadline behaviour is deterministic. Real OS
+//! signals are exercised by the end-to-end tests, against real processes.
+
+mod adapter;
+mod clock;
+pub mod fixture;
+pub mod harness;
+pub mod scenarios;
+mod script;
+
+pub use adapter::Adapter;
+pub use clock::{ManualClock, ManualSleep, TestRuntime, TestSleep};
+pub use script::{scripted, SignalScript};
+
+#[doc(hidden)]
+pub mod __private {
+    pub use futures;
+    pub use graceful_core;
+}
+
+/// Every scenario's name, in order. Kept with the macro so the list is
+/// written once.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __for_each_scenario {
+    ($callback:ident ! ($($args:tt)*)) => {
+        $crate::$callback! {
+            ($($args)*)
+            core_waiters_wake_on_the_runtime,
+            core_drain_deadline_on_manual_clock,
+            b1_first_signal_triggers,
+            b1_hangup_and_quit_are_opt_in,
+            b2_second_signal_forces_with_128_plus_signo,
+            b2_third_signal_exits_at_once,
+            b3_early_signal_is_not_lost,
+            b3_burst_counts_each_signal_and_triggers_once,
+            b4_new_connects_refused_after_close,
+            b4_queued_connections_are_served_before_close,
+            b15_pre_drain_keeps_accepting_then_refuses,
+            b5_serve_returns_only_after_drain,
+            b6_in_flight_request_completes,
+            b7_idle_connection_closed_at_trigger,
+            b8_drain_seen_promptly,
+            b9_deadline_cuts_remaining_connections_and_reports,
+            b10_panicking_handler_releases_its_guard,
+            b17_exit_code_zero_when_drained_and_requested_code_kept,
+            conn_handler_sees_the_trigger,
+            max_connections_waits_instead_of_dropping,
+            order_stage_after_server_starts_when_it_drained,
+            forced_from_code_cuts_at_once,
+            signal_stops_a_server_gracefully,
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __scenario_tests {
+    (($adapter:ty) $($name:ident,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::scenarios::$name::<$adapter>();
+            }
+        )*
+    };
+}
+
+/// Instantiates the suite for the adapter crate `$rt` (its crate name, as
+/// in `use $rt;`): implements [`Adapter`] with the crate's contract names and
+/// adds one `#[test]` per scenario.
+#[macro_export]
+macro_rules! suite {
+    ($rt:ident) => {
+        /// The adapter under test, through its contract names.
+        struct ContractAdapter;
+
+        impl $crate::Adapter for ContractAdapter {
+            type Runtime = $rt::Runtime;
+            type Stream = $rt::Stream;
+
+            fn runtime() -> Self::Runtime {
+                $rt::Runtime::new().expect("the adapter's runtime starts")
+            }
+
+            fn serve<R, H, Fut>(
+                rt: &R,
+                listener: ::std::net::TcpListener,
+                shutdown: &$crate::__private::graceful_core::Shutdown,
+                config: $crate::__private::graceful_core::ServeConfig,
+                handler: H,
+            ) -> $crate::__private::futures::future::BoxFuture<
+                'static,
+                ::std::io::Result<$crate::__private::graceful_core::Outcome>,
+            >
+            where
+                R: $crate::__private::graceful_core::Runtime,
+                H: FnMut(Self::Stream, $crate::__private::graceful_core::Conn) -> Fut
+                    + Send
+                    + 'static,
+                Fut: ::std::future::Future<Output = ::std::io::Result<()>> + Send + 'static,
+            {
+                let rt = rt.clone();
+                let shutdown = shutdown.clone();
+                Box::pin(
+                    async move { $rt::serve_on(&rt, listener, &shutdown, config, handler).await },
+                )
+            }
+        }
+
+        $crate::__for_each_scenario!(__scenario_tests!(ContractAdapter));
+    };
+}

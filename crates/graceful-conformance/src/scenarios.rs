@@ -1,0 +1,515 @@
+//! One function per behaviour, generic over the [`Adapter`]. The
+//! [`suite!`](crate::suite) macro turns each into a `#[test]` of the same
+//! name in every adapter.
+//!
+//! Bounds are generous (the machine may be loaded); the behaviour, not the
+//! speed, is what is checked. Speed belongs to the benchmark.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use graceful_core::{
+    Escalation, ForceCause, Outcome, Reason, Runtime, ServeConfig, Shutdown, Signal, SignalConfig,
+};
+
+use crate::harness::{eventually, refused_within, Options, Server, PATIENCE};
+use crate::script::{scripted, SignalScript};
+use crate::Adapter;
+
+const SHORT: Duration = Duration::from_millis(200);
+
+/// Runs the signal handling of `signals(...)` over a scripted source on the
+/// adapter's runtime; returns the script and the exit codes the third
+/// signal would have exited with.
+fn scripted_signals<A: Adapter>(
+    rt: &A::Runtime,
+    shutdown: &Shutdown,
+    config: SignalConfig,
+) -> (SignalScript, Arc<Mutex<Vec<i32>>>) {
+    let exits = Arc::new(Mutex::new(Vec::new()));
+    let e = exits.clone();
+    let config = config.on_exit(move |code| e.lock().unwrap().push(code));
+    let (script, source) = scripted();
+    rt.spawn(Escalation::new(shutdown.clone(), config).run(source));
+    (script, exits)
+}
+
+fn wait_forced(shutdown: &Shutdown) {
+    assert!(
+        shutdown.wait_forced_until(Instant::now() + PATIENCE),
+        "not forced in time"
+    );
+}
+
+// ----- core phases on the adapter's runtime --------------------------------
+
+/// Many tasks waiting for the trigger on the adapter's runtime all wake,
+/// and a task subscribing after the trigger sees it at once.
+pub fn core_waiters_wake_on_the_runtime<A: Adapter>() {
+    let rt = A::runtime();
+    let shutdown = Shutdown::new();
+    let woke = Arc::new(AtomicUsize::new(0));
+    let all = shutdown.child();
+    for _ in 0..1000 {
+        let s = shutdown.clone();
+        let woke = woke.clone();
+        let g = all.guard();
+        rt.spawn(async move {
+            s.triggered().await;
+            woke.fetch_add(1, Ordering::SeqCst);
+            drop(g);
+        });
+    }
+    shutdown.request();
+    assert!(all.wait_drained_until(Instant::now() + PATIENCE));
+    assert_eq!(woke.load(Ordering::SeqCst), 1000);
+    let late = shutdown.clone();
+    rt.block_on(async move { late.triggered().await });
+}
+
+/// `drain` on the adapter's runtime with a manual clock: not forced a
+/// moment before the deadline, forced at it, with the report and exit 1.
+pub fn core_drain_deadline_on_manual_clock<A: Adapter>() {
+    let clock = crate::ManualClock::new();
+    let rt = crate::TestRuntime::new(A::runtime(), Some(clock.clone()));
+    let shutdown = Shutdown::named("jobs");
+    let job = shutdown.guard_named("export 42");
+    shutdown.request();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (s, r) = (shutdown.clone(), rt.clone());
+    std::thread::spawn(move || {
+        let outcome = r.block_on(s.drain(&r, Duration::from_secs(30)).progress_every(None));
+        let _ = tx.send(outcome);
+    });
+    assert!(clock.wait_for_sleep(Duration::from_secs(30), PATIENCE));
+    clock.advance(Duration::from_millis(29_999));
+    assert!(
+        rx.recv_timeout(SHORT).is_err(),
+        "forced before the deadline"
+    );
+    assert!(!shutdown.is_forced());
+    clock.advance(Duration::from_millis(1));
+    wait_forced(&shutdown);
+    drop(job);
+    let outcome = rx.recv_timeout(PATIENCE).expect("drain returned");
+    assert_eq!(outcome.exit_code(), 1);
+    let report = outcome.report().expect("a report");
+    assert_eq!(report.named[0].name, "export 42");
+    assert_eq!(outcome.took(), Duration::from_secs(30));
+}
+
+// ----- signals -------------------------------------------------------------
+
+/// B1: the first stop signal triggers with that signal as the reason.
+pub fn b1_first_signal_triggers<A: Adapter>() {
+    let rt = A::runtime();
+    let shutdown = Shutdown::new();
+    let (script, _) = scripted_signals::<A>(&rt, &shutdown, SignalConfig::default());
+    script.send(Signal::Interrupt);
+    assert!(shutdown.wait_triggered_until(Instant::now() + PATIENCE));
+    assert!(matches!(
+        shutdown.reason(),
+        Some(Reason::Signal(Signal::Interrupt))
+    ));
+    assert!(!shutdown.is_forced());
+}
+
+/// B1: SIGHUP and SIGQUIT do nothing unless opted in.
+pub fn b1_hangup_and_quit_are_opt_in<A: Adapter>() {
+    let rt = A::runtime();
+    let default = Shutdown::new();
+    let (script, _) = scripted_signals::<A>(&rt, &default, SignalConfig::default());
+    script.send(Signal::Hangup);
+    script.send(Signal::Quit);
+    script.send(Signal::Terminate);
+    assert!(default.wait_triggered_until(Instant::now() + PATIENCE));
+    assert!(matches!(
+        default.reason(),
+        Some(Reason::Signal(Signal::Terminate))
+    ));
+
+    let opted = Shutdown::new();
+    let config = SignalConfig::default().with(Signal::Hangup);
+    let (script, _) = scripted_signals::<A>(&rt, &opted, config);
+    script.send(Signal::Hangup);
+    assert!(opted.wait_triggered_until(Instant::now() + PATIENCE));
+    assert!(matches!(
+        opted.reason(),
+        Some(Reason::Signal(Signal::Hangup))
+    ));
+}
+
+/// B2: a second stop signal during the drain forces it; the server cuts
+/// its connections and the outcome exits 128+signo.
+pub fn b2_second_signal_forces_with_128_plus_signo<A: Adapter>() {
+    let mut server = Server::<A>::start(Options::default());
+    let (script, exits) =
+        scripted_signals::<A>(server.rt.inner(), &server.shutdown, SignalConfig::default());
+    let mut stuck = server.connect();
+    stuck.send("hang");
+    assert!(stuck.silent_for(Duration::from_millis(50)));
+    script.send(Signal::Terminate);
+    assert!(server
+        .shutdown
+        .wait_triggered_until(Instant::now() + PATIENCE));
+    server.assert_running(SHORT);
+    script.send(Signal::Terminate);
+    wait_forced(&server.shutdown);
+    assert!(stuck.closed_within(PATIENCE), "forced connection not cut");
+    let outcome = server.outcome();
+    assert_eq!(outcome.exit_code(), 143, "{outcome}");
+    assert!(exits.lock().unwrap().is_empty());
+}
+
+/// B2: the third stop signal exits at once with 128+signo.
+pub fn b2_third_signal_exits_at_once<A: Adapter>() {
+    let rt = A::runtime();
+    let shutdown = Shutdown::new();
+    let _work = shutdown.guard();
+    let (script, exits) = scripted_signals::<A>(&rt, &shutdown, SignalConfig::default());
+    script.send(Signal::Terminate);
+    script.send(Signal::Terminate);
+    script.send(Signal::Interrupt);
+    assert!(
+        eventually(PATIENCE, || !exits.lock().unwrap().is_empty()),
+        "no exit"
+    );
+    assert_eq!(*exits.lock().unwrap(), [130]);
+}
+
+/// B3: a signal that arrives before anything waits is not lost.
+pub fn b3_early_signal_is_not_lost<A: Adapter>() {
+    let rt = A::runtime();
+    let shutdown = Shutdown::new();
+    let (script, source) = scripted();
+    script.send(Signal::Terminate);
+    // Only now does anything read the source, and only later wait.
+    rt.spawn(Escalation::new(shutdown.clone(), SignalConfig::default()).run(source));
+    let s = shutdown.clone();
+    rt.block_on(async move { s.triggered().await });
+    assert!(matches!(
+        shutdown.reason(),
+        Some(Reason::Signal(Signal::Terminate))
+    ));
+}
+
+/// B3: a burst counts as the signals it contains and triggers once.
+pub fn b3_burst_counts_each_signal_and_triggers_once<A: Adapter>() {
+    let rt = A::runtime();
+    let shutdown = Shutdown::new();
+    let _work = shutdown.guard();
+    let hooks = Arc::new(AtomicUsize::new(0));
+    let h = hooks.clone();
+    shutdown.on_shutdown(move |_| {
+        h.fetch_add(1, Ordering::SeqCst);
+    });
+    let (script, exits) =
+        scripted_signals::<A>(&rt, &shutdown, SignalConfig::default().exit_after(Some(4)));
+    for _ in 0..3 {
+        script.send(Signal::Terminate);
+    }
+    wait_forced(&shutdown);
+    assert_eq!(hooks.load(Ordering::SeqCst), 1);
+    assert!(exits.lock().unwrap().is_empty(), "3 of 4: no exit yet");
+    script.send(Signal::Terminate);
+    assert!(eventually(PATIENCE, || !exits.lock().unwrap().is_empty()));
+    assert_eq!(hooks.load(Ordering::SeqCst), 1);
+}
+
+// ----- servers -------------------------------------------------------------
+
+/// B4: once the listener closes, a new connect is refused (not ignored).
+pub fn b4_new_connects_refused_after_close<A: Adapter>() {
+    let mut server = Server::<A>::start(Options::default());
+    server.connect().roundtrip("hello", "hello");
+    let mut busy = server.connect();
+    busy.send("sleep 300");
+    assert!(busy.silent_for(Duration::from_millis(20)));
+    server.stop();
+    assert!(refused_within(server.addr, Duration::from_millis(500)));
+    assert_eq!(busy.read_line().unwrap(), "slept 300");
+    assert!(server.outcome().is_drained());
+}
+
+/// B4: connections the kernel already queued when the listener closes are
+/// accepted and served, not reset.
+pub fn b4_queued_connections_are_served_before_close<A: Adapter>() {
+    let config = ServeConfig::default()
+        .max_connections(Some(1))
+        .progress_every(None);
+    let mut server = Server::<A>::start(Options::config(config));
+    let mut first = server.connect();
+    first.roundtrip("one", "one");
+    // The server is full: these complete in the kernel's backlog only.
+    let mut queued: Vec<_> = (0..3).map(|_| server.connect()).collect();
+    for (i, c) in queued.iter_mut().enumerate() {
+        c.send(&format!("queued {i}"));
+    }
+    assert!(
+        queued[0].silent_for(Duration::from_millis(100)),
+        "not accepted while full"
+    );
+    server.stop();
+    for (i, c) in queued.iter_mut().enumerate() {
+        assert_eq!(
+            c.read_line().expect("served, not reset"),
+            format!("queued {i}")
+        );
+        assert!(c.closed_within(PATIENCE));
+    }
+    assert!(first.closed_within(PATIENCE));
+    assert!(server.outcome().is_drained());
+    assert!(refused_within(server.addr, Duration::from_millis(500)));
+}
+
+/// B15 (TCP): during the pre-drain delay the listener keeps accepting and
+/// serving; after it, connects are refused.
+pub fn b15_pre_drain_keeps_accepting_then_refuses<A: Adapter>() {
+    let config = ServeConfig::default()
+        .pre_drain(Duration::from_secs(5))
+        .progress_every(None);
+    let mut server = Server::<A>::start(Options::config(config).manual());
+    server.stop();
+    assert!(server
+        .clock()
+        .wait_for_sleep(Duration::from_secs(5), PATIENCE));
+    let mut during = server.connect();
+    during.roundtrip("still serving", "still serving");
+    assert!(during.closed_within(PATIENCE), "closed after its request");
+    server.clock().advance(Duration::from_secs(5));
+    assert!(refused_within(server.addr, Duration::from_millis(500)));
+    assert!(server.outcome().is_drained());
+}
+
+/// B5: `serve` returns only once its connections drained.
+pub fn b5_serve_returns_only_after_drain<A: Adapter>() {
+    let mut server = Server::<A>::start(Options::default());
+    let mut busy = server.connect();
+    busy.send("sleep 400");
+    assert!(busy.silent_for(Duration::from_millis(20)));
+    server.stop();
+    server.assert_running(Duration::from_millis(200));
+    assert_eq!(busy.read_line().unwrap(), "slept 400");
+    let outcome = server.outcome();
+    assert!(outcome.is_drained(), "{outcome}");
+    assert_eq!(outcome.exit_code(), 0);
+}
+
+/// B6: a request the server read before the trigger gets its complete
+/// response, then the connection ends.
+pub fn b6_in_flight_request_completes<A: Adapter>() {
+    let mut server = Server::<A>::start(Options::default());
+    let mut c = server.connect();
+    c.send("sleep 200");
+    assert!(c.silent_for(Duration::from_millis(20)));
+    server.stop();
+    assert_eq!(c.read_line().unwrap(), "slept 200");
+    assert!(c.closed_within(PATIENCE));
+    assert!(server.outcome().is_drained());
+}
+
+/// B7/B8: an idle connection (its handler waiting for input) is closed at
+/// the trigger, woken by the trigger itself.
+pub fn b7_idle_connection_closed_at_trigger<A: Adapter>() {
+    let mut server = Server::<A>::start(Options::default());
+    let mut idle = server.connect();
+    idle.roundtrip("hi", "hi");
+    let t0 = Instant::now();
+    server.stop();
+    assert!(idle.closed_within(PATIENCE));
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_millis(300),
+        "idle close took {took:?}"
+    );
+    assert!(server.outcome().is_drained());
+}
+
+/// B8: the drain's completion is seen promptly after the last connection
+/// ends (event-driven, no poll interval).
+pub fn b8_drain_seen_promptly<A: Adapter>() {
+    let mut server = Server::<A>::start(Options::default());
+    let mut c = server.connect();
+    c.send("sleep 150");
+    assert!(c.silent_for(Duration::from_millis(20)));
+    server.stop();
+    assert_eq!(c.read_line().unwrap(), "slept 150");
+    let answered = Instant::now();
+    let outcome = server.outcome();
+    let lag = answered.elapsed();
+    assert!(outcome.is_drained());
+    assert!(
+        lag < Duration::from_millis(100),
+        "drain seen {lag:?} after the last reply"
+    );
+}
+
+/// B9: at the deadline every remaining connection is cut promptly, the
+/// outcome says how many, and the report names them.
+pub fn b9_deadline_cuts_remaining_connections_and_reports<A: Adapter>() {
+    let config = ServeConfig::default()
+        .timeout(Duration::from_secs(30))
+        .progress_every(None);
+    let mut server = Server::<A>::start(Options::config(config).manual());
+    let mut stuck = server.connect();
+    let stuck_addr = stuck.local_addr();
+    stuck.send("hang");
+    let mut stuck2 = server.connect();
+    stuck2.send("hang");
+    let mut fine = server.connect();
+    fine.roundtrip("ok", "ok");
+    assert!(stuck.silent_for(Duration::from_millis(20)));
+    server.stop();
+    assert!(fine.closed_within(PATIENCE));
+    assert!(server
+        .clock()
+        .wait_for_sleep(Duration::from_secs(30), PATIENCE));
+    server.clock().advance(Duration::from_millis(29_900));
+    assert!(
+        stuck.silent_for(Duration::from_millis(50)),
+        "cut before the deadline"
+    );
+    server.clock().advance(Duration::from_millis(100));
+    let t0 = Instant::now();
+    assert!(stuck.closed_within(PATIENCE) && stuck2.closed_within(PATIENCE));
+    let cut = t0.elapsed();
+    assert!(
+        cut < Duration::from_millis(300),
+        "cut {cut:?} after the deadline"
+    );
+    let outcome = server.outcome();
+    match &outcome {
+        Outcome::Forced { cause, report, .. } => {
+            assert_eq!(*cause, ForceCause::Deadline);
+            assert_eq!(report.total(), 2, "{report}");
+            let names: Vec<_> = report.all_named().iter().map(|g| g.name.clone()).collect();
+            assert!(
+                names.contains(&format!("conn {stuck_addr}")),
+                "{names:?} should name {stuck_addr}"
+            );
+        }
+        other => panic!("expected a forced outcome, got {other}"),
+    }
+    assert_eq!(outcome.forced_count(), 2);
+    assert_eq!(outcome.exit_code(), 1);
+}
+
+/// B10: a handler that panics loses only its own connection; its guard is
+/// released and the shutdown completes.
+pub fn b10_panicking_handler_releases_its_guard<A: Adapter>() {
+    let mut server = Server::<A>::start(Options::default());
+    let mut other = server.connect();
+    other.roundtrip("before", "before");
+    let mut bad = server.connect();
+    bad.send("panic");
+    assert!(bad.closed_within(PATIENCE));
+    other.roundtrip("after", "after");
+    server.connect().roundtrip("new", "new");
+    server.stop();
+    let outcome = server.outcome();
+    assert!(outcome.is_drained(), "{outcome}");
+    assert_eq!(server.shutdown.held(), 0);
+}
+
+/// B17: drained in time exits 0; a requested exit code is kept.
+pub fn b17_exit_code_zero_when_drained_and_requested_code_kept<A: Adapter>() {
+    let mut server = Server::<A>::start(Options::default());
+    server.connect().roundtrip("x", "x");
+    server.shutdown.trigger(Reason::Signal(Signal::Terminate));
+    assert_eq!(server.outcome().exit_code(), 0);
+
+    let mut server = Server::<A>::start(Options::default());
+    server.shutdown.trigger(Reason::Requested { code: Some(3) });
+    assert_eq!(server.outcome().exit_code(), 3);
+}
+
+/// A handler can watch its connection's shutdown and wind down itself.
+pub fn conn_handler_sees_the_trigger<A: Adapter>() {
+    let mut server = Server::<A>::start(Options::default().config_close_idle(false));
+    let mut c = server.connect();
+    c.send("wait-trigger");
+    assert!(c.silent_for(Duration::from_millis(50)));
+    server.stop();
+    assert_eq!(c.read_line().unwrap(), "stopping");
+    drop(c);
+    assert!(server.outcome().is_drained());
+}
+
+/// With a connection limit, accepting waits for room: a connection over
+/// the limit is served later, never dropped.
+pub fn max_connections_waits_instead_of_dropping<A: Adapter>() {
+    let config = ServeConfig::default()
+        .max_connections(Some(1))
+        .progress_every(None);
+    let mut server = Server::<A>::start(Options::config(config));
+    let mut first = server.connect();
+    first.roundtrip("first", "first");
+    let mut second = server.connect();
+    second.send("second");
+    assert!(
+        second.silent_for(Duration::from_millis(150)),
+        "served over the limit"
+    );
+    drop(first);
+    assert_eq!(second.read_line().unwrap(), "second");
+    server.stop();
+    assert!(server.outcome().is_drained());
+}
+
+/// Ordered cleanup: a stage declared after the server starts only once the
+/// server's connections drained.
+pub fn order_stage_after_server_starts_when_it_drained<A: Adapter>() {
+    let root = Shutdown::new();
+    let http = root.stage("http");
+    let pool = root.stage_after("pool", [&http]);
+    let mut server = Server::<A>::start(Options::default().under(http.clone()));
+    let mut busy = server.connect();
+    busy.send("sleep 200");
+    assert!(busy.silent_for(Duration::from_millis(20)));
+    root.request();
+    assert!(!pool.wait_triggered_until(Instant::now() + Duration::from_millis(100)));
+    assert_eq!(busy.read_line().unwrap(), "slept 200");
+    assert!(pool.wait_triggered_until(Instant::now() + PATIENCE));
+    assert!(
+        http.is_drained(),
+        "the pool started before the server drained"
+    );
+    assert!(server.outcome().is_drained());
+    assert!(root.wait_drained_until(Instant::now() + PATIENCE));
+}
+
+/// Forcing from code (or a parent) cuts the server's connections at once
+/// and the outcome names the cause.
+pub fn forced_from_code_cuts_at_once<A: Adapter>() {
+    let mut server = Server::<A>::start(Options::default());
+    let mut stuck = server.connect();
+    stuck.send("hang");
+    assert!(stuck.silent_for(Duration::from_millis(20)));
+    server.stop();
+    server.assert_running(Duration::from_millis(100));
+    server.shutdown.force(ForceCause::Requested);
+    assert!(stuck.closed_within(Duration::from_secs(1)));
+    let outcome = server.outcome();
+    assert!(!outcome.is_drained());
+    assert_eq!(outcome.exit_code(), 1);
+}
+
+/// The scripted source's signals reach a server end to end: first drains,
+/// its outcome carries the signal.
+pub fn signal_stops_a_server_gracefully<A: Adapter>() {
+    let mut server = Server::<A>::start(Options::default());
+    let (script, _) =
+        scripted_signals::<A>(server.rt.inner(), &server.shutdown, SignalConfig::default());
+    let mut c = server.connect();
+    c.send("sleep 100");
+    assert!(c.silent_for(Duration::from_millis(20)));
+    script.send(Signal::Terminate);
+    assert_eq!(c.read_line().unwrap(), "slept 100");
+    let outcome = server.outcome();
+    assert!(outcome.is_drained());
+    assert!(matches!(
+        outcome.reason().root(),
+        Reason::Signal(Signal::Terminate)
+    ));
+}

@@ -1,0 +1,100 @@
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+
+/// The tokio runtime, as the core's [`graceful_core::Runtime`].
+///
+/// Either owns a multi-threaded runtime ([`Runtime::new`]) or borrows the
+/// current one ([`Runtime::current`]).
+#[derive(Clone)]
+pub struct Runtime {
+    handle: Handle,
+    _owned: Option<Arc<Owned>>,
+}
+
+/// An owned tokio runtime, shut down without blocking when the last handle
+/// goes (which may happen on one of its own threads).
+struct Owned(Option<tokio::runtime::Runtime>);
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Runtime {
+    /// A new multi-threaded tokio runtime with I/O and timers enabled.
+    pub fn new() -> io::Result<Runtime> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        Ok(Runtime {
+            handle: rt.handle().clone(),
+            _owned: Some(Arc::new(Owned(Some(rt)))),
+        })
+    }
+
+    /// The runtime this is called from.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn current() -> Runtime {
+        Runtime::from_handle(Handle::current())
+    }
+
+    /// The runtime `handle` belongs to.
+    pub fn from_handle(handle: Handle) -> Runtime {
+        Runtime {
+            handle,
+            _owned: None,
+        }
+    }
+
+    /// The tokio handle.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+impl graceful_core::Runtime for Runtime {
+    type Sleep = tokio::time::Sleep;
+
+    fn sleep(&self, duration: Duration) -> Self::Sleep {
+        let _context = self.handle.enter();
+        tokio::time::sleep(duration)
+    }
+
+    fn spawn<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        drop(self.handle.spawn(future));
+    }
+
+    /// Runs `future` on this runtime. Must not be called from inside an
+    /// async context.
+    fn block_on<F: Future>(&self, future: F) -> F::Output {
+        match &self._owned {
+            Some(owned) => match &owned.0 {
+                Some(rt) => rt.block_on(future),
+                None => self.handle.block_on(future),
+            },
+            None => self.handle.block_on(future),
+        }
+    }
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("owned", &self._owned.is_some())
+            .finish()
+    }
+}

@@ -1,0 +1,3 @@
+//! The conformance suite, run against the tokio adapter.
+
+graceful_conformance::suite!(graceful_tokio);
