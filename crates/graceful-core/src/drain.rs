@@ -200,8 +200,9 @@ async fn run<R: Runtime>(
     let reason = shutdown.reason().unwrap_or(Reason::Forced);
     tracing::info!(
         target: "graceful",
-        "{}: stopping ({reason}); draining {} guard(s), deadline {timeout:?}",
+        "{}: stopping ({}); draining {} guard(s), deadline {timeout:?}",
         label(&shutdown),
+        reason.root(),
         shutdown.held(),
     );
 
@@ -211,8 +212,13 @@ async fn run<R: Runtime>(
         let mut timer = pin!(rt.sleep(timeout));
         let mut tick = progress_every.map(|every| Box::pin(rt.sleep(every)));
         poll_fn(|cx| {
+            // Forced work ends quickly and drains: `drained` alone does not
+            // mean "in time"; the clean bit says whether the force came first.
             if drained.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(None);
+                return Poll::Ready(match shutdown.is_drained_in_time() {
+                    true => None,
+                    false => Some(shutdown.force_cause().unwrap_or(ForceCause::Requested)),
+                });
             }
             if forced.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Some(
@@ -220,11 +226,11 @@ async fn run<R: Runtime>(
                 ));
             }
             if timer.as_mut().poll(cx).is_ready() {
-                if shutdown.force(ForceCause::Deadline) {
-                    return Poll::Ready(Some(ForceCause::Deadline));
-                }
-                // Drained or forced in the meantime: report what happened.
-                return Poll::Ready(shutdown.force_cause());
+                shutdown.force(ForceCause::Deadline);
+                return Poll::Ready(match shutdown.is_drained_in_time() {
+                    true => None,
+                    false => Some(shutdown.force_cause().unwrap_or(ForceCause::Deadline)),
+                });
             }
             if let (Some(every), Some(t)) = (progress_every, tick.as_mut()) {
                 while t.as_mut().poll(cx).is_ready() {
@@ -242,7 +248,9 @@ async fn run<R: Runtime>(
     let outcome = match cause {
         None => Outcome::Drained { reason, took },
         Some(cause) => {
-            let report = shutdown.report();
+            let report = shutdown
+                .forced_report()
+                .unwrap_or_else(|| shutdown.report());
             tracing::warn!(
                 target: "graceful",
                 "{}: forced ({cause}) after {took:.3?}; what was left:\n{report}",

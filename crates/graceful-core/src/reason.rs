@@ -123,7 +123,7 @@ impl fmt::Display for Reason {
             Reason::Signal(s) => write!(f, "signal {s}"),
             Reason::Requested { code: None } => f.write_str("requested"),
             Reason::Requested { code: Some(c) } => write!(f, "requested (exit code {c})"),
-            Reason::Parent(r) => write!(f, "parent shutdown ({r})"),
+            Reason::Parent(r) => r.fmt(f),
             Reason::After => f.write_str("preceding stages drained"),
             Reason::Forced => f.write_str("forced"),
             Reason::Error(e) => write!(f, "error: {e}"),

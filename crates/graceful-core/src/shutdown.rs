@@ -11,7 +11,7 @@ use crate::phase::{Drained, Forced, Triggered};
 use crate::reason::{ForceCause, Reason};
 use crate::report::Report;
 use crate::runtime::Runtime;
-use crate::state::{Inner, NamedEntry, DRAINED, FORCED, TRIGGERED};
+use crate::state::{Inner, NamedEntry, CLEAN, DRAINED, FORCED, TRIGGERED};
 use crate::sync::{child_ref, lock, upgrade_child, Arc, AtomicUsize, Ordering};
 
 /// A handle to one shutdown: cheap to clone, shared by everything that must
@@ -130,6 +130,22 @@ impl Shutdown {
     #[inline]
     pub fn is_drained(&self) -> bool {
         self.inner.phases.is(DRAINED)
+    }
+
+    /// Whether the shutdown drained with nothing abandoned: it drained
+    /// before any force, or the force found nothing held any more (the last
+    /// release and the force raced).
+    pub fn is_drained_in_time(&self) -> bool {
+        if self.inner.phases.is(CLEAN) {
+            return true;
+        }
+        self.is_drained() && self.inner.forced_report().is_some_and(|r| r.is_empty())
+    }
+
+    /// What was held when the shutdown was forced (taken before anything
+    /// was cut), if it was.
+    pub fn forced_report(&self) -> Option<Report> {
+        self.inner.forced_report()
     }
 
     /// Resolves once the shutdown is triggered.

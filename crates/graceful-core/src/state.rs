@@ -2,7 +2,9 @@
 //!
 //! Invariants:
 //! 1. `Phases::state` bits only ever go from 0 to 1 (phases are sticky). A bit
-//!    is set with a `SeqCst` read-modify-write *before* its event is notified,
+//!    is set with a `SeqCst` read-modify-write *before* its event is notified
+//!    (`DRAINED` with `CLEAN` in one compare-exchange, `CLEAN` only if
+//!    `FORCED` was not set yet),
 //!    and a waiter creates its listener *before* re-checking the bit, so no
 //!    wake-up is lost between a check and a subscription.
 //! 2. The guard count is the strong count of one `Counted<Token>`. Before the
@@ -34,6 +36,10 @@ use crate::sync::{
 pub(crate) const TRIGGERED: u8 = 1;
 pub(crate) const FORCED: u8 = 2;
 pub(crate) const DRAINED: u8 = 4;
+/// Set together with `DRAINED` when the drain completed before any force:
+/// the two bits tell "drained in time" from "drained because the forced
+/// work was cut", whatever order observers see them in.
+pub(crate) const CLEAN: u8 = 8;
 
 type Callback = Box<dyn FnOnce() + Send + 'static>;
 pub(crate) type Hook = Box<dyn FnOnce(&Reason) + Send + 'static>;
@@ -86,9 +92,23 @@ impl Phases {
     }
 
     fn set_drained(&self) {
-        if !self.set(DRAINED) {
-            return;
+        let mut prev = self.state.load(Ordering::SeqCst);
+        loop {
+            if prev & DRAINED != 0 {
+                return;
+            }
+            let clean = if prev & FORCED == 0 { CLEAN } else { 0 };
+            match self.state.compare_exchange(
+                prev,
+                prev | DRAINED | clean,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => break,
+                Err(actual) => prev = actual,
+            }
         }
+        self.drained.notify(usize::MAX);
         let callbacks = lock(&self.after_drained).take().unwrap_or_default();
         for cb in callbacks {
             if catch_unwind(AssertUnwindSafe(cb)).is_err() {
@@ -153,6 +173,8 @@ pub(crate) struct Inner {
     holder: Mutex<Option<Counted<Token>>>,
     reason: Mutex<Option<Reason>>,
     force_cause: Mutex<Option<ForceCause>>,
+    /// What was held at the moment of the force, before anything was cut.
+    forced_report: Mutex<Option<Report>>,
     triggered_at: Mutex<Option<Instant>>,
     hooks: Mutex<Option<Vec<Hook>>>,
     forced_hooks: Mutex<Option<Vec<ForcedHook>>>,
@@ -178,6 +200,7 @@ impl Inner {
             holder: Mutex::new(Some(holder)),
             reason: Mutex::new(None),
             force_cause: Mutex::new(None),
+            forced_report: Mutex::new(None),
             triggered_at: Mutex::new(None),
             hooks: Mutex::new(Some(Vec::new())),
             forced_hooks: Mutex::new(Some(Vec::new())),
@@ -192,6 +215,10 @@ impl Inner {
 
     pub(crate) fn force_cause(&self) -> Option<ForceCause> {
         *lock(&self.force_cause)
+    }
+
+    pub(crate) fn forced_report(&self) -> Option<Report> {
+        lock(&self.forced_report).clone()
     }
 
     pub(crate) fn triggered_at(&self) -> Option<Instant> {
@@ -257,6 +284,8 @@ impl Inner {
             }
             *c = Some(cause);
         }
+        let report = self.report();
+        *lock(&self.forced_report) = Some(report);
         self.phases.set(FORCED);
         let hooks = lock(&self.forced_hooks).take().unwrap_or_default();
         for hook in hooks {

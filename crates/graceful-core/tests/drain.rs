@@ -128,3 +128,28 @@ fn an_error_reason_exits_one_even_when_drained() {
     assert_eq!(outcome.exit_code(), 1);
     assert!(outcome.to_string().contains("listener died"));
 }
+
+#[test]
+fn work_that_ends_because_it_was_forced_is_still_a_forced_outcome() {
+    within(10, || {
+        let rt = ThreadRuntime;
+        let s = Shutdown::new();
+        let conn = std::sync::Mutex::new(Some(s.guard_named("conn 10.0.0.9:4000")));
+        // Like a server cutting its connections: the force releases the guard.
+        s.on_forced(move |_| drop(conn.lock().unwrap().take()));
+        s.trigger(Reason::Signal(Signal::Terminate));
+        let s2 = s.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            s2.force(ForceCause::Signal(Signal::Terminate));
+        });
+        let outcome = s.drain(&rt, Duration::from_secs(30)).wait();
+        assert!(s.is_drained() && !s.is_drained_in_time());
+        assert_eq!(outcome.exit_code(), 143, "{outcome}");
+        let report = outcome.report().expect("forced");
+        assert_eq!(
+            report.named[0].name, "conn 10.0.0.9:4000",
+            "named as it was when forced"
+        );
+    });
+}

@@ -106,3 +106,32 @@ fn force_racing_trigger() {
         t.join().unwrap();
     });
 }
+
+/// Force racing the last release: both phases are reached and their
+/// waiters wake; the outcome is "forced" only if the force found the guard
+/// still held (then its report names exactly that one guard).
+#[test]
+fn force_racing_last_release() {
+    loom::model(|| {
+        let s = Shutdown::new();
+        let g = s.guard();
+        s.request();
+        let s2 = s.clone();
+        let t = thread::spawn(move || {
+            s2.force(ForceCause::Deadline);
+        });
+        drop(g);
+        block_on(s.drained());
+        block_on(s.forced());
+        t.join().unwrap();
+        let report = s.forced_report().expect("forced");
+        assert!(report.total() <= 1, "the report never over-counts");
+        if !s.is_drained_in_time() {
+            assert_eq!(
+                report.total(),
+                1,
+                "forced only when the force found the guard"
+            );
+        }
+    });
+}

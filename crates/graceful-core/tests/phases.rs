@@ -339,3 +339,22 @@ fn many_threads_trigger_once() {
         block_on(s.drained());
     });
 }
+
+#[test]
+fn drained_before_the_force_stays_drained_in_time() {
+    let s = Shutdown::new();
+    let g = s.guard();
+    s.request();
+    drop(g);
+    s.force(ForceCause::Deadline);
+    assert!(s.is_drained_in_time());
+    assert!(s.forced_report().unwrap().is_empty());
+
+    let s = Shutdown::new();
+    let g = s.guard();
+    s.request();
+    s.force(ForceCause::Deadline);
+    drop(g);
+    assert!(!s.is_drained_in_time());
+    assert_eq!(s.forced_report().unwrap().total(), 1);
+}

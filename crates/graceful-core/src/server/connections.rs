@@ -136,6 +136,13 @@ impl Connections {
         }
     }
 
+    /// Wakes everything waiting in [`below`](Self::below) or
+    /// [`wait_below`](Self::wait_below), so it can re-check its own
+    /// conditions (a server that is closing).
+    pub fn wake_waiters(&self) {
+        self.ended.notify(usize::MAX);
+    }
+
     /// Resolves once fewer than `max` connections are live.
     pub async fn below(&self, max: usize) {
         loop {

@@ -16,4 +16,4 @@ pub use config::ServeConfig;
 pub use conn::{Conn, HandlerOutput};
 pub use connections::{ConnTrack, Connections};
 #[cfg(unix)]
-pub use serve::{accept_queued_std, serve, Accept};
+pub use serve::{accept_queued_std, close_signal, run_conn, serve, Accept};

@@ -184,9 +184,9 @@ where
     Ok(outcome)
 }
 
-/// Resolves when the listener should close: at the trigger plus the
-/// pre-drain delay, or at once if the server is forced.
-async fn close_signal<R: Runtime>(rt: &R, server: &Shutdown, pre_drain: Duration, name: &str) {
+/// Resolves when a server's listener should close: at the trigger plus the
+/// pre-drain delay (B15), or at once if the server is forced.
+pub async fn close_signal<R: Runtime>(rt: &R, server: &Shutdown, pre_drain: Duration, name: &str) {
     server.triggered().await;
     if pre_drain.is_zero() || server.is_forced() {
         return;
@@ -199,9 +199,9 @@ async fn close_signal<R: Runtime>(rt: &R, server: &Shutdown, pre_drain: Duration
     select(wait, forced).await;
 }
 
-/// One connection's task: the handler, isolated from panics, cut short when
-/// the server is forced.
-async fn run_conn<F>(work: F, server: Shutdown, peer: SocketAddr)
+/// One connection's task: the handler, isolated from panics (B10), cut
+/// short when the server is forced (B9), its result logged.
+pub async fn run_conn<F>(work: F, server: Shutdown, peer: SocketAddr)
 where
     F: Future,
     F::Output: HandlerOutput,

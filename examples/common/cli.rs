@@ -1,0 +1,142 @@
+//! Flags common to every example (DESIGN §7), logging to stderr, and the
+//! one `listening on ADDR` line on stdout.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::process::exit;
+use std::time::Duration;
+
+use graceful_core::ServeConfig;
+
+/// The parsed command line.
+#[derive(Debug, Clone)]
+pub(crate) struct Args {
+    /// `--addr` (default 127.0.0.1:8080; port 0 picks one).
+    pub(crate) addr: SocketAddr,
+    /// `--timeout-ms`: the drain deadline (default 30000).
+    pub(crate) timeout: Duration,
+    /// `--pre-drain-ms`: keep serving this long after the trigger (default 0).
+    pub(crate) pre_drain: Duration,
+    /// `--delay-ms`: how long each unit of work takes.
+    pub(crate) delay: Duration,
+}
+
+impl Args {
+    /// The server configuration these flags ask for.
+    pub(crate) fn serve_config(&self) -> ServeConfig {
+        ServeConfig::default()
+            .timeout(self.timeout)
+            .pre_drain(self.pre_drain)
+    }
+}
+
+fn usage(name: &str, delay_default: u64) -> String {
+    format!(
+        "usage: {name} [--addr HOST:PORT] [--delay-ms N] [--timeout-ms N] [--pre-drain-ms N]\n\
+         \n\
+         --addr          address to listen on (default 127.0.0.1:8080; port 0 picks a free port)\n\
+         --delay-ms      time each request takes (default {delay_default})\n\
+         --timeout-ms    drain deadline after the listener closes (default 30000)\n\
+         --pre-drain-ms  keep serving this long after the stop signal (default 0)"
+    )
+}
+
+/// Parses the process's arguments; on `--help` prints usage and exits 0, on
+/// a malformed or unknown flag prints the problem and usage to stderr and
+/// exits 2.
+pub(crate) fn parse(name: &str, delay_default_ms: u64) -> Args {
+    match parse_from(std::env::args().skip(1), delay_default_ms) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{}", usage(name, delay_default_ms));
+            exit(0);
+        }
+        Err(msg) => {
+            eprintln!("{name}: {msg}\n\n{}", usage(name, delay_default_ms));
+            exit(2);
+        }
+    }
+}
+
+/// Parses `args`: `Ok(None)` for `--help`.
+pub(crate) fn parse_from(
+    args: impl IntoIterator<Item = String>,
+    delay_default_ms: u64,
+) -> Result<Option<Args>, String> {
+    let mut parsed = Args {
+        addr: "127.0.0.1:8080".parse().unwrap(),
+        timeout: Duration::from_millis(30_000),
+        pre_drain: Duration::ZERO,
+        delay: Duration::from_millis(delay_default_ms),
+    };
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "-h" || arg == "--help" {
+            return Ok(None);
+        }
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        if !matches!(
+            flag.as_str(),
+            "--addr" | "--delay-ms" | "--timeout-ms" | "--pre-drain-ms"
+        ) {
+            return Err(format!("unknown argument {arg:?}"));
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => args.next().ok_or_else(|| format!("{flag} needs a value"))?,
+        };
+        let millis = |v: &str| -> Result<Duration, String> {
+            v.parse::<u64>()
+                .map(Duration::from_millis)
+                .map_err(|_| format!("{flag} takes a whole number of milliseconds, not {v:?}"))
+        };
+        match flag.as_str() {
+            "--addr" => {
+                parsed.addr = value.parse().map_err(|_| {
+                    format!("--addr takes HOST:PORT (like 127.0.0.1:8080), not {value:?}")
+                })?
+            }
+            "--delay-ms" => parsed.delay = millis(&value)?,
+            "--timeout-ms" => parsed.timeout = millis(&value)?,
+            "--pre-drain-ms" => parsed.pre_drain = millis(&value)?,
+            _ => unreachable!(),
+        }
+    }
+    Ok(Some(parsed))
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default `info` level.
+pub(crate) fn init_logging() {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+/// Binds `addr` and prints the one `listening on ADDR` line (the real
+/// address) on stdout; exits 1 with a message if it cannot bind.
+pub(crate) fn bind(addr: SocketAddr) -> TcpListener {
+    let listener =
+        TcpListener::bind(addr).unwrap_or_else(|e| fail(format!("cannot listen on {addr}: {e}")));
+    let bound = listener
+        .local_addr()
+        .unwrap_or_else(|e| fail(e.to_string()));
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "listening on {bound}");
+    let _ = out.flush();
+    listener
+}
+
+/// Prints `msg` to stderr and exits 1.
+pub(crate) fn fail(msg: impl std::fmt::Display) -> ! {
+    eprintln!("error: {msg}");
+    exit(1);
+}

@@ -1,0 +1,65 @@
+//! The TCP echo service, written once against the adapter contract
+//! (`crate::rt`): each line read is written back after `--delay-ms`.
+//!
+//! At the stop signal the listener closes, a connection waiting for input
+//! reads end-of-stream and ends, a line being delayed is still echoed in
+//! full, and the process exits with the outcome's code.
+
+use std::io;
+use std::time::Duration;
+
+use futures::io::BufReader;
+use futures::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use graceful_core::{Conn, Runtime as _, Shutdown, SignalConfig};
+
+use crate::common::cli;
+use crate::rt;
+
+/// Echoes lines until the client, or the shutdown, ends the input.
+async fn echo(
+    stream: rt::Stream,
+    conn: Conn,
+    runtime: rt::Runtime,
+    delay: Duration,
+) -> io::Result<()> {
+    let (reader, mut writer) = stream.split();
+    let mut reader = BufReader::new(reader);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).await? == 0 {
+            tracing::debug!("{}: input ended", conn.peer_addr());
+            return Ok(());
+        }
+        if !delay.is_zero() {
+            runtime.sleep(delay).await;
+        }
+        writer.write_all(&line).await?;
+        writer.flush().await?;
+    }
+}
+
+/// The whole program: flags, signals, serve, exit code.
+pub(crate) fn main(name: &str) -> ! {
+    let args = cli::parse(name, 0);
+    cli::init_logging();
+    let runtime =
+        rt::Runtime::new().unwrap_or_else(|e| cli::fail(format!("cannot start the runtime: {e}")));
+    let shutdown = Shutdown::new();
+    rt::signals(&shutdown, SignalConfig::default())
+        .unwrap_or_else(|e| cli::fail(format!("cannot listen for signals: {e}")));
+    let listener = cli::bind(args.addr);
+
+    let delay = args.delay;
+    let handler_rt = runtime.clone();
+    let served = runtime.block_on(rt::serve(
+        listener,
+        &shutdown,
+        args.serve_config(),
+        move |stream, conn| echo(stream, conn, handler_rt.clone(), delay),
+    ));
+    match served {
+        Ok(outcome) => std::process::exit(outcome.exit_code()),
+        Err(e) => cli::fail(format!("serve failed: {e}")),
+    }
+}

@@ -1,0 +1,209 @@
+//! Running the examples as real processes: start, read the `listening on`
+//! line, send real signals with `kill`, collect stderr, and never leave a
+//! process behind.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long any wait may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The path of a built example. Unless `GRACEFUL_EXAMPLES_BUILT` is set
+/// (CI builds them all once beforehand), asks cargo to bring it up to date
+/// first, once per test process.
+pub fn example_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> -> target/<profile>/examples/<name>
+    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let path = profile_dir.join("examples").join(name);
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if std::env::var_os("GRACEFUL_EXAMPLES_BUILT").is_none() && !built.iter().any(|b| b == name) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--example", name]);
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "building example {name} failed");
+        built.push(name.to_string());
+    }
+    assert!(path.exists(), "{} not found", path.display());
+    path
+}
+
+/// A running example process.
+pub struct Service {
+    pub name: String,
+    pub addr: SocketAddr,
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    stderr_done: Option<mpsc::Receiver<()>>,
+    status: Option<i32>,
+}
+
+impl Service {
+    /// Starts example `name` on a free loopback port with `args`, and waits
+    /// for its `listening on` line.
+    pub fn start(name: &str, args: &[&str]) -> Service {
+        Service::start_with(name, args, |_| {})
+    }
+
+    /// Like [`start`](Self::start), letting the caller adjust the command.
+    pub fn start_with(name: &str, args: &[&str], adjust: impl FnOnce(&mut Command)) -> Service {
+        let mut cmd = Command::new(example_path(name));
+        cmd.args(["--addr", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        adjust(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn example");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (done_tx, done_rx) = mpsc::channel();
+        {
+            let mut pipe = child.stderr.take().unwrap();
+            let stderr = stderr.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    stderr
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+                let _ = done_tx.send(());
+            });
+        }
+        let (line_tx, line_rx) = mpsc::channel();
+        {
+            let stdout = child.stdout.take().unwrap();
+            std::thread::spawn(move || {
+                let mut lines = BufReader::new(stdout).lines();
+                let first = lines.next();
+                let _ = line_tx.send(first);
+                // Keep draining so the child never blocks on a full pipe.
+                for _ in lines {}
+            });
+        }
+        let mut service = Service {
+            name: name.to_string(),
+            addr: "0.0.0.0:0".parse().unwrap(),
+            child,
+            stderr,
+            stderr_done: Some(done_rx),
+            status: None,
+        };
+        let line = match line_rx.recv_timeout(PATIENCE) {
+            Ok(Some(Ok(line))) => line,
+            other => panic!(
+                "{name} printed no `listening on` line ({other:?}); stderr:\n{}",
+                service.stderr()
+            ),
+        };
+        let addr = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        service.addr = addr.parse().expect("an address");
+        service
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (`TERM`, `INT`, ...) with the `kill` command.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// The exit code if the process exits within `within` (`128 + signo`
+    /// if a signal killed it).
+    pub fn exit_within(&mut self, within: Duration) -> Option<i32> {
+        if let Some(code) = self.status {
+            return Some(code);
+        }
+        let until = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                let code = status
+                    .code()
+                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+                self.status = Some(code);
+                if let Some(done) = self.stderr_done.take() {
+                    let _ = done.recv_timeout(Duration::from_secs(2));
+                }
+                return Some(code);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// The exit code; fails the test if the process does not exit in
+    /// [`PATIENCE`].
+    pub fn exit_code(&mut self) -> i32 {
+        match self.exit_within(PATIENCE) {
+            Some(code) => code,
+            None => panic!("{} did not exit; stderr:\n{}", self.name, self.stderr()),
+        }
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs example `name` with `args` to completion (no server expected);
+/// returns its exit code and stderr.
+pub fn run_to_exit(name: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new(example_path(name))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run example");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Whether a connect to `addr` is refused within `within`.
+pub fn refused_within(addr: SocketAddr, within: Duration) -> bool {
+    let until = Instant::now() + within;
+    loop {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return true,
+            _ if Instant::now() >= until => return false,
+            _ => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! The echo examples as real processes, driven by real clients and real
+//! signals. The same tests run against every adapter's echo example.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{refused_within, run_to_exit, Service, PATIENCE};
+
+struct Line {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Line {
+    fn connect(s: &Service) -> Line {
+        let stream = TcpStream::connect(s.addr).expect("connect");
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Line { stream, reader }
+    }
+    fn send(&mut self, text: &str) {
+        self.stream.write_all(text.as_bytes()).unwrap();
+    }
+    fn read_line(&mut self) -> String {
+        let mut l = String::new();
+        self.reader.read_line(&mut l).expect("read a line");
+        l
+    }
+    /// Reads until end-of-stream; returns what came and when it ended.
+    fn read_to_end(&mut self) -> (String, Instant) {
+        let mut s = String::new();
+        let _ = self.reader.read_to_string(&mut s);
+        (s, Instant::now())
+    }
+}
+
+fn idle_connection_closed_within_300ms(example: &str) {
+    let mut s = Service::start(example, &[]);
+    let mut idle = Line::connect(&s);
+    idle.send("hello\n");
+    assert_eq!(idle.read_line(), "hello\n");
+    let t0 = Instant::now();
+    s.signal("TERM");
+    let (rest, ended) = idle.read_to_end();
+    assert_eq!(rest, "");
+    let took = ended - t0;
+    assert!(
+        took < Duration::from_millis(300),
+        "idle close took {took:?}"
+    );
+    assert_eq!(s.exit_code(), 0);
+}
+
+fn in_flight_line_echoed_completely_then_closed(example: &str) {
+    let mut s = Service::start(example, &["--delay-ms", "500"]);
+    let mut c = Line::connect(&s);
+    let line = format!("{}\n", "x".repeat(10_000));
+    c.send(&line);
+    std::thread::sleep(Duration::from_millis(100));
+    s.signal("TERM");
+    let (got, _) = c.read_to_end();
+    assert_eq!(got, line, "the whole line, then end-of-stream");
+    assert_eq!(s.exit_code(), 0);
+    let log = s.stderr();
+    assert!(log.contains("SIGTERM received"), "{log}");
+    assert!(log.contains("drained in"), "{log}");
+}
+
+fn new_connects_refused_after_the_signal(example: &str) {
+    let mut s = Service::start(example, &["--delay-ms", "1000"]);
+    let mut busy = Line::connect(&s);
+    busy.send("busy\n");
+    std::thread::sleep(Duration::from_millis(50));
+    s.signal("TERM");
+    assert!(
+        refused_within(s.addr, Duration::from_millis(500)),
+        "still accepting"
+    );
+    let (got, _) = busy.read_to_end();
+    assert_eq!(got, "busy\n");
+    assert_eq!(s.exit_code(), 0);
+}
+
+fn deadline_forces_and_exits_1_near_the_deadline(example: &str) {
+    let mut s = Service::start(example, &["--delay-ms", "10000", "--timeout-ms", "700"]);
+    let mut stuck = Line::connect(&s);
+    stuck.send("slow\n");
+    std::thread::sleep(Duration::from_millis(50));
+    let t0 = Instant::now();
+    s.signal("TERM");
+    let (got, _) = stuck.read_to_end();
+    assert_eq!(got, "", "forced: nothing echoed");
+    let code = s.exit_code();
+    let took = t0.elapsed();
+    assert_eq!(code, 1, "{}", s.stderr());
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_millis(700 + 1500),
+        "exited after {took:?}"
+    );
+    let log = s.stderr();
+    assert!(log.contains("what was left"), "the report is logged: {log}");
+    assert!(
+        log.contains("conn 127.0.0.1:"),
+        "the report names the connection: {log}"
+    );
+}
+
+fn second_signal_exits_with_128_plus_signo(example: &str, signal: &str, code: i32) {
+    let mut s = Service::start(example, &["--delay-ms", "10000"]);
+    let mut stuck = Line::connect(&s);
+    stuck.send("slow\n");
+    std::thread::sleep(Duration::from_millis(50));
+    s.signal(signal);
+    assert!(
+        s.exit_within(Duration::from_millis(300)).is_none(),
+        "draining"
+    );
+    s.signal(signal);
+    assert_eq!(s.exit_code(), code, "{}", s.stderr());
+}
+
+fn idle_process_exits_0_quickly(example: &str) {
+    let mut s = Service::start(example, &[]);
+    let t0 = Instant::now();
+    s.signal("INT");
+    assert_eq!(s.exit_code(), 0);
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
+fn progress_is_logged_while_draining(example: &str) {
+    let mut s = Service::start(example, &["--delay-ms", "2500"]);
+    let mut c = Line::connect(&s);
+    c.send("slow\n");
+    std::thread::sleep(Duration::from_millis(50));
+    s.signal("TERM");
+    let (got, _) = c.read_to_end();
+    assert_eq!(got, "slow\n");
+    assert_eq!(s.exit_code(), 0);
+    let log = s.stderr();
+    let progress = log.matches("draining: 1 guard(s) left").count();
+    assert!(progress >= 2, "expected a progress line a second: {log}");
+    assert!(log.contains("to the deadline"), "{log}");
+}
+
+fn malformed_flags_exit_2_with_a_message(example: &str) {
+    for args in [
+        &["--timeout-ms", "soon"][..],
+        &["--addr", "nowhere"],
+        &["--frobnicate"],
+        &["--delay-ms"],
+    ] {
+        let (code, err) = run_to_exit(example, args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("usage:"), "{args:?}: {err}");
+    }
+    let (code, err) = run_to_exit(example, &["--timeout-ms", "soon"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--timeout-ms takes a whole number of milliseconds"),
+        "{err}"
+    );
+}
+
+fn accept_errors_back_off_and_the_server_recovers(example: &str) {
+    // Few descriptors: connections beyond them make accept fail (EMFILE).
+    let mut s = Service::start_with(example, &[], |cmd| {
+        let program = cmd.get_program().to_owned();
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+        *cmd = std::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg("ulimit -n 64 && exec \"$0\" \"$@\"")
+            .arg(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+    });
+    let flood: Vec<TcpStream> = (0..80)
+        .filter_map(|_| TcpStream::connect(s.addr).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let log = s.stderr();
+    let failures = log.matches("accept failed").count();
+    assert!(failures >= 1, "expected accept to fail with EMFILE: {log}");
+    assert!(failures < 40, "no back-off: {failures} failures in 1.5 s");
+    drop(flood);
+    // Descriptors are free again: the server serves.
+    let until = Instant::now() + PATIENCE;
+    loop {
+        let mut c = Line::connect(&s);
+        c.send("back\n");
+        let mut l = String::new();
+        if c.reader.read_line(&mut l).is_ok() && l == "back\n" {
+            break;
+        }
+        assert!(Instant::now() < until, "the server did not recover");
+    }
+    s.signal("TERM");
+    assert_eq!(s.exit_code(), 0);
+}
+
+macro_rules! echo_tests {
+    ($($example:ident),*) => {$(
+        mod $example {
+            #[test]
+            fn idle_connection_closed_within_300ms() {
+                super::idle_connection_closed_within_300ms(stringify!($example));
+            }
+            #[test]
+            fn in_flight_line_echoed_completely_then_closed() {
+                super::in_flight_line_echoed_completely_then_closed(stringify!($example));
+            }
+            #[test]
+            fn new_connects_refused_after_the_signal() {
+                super::new_connects_refused_after_the_signal(stringify!($example));
+            }
+            #[test]
+            fn deadline_forces_and_exits_1_near_the_deadline() {
+                super::deadline_forces_and_exits_1_near_the_deadline(stringify!($example));
+            }
+            #[test]
+            fn second_sigterm_exits_143() {
+                super::second_signal_exits_with_128_plus_signo(stringify!($example), "TERM", 143);
+            }
+            #[test]
+            fn second_sigint_exits_130() {
+                super::second_signal_exits_with_128_plus_signo(stringify!($example), "INT", 130);
+            }
+            #[test]
+            fn idle_process_exits_0_quickly() {
+                super::idle_process_exits_0_quickly(stringify!($example));
+            }
+            #[test]
+            fn progress_is_logged_while_draining() {
+                super::progress_is_logged_while_draining(stringify!($example));
+            }
+            #[test]
+            fn malformed_flags_exit_2_with_a_message() {
+                super::malformed_flags_exit_2_with_a_message(stringify!($example));
+            }
+            #[test]
+            fn accept_errors_back_off_and_the_server_recovers() {
+                super::accept_errors_back_off_and_the_server_recovers(stringify!($example));
+            }
+        }
+    )*};
+}
+
+echo_tests!(tokio_echo);
