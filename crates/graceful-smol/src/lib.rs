@@ -1,0 +1,33 @@
+//! Graceful shutdown on smol: the `graceful` adapter contract for smol and
+//! `async-io`.
+//!
+//! - [`Runtime`]: smol as the core's runtime (timer, spawn, block_on);
+//! - [`signals`]: SIGINT/SIGTERM (SIGHUP/SIGQUIT opt-in) tied to a
+//!   [`Shutdown`]; the second forces, the third exits;
+//! - [`serve`]: a TCP server that stops accepting at the trigger, drains
+//!   its connections with a deadline and reports what it had to cut;
+//! - [`Stream`]: an accepted connection, with `futures`' I/O traits.
+//!
+//! The same names, with the same meaning, exist in `graceful-tokio` and
+//! `graceful-std`: code written against them compiles unchanged when the
+//! adapter is swapped with a Cargo rename. This crate does not depend on
+//! tokio.
+
+mod runtime;
+mod serve;
+mod stream;
+
+pub use graceful_core::{Conn, Outcome, ServeConfig, Shutdown, SignalConfig};
+pub use runtime::{Runtime, Sleep};
+pub use serve::{serve, serve_on};
+pub use stream::Stream;
+
+/// Stops `shutdown` on the configured OS signals: the first triggers it,
+/// the second forces it, the third exits the process at once (B1–B3). See
+/// [`graceful_core::listen_signals`].
+///
+/// Installing the handlers is explicit: nothing happens until this is
+/// called.
+pub fn signals(shutdown: &Shutdown, config: SignalConfig) -> std::io::Result<()> {
+    graceful_core::listen_signals(shutdown, config)
+}

@@ -1,0 +1,3 @@
+//! The conformance suite, run against the smol adapter.
+
+graceful_conformance::suite!(graceful_smol);
