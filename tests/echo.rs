@@ -253,4 +253,4 @@ macro_rules! echo_tests {
     )*};
 }
 
-echo_tests!(tokio_echo, smol_echo);
+echo_tests!(tokio_echo, smol_echo, std_echo);

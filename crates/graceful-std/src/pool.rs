@@ -1,0 +1,148 @@
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use event_listener::{Event, Listener};
+use graceful_core::Shutdown;
+
+/// Worker threads that take jobs until the shutdown is triggered, finish
+/// the job they are running, then exit.
+///
+/// The pool is a stage of the shutdown it was made with: each running job
+/// holds a named guard on it, so the shutdown drains only after the jobs in
+/// progress finished, and a forced drain's report names them. Jobs still
+/// queued at the trigger are not started; [`join`](Self::join) hands them
+/// back so the caller can keep them (write them to disk, requeue them
+/// elsewhere) instead of losing them.
+pub struct WorkerPool<J> {
+    shared: Arc<Shared<J>>,
+    stage: Shutdown,
+    threads: Vec<JoinHandle<()>>,
+}
+
+struct Shared<J> {
+    queue: Mutex<VecDeque<J>>,
+    changed: Event,
+    stage: Shutdown,
+}
+
+impl<J: Send + 'static> WorkerPool<J> {
+    /// Starts `threads` workers that run `work` on each job, as a stage of
+    /// `shutdown` named `name`.
+    pub fn new<F>(shutdown: &Shutdown, name: &str, threads: usize, work: F) -> std::io::Result<Self>
+    where
+        F: Fn(J, &Shutdown) + Send + Sync + 'static,
+    {
+        let stage = shutdown.stage(name.to_string());
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(VecDeque::new()),
+            changed: Event::new(),
+            stage: stage.clone(),
+        });
+        {
+            let shared = shared.clone();
+            stage.on_shutdown(move |_| {
+                shared.changed.notify(usize::MAX);
+            });
+        }
+        let work = Arc::new(work);
+        let mut handles = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let shared = shared.clone();
+            let work = work.clone();
+            let name = format!("{name}-{i}");
+            handles.push(
+                std::thread::Builder::new()
+                    .name(name.clone())
+                    .spawn(move || worker(&shared, &name, &*work))?,
+            );
+        }
+        Ok(WorkerPool {
+            shared,
+            stage,
+            threads: handles,
+        })
+    }
+
+    /// Queues `job`, or gives it back if the shutdown was triggered.
+    pub fn submit(&self, job: J) -> Result<(), J> {
+        if self.stage.is_triggered() {
+            return Err(job);
+        }
+        self.shared.lock().push_back(job);
+        self.shared.changed.notify(1);
+        Ok(())
+    }
+
+    /// The pool's stage of the shutdown.
+    pub fn stage(&self) -> &Shutdown {
+        &self.stage
+    }
+
+    /// Jobs queued and not started.
+    pub fn queued(&self) -> usize {
+        self.shared.lock().len()
+    }
+
+    /// Waits for the workers to exit, at most until `deadline`; returns the
+    /// jobs that were never started. Workers still running a job at the
+    /// deadline are left to finish on their own (their guards show in the
+    /// shutdown's report).
+    pub fn join(self, deadline: Option<Instant>) -> Vec<J> {
+        let drained = match deadline {
+            Some(d) => self.stage.wait_drained_until(d),
+            None => {
+                self.stage.wait_drained();
+                true
+            }
+        };
+        if drained {
+            for t in self.threads {
+                let _ = t.join();
+            }
+        }
+        let left: Vec<J> = self.shared.lock().drain(..).collect();
+        if !left.is_empty() {
+            tracing::warn!(
+                "{}: {} queued job(s) not started",
+                self.stage.name().unwrap_or("pool"),
+                left.len()
+            );
+        }
+        left
+    }
+}
+
+impl<J> Shared<J> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<J>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn worker<J, F: Fn(J, &Shutdown)>(shared: &Shared<J>, name: &str, work: &F) {
+    loop {
+        let l = shared.changed.listen();
+        if shared.stage.is_triggered() {
+            return;
+        }
+        let job = shared.lock().pop_front();
+        match job {
+            Some(job) => {
+                let _running = shared.stage.guard_named(format!("{name} job"));
+                work(job, &shared.stage);
+            }
+            None => l.wait(),
+        }
+    }
+}
+
+impl<J> fmt::Debug for WorkerPool<J> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("stage", &self.stage)
+            .field("threads", &self.threads.len())
+            .finish_non_exhaustive()
+    }
+}

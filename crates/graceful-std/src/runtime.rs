@@ -1,0 +1,44 @@
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+/// Plain threads as the core's [`graceful_core::Runtime`]: `spawn` starts
+/// a thread that runs the future, `block_on` parks the calling thread
+/// between wake-ups, timers come from `futures-timer`'s timer thread. No
+/// async runtime, no reactor.
+#[derive(Clone, Default)]
+pub struct Runtime(());
+
+impl Runtime {
+    /// The thread runtime. Never fails; returns a `Result` to match the
+    /// other adapters' `Runtime::new`.
+    pub fn new() -> io::Result<Runtime> {
+        Ok(Runtime(()))
+    }
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Runtime(threads)")
+    }
+}
+
+impl graceful_core::Runtime for Runtime {
+    type Sleep = futures_timer::Delay;
+
+    fn sleep(&self, duration: Duration) -> Self::Sleep {
+        futures_timer::Delay::new(duration)
+    }
+
+    fn spawn<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        std::thread::spawn(move || graceful_core::block_on(future));
+    }
+
+    fn block_on<F: Future>(&self, future: F) -> F::Output {
+        graceful_core::block_on(future)
+    }
+}

@@ -1,0 +1,264 @@
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use event_listener::{Event, Listener};
+use graceful_core::server::{
+    close_signal, is_fatal_accept_error, run_conn, Backoff, Connections, HandlerOutput,
+};
+use graceful_core::{block_on, Conn, Outcome, Reason, ServeConfig, Shutdown};
+
+use crate::{Runtime, Stream};
+
+/// Serves TCP connections on `listener`, a thread per connection, until
+/// `shutdown` is triggered, then drains them with the core's policy
+/// (pre-drain, backlog, deadline, forced close, panics, back-off).
+///
+/// No polling: the accept thread blocks in `accept` and is woken at close
+/// time by a connection of the server's own (which keeps the kernel's
+/// backlog, unlike shutting the listener down); a read waiting for input
+/// is ended at the trigger and every socket is shut down at the force,
+/// through the registry of live connections.
+///
+/// `handler` builds each connection's work; it runs on the connection's
+/// own thread. For a plain blocking closure see [`serve_blocking`].
+pub async fn serve<H, Fut>(
+    listener: TcpListener,
+    shutdown: &Shutdown,
+    config: ServeConfig,
+    handler: H,
+) -> io::Result<Outcome>
+where
+    H: FnMut(Stream, Conn) -> Fut + Send + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: HandlerOutput,
+{
+    serve_on(&Runtime::new()?, listener, shutdown, config, handler).await
+}
+
+/// [`serve`] with timers from `rt` (tests pass a runtime with a manual
+/// clock).
+pub async fn serve_on<R, H, Fut>(
+    rt: &R,
+    listener: TcpListener,
+    shutdown: &Shutdown,
+    config: ServeConfig,
+    handler: H,
+) -> io::Result<Outcome>
+where
+    R: graceful_core::Runtime,
+    H: FnMut(Stream, Conn) -> Fut + Send + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: HandlerOutput,
+{
+    listener.set_nonblocking(false)?;
+    let local = listener.local_addr()?;
+    let name = config
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("server {local}"));
+    let server = shutdown.child_named(name.clone());
+    let conns = Connections::new();
+    conns.attach(&server, config.close_idle);
+    let closing = Arc::new(Closing::default());
+
+    let (done_tx, done_rx) = futures_channel::oneshot::channel();
+    let mut accept = AcceptLoop {
+        listener,
+        local,
+        name: name.clone(),
+        root: shutdown.clone(),
+        server: server.clone(),
+        conns: conns.clone(),
+        closing: closing.clone(),
+        max: config.max_connections,
+        handler,
+    };
+    std::thread::Builder::new()
+        .name(format!("accept {local}"))
+        .spawn(move || {
+            accept.run();
+            let _ = done_tx.send(());
+        })?;
+
+    close_signal(rt, &server, config.pre_drain, &name).await;
+    let wake = closing.close(local, &conns);
+    let _ = done_rx.await;
+    drop(wake);
+
+    let outcome = server
+        .drain(rt, config.timeout)
+        .progress_every(config.progress_every)
+        .settle(config.settle)
+        .await;
+    Ok(outcome)
+}
+
+/// [`serve`] with a blocking handler, run to completion on this thread.
+pub fn serve_blocking<H, O>(
+    listener: TcpListener,
+    shutdown: &Shutdown,
+    config: ServeConfig,
+    handler: H,
+) -> io::Result<Outcome>
+where
+    H: Fn(Stream, Conn) -> O + Send + Sync + 'static,
+    O: HandlerOutput + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    block_on(serve(listener, shutdown, config, move |stream, conn| {
+        let handler = handler.clone();
+        async move { handler(stream, conn) }
+    }))
+}
+
+/// Tells the accept thread to stop: a flag, an event for its waits, and the
+/// address of the connection that wakes a blocked `accept`.
+#[derive(Default)]
+struct Closing {
+    flag: AtomicBool,
+    event: Event,
+    wake_addr: Mutex<Option<SocketAddr>>,
+}
+
+impl Closing {
+    fn is_set(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Sets the flag, wakes the waits, and connects to the listener so a
+    /// blocked `accept` returns. Returns the waking connection, to be kept
+    /// until the accept thread is done (so its address is not reused).
+    fn close(&self, local: SocketAddr, conns: &Connections) -> Option<TcpStream> {
+        self.flag.store(true, Ordering::SeqCst);
+        self.event.notify(usize::MAX);
+        conns.wake_waiters();
+        let target = match local {
+            SocketAddr::V4(a) if a.ip().is_unspecified() => {
+                SocketAddr::from(([127, 0, 0, 1], a.port()))
+            }
+            SocketAddr::V6(a) if a.ip().is_unspecified() => {
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+            }
+            other => other,
+        };
+        // If the backlog is full the connect may time out; `accept` is not
+        // blocked then, and sees the flag on its next turn.
+        match crate::wake::connect_from_known_port(target, &self.wake_addr) {
+            Ok(stream) => Some(stream),
+            Err(e) => {
+                tracing::debug!("waking the accept thread by connecting failed: {e}");
+                None
+            }
+        }
+    }
+
+    fn is_wake(&self, peer: SocketAddr) -> bool {
+        *self.wake_addr.lock().unwrap_or_else(|p| p.into_inner()) == Some(peer)
+    }
+
+    /// Sleeps `delay`, or less if closing starts.
+    fn pause(&self, delay: Duration) {
+        let l = self.event.listen();
+        if !self.is_set() {
+            l.wait_timeout(delay);
+        }
+    }
+}
+
+struct AcceptLoop<H> {
+    listener: TcpListener,
+    local: SocketAddr,
+    name: String,
+    root: Shutdown,
+    server: Shutdown,
+    conns: Arc<Connections>,
+    closing: Arc<Closing>,
+    max: Option<usize>,
+    handler: H,
+}
+
+impl<H, Fut> AcceptLoop<H>
+where
+    H: FnMut(Stream, Conn) -> Fut,
+    Fut: Future + Send + 'static,
+    Fut::Output: HandlerOutput,
+{
+    fn run(&mut self) {
+        let mut backoff = Backoff::new();
+        'accepting: while !self.closing.is_set() {
+            if let Some(max) = self.max {
+                while self.conns.len() >= max {
+                    if self.closing.is_set() {
+                        break 'accepting;
+                    }
+                    self.conns.wait_below(max, None);
+                }
+            }
+            match self.listener.accept() {
+                Ok((stream, peer)) => {
+                    backoff.reset();
+                    self.serve(stream, peer);
+                }
+                Err(e) if is_fatal_accept_error(&e) => {
+                    tracing::error!(
+                        "{}: accept failed, the listener is unusable: {e}; stopping",
+                        self.name
+                    );
+                    self.root.trigger(Reason::error(e));
+                    break;
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!("{}: accept failed: {e}; retrying in {delay:?}", self.name);
+                    self.closing.pause(delay);
+                }
+            }
+        }
+        // Serve what the kernel already queued, then close the listener.
+        let mut queued = 0;
+        if self.listener.set_nonblocking(true).is_ok() {
+            loop {
+                match self.listener.accept() {
+                    Ok((stream, peer)) => {
+                        if !self.closing.is_wake(peer) {
+                            queued += 1;
+                        }
+                        self.serve(stream, peer);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if is_fatal_accept_error(&e) => break,
+                    Err(_) => {}
+                }
+            }
+        }
+        tracing::info!(
+            "{}: listener closed ({queued} queued connection(s) taken); {} connection(s) to drain",
+            self.name,
+            self.conns.len()
+        );
+    }
+
+    fn serve(&mut self, stream: TcpStream, peer: SocketAddr) {
+        if self.closing.is_wake(peer) {
+            return;
+        }
+        if let Err(e) = stream.set_nonblocking(false) {
+            tracing::warn!("{}: dropping connection {peer}: {e}", self.name);
+            return;
+        }
+        let track = self.conns.register(&self.server, &stream, peer, "conn");
+        let conn = Conn::new(peer, self.local, self.server.clone());
+        let work = (self.handler)(Stream::new(stream, track), conn);
+        let server = self.server.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("conn {peer}"))
+            .spawn(move || block_on(run_conn(work, server, peer)));
+        if let Err(e) = spawned {
+            tracing::error!("{}: no thread for connection {peer}: {e}", self.name);
+        }
+    }
+}

@@ -1,0 +1,91 @@
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use graceful_core::server::ConnTrack;
+
+/// An accepted connection, served on a thread of its own. It carries the
+/// connection's guard: the server's drain waits for it to be dropped.
+///
+/// Implements `std::io::Read` and `Write`, and also the `futures` crate's
+/// `AsyncRead` and `AsyncWrite` by blocking the thread, so that handlers
+/// written once for every adapter run here too (each on its own thread, as
+/// [`serve`](crate::serve) runs them). At the trigger the server ends a
+/// read that waits for input, and at the force it shuts the socket down,
+/// so a blocked call never outlives the drain.
+pub struct Stream {
+    inner: TcpStream,
+    track: ConnTrack,
+}
+
+impl Stream {
+    pub(crate) fn new(inner: TcpStream, track: ConnTrack) -> Stream {
+        Stream { inner, track }
+    }
+
+    /// The client's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.track.peer_addr()
+    }
+
+    /// The server's address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    /// The socket inside.
+    pub fn get_ref(&self) -> &TcpStream {
+        &self.inner
+    }
+}
+
+impl fmt::Debug for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stream")
+            .field("peer", &self.track.peer_addr())
+            .finish()
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl futures_io::AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(self.get_mut().inner.read(buf))
+    }
+}
+
+impl futures_io::AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(self.get_mut().inner.write(buf))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.get_mut().inner.flush())
+    }
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.get_mut().inner.shutdown(std::net::Shutdown::Write))
+    }
+}

@@ -1,0 +1,3 @@
+//! The conformance suite, run against the std-threads adapter.
+
+graceful_conformance::suite!(graceful_std);

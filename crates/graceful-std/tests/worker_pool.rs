@@ -1,0 +1,65 @@
+//! The worker pool: jobs run until the trigger, the running ones finish,
+//! the queued ones are handed back.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use graceful_std::{Shutdown, WorkerPool};
+
+#[test]
+fn running_jobs_finish_queued_jobs_are_returned() {
+    let shutdown = Shutdown::new();
+    let done = Arc::new(AtomicUsize::new(0));
+    let (started_tx, started) = mpsc::channel();
+    let (release_tx, release) = mpsc::channel::<()>();
+    let release = Arc::new(std::sync::Mutex::new(release));
+    let pool = {
+        let done = done.clone();
+        let release = release.clone();
+        WorkerPool::new(&shutdown, "jobs", 2, move |job: u32, _stage| {
+            started_tx.send(job).unwrap();
+            release.lock().unwrap().recv().unwrap();
+            done.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap()
+    };
+    for job in 0..5 {
+        pool.submit(job).unwrap();
+    }
+    // Two workers are busy with two jobs; three wait in the queue.
+    let mut running = vec![started.recv().unwrap(), started.recv().unwrap()];
+    running.sort();
+    assert_eq!(running, [0, 1]);
+    assert_eq!(pool.queued(), 3);
+
+    shutdown.request();
+    assert_eq!(pool.submit(99), Err(99), "refused after the trigger");
+    assert!(!shutdown.is_drained(), "jobs are running");
+    let report = shutdown.report();
+    assert_eq!(report.all_named().len(), 2, "{report}");
+
+    release_tx.send(()).unwrap();
+    release_tx.send(()).unwrap();
+    let left = pool.join(Some(Instant::now() + Duration::from_secs(10)));
+    assert_eq!(left, [2, 3, 4], "queued jobs are handed back, not lost");
+    assert_eq!(done.load(Ordering::SeqCst), 2);
+    assert!(shutdown.is_drained());
+    assert!(
+        started.try_recv().is_err(),
+        "no job started after the trigger"
+    );
+}
+
+#[test]
+fn idle_workers_exit_at_once_on_the_trigger() {
+    let shutdown = Shutdown::new();
+    let pool = WorkerPool::new(&shutdown, "idle", 4, |_: (), _| {}).unwrap();
+    let t0 = Instant::now();
+    shutdown.request();
+    assert!(pool
+        .join(Some(Instant::now() + Duration::from_secs(5)))
+        .is_empty());
+    assert!(t0.elapsed() < Duration::from_millis(500));
+    assert!(shutdown.is_drained());
+}

@@ -1,0 +1,17 @@
+//! TCP echo server on plain threads: the same service as `tokio_echo`,
+//! only the adapter differs (a thread per connection, no async runtime).
+//!
+//! ```text
+//! cargo run --example std_echo -- --delay-ms 2000
+//! ```
+
+use graceful_std as rt;
+
+#[path = "common/mod.rs"]
+mod common;
+#[path = "common/echo.rs"]
+mod echo;
+
+fn main() {
+    echo::main("std_echo");
+}
