@@ -95,6 +95,29 @@ impl ManualClock {
         self.inner.changed.notify(usize::MAX);
     }
 
+    /// How many sleeps are waiting on this clock.
+    pub fn sleeping(&self) -> usize {
+        self.state().sleepers.len()
+    }
+
+    /// Blocks (in real time, at most `timeout`) until at least `n` sleeps
+    /// are waiting; returns whether they are.
+    pub fn wait_for_sleeps(&self, n: usize, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        loop {
+            if self.sleeping() >= n {
+                return true;
+            }
+            let l = self.inner.changed.listen();
+            if self.sleeping() >= n {
+                return true;
+            }
+            if l.wait_deadline(until).is_none() {
+                return self.sleeping() >= n;
+            }
+        }
+    }
+
     /// Blocks (in real time, at most `timeout`) until some sleep that ends at
     /// least `remaining` from now is waiting; returns whether one is. Lets a
     /// test know that a deadline timer was armed before it moves the clock.

@@ -58,6 +58,7 @@ macro_rules! __for_each_scenario {
             b5_serve_returns_only_after_drain,
             b6_in_flight_request_completes,
             b7_idle_connection_closed_at_trigger,
+            b7_new_connection_gets_the_first_request_grace,
             b8_drain_seen_promptly,
             b9_deadline_cuts_remaining_connections_and_reports,
             b10_panicking_handler_releases_its_guard,

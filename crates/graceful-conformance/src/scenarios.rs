@@ -264,10 +264,12 @@ pub fn b4_queued_connections_are_served_before_close<A: Adapter>() {
 }
 
 /// B15 (TCP): during the pre-drain delay the listener keeps accepting and
-/// serving; after it, connects are refused.
+/// serving; a connection accepted then gets the first-request grace (B7)
+/// before its reads end; after the delay, connects are refused.
 pub fn b15_pre_drain_keeps_accepting_then_refuses<A: Adapter>() {
     let config = ServeConfig::default()
         .pre_drain(Duration::from_secs(5))
+        .first_request_grace(Duration::from_secs(1))
         .progress_every(None);
     let mut server = Server::<A>::start(Options::config(config).manual());
     server.stop();
@@ -275,10 +277,36 @@ pub fn b15_pre_drain_keeps_accepting_then_refuses<A: Adapter>() {
         .clock()
         .wait_for_sleep(Duration::from_secs(5), PATIENCE));
     let mut during = server.connect();
+    // Armed: the pre-drain delay and this connection's grace.
+    assert!(server.clock().wait_for_sleeps(2, PATIENCE));
     during.roundtrip("still serving", "still serving");
-    assert!(during.closed_within(PATIENCE), "closed after its request");
-    server.clock().advance(Duration::from_secs(5));
+    assert!(
+        during.silent_for(Duration::from_millis(50)),
+        "closed within its grace"
+    );
+    server.clock().advance(Duration::from_secs(1));
+    assert!(during.closed_within(PATIENCE), "reads end after the grace");
+    server.clock().advance(Duration::from_secs(4));
     assert!(refused_within(server.addr, Duration::from_millis(500)));
+    assert!(server.outcome().is_drained());
+}
+
+/// B7 (TCP): a connection that is new at the trigger is not cut before it
+/// could send its request: one arriving from the backlog with its request
+/// a moment later is still served.
+pub fn b7_new_connection_gets_the_first_request_grace<A: Adapter>() {
+    let config = ServeConfig::default()
+        .max_connections(Some(1))
+        .progress_every(None);
+    let mut server = Server::<A>::start(Options::config(config));
+    let mut first = server.connect();
+    first.roundtrip("one", "one");
+    let mut queued = server.connect();
+    server.stop();
+    assert!(first.closed_within(PATIENCE));
+    std::thread::sleep(Duration::from_millis(100));
+    queued.roundtrip("sent after the trigger", "sent after the trigger");
+    assert!(queued.closed_within(PATIENCE));
     assert!(server.outcome().is_drained());
 }
 

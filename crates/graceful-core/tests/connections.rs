@@ -60,7 +60,7 @@ fn trigger_ends_blocked_reads_but_keeps_received_data_and_writes() {
 }
 
 #[test]
-fn connections_registered_after_the_trigger_have_reads_ended_and_force_cuts_all() {
+fn connections_registered_after_the_trigger_are_late_and_force_cuts_all() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let shutdown = Shutdown::new();
     let conns = Connections::new();
@@ -68,9 +68,16 @@ fn connections_registered_after_the_trigger_have_reads_ended_and_force_cuts_all(
     let _keep = shutdown.guard();
     shutdown.request();
 
+    // Late: its reads are not ended at once, so a request still on its way
+    // is not lost; the server ends them after the grace through a closer.
     let (mut client, mut late) = pair(&listener);
-    let _track = conns.register(&shutdown, &late, client.local_addr().unwrap(), "conn");
+    let track = conns.register(&shutdown, &late, client.local_addr().unwrap(), "conn");
+    assert!(track.is_late());
+    client.write_all(b"req\n").unwrap();
     let mut buf = [0u8; 4];
+    late.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"req\n");
+    track.closer().shutdown_read();
     assert_eq!(late.read(&mut buf).unwrap(), 0);
 
     shutdown.force(ForceCause::Deadline);
@@ -83,6 +90,30 @@ fn connections_registered_after_the_trigger_have_reads_ended_and_force_cuts_all(
         "the peer sees the connection end"
     );
     assert!(late.write_all(b"late").is_err() || late.write_all(b"late").is_err());
+}
+
+#[test]
+fn a_closer_never_reaches_a_later_connection_in_the_same_slot() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let shutdown = Shutdown::new();
+    let conns = Connections::new();
+    let (c1, s1) = pair(&listener);
+    let first = conns.register(&shutdown, &s1, c1.local_addr().unwrap(), "conn");
+    let stale = first.closer();
+    drop(first);
+    let (mut c2, mut s2) = pair(&listener);
+    let _second = conns.register(&shutdown, &s2, c2.local_addr().unwrap(), "conn");
+    stale.shutdown_read();
+    c2.write_all(b"x").unwrap();
+    let mut b = [0u8; 1];
+    s2.read_exact(&mut b).unwrap();
+    s2.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let r = s2.read(&mut b);
+    assert!(
+        r.is_err(),
+        "the second connection's reads were not ended: {r:?}"
+    );
 }
 
 #[test]

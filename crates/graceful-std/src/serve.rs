@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use event_listener::{Event, Listener};
 use graceful_core::server::{
-    close_signal, is_fatal_accept_error, run_conn, Backoff, Connections, HandlerOutput,
+    close_signal, end_reads_after, is_fatal_accept_error, run_conn, Backoff, Connections,
+    HandlerOutput,
 };
 use graceful_core::{block_on, Conn, Outcome, Reason, ServeConfig, Shutdown};
 
@@ -67,6 +68,8 @@ where
 
     let (done_tx, done_rx) = futures_channel::oneshot::channel();
     let mut accept = AcceptLoop {
+        rt: rt.clone(),
+        grace: config.first_request_grace,
         listener,
         local,
         name: name.clone(),
@@ -169,7 +172,9 @@ impl Closing {
     }
 }
 
-struct AcceptLoop<H> {
+struct AcceptLoop<R, H> {
+    rt: R,
+    grace: Duration,
     listener: TcpListener,
     local: SocketAddr,
     name: String,
@@ -181,8 +186,9 @@ struct AcceptLoop<H> {
     handler: H,
 }
 
-impl<H, Fut> AcceptLoop<H>
+impl<R, H, Fut> AcceptLoop<R, H>
 where
+    R: graceful_core::Runtime,
     H: FnMut(Stream, Conn) -> Fut,
     Fut: Future + Send + 'static,
     Fut::Output: HandlerOutput,
@@ -251,6 +257,11 @@ where
             return;
         }
         let track = self.conns.register(&self.server, &stream, peer, "conn");
+        if track.is_late() {
+            let rt = self.rt.clone();
+            self.rt
+                .spawn(end_reads_after(rt, track.closer(), self.grace));
+        }
         let conn = Conn::new(peer, self.local, self.server.clone());
         let work = (self.handler)(Stream::new(stream, track), conn);
         let server = self.server.clone();

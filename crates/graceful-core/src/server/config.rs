@@ -23,8 +23,10 @@ pub struct ServeConfig {
     /// balancers see the readiness change before the listeners close
     /// (default 0; B15).
     pub pre_drain: Duration,
-    /// HTTP: how long a connection accepted but silent at the trigger may
-    /// take to send its first request (default 1 s; B7).
+    /// How long a connection that is new at the trigger (accepted but
+    /// silent, during the pre-drain delay, or from the backlog at close) may
+    /// take to send its first request, which is then served (default 1 s;
+    /// B7). TCP: its reads end after this grace rather than at once.
     pub first_request_grace: Duration,
     /// HTTP: after the last response, how long to read and discard what the
     /// client still sends before closing, so it gets its response rather

@@ -7,9 +7,14 @@
 //!    duplicate closed) when the connection's [`ConnTrack`] drops, which
 //!    the adapters tie to the connection's stream: the socket closes when
 //!    the stream does.
-//! 2. `shutdown_reads` runs at the trigger (a hook) and `register` re-checks
-//!    the trigger after inserting, so a connection registered while the
-//!    trigger runs is never missed; shutting a read half twice is harmless.
+//! 2. `shutdown_reads` runs at the trigger (a hook) and sets `reads_closed`
+//!    before it walks the entries; `register` re-checks the flag after
+//!    inserting, so a connection registered while the trigger runs is
+//!    either walked or reported as late (then its server ends its reads
+//!    after the first-request grace). Shutting a read half twice is
+//!    harmless.
+//! 3. Entries carry a unique id: a [`Closer`] acts only on the entry it was
+//!    made for, never on a later connection that reused the slot.
 
 use std::fmt;
 use std::net::{Shutdown as How, SocketAddr, TcpStream};
@@ -31,7 +36,8 @@ use crate::slab::Slab;
 /// outside their handlers: their reads at the trigger (TCP, B7/B8), both
 /// directions at the force (B9). Shared by every adapter's server.
 pub struct Connections {
-    live: Mutex<Slab<Option<TcpStream>>>,
+    live: Mutex<Slab<Entry>>,
+    next_id: std::sync::atomic::AtomicU64,
     ended: Event,
     reads_closed: AtomicBool,
 }
@@ -41,6 +47,7 @@ impl Connections {
     pub fn new() -> Arc<Connections> {
         Arc::new(Connections {
             live: Mutex::new(Slab::default()),
+            next_id: std::sync::atomic::AtomicU64::new(0),
             ended: Event::new(),
             reads_closed: AtomicBool::new(false),
         })
@@ -82,8 +89,8 @@ impl Connections {
     }
 
     fn shutdown_each(&self, how: How) {
-        for socket in lock(&self.live).iter().flatten() {
-            let _ = socket.shutdown(how);
+        for entry in lock(&self.live).iter() {
+            entry.shutdown(how);
         }
     }
 
@@ -117,21 +124,20 @@ impl Connections {
         kind: &str,
     ) -> ConnTrack {
         let guard = server.guard_named(format!("{kind} {peer}"));
-        let slot = lock(&self.live).insert(dup);
-        if self.reads_closed.load(Ordering::SeqCst) {
-            if let Some(Some(socket)) = lock(&self.live).get(slot) {
-                let _ = socket.shutdown(How::Read);
-            }
-        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let slot = lock(&self.live).insert(Entry { id, socket: dup });
+        let late = self.reads_closed.load(Ordering::SeqCst);
         if server.is_forced() {
-            if let Some(Some(socket)) = lock(&self.live).get(slot) {
-                let _ = socket.shutdown(How::Both);
+            if let Some(entry) = lock(&self.live).get(slot) {
+                entry.shutdown(How::Both);
             }
         }
         ConnTrack {
             conns: self.clone(),
             slot,
+            id,
             peer,
+            late,
             _guard: guard,
         }
     }
@@ -202,7 +208,9 @@ impl fmt::Debug for Connections {
 pub struct ConnTrack {
     conns: Arc<Connections>,
     slot: usize,
+    id: u64,
     peer: SocketAddr,
+    late: bool,
     _guard: NamedGuard,
 }
 
@@ -210,6 +218,69 @@ impl ConnTrack {
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// Whether the connection was registered after the reads were ended
+    /// (accepted during the pre-drain delay, or from the backlog at close):
+    /// its server should end its reads after the first-request grace.
+    pub fn is_late(&self) -> bool {
+        self.late
+    }
+
+    /// A handle that can shut this connection's socket down later, from
+    /// anywhere, and does nothing once the connection is gone.
+    pub fn closer(&self) -> Closer {
+        Closer {
+            conns: Arc::downgrade(&self.conns),
+            slot: self.slot,
+            id: self.id,
+        }
+    }
+}
+
+/// Shuts one tracked connection down from outside its handler; see
+/// [`ConnTrack::closer`].
+#[derive(Clone)]
+pub struct Closer {
+    conns: std::sync::Weak<Connections>,
+    slot: usize,
+    id: u64,
+}
+
+impl Closer {
+    /// Ends the connection's reads (a waiting read returns end-of-stream).
+    pub fn shutdown_read(&self) {
+        self.shutdown(How::Read);
+    }
+
+    fn shutdown(&self, how: How) {
+        if let Some(conns) = self.conns.upgrade() {
+            if let Some(entry) = lock(&conns.live).get(self.slot) {
+                if entry.id == self.id {
+                    entry.shutdown(how);
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Closer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Closer").field("id", &self.id).finish()
+    }
+}
+
+/// One live connection: its unique id and a duplicate of its socket.
+struct Entry {
+    id: u64,
+    socket: Option<TcpStream>,
+}
+
+impl Entry {
+    fn shutdown(&self, how: How) {
+        if let Some(socket) = &self.socket {
+            let _ = socket.shutdown(how);
+        }
     }
 }
 

@@ -14,6 +14,6 @@ mod serve;
 pub use backoff::{is_fatal_accept_error, Backoff};
 pub use config::ServeConfig;
 pub use conn::{Conn, HandlerOutput};
-pub use connections::{ConnTrack, Connections};
+pub use connections::{Closer, ConnTrack, Connections};
 #[cfg(unix)]
-pub use serve::{accept_queued_std, close_signal, run_conn, serve, Accept};
+pub use serve::{accept_queued_std, close_signal, end_reads_after, run_conn, serve, Accept};

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures_util::future::{select, Either, FutureExt};
 
-use super::{Backoff, Conn, ConnTrack, Connections, HandlerOutput, ServeConfig};
+use super::{Backoff, Closer, Conn, ConnTrack, Connections, HandlerOutput, ServeConfig};
 use crate::drain::Outcome;
 use crate::reason::Reason;
 use crate::runtime::Runtime;
@@ -103,8 +103,12 @@ where
     let conns = Connections::new();
     conns.attach(&server, config.close_idle);
 
+    let grace = config.first_request_grace;
     let mut spawn_conn = |stream: A::Stream, peer: SocketAddr| {
         let track = conns.register(&server, &stream, peer, "conn");
+        if track.is_late() {
+            rt.spawn(end_reads_after(rt.clone(), track.closer(), grace));
+        }
         let conn = Conn::new(peer, local, server.clone());
         let work = handler(stream, track, conn);
         rt.spawn(run_conn(work, server.clone(), peer));
@@ -197,6 +201,15 @@ pub async fn close_signal<R: Runtime>(rt: &R, server: &Shutdown, pre_drain: Dura
     let wait = pin!(rt.sleep(pre_drain));
     let forced = pin!(server.forced());
     select(wait, forced).await;
+}
+
+/// Ends a late connection's reads after the first-request grace: accepted
+/// during the pre-drain delay or from the backlog, it gets time to send its
+/// request, which is then served, before a waiting read returns
+/// end-of-stream (B7, B15).
+pub async fn end_reads_after<R: Runtime>(rt: R, closer: Closer, grace: Duration) {
+    rt.sleep(grace).await;
+    closer.shutdown_read();
 }
 
 /// One connection's task: the handler, isolated from panics (B10), cut
