@@ -113,7 +113,10 @@ fn waiter_on_another_thread_is_woken_by_the_last_release() {
         drop(g);
         let woke = waiter.join().unwrap();
         // Event-driven: well under any poll interval (B8 asks for 10 ms).
-        assert!(woke.duration_since(released) < Duration::from_millis(10));
+        // Under Miri's interpreter only the wake-up itself is checked.
+        if !cfg!(miri) {
+            assert!(woke.duration_since(released) < Duration::from_millis(10));
+        }
     });
 }
 
