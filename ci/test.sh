@@ -9,3 +9,12 @@ step cargo build --workspace --examples
 export GRACEFUL_EXAMPLES_BUILT=1
 step cargo nextest run --workspace --no-fail-fast
 step cargo test --workspace --doc
+
+# Every adapter runs the same scenarios: the lists must be equal.
+for adapter in tokio smol std; do
+    step cargo test --quiet -p "graceful-$adapter" --test conformance -- --list --format terse \
+        | sort > "target/conformance-$adapter.txt"
+done
+step diff target/conformance-tokio.txt target/conformance-smol.txt
+step diff target/conformance-tokio.txt target/conformance-std.txt
+echo "conformance: $(wc -l < target/conformance-tokio.txt) scenarios, the same for every adapter"

@@ -23,6 +23,8 @@ mod adapter;
 mod clock;
 pub mod fixture;
 pub mod harness;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod scenarios;
 mod script;
 
@@ -34,6 +36,10 @@ pub use script::{scripted, SignalScript};
 pub mod __private {
     pub use futures;
     pub use graceful_core;
+    #[cfg(feature = "http")]
+    pub use http_body_util;
+    #[cfg(feature = "http")]
+    pub use hyper;
 }
 
 /// Every scenario's name, in order. Kept with the macro so the list is
@@ -72,6 +78,20 @@ macro_rules! __for_each_scenario {
     };
 }
 
+/// Every HTTP scenario's name (the `http` module's).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __for_each_http_scenario {
+    ($callback:ident ! ($($args:tt)*)) => {
+        $crate::$callback! {
+            ($($args)*)
+            http_b14_readiness_200_then_503,
+            http_b16_upgraded_connection_survives_trigger_and_is_forced_at_deadline,
+            http_b16_upgraded_handler_sees_the_trigger_and_drains,
+        }
+    };
+}
+
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __scenario_tests {
@@ -85,11 +105,33 @@ macro_rules! __scenario_tests {
     };
 }
 
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __ignored_tests {
+    (($reason:literal) $($name:ident,)*) => {
+        $(
+            #[test]
+            #[ignore = $reason]
+            fn $name() {}
+        )*
+    };
+}
+
 /// Instantiates the suite for the adapter crate `$rt` (its crate name, as
 /// in `use $rt;`): implements [`Adapter`] with the crate's contract names and
 /// adds one `#[test]` per scenario.
+///
+/// `suite!($rt, without_http)` is for an adapter with no `http::serve`
+/// (DESIGN §4): the HTTP scenarios are listed too, ignored with that
+/// reason, so every adapter lists the same names.
 #[macro_export]
 macro_rules! suite {
+    ($rt:ident, without_http) => {
+        $crate::suite!($rt);
+        $crate::__for_each_http_scenario!(__ignored_tests!(
+            "this adapter has no http::serve (DESIGN section 4: HTTP is for tokio and smol)"
+        ));
+    };
     ($rt:ident) => {
         /// The adapter under test, through its contract names.
         struct ContractAdapter;

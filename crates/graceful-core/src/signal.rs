@@ -133,11 +133,12 @@ impl Escalation {
             return SignalAction::Exit(signal.exit_code());
         }
         if n == 1 {
-            if self.shutdown.trigger(Reason::Signal(signal)) {
-                tracing::info!(target: "graceful", "{signal} received: stopping gracefully");
-            } else {
+            if self.shutdown.is_triggered() {
                 tracing::info!(target: "graceful", "{signal} received: already stopping");
+            } else {
+                tracing::info!(target: "graceful", "{signal} received: stopping gracefully");
             }
+            self.shutdown.trigger(Reason::Signal(signal));
             SignalAction::Triggered
         } else {
             self.shutdown.force(ForceCause::Signal(signal));

@@ -6,13 +6,18 @@
 //!   [`Shutdown`]; the second forces, the third exits;
 //! - [`serve`]: a TCP server that stops accepting at the trigger, drains
 //!   its connections with a deadline and reports what it had to cut;
+//! - `http::serve` (feature `http`): any hyper service over HTTP/1.1 and
+//!   HTTP/2, with `Connection: close`, GOAWAY, pre-drain and readiness;
 //! - [`Stream`]: an accepted connection, with `futures`' I/O traits.
 //!
 //! The same names, with the same meaning, exist in `graceful-tokio` and
 //! `graceful-std`: code written against them compiles unchanged when the
-//! adapter is swapped with a Cargo rename. This crate does not depend on
-//! tokio.
+//! adapter is swapped with a Cargo rename. Without the `http` feature this
+//! crate's dependency tree has no tokio; with it, tokio appears only as the
+//! I/O traits hyper's HTTP/2 (h2) is written against, never as a runtime.
 
+#[cfg(feature = "http")]
+pub mod http;
 mod runtime;
 mod serve;
 mod stream;

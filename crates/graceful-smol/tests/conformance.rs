@@ -1,3 +1,3 @@
-//! The conformance suite, run against the smol adapter.
+//! The conformance suite and its HTTP scenarios, run against the smol adapter.
 
-graceful_conformance::suite!(graceful_smol);
+graceful_conformance::http_suite!(graceful_smol);

@@ -1,3 +1,4 @@
 //! The conformance suite, run against the std-threads adapter.
 
-graceful_conformance::suite!(graceful_std);
+// No http::serve on plain threads: the HTTP scenarios are listed, ignored.
+graceful_conformance::suite!(graceful_std, without_http);

@@ -5,6 +5,9 @@
 //!   [`Shutdown`]; the second forces, the third exits;
 //! - [`serve`]: a TCP server that stops accepting at the trigger, drains
 //!   its connections with a deadline and reports what it had to cut;
+//! - [`http::serve`]: any hyper service over HTTP/1.1 and HTTP/2, with
+//!   `Connection: close`, GOAWAY, pre-drain and readiness
+//!   ([`http::Readiness`]);
 //! - [`Stream`]: an accepted connection, with tokio's and `futures`' I/O
 //!   traits.
 //!
@@ -41,6 +44,7 @@
 //! }
 //! ```
 
+pub mod http;
 mod runtime;
 mod serve;
 mod stream;

@@ -1,3 +1,3 @@
-//! The conformance suite, run against the tokio adapter.
+//! The conformance suite and its HTTP scenarios, run against the tokio adapter.
 
-graceful_conformance::suite!(graceful_tokio);
+graceful_conformance::http_suite!(graceful_tokio);

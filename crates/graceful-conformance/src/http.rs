@@ -1,0 +1,370 @@
+//! HTTP scenarios for the adapters with `http::serve` (tokio, smol), run
+//! through [`http_suite!`](crate::http_suite). The end-to-end tests cover
+//! the rest of HTTP against real processes; these are the behaviours that
+//! need a service of the test's own: upgrades (B16) and readiness (B14).
+
+use std::convert::Infallible;
+use std::future::poll_fn;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use graceful_core::{Conn, ForceCause, Outcome, Runtime, ServeConfig, Shutdown};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONNECTION, UPGRADE};
+use hyper::rt::{Read as HRead, ReadBuf, Write as HWrite};
+use hyper::service::Service;
+use hyper::{Request, Response, StatusCode};
+
+use crate::clock::{ManualClock, TestRuntime};
+use crate::harness::PATIENCE;
+use crate::Adapter;
+
+/// An adapter with `http::serve_on`.
+pub trait HttpAdapter: Adapter {
+    /// The adapter's `http::serve_on`.
+    fn serve_http<R, S>(
+        rt: &R,
+        listener: TcpListener,
+        shutdown: &Shutdown,
+        config: ServeConfig,
+        service: S,
+    ) -> BoxFuture<'static, io::Result<Outcome>>
+    where
+        R: Runtime,
+        S: Service<Request<Incoming>, Response = Response<Full<Bytes>>, Error = Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static;
+}
+
+/// The service of these scenarios:
+/// - `GET /healthz`: readiness (200, then 503);
+/// - `GET /echo` with `Upgrade: echo`: switches protocols, then echoes
+///   lines on the raw connection; with `?polite` it watches the shutdown
+///   and says `bye` then closes at the trigger, otherwise it ignores it.
+#[derive(Clone, Debug)]
+pub struct TestService<R> {
+    rt: R,
+    ready: graceful_http::Readiness,
+}
+
+impl<R: Runtime> Service<Request<Incoming>> for TestService<R> {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Full<Bytes>>, Infallible>>;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        let (rt, ready) = (self.rt.clone(), self.ready.clone());
+        Box::pin(async move {
+            if req.uri().path() == "/healthz" {
+                return Ok(ready.response());
+            }
+            let polite = req.uri().query() == Some("polite");
+            let conn = req
+                .extensions()
+                .get::<Conn>()
+                .cloned()
+                .expect("Conn in extensions");
+            let upgrade = hyper::upgrade::on(&mut req);
+            rt.spawn(async move {
+                if let Ok(upgraded) = upgrade.await {
+                    let _ = echo_lines(upgraded, conn, polite).await;
+                }
+            });
+            let mut res = Response::new(Full::new(Bytes::new()));
+            *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            res.headers_mut()
+                .insert(CONNECTION, "upgrade".parse().unwrap());
+            res.headers_mut().insert(UPGRADE, "echo".parse().unwrap());
+            Ok(res)
+        })
+    }
+}
+
+async fn echo_lines<I: HRead + HWrite + Unpin>(
+    mut io: I,
+    conn: Conn,
+    polite: bool,
+) -> io::Result<()> {
+    let mut buf = [0u8; 256];
+    loop {
+        let n = if polite {
+            let read = read_some(&mut io, &mut buf);
+            let triggered = conn.triggered();
+            futures::pin_mut!(read, triggered);
+            match futures::future::select(read, triggered).await {
+                futures::future::Either::Left((n, _)) => Some(n?),
+                futures::future::Either::Right(_) => None,
+            }
+        } else {
+            Some(read_some(&mut io, &mut buf).await?)
+        };
+        let Some(n) = n else {
+            write_all(&mut io, b"bye\n").await?;
+            return Ok(());
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        write_all(&mut io, &buf[..n]).await?;
+    }
+}
+
+async fn read_some<I: HRead + Unpin>(io: &mut I, buf: &mut [u8]) -> io::Result<usize> {
+    poll_fn(|cx| {
+        let mut rb = ReadBuf::new(buf);
+        match Pin::new(&mut *io).poll_read(cx, rb.unfilled()) {
+            std::task::Poll::Ready(Ok(())) => std::task::Poll::Ready(Ok(rb.filled().len())),
+            std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    })
+    .await
+}
+
+async fn write_all<I: HWrite + Unpin>(io: &mut I, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        let n = poll_fn(|cx| Pin::new(&mut *io).poll_write(cx, bytes)).await?;
+        bytes = &bytes[n..];
+    }
+    poll_fn(|cx| Pin::new(&mut *io).poll_flush(cx)).await
+}
+
+struct HttpServer {
+    addr: std::net::SocketAddr,
+    shutdown: Shutdown,
+    clock: Option<ManualClock>,
+    done: std::sync::mpsc::Receiver<io::Result<Outcome>>,
+}
+
+impl HttpServer {
+    fn start<A: HttpAdapter>(config: ServeConfig, manual: bool) -> HttpServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = Shutdown::new();
+        let clock = manual.then(ManualClock::new);
+        let rt = TestRuntime::new(A::runtime(), clock.clone());
+        let (tx, done) = std::sync::mpsc::channel();
+        let s = shutdown.clone();
+        std::thread::spawn(move || {
+            let svc = TestService {
+                rt: rt.clone(),
+                ready: graceful_http::Readiness::new(&s),
+            };
+            let _ = tx.send(rt.block_on(A::serve_http(&rt, listener, &s, config, svc)));
+        });
+        HttpServer {
+            addr,
+            shutdown,
+            clock,
+            done,
+        }
+    }
+
+    fn outcome(&self) -> Outcome {
+        self.done
+            .recv_timeout(PATIENCE)
+            .expect("serve returned")
+            .expect("serve succeeded")
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.shutdown.force(ForceCause::Requested);
+        if let Some(c) = &self.clock {
+            c.advance(Duration::from_secs(3600));
+        }
+        let _ = self.done.recv_timeout(PATIENCE);
+    }
+}
+
+/// Opens an upgraded `echo` connection; returns it past the 101 response.
+fn upgrade(addr: std::net::SocketAddr, path: &str) -> BufReader<TcpStream> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n"
+    )
+    .unwrap();
+    let mut r = BufReader::new(s);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        lower.contains("connection: upgrade"),
+        "101 keeps Connection: Upgrade: {head}"
+    );
+    assert!(!lower.contains("close"), "{head}");
+    r
+}
+
+fn roundtrip(c: &mut BufReader<TcpStream>, line: &str) -> String {
+    c.get_mut()
+        .write_all(format!("{line}\n").as_bytes())
+        .unwrap();
+    let mut got = String::new();
+    c.read_line(&mut got).unwrap();
+    got
+}
+
+/// B16: an upgraded connection is not cut at the trigger; its handler keeps
+/// it until it decides, and at the deadline it is forced, named in the
+/// report.
+pub fn http_b16_upgraded_connection_survives_trigger_and_is_forced_at_deadline<A: HttpAdapter>() {
+    let config = ServeConfig::default()
+        .timeout(Duration::from_secs(10))
+        .progress_every(None);
+    let server = HttpServer::start::<A>(config, true);
+    let mut ws = upgrade(server.addr, "/echo");
+    assert_eq!(roundtrip(&mut ws, "before"), "before\n");
+    server.shutdown.request();
+    let clock = server.clock.as_ref().unwrap();
+    assert!(clock.wait_for_sleep(Duration::from_secs(10), PATIENCE));
+    assert_eq!(
+        roundtrip(&mut ws, "after the trigger"),
+        "after the trigger\n"
+    );
+    clock.advance(Duration::from_secs(10));
+    let t0 = Instant::now();
+    let mut rest = Vec::new();
+    let _ = ws.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "cut {:?} after the deadline",
+        t0.elapsed()
+    );
+    let outcome = server.outcome();
+    assert_eq!(outcome.exit_code(), 1, "{outcome}");
+    assert_eq!(outcome.forced_count(), 1);
+}
+
+/// B16: an upgraded connection whose handler watches the shutdown winds
+/// down on its own, and the server then drains in time.
+pub fn http_b16_upgraded_handler_sees_the_trigger_and_drains<A: HttpAdapter>() {
+    let server = HttpServer::start::<A>(ServeConfig::default().progress_every(None), false);
+    let mut ws = upgrade(server.addr, "/echo?polite");
+    assert_eq!(roundtrip(&mut ws, "hi"), "hi\n");
+    server.shutdown.request();
+    let mut bye = String::new();
+    ws.read_line(&mut bye).unwrap();
+    assert_eq!(bye, "bye\n");
+    let outcome = server.outcome();
+    assert!(outcome.is_drained(), "{outcome}");
+}
+
+/// B14: the readiness endpoint answers 200 before the trigger and 503
+/// during the pre-drain delay, marked `Connection: close`.
+pub fn http_b14_readiness_200_then_503<A: HttpAdapter>() {
+    let config = ServeConfig::default()
+        .pre_drain(Duration::from_secs(5))
+        .progress_every(None);
+    let server = HttpServer::start::<A>(config, true);
+    let get = || {
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut r = BufReader::new(s);
+        let mut status = String::new();
+        r.read_line(&mut status).unwrap();
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line.to_ascii_lowercase());
+        }
+        (status, head)
+    };
+    let (status, head) = get();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(!head.contains("connection: close"), "{head}");
+    server.shutdown.request();
+    let (status, head) = get();
+    assert!(status.starts_with("HTTP/1.1 503"), "{status}");
+    assert!(head.contains("connection: close"), "{head}");
+    server
+        .clock
+        .as_ref()
+        .unwrap()
+        .advance(Duration::from_secs(5));
+    assert!(server.outcome().is_drained());
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __http_scenario_tests {
+    (($adapter:ty) $($name:ident,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::http::$name::<$adapter>();
+            }
+        )*
+    };
+}
+
+/// The core suite ([`suite!`](crate::suite)) plus the HTTP scenarios, for
+/// an adapter crate with `http::serve_on`.
+#[macro_export]
+macro_rules! http_suite {
+    ($rt:ident) => {
+        $crate::suite!($rt);
+
+        impl $crate::http::HttpAdapter for ContractAdapter {
+            fn serve_http<R, S>(
+                rt: &R,
+                listener: ::std::net::TcpListener,
+                shutdown: &$crate::__private::graceful_core::Shutdown,
+                config: $crate::__private::graceful_core::ServeConfig,
+                service: S,
+            ) -> $crate::__private::futures::future::BoxFuture<
+                'static,
+                ::std::io::Result<$crate::__private::graceful_core::Outcome>,
+            >
+            where
+                R: $crate::__private::graceful_core::Runtime,
+                S: $crate::__private::hyper::service::Service<
+                        $crate::__private::hyper::Request<$crate::__private::hyper::body::Incoming>,
+                        Response = $crate::__private::hyper::Response<
+                            $crate::__private::http_body_util::Full<
+                                $crate::__private::hyper::body::Bytes,
+                            >,
+                        >,
+                        Error = ::std::convert::Infallible,
+                    > + Clone
+                    + Send
+                    + Sync
+                    + 'static,
+                S::Future: Send + 'static,
+            {
+                let rt = rt.clone();
+                let shutdown = shutdown.clone();
+                Box::pin(async move {
+                    $rt::http::serve_on(&rt, listener, &shutdown, config, service).await
+                })
+            }
+        }
+
+        $crate::__for_each_http_scenario!(__http_scenario_tests!(ContractAdapter));
+    };
+}

@@ -1,0 +1,144 @@
+use std::error::Error as StdError;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::{select, Either};
+use graceful_core::{Conn, Runtime, ServeConfig};
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper::rt::{Read, Write};
+use hyper::service::Service;
+use hyper_util::server::conn::auto;
+
+use crate::exec::Exec;
+use crate::io::Io;
+use crate::service::{Activity, GracefulService};
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Serves one accepted connection over HTTP/1.1 or HTTP/2 (prior knowledge,
+/// detected from the first bytes), and winds it down when `conn`'s server is
+/// triggered:
+///
+/// - a connection that has served requests is told to shut down gracefully
+///   at once: an idle HTTP/1 keep-alive connection closes, a busy one
+///   finishes its response (marked `Connection: close`) and closes; HTTP/2
+///   sends GOAWAY and lets open streams finish (B7, B12, B13);
+/// - a connection that has not sent a request yet gets
+///   `config.first_request_grace` to send one, which is served with
+///   `Connection: close`; after the grace it is closed (B7);
+/// - upgraded connections (WebSocket) are handed to their handler and not
+///   cut here; their stream keeps the connection's guard (B16);
+/// - closes are staged (write side first, linger) so clients read their
+///   response rather than a reset (B12).
+///
+/// Forcing is the caller's: the core's `run_conn` drops this future when
+/// the server is forced, and the connection registry shuts the socket.
+pub async fn serve_connection<R, I, S, B>(
+    rt: R,
+    io: I,
+    conn: Conn,
+    service: S,
+    options: HttpOptions,
+) -> Result<(), BoxError>
+where
+    R: Runtime,
+    I: Read + Write + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let activity = Arc::new(Activity::default());
+    let service = GracefulService::new(service, conn.clone(), activity.clone());
+    let io = Io::new(io, rt.clone(), options.linger);
+
+    let mut builder = auto::Builder::new(Exec(rt.clone()));
+    if let Some(timer) = options.timer {
+        builder.http1().timer(SharedTimer(timer.clone()));
+        builder.http2().timer(SharedTimer(timer));
+    }
+    let mut connection = pin!(builder.serve_connection_with_upgrades(io, service));
+
+    // Serve until the server starts to stop.
+    if let Either::Left((done, _)) = select(connection.as_mut(), pin!(conn.triggered())).await {
+        return done;
+    }
+
+    // New at the trigger: give it its grace to send a first request.
+    if activity.requests() == 0 {
+        let grace = options.first_request_grace;
+        let first = pin!(activity.first_request());
+        let timer = pin!(rt.sleep(grace));
+        let waited = select(first, timer);
+        if let Either::Left((done, _)) = select(connection.as_mut(), waited).await {
+            return done;
+        }
+    }
+    connection.as_mut().graceful_shutdown();
+    connection.await
+}
+
+/// What a connection needs from the server's configuration, cheap to clone
+/// per connection.
+#[derive(Clone)]
+pub struct HttpOptions {
+    first_request_grace: Duration,
+    linger: Duration,
+    timer: Option<Arc<dyn hyper::rt::Timer + Send + Sync>>,
+}
+
+impl HttpOptions {
+    /// The grace and linger of `config`, and no hyper timer.
+    pub fn new(config: &ServeConfig) -> Self {
+        HttpOptions {
+            first_request_grace: config.first_request_grace,
+            linger: config.linger,
+            timer: None,
+        }
+    }
+
+    /// Gives hyper a timer, which enables its own timeouts (HTTP/1 header
+    /// read timeout, HTTP/2 keep-alive) against slow or stuck clients.
+    pub fn timer<T: hyper::rt::Timer + Send + Sync + 'static>(mut self, timer: T) -> Self {
+        self.timer = Some(Arc::new(timer));
+        self
+    }
+}
+
+impl std::fmt::Debug for HttpOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpOptions")
+            .field("first_request_grace", &self.first_request_grace)
+            .field("linger", &self.linger)
+            .field("timer", &self.timer.is_some())
+            .finish()
+    }
+}
+
+/// hyper's `Timer` is implemented for concrete types; this shares one.
+#[derive(Clone)]
+struct SharedTimer(Arc<dyn hyper::rt::Timer + Send + Sync>);
+
+impl hyper::rt::Timer for SharedTimer {
+    fn sleep(&self, duration: std::time::Duration) -> std::pin::Pin<Box<dyn hyper::rt::Sleep>> {
+        self.0.sleep(duration)
+    }
+    fn sleep_until(
+        &self,
+        deadline: std::time::Instant,
+    ) -> std::pin::Pin<Box<dyn hyper::rt::Sleep>> {
+        self.0.sleep_until(deadline)
+    }
+    fn reset(
+        &self,
+        sleep: &mut std::pin::Pin<Box<dyn hyper::rt::Sleep>>,
+        new_deadline: std::time::Instant,
+    ) {
+        self.0.reset(sleep, new_deadline)
+    }
+}

@@ -1,0 +1,61 @@
+use graceful_core::Shutdown;
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http::{Response, StatusCode};
+
+/// A readiness endpoint (B14): `200 ok` before the trigger, `503 stopping`
+/// after it, so load balancers and Kubernetes stop routing to the process
+/// while it drains. Mount it on any route.
+///
+/// ```
+/// use graceful_core::Shutdown;
+/// use graceful_http::Readiness;
+///
+/// let shutdown = Shutdown::new();
+/// let ready = Readiness::new(&shutdown);
+/// assert_eq!(ready.response::<String>().status(), 200);
+/// shutdown.request();
+/// assert_eq!(ready.response::<String>().status(), 503);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    shutdown: Shutdown,
+}
+
+impl Readiness {
+    /// Readiness of the process stopped by `shutdown`.
+    pub fn new(shutdown: &Shutdown) -> Readiness {
+        Readiness {
+            shutdown: shutdown.clone(),
+        }
+    }
+
+    /// Whether the process should get traffic.
+    pub fn is_ready(&self) -> bool {
+        !self.shutdown.is_triggered()
+    }
+
+    /// 200 or 503.
+    pub fn status(&self) -> StatusCode {
+        if self.is_ready() {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    }
+
+    /// The response, with a body of any type that can be made from a
+    /// string (hyper's `Full<Bytes>`, axum's `Body`, `String`...).
+    pub fn response<B: From<&'static str>>(&self) -> Response<B> {
+        let body = if self.is_ready() {
+            "ok\n"
+        } else {
+            "stopping\n"
+        };
+        let mut res = Response::new(B::from(body));
+        *res.status_mut() = self.status();
+        let headers = res.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        res
+    }
+}

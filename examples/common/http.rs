@@ -1,0 +1,75 @@
+//! The HTTP service, written once against the adapter contract
+//! (`crate::rt`): HTTP/1.1 and HTTP/2 (h2c) on hyper.
+//!
+//! - `GET /` waits `--delay-ms` (default 2000), then answers `hello`;
+//! - `GET /healthz` is the readiness endpoint: 200 until the stop signal,
+//!   503 after it.
+//!
+//! At the stop signal it keeps serving for `--pre-drain-ms` (readiness
+//! 503, every response `Connection: close`), closes the listener, lets the
+//! requests in flight finish within `--timeout-ms`, and exits 0 (drained),
+//! 1 (deadline passed) or 128+signo (a second signal).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use graceful_core::{Runtime as _, Shutdown, SignalConfig};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+
+use crate::common::cli;
+use crate::rt;
+
+async fn route(
+    req: Request<Incoming>,
+    ready: rt::http::Readiness,
+    runtime: rt::Runtime,
+    delay: Duration,
+) -> Response<Full<Bytes>> {
+    tracing::debug!(target: "request", "{} {}", req.method(), req.uri());
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/") => {
+            runtime.sleep(delay).await;
+            Response::new(Full::from("hello\n"))
+        }
+        (&Method::GET, "/healthz") => ready.response(),
+        _ => {
+            let mut res = Response::new(Full::from("not found\n"));
+            *res.status_mut() = StatusCode::NOT_FOUND;
+            res
+        }
+    }
+}
+
+/// The whole program: flags, signals, serve, exit code.
+pub(crate) fn main(name: &str) -> ! {
+    let args = cli::parse(name, 2000);
+    cli::init_logging();
+    let runtime =
+        rt::Runtime::new().unwrap_or_else(|e| cli::fail(format!("cannot start the runtime: {e}")));
+    let shutdown = Shutdown::new();
+    rt::signals(&shutdown, SignalConfig::default())
+        .unwrap_or_else(|e| cli::fail(format!("cannot listen for signals: {e}")));
+    let listener = cli::bind(args.addr);
+
+    let ready = rt::http::Readiness::new(&shutdown);
+    let service_rt = runtime.clone();
+    let delay = args.delay;
+    let service = service_fn(move |req| {
+        let (ready, runtime) = (ready.clone(), service_rt.clone());
+        async move { Ok::<_, Infallible>(route(req, ready, runtime, delay).await) }
+    });
+    let served = runtime.block_on(rt::http::serve(
+        listener,
+        &shutdown,
+        args.serve_config(),
+        service,
+    ));
+    match served {
+        Ok(outcome) => std::process::exit(outcome.exit_code()),
+        Err(e) => cli::fail(format!("serve failed: {e}")),
+    }
+}

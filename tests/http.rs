@@ -1,0 +1,513 @@
+//! The HTTP examples as real processes, driven by hyper's client (HTTP/1.1
+//! keep-alive and HTTP/2), raw sockets and curl, with real signals. The same
+//! tests run against `tokio_http` and `smol_http`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{refused_within, run_to_exit, Service, PATIENCE};
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::{http1, http2};
+use hyper::header::{CONNECTION, HOST};
+use hyper::{HeaderMap, Request, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn closes(&self) -> bool {
+        self.headers
+            .get(CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+    }
+}
+
+type H1 = http1::SendRequest<Empty<Bytes>>;
+type H2 = http2::SendRequest<Empty<Bytes>>;
+
+async fn h1(addr: SocketAddr) -> std::io::Result<H1> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+async fn h2(addr: SocketAddr) -> std::io::Result<H2> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+fn request(addr: SocketAddr, path: &str) -> Request<Empty<Bytes>> {
+    Request::get(path)
+        .header(HOST, addr.to_string())
+        .body(Empty::new())
+        .unwrap()
+}
+
+async fn collect(res: hyper::Response<hyper::body::Incoming>) -> Result<Reply, hyper::Error> {
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await?.to_bytes();
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+async fn get1(sender: &mut H1, addr: SocketAddr, path: &str) -> Result<Reply, hyper::Error> {
+    sender.ready().await?;
+    let res = sender.send_request(request(addr, path)).await?;
+    collect(res).await
+}
+
+async fn get2(sender: &mut H2, addr: SocketAddr, path: &str) -> Result<Reply, hyper::Error> {
+    sender.ready().await?;
+    let uri = format!("http://{addr}{path}");
+    let req = Request::get(uri).body(Empty::new()).unwrap();
+    let res = sender.send_request(req).await?;
+    collect(res).await
+}
+
+/// A raw HTTP/1.1 request on a plain socket; returns the response head and
+/// body (Content-Length bodies only).
+fn raw_get(stream: &mut TcpStream, path: &str) -> (String, String) {
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).expect("response head"),
+            1,
+            "closed early"
+        );
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).unwrap().to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).unwrap();
+    (head, String::from_utf8(body).unwrap())
+}
+
+/// Whether the server closes `stream` within `within` (end-of-stream or
+/// reset, nothing read).
+fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut b = [0u8; 1];
+    match stream.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => panic!("unexpected data"),
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+fn in_flight_request_completes_with_connection_close(example: &str) {
+    let mut s = Service::start(example, &["--delay-ms", "1000"]);
+    let rt = runtime();
+    let reply = rt.block_on(async {
+        let mut c = h1(s.addr).await.unwrap();
+        let addr = s.addr;
+        let req = tokio::spawn(async move { get1(&mut c, addr, "/").await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.signal("TERM");
+        req.await.unwrap()
+    });
+    let reply = reply.expect("the in-flight request is answered");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, "hello\n");
+    assert!(
+        reply.closes(),
+        "Connection: close expected: {:?}",
+        reply.headers
+    );
+    assert_eq!(s.exit_code(), 0, "{}", s.stderr());
+}
+
+fn new_connects_refused_after_the_signal(example: &str) {
+    let mut s = Service::start(example, &["--delay-ms", "1000"]);
+    let rt = runtime();
+    let addr = s.addr;
+    let in_flight = rt.spawn(async move {
+        let mut c = h1(addr).await.unwrap();
+        get1(&mut c, addr, "/").await
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    s.signal("TERM");
+    assert!(
+        refused_within(s.addr, Duration::from_millis(500)),
+        "still accepting"
+    );
+    let reply = rt.block_on(in_flight).unwrap().expect("answered");
+    assert_eq!(reply.body, "hello\n");
+    assert_eq!(s.exit_code(), 0);
+}
+
+fn idle_keep_alive_connection_closed_at_once(example: &str) {
+    let mut s = Service::start(example, &[]);
+    let mut idle = TcpStream::connect(s.addr).unwrap();
+    let (head, body) = raw_get(&mut idle, "/healthz");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    assert_eq!(body, "ok\n");
+    let t0 = Instant::now();
+    s.signal("TERM");
+    assert!(closed_within(&mut idle, PATIENCE));
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_millis(300),
+        "idle close took {took:?}"
+    );
+    assert_eq!(s.exit_code(), 0);
+}
+
+fn deadline_forces_and_exits_1_near_the_deadline(example: &str) {
+    let mut s = Service::start(example, &["--delay-ms", "10000", "--timeout-ms", "700"]);
+    let rt = runtime();
+    let addr = s.addr;
+    let stuck = rt.spawn(async move {
+        let mut c = h1(addr).await.unwrap();
+        get1(&mut c, addr, "/").await
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    s.signal("TERM");
+    let code = s.exit_code();
+    let took = t0.elapsed();
+    assert_eq!(code, 1, "{}", s.stderr());
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_millis(2200),
+        "exited after {took:?}"
+    );
+    assert!(
+        rt.block_on(stuck).unwrap().is_err(),
+        "the forced request is cut"
+    );
+    let log = s.stderr();
+    assert!(log.contains("what was left"), "{log}");
+    assert!(
+        log.contains("conn 127.0.0.1:"),
+        "the report names the connection: {log}"
+    );
+}
+
+fn second_signal_exits_with_128_plus_signo(example: &str, signal: &str, code: i32) {
+    let mut s = Service::start(example, &["--delay-ms", "10000"]);
+    let rt = runtime();
+    let addr = s.addr;
+    let _stuck = rt.spawn(async move {
+        let mut c = h1(addr).await.unwrap();
+        get1(&mut c, addr, "/").await
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    s.signal(signal);
+    assert!(
+        s.exit_within(Duration::from_millis(300)).is_none(),
+        "draining"
+    );
+    s.signal(signal);
+    assert_eq!(s.exit_code(), code, "{}", s.stderr());
+}
+
+fn http2_stream_completes_after_goaway(example: &str) {
+    let mut s = Service::start(example, &["--delay-ms", "1000"]);
+    let rt = runtime();
+    let addr = s.addr;
+    let (reply, after) = rt.block_on(async {
+        let c = h2(addr).await.unwrap();
+        let mut first = c.clone();
+        let in_flight = tokio::spawn(async move { get2(&mut first, addr, "/").await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.signal("TERM");
+        let reply = in_flight.await.unwrap();
+        // The connection got GOAWAY: a new stream on it is refused.
+        let mut again = c.clone();
+        let after = get2(&mut again, addr, "/healthz").await;
+        (reply, after)
+    });
+    let reply = reply.expect("the open stream finishes");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, "hello\n");
+    assert!(
+        after.is_err(),
+        "a stream after GOAWAY must not be served: {after:?}"
+    );
+    assert_eq!(s.exit_code(), 0);
+}
+
+fn pre_drain_keeps_serving_then_refuses(example: &str) {
+    let mut s = Service::start(example, &["--delay-ms", "50", "--pre-drain-ms", "1500"]);
+    let rt = runtime();
+    let addr = s.addr;
+    let before = rt.block_on(async {
+        let mut c = h1(addr).await.unwrap();
+        get1(&mut c, addr, "/healthz").await.unwrap()
+    });
+    assert_eq!(before.status, 200);
+    let t0 = Instant::now();
+    s.signal("TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    let (ready, hello) = rt.block_on(async {
+        let mut c = h1(addr).await.expect("still accepting during pre-drain");
+        let ready = get1(&mut c, addr, "/healthz").await.unwrap();
+        let mut c = h1(addr).await.expect("still accepting during pre-drain");
+        let hello = get1(&mut c, addr, "/").await.unwrap();
+        (ready, hello)
+    });
+    assert_eq!(ready.status, 503, "readiness fails during pre-drain");
+    assert!(ready.closes());
+    assert_eq!(hello.status, 200);
+    assert_eq!(hello.body, "hello\n");
+    assert!(hello.closes(), "every response closes during pre-drain");
+    assert!(refused_within(addr, Duration::from_secs(3)));
+    let refused_after = t0.elapsed();
+    assert!(
+        refused_after >= Duration::from_millis(1400),
+        "refused after {refused_after:?}, before the pre-drain ended"
+    );
+    assert_eq!(s.exit_code(), 0);
+}
+
+fn silent_connection_gets_the_first_request_grace(example: &str) {
+    let mut s = Service::start(example, &["--delay-ms", "50"]);
+    let mut late = TcpStream::connect(s.addr).unwrap();
+    let mut silent = TcpStream::connect(s.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let t0 = Instant::now();
+    s.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    let (head, body) = raw_get(&mut late, "/");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert_eq!(body, "hello\n");
+    assert!(closed_within(&mut silent, PATIENCE));
+    let closed = t0.elapsed();
+    assert!(
+        closed >= Duration::from_millis(900) && closed < Duration::from_millis(2500),
+        "a silent connection is closed after its 1 s grace, not {closed:?}"
+    );
+    assert_eq!(s.exit_code(), 0);
+}
+
+fn curl_http1_and_h2c_complete_across_the_signal(example: &str) {
+    let mut s = Service::start(example, &["--delay-ms", "1000"]);
+    let url = format!("http://{}/", s.addr);
+    let curl = |extra: &[&str]| {
+        std::process::Command::new("curl")
+            .args(["-sS", "-i", "--max-time", "20"])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("curl")
+    };
+    let (h1_out, h2_out) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| curl(&[]));
+        let b = scope.spawn(|| curl(&["--http2-prior-knowledge"]));
+        std::thread::sleep(Duration::from_millis(300));
+        s.signal("TERM");
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let h1_text = String::from_utf8_lossy(&h1_out.stdout).to_ascii_lowercase();
+    let h2_text = String::from_utf8_lossy(&h2_out.stdout).to_ascii_lowercase();
+    assert!(h1_out.status.success(), "{h1_text}");
+    assert!(h1_text.starts_with("http/1.1 200"), "{h1_text}");
+    assert!(h1_text.contains("connection: close"), "{h1_text}");
+    assert!(h1_text.ends_with("hello\n"), "{h1_text}");
+    assert!(h2_out.status.success(), "{h2_text}");
+    assert!(h2_text.starts_with("http/2 200"), "{h2_text}");
+    assert!(h2_text.ends_with("hello\n"), "{h2_text}");
+    assert_eq!(s.exit_code(), 0);
+}
+
+fn load_of_32_keep_alive_clients_loses_no_request_the_server_read(example: &str) {
+    let mut s = Service::start_with(example, &["--delay-ms", "20"], |cmd| {
+        cmd.env("RUST_LOG", "info,request=debug");
+    });
+    let rt = runtime();
+    let addr = s.addr;
+    let next_id = Arc::new(AtomicU64::new(0));
+    let answered = Arc::new(Mutex::new(BTreeSet::new()));
+    let failed = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..32)
+        .map(|_| {
+            let (next_id, answered, failed, stop) = (
+                next_id.clone(),
+                answered.clone(),
+                failed.clone(),
+                stop.clone(),
+            );
+            rt.spawn(async move {
+                'connections: while !stop.load(Ordering::SeqCst) {
+                    let Ok(mut c) = h1(addr).await else {
+                        break; // refused: the listener is closed
+                    };
+                    loop {
+                        let id = next_id.fetch_add(1, Ordering::SeqCst);
+                        match get1(&mut c, addr, &format!("/?id={id}")).await {
+                            Ok(r) if r.status == 200 && r.body == "hello\n" => {
+                                answered.lock().unwrap().insert(id);
+                                if r.closes() {
+                                    continue 'connections;
+                                }
+                            }
+                            other => {
+                                failed.lock().unwrap().push((id, format!("{other:?}")));
+                                continue 'connections;
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    s.signal("TERM");
+    assert_eq!(s.exit_code(), 0, "{}", s.stderr());
+    stop.store(true, Ordering::SeqCst);
+    rt.block_on(async {
+        for c in clients {
+            tokio::time::timeout(PATIENCE, c).await.unwrap().unwrap();
+        }
+    });
+
+    // What the server read: the ids it logged when a request reached it.
+    let log = s.stderr();
+    let read: BTreeSet<u64> = log
+        .lines()
+        .filter_map(|l| l.split("GET /?id=").nth(1))
+        .map(|id| id.trim().parse().unwrap())
+        .collect();
+    let answered = answered.lock().unwrap().clone();
+    let failed = failed.lock().unwrap().clone();
+    let sent = answered.len() + failed.len();
+    eprintln!(
+        "{example}: sent {sent}, answered {}, failed {} (read by the server: {})",
+        answered.len(),
+        failed.len(),
+        read.len()
+    );
+    assert!(answered.len() > 200, "too little load: {}", answered.len());
+    let lost: Vec<_> = failed.iter().filter(|(id, _)| read.contains(id)).collect();
+    assert!(
+        lost.is_empty(),
+        "requests the server read but did not answer: {lost:?}"
+    );
+    assert!(
+        read.is_subset(&answered),
+        "every request the server read was answered"
+    );
+    assert!(
+        answered.is_subset(&read),
+        "answers only for requests the server read"
+    );
+}
+
+fn malformed_flags_exit_2_with_a_message(example: &str) {
+    for args in [
+        &["--pre-drain-ms", "-1"][..],
+        &["--addr", "127.0.0.1"],
+        &["extra"],
+    ] {
+        let (code, err) = run_to_exit(example, args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("usage:"), "{args:?}: {err}");
+    }
+}
+
+macro_rules! http_tests {
+    ($($example:ident),*) => {$(
+        mod $example {
+            #[test]
+            fn in_flight_request_completes_with_connection_close() {
+                super::in_flight_request_completes_with_connection_close(stringify!($example));
+            }
+            #[test]
+            fn new_connects_refused_after_the_signal() {
+                super::new_connects_refused_after_the_signal(stringify!($example));
+            }
+            #[test]
+            fn idle_keep_alive_connection_closed_at_once() {
+                super::idle_keep_alive_connection_closed_at_once(stringify!($example));
+            }
+            #[test]
+            fn deadline_forces_and_exits_1_near_the_deadline() {
+                super::deadline_forces_and_exits_1_near_the_deadline(stringify!($example));
+            }
+            #[test]
+            fn second_sigterm_exits_143() {
+                super::second_signal_exits_with_128_plus_signo(stringify!($example), "TERM", 143);
+            }
+            #[test]
+            fn second_sigint_exits_130() {
+                super::second_signal_exits_with_128_plus_signo(stringify!($example), "INT", 130);
+            }
+            #[test]
+            fn http2_stream_completes_after_goaway() {
+                super::http2_stream_completes_after_goaway(stringify!($example));
+            }
+            #[test]
+            fn pre_drain_keeps_serving_then_refuses() {
+                super::pre_drain_keeps_serving_then_refuses(stringify!($example));
+            }
+            #[test]
+            fn silent_connection_gets_the_first_request_grace() {
+                super::silent_connection_gets_the_first_request_grace(stringify!($example));
+            }
+            #[test]
+            fn curl_http1_and_h2c_complete_across_the_signal() {
+                super::curl_http1_and_h2c_complete_across_the_signal(stringify!($example));
+            }
+            #[test]
+            fn load_of_32_keep_alive_clients_loses_no_request_the_server_read() {
+                super::load_of_32_keep_alive_clients_loses_no_request_the_server_read(
+                    stringify!($example),
+                );
+            }
+            #[test]
+            fn malformed_flags_exit_2_with_a_message() {
+                super::malformed_flags_exit_2_with_a_message(stringify!($example));
+            }
+        }
+    )*};
+}
+
+http_tests!(tokio_http, smol_http);
