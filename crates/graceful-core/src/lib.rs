@@ -78,6 +78,7 @@ mod signal;
 mod slab;
 mod state;
 mod sync;
+mod waker_set;
 
 pub use block_on::block_on;
 #[cfg(not(loom))]

@@ -5,18 +5,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use event_listener::EventListener;
-#[cfg(not(loom))]
-use event_listener::Listener;
-
 use crate::state::{Phases, DRAINED, FORCED, TRIGGERED};
 use crate::sync::Arc;
 
-/// Waits for one phase bit; checks the bit again after subscribing.
+/// Waits for one phase bit: checks it, then registers in the phase's
+/// waker set, which reports a bit set in between (see `waker_set`).
 pub(crate) struct PhaseWait {
     phases: Arc<Phases>,
     bit: u8,
-    listener: Option<EventListener>,
+    key: Option<usize>,
 }
 
 impl PhaseWait {
@@ -24,46 +21,47 @@ impl PhaseWait {
         PhaseWait {
             phases,
             bit,
-            listener: None,
+            key: None,
         }
     }
 
     fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            if self.phases.is(self.bit) {
-                self.listener = None;
-                return Poll::Ready(());
-            }
-            match self.listener.as_mut() {
-                None => self.listener = Some(self.phases.event(self.bit).listen()),
-                Some(l) => {
-                    if Pin::new(l).poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                    self.listener = None;
-                }
-            }
+        if self.phases.is(self.bit)
+            || !self
+                .phases
+                .waiters(self.bit)
+                .register(&mut self.key, cx.waker())
+        {
+            self.key = None;
+            return Poll::Ready(());
         }
+        Poll::Pending
     }
 
     /// Blocks the thread until the bit is set or `deadline` passes.
     #[cfg(not(loom))]
-    pub(crate) fn wait(phases: &Phases, bit: u8, deadline: Option<std::time::Instant>) -> bool {
-        loop {
-            if phases.is(bit) {
-                return true;
-            }
-            let l = phases.event(bit).listen();
-            if phases.is(bit) {
-                return true;
-            }
-            match deadline {
-                None => l.wait(),
-                Some(d) => {
-                    if l.wait_deadline(d).is_none() {
-                        return phases.is(bit);
-                    }
-                }
+    pub(crate) fn wait(
+        phases: &Arc<Phases>,
+        bit: u8,
+        deadline: Option<std::time::Instant>,
+    ) -> bool {
+        phases.is(bit)
+            || crate::block_on::run(PhaseWait::new(phases.clone(), bit), deadline).is_some()
+    }
+}
+
+impl Future for PhaseWait {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.get_mut().poll_wait(cx)
+    }
+}
+
+impl Drop for PhaseWait {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            if !self.phases.is(self.bit) {
+                self.phases.waiters(self.bit).unregister(key);
             }
         }
     }

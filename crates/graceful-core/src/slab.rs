@@ -42,6 +42,15 @@ impl<T> Slab<T> {
         self.slots.get(i)?.as_ref()
     }
 
+    pub(crate) fn get_mut(&mut self, i: usize) -> Option<&mut T> {
+        self.slots.get_mut(i)?.as_mut()
+    }
+
+    /// Every value, consuming the slab.
+    pub(crate) fn into_values(self) -> impl Iterator<Item = T> {
+        self.slots.into_iter().flatten()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.len
     }

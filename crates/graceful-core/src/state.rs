@@ -23,8 +23,6 @@ use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe, Location};
 use std::time::Instant;
 
-use event_listener::Event;
-
 use crate::guard::Guard;
 use crate::reason::{ForceCause, Reason};
 use crate::report::{GuardInfo, Report};
@@ -32,6 +30,7 @@ use crate::slab::Slab;
 use crate::sync::{
     child_ref, lock, upgrade_child, Arc, AtomicU8, ChildRef, Counted, Mutex, Ordering, WeakCounted,
 };
+use crate::waker_set::WakerSet;
 
 pub(crate) const TRIGGERED: u8 = 1;
 pub(crate) const FORCED: u8 = 2;
@@ -48,9 +47,9 @@ pub(crate) type ForcedHook = Box<dyn FnOnce(ForceCause) + Send + 'static>;
 /// The three sticky phases, their events, and what runs once drained.
 pub(crate) struct Phases {
     state: AtomicU8,
-    triggered: Event,
-    forced: Event,
-    drained: Event,
+    triggered: WakerSet,
+    forced: WakerSet,
+    drained: WakerSet,
     after_drained: Mutex<Option<Vec<Callback>>>,
     parent: Mutex<Option<Guard>>,
 }
@@ -59,9 +58,9 @@ impl Phases {
     fn new(parent: Option<Guard>) -> Self {
         Phases {
             state: AtomicU8::new(0),
-            triggered: Event::new(),
-            forced: Event::new(),
-            drained: Event::new(),
+            triggered: WakerSet::default(),
+            forced: WakerSet::default(),
+            drained: WakerSet::default(),
             after_drained: Mutex::new(Some(Vec::new())),
             parent: Mutex::new(parent),
         }
@@ -72,7 +71,7 @@ impl Phases {
         self.state.load(Ordering::SeqCst) & bit != 0
     }
 
-    pub(crate) fn event(&self, bit: u8) -> &Event {
+    pub(crate) fn waiters(&self, bit: u8) -> &WakerSet {
         match bit {
             TRIGGERED => &self.triggered,
             FORCED => &self.forced,
@@ -84,7 +83,7 @@ impl Phases {
     fn set(&self, bit: u8) -> bool {
         let prev = self.state.fetch_or(bit, Ordering::SeqCst);
         if prev & bit == 0 {
-            self.event(bit).notify(usize::MAX);
+            self.waiters(bit).wake_all();
             true
         } else {
             false
@@ -108,7 +107,7 @@ impl Phases {
                 Err(actual) => prev = actual,
             }
         }
-        self.drained.notify(usize::MAX);
+        self.drained.wake_all();
         let callbacks = lock(&self.after_drained).take().unwrap_or_default();
         for cb in callbacks {
             if catch_unwind(AssertUnwindSafe(cb)).is_err() {

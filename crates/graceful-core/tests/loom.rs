@@ -135,3 +135,32 @@ fn force_racing_last_release() {
         }
     });
 }
+
+/// A wait abandoned (polled once, then dropped) while the trigger runs:
+/// neither a lost wake-up for the other waiter nor a stale registration
+/// that breaks the set.
+#[test]
+fn abandoned_wait_racing_trigger() {
+    use std::future::Future;
+    use std::task::Context;
+
+    loom::model(|| {
+        let s = Shutdown::new();
+        let s2 = s.clone();
+        let abandoned = thread::spawn(move || {
+            let mut wait = Box::pin(s2.triggered());
+            let waker = futures::task::noop_waker();
+            let _ = wait.as_mut().poll(&mut Context::from_waker(&waker));
+            drop(wait);
+        });
+        let s3 = s.clone();
+        let trigger = thread::spawn(move || {
+            s3.request();
+        });
+        block_on(s.triggered());
+        abandoned.join().unwrap();
+        trigger.join().unwrap();
+        // A late waiter sees the phase at once.
+        block_on(s.triggered());
+    });
+}
