@@ -131,3 +131,32 @@ fn below_waits_for_a_connection_to_end() {
     assert!(conns.wait_below(1, Some(Instant::now() + Duration::from_secs(5))));
     t.join().unwrap();
 }
+
+#[test]
+fn a_connection_registered_during_the_trigger_is_late_and_keeps_its_reads() {
+    // The window: the trigger bit is set, the read-ending hook has not run
+    // yet. A hook registered before `attach` runs exactly there.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let shutdown = Shutdown::new();
+    let conns = Connections::new();
+    let (mut client, mut server_side) = pair(&listener);
+    let peer = client.local_addr().unwrap();
+    let registered = std::sync::Arc::new(std::sync::Mutex::new(None));
+    {
+        let (conns, shutdown, registered) = (conns.clone(), shutdown.clone(), registered.clone());
+        let socket = server_side.try_clone().unwrap();
+        shutdown.clone().on_shutdown(move |_| {
+            let track = conns.register(&shutdown, &socket, peer, "conn");
+            *registered.lock().unwrap() = Some(track);
+        });
+    }
+    conns.attach(&shutdown, true);
+    shutdown.request();
+    let track = registered.lock().unwrap().take().unwrap();
+    assert!(track.is_late(), "registered after the trigger bit");
+    // Its request arrives a moment later and is still read.
+    client.write_all(b"late request\n").unwrap();
+    let mut buf = [0u8; 13];
+    server_side.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"late request\n");
+}

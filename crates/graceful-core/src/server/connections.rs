@@ -7,12 +7,14 @@
 //!    duplicate closed) when the connection's [`ConnTrack`] drops, which
 //!    the adapters tie to the connection's stream: the socket closes when
 //!    the stream does.
-//! 2. `shutdown_reads` runs at the trigger (a hook) and sets `reads_closed`
-//!    before it walks the entries; `register` re-checks the flag after
-//!    inserting, so a connection registered while the trigger runs is
-//!    either walked or reported as late (then its server ends its reads
-//!    after the first-request grace). Shutting a read half twice is
-//!    harmless.
+//! 2. A connection is *late* if its server was triggered when it was
+//!    registered; lateness is decided under the `live` lock, which the
+//!    trigger's `shutdown_reads` hook also holds while it walks the entries
+//!    (and the trigger bit is set before hooks run). So every connection is
+//!    either registered before the walk and not late (its reads end at the
+//!    trigger) or late (its reads end after the first-request grace, by its
+//!    server); the walk skips late entries, so one accepted just after the
+//!    trigger never loses the request it is about to send.
 //! 3. Entries carry a unique id: a [`Closer`] acts only on the entry it was
 //!    made for, never on a later connection that reused the slot.
 
@@ -20,7 +22,7 @@ use std::fmt;
 use std::net::{Shutdown as How, SocketAddr, TcpStream};
 #[cfg(unix)]
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::sync::{lock, Mutex};
@@ -39,7 +41,6 @@ pub struct Connections {
     live: Mutex<Slab<Entry>>,
     next_id: std::sync::atomic::AtomicU64,
     ended: Event,
-    reads_closed: AtomicBool,
 }
 
 impl Connections {
@@ -49,7 +50,6 @@ impl Connections {
             live: Mutex::new(Slab::default()),
             next_id: std::sync::atomic::AtomicU64::new(0),
             ended: Event::new(),
-            reads_closed: AtomicBool::new(false),
         })
     }
 
@@ -74,12 +74,13 @@ impl Connections {
         self.len() == 0
     }
 
-    /// Shuts down the read half of every live connection, and of every
-    /// connection registered from now on: a read that would wait returns
-    /// end-of-stream, data already received is still read.
+    /// Shuts down the read half of every live connection that is not late:
+    /// a read that would wait returns end-of-stream, data already received
+    /// is still read.
     pub fn shutdown_reads(&self) {
-        self.reads_closed.store(true, Ordering::SeqCst);
-        self.shutdown_each(How::Read);
+        for entry in lock(&self.live).iter().filter(|e| !e.late) {
+            entry.shutdown(How::Read);
+        }
     }
 
     /// Shuts down both halves of every live connection: pending reads and
@@ -125,8 +126,11 @@ impl Connections {
     ) -> ConnTrack {
         let guard = server.guard_named(format!("{kind} {peer}"));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let slot = lock(&self.live).insert(Entry { id, socket: dup });
-        let late = self.reads_closed.load(Ordering::SeqCst);
+        let (slot, late) = {
+            let mut live = lock(&self.live);
+            let late = server.is_triggered();
+            (live.insert(Entry { id, socket: dup, late }), late)
+        };
         if server.is_forced() {
             if let Some(entry) = lock(&self.live).get(slot) {
                 entry.shutdown(How::Both);
@@ -196,7 +200,6 @@ impl fmt::Debug for Connections {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connections")
             .field("live", &self.len())
-            .field("reads_closed", &self.reads_closed.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -270,10 +273,12 @@ impl fmt::Debug for Closer {
     }
 }
 
-/// One live connection: its unique id and a duplicate of its socket.
+/// One live connection: its unique id, a duplicate of its socket, and
+/// whether it came after the trigger.
 struct Entry {
     id: u64,
     socket: Option<TcpStream>,
+    late: bool,
 }
 
 impl Entry {
