@@ -39,6 +39,7 @@ fn main() {
     graceful_tokio::signals(&shutdown, SignalConfig::default())
         .unwrap_or_else(|e| cli::fail(format!("cannot listen for signals: {e}")));
     let listener = cli::bind(args.addr);
+    cli::serving(&runtime, &shutdown, &args);
 
     let ready = Readiness::new(&shutdown);
     let app = Router::new()

@@ -121,11 +121,21 @@ pub(crate) fn init_logging() {
         .init();
 }
 
-/// Binds `addr` and prints the one `listening on ADDR` line (the real
-/// address) on stdout; exits 1 with a message if it cannot bind.
+/// The listener: the socket systemd passed (socket activation, the one
+/// named `http` or else the first), or else `addr` bound here. Prints the
+/// one `listening on ADDR` line (the real address) on stdout; exits 1 with a
+/// message if it cannot listen.
 pub(crate) fn bind(addr: SocketAddr) -> TcpListener {
-    let listener =
-        TcpListener::bind(addr).unwrap_or_else(|e| fail(format!("cannot listen on {addr}: {e}")));
+    let activated = graceful_core::systemd::activated_listener("http")
+        .unwrap_or_else(|e| fail(format!("bad socket activation: {e}")));
+    let listener = match activated {
+        Some(listener) => {
+            tracing::info!("using the listening socket passed by socket activation");
+            listener
+        }
+        None => TcpListener::bind(addr)
+            .unwrap_or_else(|e| fail(format!("cannot listen on {addr}: {e}"))),
+    };
     let bound = listener
         .local_addr()
         .unwrap_or_else(|e| fail(e.to_string()));
@@ -139,4 +149,19 @@ pub(crate) fn bind(addr: SocketAddr) -> TcpListener {
 pub(crate) fn fail(msg: impl std::fmt::Display) -> ! {
     eprintln!("error: {msg}");
     exit(1);
+}
+
+/// Once serving: warns if a stop could outlast the supervisor's kill budget
+/// (B19), tells systemd the service is ready, and keeps it informed while
+/// stopping. Each is a no-op where it does not apply.
+pub(crate) fn serving<R: graceful_core::Runtime>(
+    runtime: &R,
+    shutdown: &graceful_core::Shutdown,
+    args: &Args,
+) {
+    graceful_core::check_kill_budget(args.pre_drain, args.timeout);
+    if let Err(e) = graceful_core::systemd::notify_ready() {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
+    graceful_core::systemd::watch_stop(runtime, shutdown, args.pre_drain + args.timeout);
 }

@@ -49,6 +49,7 @@ pub(crate) fn main(name: &str) -> ! {
     rt::signals(&shutdown, SignalConfig::default())
         .unwrap_or_else(|e| cli::fail(format!("cannot listen for signals: {e}")));
     let listener = cli::bind(args.addr);
+    cli::serving(&runtime, &shutdown, &args);
 
     let delay = args.delay;
     let handler_rt = runtime.clone();

@@ -54,6 +54,7 @@ pub(crate) fn main(name: &str) -> ! {
     rt::signals(&shutdown, SignalConfig::default())
         .unwrap_or_else(|e| cli::fail(format!("cannot listen for signals: {e}")));
     let listener = cli::bind(args.addr);
+    cli::serving(&runtime, &shutdown, &args);
 
     let ready = rt::http::Readiness::new(&shutdown);
     let service_rt = runtime.clone();

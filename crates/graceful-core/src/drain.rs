@@ -198,12 +198,12 @@ async fn run<R: Runtime>(
     shutdown.triggered().await;
     let start = rt.now();
     let reason = shutdown.reason().unwrap_or(Reason::Forced);
+    let at_start = shutdown.report().total();
     tracing::info!(
         target: "graceful",
-        "{}: stopping ({}); draining {} guard(s), deadline {timeout:?}",
+        "{}: stopping ({}); draining {at_start} guard(s), deadline {timeout:?}",
         label(&shutdown),
         reason.root(),
-        shutdown.held(),
     );
 
     let cause = {
@@ -275,7 +275,11 @@ async fn run<R: Runtime>(
             }
         }
     };
-    tracing::info!(target: "graceful", "{}: {outcome}", label(&shutdown));
+    tracing::info!(
+        target: "graceful",
+        "{}: {outcome} ({at_start} guard(s) held when the drain started)",
+        label(&shutdown)
+    );
     outcome
 }
 

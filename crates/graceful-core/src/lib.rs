@@ -27,6 +27,10 @@
 //! - [`SignalConfig`], [`Escalation`]: what stop signals do (first triggers,
 //!   second forces, third exits).
 //! - [`server`]: the accept loop and connection registry the adapters share.
+//! - [`check_kill_budget`]: warns when a stop would outlast the
+//!   supervisor's kill budget (Kubernetes, systemd, supervisord);
+//!   `systemd`: `READY=1`, `STOPPING=1`, `EXTEND_TIMEOUT_USEC` and socket
+//!   activation.
 //!
 //! # When not to use it
 //!
@@ -68,6 +72,7 @@ mod block_on;
 mod deadline;
 mod drain;
 mod guard;
+mod kill_budget;
 mod phase;
 mod reason;
 mod report;
@@ -78,6 +83,8 @@ mod signal;
 mod slab;
 mod state;
 mod sync;
+#[cfg(all(unix, feature = "systemd"))]
+pub mod systemd;
 mod waker_set;
 
 pub use block_on::block_on;
@@ -86,6 +93,7 @@ pub use deadline::block_on_until;
 pub use deadline::{deadline, Elapsed};
 pub use drain::Outcome;
 pub use guard::{Guard, NamedGuard};
+pub use kill_budget::{check_kill_budget, KillBudget};
 pub use reason::{ForceCause, Reason, Signal};
 pub use report::{GuardInfo, Report};
 pub use runtime::Runtime;

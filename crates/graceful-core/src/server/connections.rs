@@ -129,7 +129,14 @@ impl Connections {
         let (slot, late) = {
             let mut live = lock(&self.live);
             let late = server.is_triggered();
-            (live.insert(Entry { id, socket: dup, late }), late)
+            (
+                live.insert(Entry {
+                    id,
+                    socket: dup,
+                    late,
+                }),
+                late,
+            )
         };
         if server.is_forced() {
             if let Some(entry) = lock(&self.live).get(slot) {

@@ -1,0 +1,284 @@
+//! Supervisors, played for real: a fake systemd notify socket, socket
+//! activation with an inherited listening socket, and kill budgets.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use command_fds::{CommandFdExt, FdMapping};
+use common::{example_path, Service, PATIENCE};
+
+/// A fake `NOTIFY_SOCKET`: collects every datagram with its arrival time.
+struct NotifySocket {
+    path: std::path::PathBuf,
+    received: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl NotifySocket {
+    fn new() -> NotifySocket {
+        let path = std::env::temp_dir().join(format!(
+            "graceful-notify-{}-{:?}.sock",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        let socket = UnixDatagram::bind(&path).unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let r = received.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf) {
+                r.lock().unwrap().push((
+                    Instant::now(),
+                    String::from_utf8_lossy(&buf[..n]).into_owned(),
+                ));
+            }
+        });
+        NotifySocket { path, received }
+    }
+
+    fn messages(&self) -> Vec<(Instant, String)> {
+        self.received.lock().unwrap().clone()
+    }
+
+    fn wait_for(&self, what: &str) -> Instant {
+        let until = Instant::now() + PATIENCE;
+        loop {
+            if let Some((t, _)) = self.messages().into_iter().find(|(_, m)| m.contains(what)) {
+                return t;
+            }
+            assert!(Instant::now() < until, "no {what} in {:?}", self.messages());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn extend_usec(message: &str) -> Option<u64> {
+    message
+        .lines()
+        .find_map(|l| l.strip_prefix("EXTEND_TIMEOUT_USEC="))
+        .map(|v| v.parse().unwrap())
+}
+
+#[test]
+fn notify_ready_stopping_and_extend_while_the_drain_progresses() {
+    let notify = NotifySocket::new();
+    let mut s = Service::start_with("tokio_echo", &["--delay-ms", "1500"], |cmd| {
+        cmd.env("NOTIFY_SOCKET", &notify.path);
+    });
+    let ready = notify.wait_for("READY=1");
+    let mut first = TcpStream::connect(s.addr).unwrap();
+    first.write_all(b"one\n").unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let mut second = TcpStream::connect(s.addr).unwrap();
+    second.write_all(b"two\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let signalled = Instant::now();
+    s.signal("TERM");
+    let mut out = String::new();
+    first.read_to_string(&mut out).unwrap();
+    assert_eq!(out, "one\n");
+    out.clear();
+    second.read_to_string(&mut out).unwrap();
+    assert_eq!(out, "two\n");
+    assert_eq!(s.exit_code(), 0, "{}", s.stderr());
+
+    let messages = notify.messages();
+    assert!(
+        ready < signalled && messages[0].1.contains("READY=1"),
+        "{messages:?}"
+    );
+    let stopping: Vec<_> = messages
+        .iter()
+        .filter(|(_, m)| m.contains("STOPPING=1"))
+        .collect();
+    assert_eq!(stopping.len(), 1, "{messages:?}");
+    assert!(stopping[0].0 >= signalled);
+    let first_extend = extend_usec(&stopping[0].1).expect("STOPPING=1 comes with an extension");
+    assert!(
+        first_extend >= 30_000_000,
+        "extends for the whole 30 s deadline: {first_extend}"
+    );
+    let extends: Vec<u64> = messages
+        .iter()
+        .filter_map(|(_, m)| extend_usec(m))
+        .collect();
+    assert!(
+        extends.len() >= 2,
+        "extended again when one of two connections finished: {messages:?}"
+    );
+    assert!(
+        extends[1] < extends[0],
+        "later extensions cover the time left: {extends:?}"
+    );
+    assert!(
+        messages.last().unwrap().1.contains("STATUS=drained"),
+        "{messages:?}"
+    );
+}
+
+/// Starts `example` the way systemd does with socket activation: the
+/// listening socket as fd 3, `LISTEN_FDS=1`, `LISTEN_FDNAMES=http`, and
+/// `LISTEN_PID` set to the process's own pid (or `pid_override`). Returns the
+/// child and its first stdout line.
+fn activated(
+    example: &str,
+    listener: TcpListener,
+    pid_override: Option<&str>,
+) -> (std::process::Child, String) {
+    let mut cmd = Command::new("sh");
+    let script = match pid_override {
+        None => "export LISTEN_PID=$$; exec \"$0\" \"$@\"".to_string(),
+        Some(pid) => format!("export LISTEN_PID={pid}; exec \"$0\" \"$@\""),
+    };
+    cmd.arg("-c")
+        .arg(script)
+        .arg(example_path(example))
+        // Used only when the activation is refused: proves which socket serves.
+        .args(["--addr", "127.0.0.1:0"])
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", "http")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    cmd.fd_mappings(vec![FdMapping {
+        parent_fd: listener.into(),
+        child_fd: 3,
+    }])
+    .unwrap();
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line.trim_end().to_string())
+}
+
+fn stop(mut child: std::process::Child) -> i32 {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let until = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn serves_on_the_activated_socket(example: &str) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let (child, line) = activated(example, listener, None);
+    assert_eq!(
+        line,
+        format!("listening on {addr}"),
+        "served on the inherited socket"
+    );
+    let mut c = TcpStream::connect(addr).unwrap();
+    if example.ends_with("http") {
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut reply = String::new();
+        c.read_to_string(&mut reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    } else {
+        c.write_all(b"activated\n").unwrap();
+        let mut reply = [0u8; 10];
+        c.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"activated\n");
+    }
+    drop(c);
+    assert_eq!(stop(child), 0);
+}
+
+fn ignores_activation_meant_for_another_process(example: &str) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (child, line) = activated(example, listener, Some("1"));
+    assert!(line.starts_with("listening on 127.0.0.1:"), "{line}");
+    assert_ne!(
+        line,
+        format!("listening on {addr}"),
+        "LISTEN_PID is checked"
+    );
+    assert_eq!(stop(child), 0);
+}
+
+macro_rules! activation_tests {
+    ($($example:ident),*) => {$(
+        mod $example {
+            #[test]
+            fn serves_on_the_activated_socket() {
+                super::serves_on_the_activated_socket(stringify!($example));
+            }
+            #[test]
+            fn ignores_activation_meant_for_another_process() {
+                super::ignores_activation_meant_for_another_process(stringify!($example));
+            }
+        }
+    )*};
+}
+
+activation_tests!(tokio_echo, smol_echo, std_echo, tokio_http);
+
+#[test]
+fn warns_when_a_stop_would_outlast_the_kill_budget() {
+    let budget_line = "Kubernetes kills a stopping process after 30s";
+    let mut over = Service::start_with(
+        "tokio_http",
+        &["--timeout-ms", "28000", "--pre-drain-ms", "5000"],
+        |cmd| {
+            cmd.env("KUBERNETES_SERVICE_HOST", "10.0.0.1");
+        },
+    );
+    over.signal("TERM");
+    assert_eq!(over.exit_code(), 0);
+    let log = over.stderr();
+    assert!(
+        log.contains(budget_line) && log.contains("killed mid-drain"),
+        "{log}"
+    );
+
+    let mut within = Service::start_with(
+        "tokio_http",
+        &["--timeout-ms", "20000", "--pre-drain-ms", "5000"],
+        |cmd| {
+            cmd.env("KUBERNETES_SERVICE_HOST", "10.0.0.1");
+        },
+    );
+    within.signal("INT");
+    within.signal("INT");
+    let _ = within.exit_code();
+    assert!(
+        !within.stderr().contains("killed mid-drain"),
+        "{}",
+        within.stderr()
+    );
+
+    let mut supervisord = Service::start_with("std_echo", &["--timeout-ms", "15000"], |cmd| {
+        cmd.env("SUPERVISOR_ENABLED", "1");
+    });
+    supervisord.signal("TERM");
+    assert_eq!(supervisord.exit_code(), 0);
+    assert!(supervisord
+        .stderr()
+        .contains("supervisord kills a stopping process after 10s"));
+}
