@@ -290,6 +290,18 @@ impl Shutdown {
         self.inner.on_forced(Box::new(hook));
     }
 
+    /// Runs `hook` once, when the shutdown is drained (at once if it already
+    /// was), on the thread that released the last guard: before the stages
+    /// that run after this one start, and before a parent counts it as
+    /// drained. For cleanup that must follow the drain
+    /// exactly: closing a pool, flushing telemetry, logging the order.
+    pub fn on_drained<F>(&self, hook: F)
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.inner.phases.on_drained(Box::new(hook), false);
+    }
+
     /// A child shutdown: triggered and forced with this one, and this one
     /// does not count as drained before the child is.
     pub fn child(&self) -> Shutdown {
@@ -343,13 +355,16 @@ impl Shutdown {
         for dep in after {
             let remaining = remaining.clone();
             let target = child_ref(&stage.inner);
-            dep.inner.phases.on_drained(Box::new(move || {
-                if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    if let Some(stage) = upgrade_child(&target) {
-                        stage.trigger(Reason::After);
+            dep.inner.phases.on_drained(
+                Box::new(move || {
+                    if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        if let Some(stage) = upgrade_child(&target) {
+                            stage.trigger(Reason::After);
+                        }
                     }
-                }
-            }));
+                }),
+                true,
+            );
         }
         stage
     }

@@ -50,7 +50,9 @@ pub(crate) struct Phases {
     triggered: WakerSet,
     forced: WakerSet,
     drained: WakerSet,
-    after_drained: Mutex<Option<Vec<Callback>>>,
+    /// Run once drained: the user's hooks first, then what starts the
+    /// stages that wait for this one; `None` once drained.
+    after_drained: Mutex<Option<AfterDrained>>,
     parent: Mutex<Option<Guard>>,
 }
 
@@ -61,7 +63,7 @@ impl Phases {
             triggered: WakerSet::default(),
             forced: WakerSet::default(),
             drained: WakerSet::default(),
-            after_drained: Mutex::new(Some(Vec::new())),
+            after_drained: Mutex::new(Some(AfterDrained::default())),
             parent: Mutex::new(parent),
         }
     }
@@ -108,8 +110,8 @@ impl Phases {
             }
         }
         self.drained.wake_all();
-        let callbacks = lock(&self.after_drained).take().unwrap_or_default();
-        for cb in callbacks {
+        let after = lock(&self.after_drained).take().unwrap_or_default();
+        for cb in after.hooks.into_iter().chain(after.dependents) {
             if catch_unwind(AssertUnwindSafe(cb)).is_err() {
                 tracing::error!("a callback run after a stage drained panicked");
             }
@@ -118,16 +120,25 @@ impl Phases {
         drop(parent);
     }
 
-    pub(crate) fn on_drained(&self, cb: Callback) {
+    /// Runs `cb` once drained (at once if already drained). Hooks run before
+    /// dependents, each kind in registration order.
+    pub(crate) fn on_drained(&self, cb: Callback, dependent: bool) {
         let mut list = lock(&self.after_drained);
         match list.as_mut() {
-            Some(v) => v.push(cb),
+            Some(after) if dependent => after.dependents.push(cb),
+            Some(after) => after.hooks.push(cb),
             None => {
                 drop(list);
                 cb();
             }
         }
     }
+}
+
+#[derive(Default)]
+struct AfterDrained {
+    hooks: Vec<Callback>,
+    dependents: Vec<Callback>,
 }
 
 /// What a guard counts. Dropping the last reference marks the shutdown drained.

@@ -361,3 +361,43 @@ fn drained_before_the_force_stays_drained_in_time() {
     assert!(!s.is_drained_in_time());
     assert_eq!(s.forced_report().unwrap().total(), 1);
 }
+
+#[test]
+fn drained_hooks_run_before_the_stages_that_wait_for_this_one() {
+    let root = Shutdown::new();
+    let http = root.stage("http");
+    let pool = root.stage_after("pool", [&http]);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let o = order.clone();
+    pool.on_shutdown(move |_| o.lock().unwrap().push("pool starts"));
+    // Registered after the dependency: still runs first.
+    let o = order.clone();
+    http.on_drained(move || o.lock().unwrap().push("http drained"));
+    root.request();
+    assert_eq!(*order.lock().unwrap(), ["http drained", "pool starts"]);
+}
+
+#[test]
+fn drained_hooks_run_once_in_order_before_the_parent_drains() {
+    let root = Shutdown::new();
+    let stage = root.stage("http");
+    let order = Arc::new(Mutex::new(Vec::new()));
+    for name in ["first", "second"] {
+        let order = order.clone();
+        stage.on_drained(move || order.lock().unwrap().push(name));
+    }
+    let o = order.clone();
+    root.on_drained(move || o.lock().unwrap().push("root"));
+    let g = stage.guard();
+    root.request();
+    assert!(order.lock().unwrap().is_empty());
+    drop(g);
+    assert_eq!(*order.lock().unwrap(), ["first", "second", "root"]);
+    let o = order.clone();
+    stage.on_drained(move || o.lock().unwrap().push("late"));
+    assert_eq!(
+        order.lock().unwrap().last(),
+        Some(&"late"),
+        "runs at once when already drained"
+    );
+}

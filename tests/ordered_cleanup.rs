@@ -1,0 +1,86 @@
+//! The ordered-cleanup example as a real process: the database pool closes
+//! only after the HTTP server and the workers drained, and telemetry is
+//! flushed last, both when the stop drains in time and when it is forced.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::Service;
+
+fn get(addr: SocketAddr, path: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    s
+}
+
+fn body(mut s: TcpStream) -> String {
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text
+}
+
+/// The position of `line` in `log`; fails if it is missing.
+fn at(log: &str, line: &str) -> usize {
+    log.find(line)
+        .unwrap_or_else(|| panic!("{line:?} missing from:\n{log}"))
+}
+
+fn assert_order(log: &str) {
+    let http = at(log, "cleanup: http drained");
+    let workers = at(log, "cleanup: workers drained");
+    let db = at(log, "cleanup: db pool closed");
+    let telemetry = at(log, "cleanup: telemetry flushed");
+    assert!(
+        http < db && workers < db,
+        "the pool closed before its users drained:\n{log}"
+    );
+    assert!(db < telemetry, "telemetry was not last:\n{log}");
+    assert!(!log.contains("ORDER VIOLATION"), "{log}");
+    assert_eq!(log.matches("cleanup: db pool closed").count(), 1);
+    assert_eq!(log.matches("cleanup: telemetry flushed").count(), 1);
+}
+
+#[test]
+fn cleanup_runs_in_order_when_the_stop_drains_in_time() {
+    let mut s = Service::start("ordered_cleanup", &["--delay-ms", "800"]);
+    assert!(body(get(s.addr, "/job?ms=1200")).ends_with("queued\n"));
+    let request = get(s.addr, "/");
+    std::thread::sleep(Duration::from_millis(100));
+    s.signal("TERM");
+    assert!(body(request).ends_with("hello\n"), "the request finished");
+    assert_eq!(s.exit_code(), 0, "{}", s.stderr());
+    let log = s.stderr();
+    assert!(
+        log.contains("job of 1200 ms done"),
+        "the running job finished: {log}"
+    );
+    assert_order(&log);
+}
+
+#[test]
+fn cleanup_runs_in_order_when_the_stop_is_forced() {
+    let mut s = Service::start(
+        "ordered_cleanup",
+        &["--delay-ms", "10000", "--timeout-ms", "600"],
+    );
+    assert!(body(get(s.addr, "/job?ms=10000")).ends_with("queued\n"));
+    let request = get(s.addr, "/");
+    std::thread::sleep(Duration::from_millis(100));
+    s.signal("TERM");
+    assert!(
+        !body(request).contains("hello"),
+        "the forced request was cut"
+    );
+    assert_eq!(s.exit_code(), 1, "{}", s.stderr());
+    let log = s.stderr();
+    assert!(log.contains("abandoned: the stop was forced"), "{log}");
+    assert!(
+        log.contains("what was left"),
+        "the report was logged: {log}"
+    );
+    assert_order(&log);
+}
