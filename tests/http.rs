@@ -419,8 +419,8 @@ fn load_of_32_keep_alive_clients_loses_no_request_the_server_read(example: &str)
     let answered = answered.lock().unwrap().clone();
     let failed = failed.lock().unwrap().clone();
     let sent = answered.len() + failed.len();
-    eprintln!(
-        "{example}: sent {sent}, answered {}, failed {} (read by the server: {})",
+    println!(
+        "{example} load: sent {sent}, answered {}, failed {} (read by the server: {})",
         answered.len(),
         failed.len(),
         read.len()
