@@ -292,8 +292,8 @@ impl Shutdown {
 
     /// Runs `hook` once, when the shutdown is drained (at once if it already
     /// was), on the thread that released the last guard: before the stages
-    /// that run after this one start, and before a parent counts it as
-    /// drained. For cleanup that must follow the drain
+    /// that run after this one start, before a parent counts it as drained,
+    /// and before any [`drained`](Self::drained) wait returns. For cleanup that must follow the drain
     /// exactly: closing a pool, flushing telemetry, logging the order.
     pub fn on_drained<F>(&self, hook: F)
     where

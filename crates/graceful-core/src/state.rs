@@ -14,7 +14,9 @@
 //!    `TRIGGERED` (or that every handle was dropped untriggered), and it is
 //!    set exactly once.
 //! 3. A child holds one guard of its parent until the child is drained, so a
-//!    parent is never drained before its children.
+//!    parent is never drained before its children. On draining, a shutdown
+//!    runs its drained hooks and dependents, releases its parent, and only
+//!    then wakes its own waiters.
 //! 4. Lists that must not miss a late registration (hooks, children,
 //!    callbacks after drain) are closed under their lock when their phase is
 //!    reached; a registration that finds the list closed acts at once.
@@ -109,7 +111,11 @@ impl Phases {
                 Err(actual) => prev = actual,
             }
         }
-        self.drained.wake_all();
+        // Hooks, then the stages waiting for this one, then the parent (which
+        // may drain in turn), and only then this shutdown's waiters: when a
+        // `drained()` wait returns, the drained hooks of this shutdown and of
+        // the ancestors it completed have run (a process that exits right
+        // after its server's drain loses none of them).
         let after = lock(&self.after_drained).take().unwrap_or_default();
         for cb in after.hooks.into_iter().chain(after.dependents) {
             if catch_unwind(AssertUnwindSafe(cb)).is_err() {
@@ -118,6 +124,7 @@ impl Phases {
         }
         let parent = lock(&self.parent).take();
         drop(parent);
+        self.drained.wake_all();
     }
 
     /// Runs `cb` once drained (at once if already drained). Hooks run before

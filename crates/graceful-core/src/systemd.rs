@@ -49,6 +49,9 @@ pub fn watch_stop<R: Runtime>(rt: &R, shutdown: &Shutdown, budget: Duration) {
     if !is_notify_enabled() {
         return;
     }
+    // Sent by the drain itself, before anything waiting for it wakes (and
+    // may exit the process).
+    shutdown.on_drained(|| send(&[NotifyState::Status("drained, exiting")]));
     let rt2 = rt.clone();
     let shutdown = shutdown.clone();
     rt.spawn(async move {
@@ -72,7 +75,6 @@ pub fn watch_stop<R: Runtime>(rt: &R, shutdown: &Shutdown, budget: Duration) {
             })
             .await;
             if done {
-                send(&[NotifyState::Status("drained, exiting")]);
                 return;
             }
             let now_held = shutdown.report().total();

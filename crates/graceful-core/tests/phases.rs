@@ -401,3 +401,26 @@ fn drained_hooks_run_once_in_order_before_the_parent_drains() {
         "runs at once when already drained"
     );
 }
+
+#[test]
+fn a_drained_wait_returns_after_the_hooks_of_the_ancestors_it_completed() {
+    within(10, || {
+        let root = Shutdown::new();
+        let server = root.child_named("server");
+        let flushed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let f = flushed.clone();
+        root.on_drained(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            f.store(true, Ordering::SeqCst);
+        });
+        let conn = server.guard();
+        root.request();
+        let releaser = std::thread::spawn(move || drop(conn));
+        server.wait_drained();
+        assert!(
+            flushed.load(Ordering::SeqCst),
+            "the root's hook ran before the wait returned"
+        );
+        releaser.join().unwrap();
+    });
+}
