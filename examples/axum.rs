@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Extension, Router};
-use graceful_core::{Conn, Runtime as _, Shutdown, SignalConfig};
+use graceful_core::{Conn, Runtime as _};
 use graceful_tokio::http::Readiness;
 use hyper_util::service::TowerToHyperService;
 
@@ -31,17 +31,13 @@ async fn slow(State(app): State<App>, Extension(conn): Extension<Conn>) -> Strin
 }
 
 fn main() {
-    let args = cli::parse("axum", 2000);
-    cli::init_logging();
-    let runtime = graceful_tokio::Runtime::new()
-        .unwrap_or_else(|e| cli::fail(format!("cannot start the runtime: {e}")));
-    let shutdown = Shutdown::new();
-    graceful_tokio::signals(&shutdown, SignalConfig::default())
-        .unwrap_or_else(|e| cli::fail(format!("cannot listen for signals: {e}")));
-    let listener = cli::bind(args.addr);
-    cli::serving(&runtime, &shutdown, &args);
-
-    let ready = Readiness::new(&shutdown);
+    let started = cli::start(
+        "axum",
+        2000,
+        graceful_tokio::Runtime::new,
+        graceful_tokio::signals,
+    );
+    let ready = Readiness::new(&started.shutdown);
     let app = Router::new()
         .route("/slow", get(slow))
         .route("/", get(|| async { "hello from axum\n" }))
@@ -52,16 +48,14 @@ fn main() {
                 async move { ready.response::<axum::body::Body>() }
             }),
         )
-        .with_state(App { delay: args.delay });
+        .with_state(App {
+            delay: started.args.delay,
+        });
 
-    let served = runtime.block_on(graceful_tokio::http::serve(
-        listener,
-        &shutdown,
-        args.serve_config(),
+    cli::exit(started.runtime.block_on(graceful_tokio::http::serve(
+        started.listener,
+        &started.shutdown,
+        started.args.serve_config(),
         TowerToHyperService::new(app),
-    ));
-    match served {
-        Ok(outcome) => std::process::exit(outcome.exit_code()),
-        Err(e) => cli::fail(format!("serve failed: {e}")),
-    }
+    )))
 }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use graceful_core::{Runtime as _, Shutdown, SignalConfig};
+use graceful_core::{Runtime as _, Shutdown};
 use graceful_std::WorkerPool;
 use graceful_tokio::http::Readiness;
 use http_body_util::Full;
@@ -68,13 +68,17 @@ fn run_job(ms: u64, stage: &Shutdown, db: &DbPool) {
 }
 
 fn main() {
-    let args = cli::parse("ordered_cleanup", 2000);
-    cli::init_logging();
-    let runtime = graceful_tokio::Runtime::new()
-        .unwrap_or_else(|e| cli::fail(format!("cannot start the runtime: {e}")));
-    let shutdown = Shutdown::named("service");
-    graceful_tokio::signals(&shutdown, SignalConfig::default())
-        .unwrap_or_else(|e| cli::fail(format!("cannot listen for signals: {e}")));
+    let cli::Started {
+        args,
+        runtime,
+        shutdown,
+        listener,
+    } = cli::start(
+        "ordered_cleanup",
+        2000,
+        graceful_tokio::Runtime::new,
+        graceful_tokio::signals,
+    );
 
     let db = DbPool {
         open: Arc::new(AtomicBool::new(true)),
@@ -105,9 +109,6 @@ fn main() {
         });
     }
     telemetry.on_shutdown(|_| tracing::info!("cleanup: telemetry flushed"));
-
-    let listener = cli::bind(args.addr);
-    cli::serving(&runtime, &shutdown, &args);
 
     let pool = Arc::new(pool);
     let ready = Readiness::new(&shutdown);

@@ -4,14 +4,12 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::load::{read_ids, Counts, Load};
 use common::{refused_within, run_to_exit, Service, PATIENCE};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::{http1, http2};
@@ -362,62 +360,15 @@ fn load_of_32_keep_alive_clients_loses_no_request_the_server_read(example: &str)
         cmd.env("RUST_LOG", "info,request=debug");
     });
     let rt = runtime();
-    let addr = s.addr;
-    let next_id = Arc::new(AtomicU64::new(0));
-    let answered = Arc::new(Mutex::new(BTreeSet::new()));
-    let failed = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..32)
-        .map(|_| {
-            let (next_id, answered, failed, stop) = (
-                next_id.clone(),
-                answered.clone(),
-                failed.clone(),
-                stop.clone(),
-            );
-            rt.spawn(async move {
-                'connections: while !stop.load(Ordering::SeqCst) {
-                    let Ok(mut c) = h1(addr).await else {
-                        break; // refused: the listener is closed
-                    };
-                    loop {
-                        let id = next_id.fetch_add(1, Ordering::SeqCst);
-                        match get1(&mut c, addr, &format!("/?id={id}")).await {
-                            Ok(r) if r.status == 200 && r.body == "hello\n" => {
-                                answered.lock().unwrap().insert(id);
-                                if r.closes() {
-                                    continue 'connections;
-                                }
-                            }
-                            other => {
-                                failed.lock().unwrap().push((id, format!("{other:?}")));
-                                continue 'connections;
-                            }
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(&rt, s.addr, 32);
     std::thread::sleep(Duration::from_millis(1000));
     s.signal("TERM");
     assert_eq!(s.exit_code(), 0, "{}", s.stderr());
-    stop.store(true, Ordering::SeqCst);
-    rt.block_on(async {
-        for c in clients {
-            tokio::time::timeout(PATIENCE, c).await.unwrap().unwrap();
-        }
-    });
+    // The clients stop on their own once connects are refused.
+    let Counts { answered, failed } = load.stop(&rt);
 
     // What the server read: the ids it logged when a request reached it.
-    let log = s.stderr();
-    let read: BTreeSet<u64> = log
-        .lines()
-        .filter_map(|l| l.split("GET /?id=").nth(1))
-        .map(|id| id.trim().parse().unwrap())
-        .collect();
-    let answered = answered.lock().unwrap().clone();
-    let failed = failed.lock().unwrap().clone();
+    let read = read_ids(&s.stderr());
     let sent = answered.len() + failed.len();
     println!(
         "{example} load: sent {sent}, answered {}, failed {} (read by the server: {})",

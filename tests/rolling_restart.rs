@@ -21,9 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::load::{read_ids, Counts, Load};
 use common::{Service, PATIENCE};
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::client::conn::http1;
 use hyper::server::conn::http1 as server_http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -169,13 +169,6 @@ fn instance() -> Service {
     )
 }
 
-fn read_ids(log: &str) -> BTreeSet<u64> {
-    log.lines()
-        .filter_map(|l| l.split("GET /?id=").nth(1))
-        .map(|id| id.trim().parse().unwrap())
-        .collect()
-}
-
 #[test]
 fn rolling_restart_under_load_fails_no_request() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -217,55 +210,7 @@ fn rolling_restart_under_load_fails_no_request() {
     wait("both instances ready", || all_ready(&proxy));
 
     // Steady load: 16 keep-alive clients.
-    let next_id = Arc::new(AtomicU64::new(0));
-    let answered = Arc::new(Mutex::new(BTreeSet::new()));
-    let failed = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..16)
-        .map(|_| {
-            let (next_id, answered, failed, stop) = (
-                next_id.clone(),
-                answered.clone(),
-                failed.clone(),
-                stop.clone(),
-            );
-            rt.spawn(async move {
-                while !stop.load(Ordering::SeqCst) {
-                    let stream = tokio::net::TcpStream::connect(proxy_addr).await.unwrap();
-                    let (mut send, conn) = http1::handshake(TokioIo::new(stream)).await.unwrap();
-                    tokio::spawn(conn);
-                    while !stop.load(Ordering::SeqCst) {
-                        // A connection the proxy closed: nothing was sent
-                        // on it, so nothing failed; connect again.
-                        if send.ready().await.is_err() {
-                            break;
-                        }
-                        let id = next_id.fetch_add(1, Ordering::SeqCst);
-                        let req = Request::get(format!("/?id={id}"))
-                            .header("host", "app")
-                            .body(Empty::<Bytes>::new())
-                            .unwrap();
-                        let result = async {
-                            let res = send.send_request(req).await?;
-                            let status = res.status();
-                            let body = res.into_body().collect().await?.to_bytes();
-                            Ok::<_, hyper::Error>((status, body))
-                        }
-                        .await;
-                        match result {
-                            Ok((s, body)) if s == 200 && body == "hello\n" => {
-                                answered.lock().unwrap().insert(id);
-                            }
-                            other => {
-                                failed.lock().unwrap().push((id, format!("{other:?}")));
-                                break;
-                            }
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(&rt, proxy_addr, 16);
     std::thread::sleep(Duration::from_millis(700));
 
     // The rolling update: a new instance, then the first old one stopped;
@@ -289,22 +234,12 @@ fn rolling_restart_under_load_fails_no_request() {
     assert_eq!(b.exit_code(), 0, "b: {}", b.stderr());
     std::thread::sleep(Duration::from_millis(500));
 
-    stop.store(true, Ordering::SeqCst);
-    rt.block_on(async {
-        for client in clients {
-            tokio::time::timeout(PATIENCE, client)
-                .await
-                .unwrap()
-                .unwrap();
-        }
-    });
+    let Counts { answered, failed } = load.stop(&rt);
     for s in [&mut c, &mut d] {
         s.signal("TERM");
         assert_eq!(s.exit_code(), 0);
     }
 
-    let answered = answered.lock().unwrap().clone();
-    let failed = failed.lock().unwrap().clone();
     let backends = proxy.backends.lock().unwrap().clone();
     let routed: Vec<_> = backends
         .iter()

@@ -3,7 +3,6 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
-use std::process::exit;
 use std::time::Duration;
 
 use graceful_core::ServeConfig;
@@ -49,11 +48,11 @@ pub(crate) fn parse(name: &str, delay_default_ms: u64) -> Args {
         Ok(Some(args)) => args,
         Ok(None) => {
             println!("{}", usage(name, delay_default_ms));
-            exit(0);
+            std::process::exit(0);
         }
         Err(msg) => {
             eprintln!("{name}: {msg}\n\n{}", usage(name, delay_default_ms));
-            exit(2);
+            std::process::exit(2);
         }
     }
 }
@@ -122,33 +121,80 @@ pub(crate) fn init_logging() {
 }
 
 /// The listener: the socket systemd passed (socket activation, the one
-/// named `http` or else the first), or else `addr` bound here. Prints the
-/// one `listening on ADDR` line (the real address) on stdout; exits 1 with a
-/// message if it cannot listen.
-pub(crate) fn bind(addr: SocketAddr) -> TcpListener {
+/// named `http` or else the first), or else `addr` bound here; exits 1 with
+/// a message if it cannot listen. Call it before starting threads: taking
+/// activated sockets clears their environment variables.
+pub(crate) fn listen(addr: SocketAddr) -> TcpListener {
     let activated = graceful_core::systemd::activated_listener("http")
         .unwrap_or_else(|e| fail(format!("bad socket activation: {e}")));
-    let listener = match activated {
+    match activated {
         Some(listener) => {
             tracing::info!("using the listening socket passed by socket activation");
             listener
         }
         None => TcpListener::bind(addr)
             .unwrap_or_else(|e| fail(format!("cannot listen on {addr}: {e}"))),
-    };
+    }
+}
+
+/// Prints the one `listening on ADDR` line (the real address) on stdout.
+pub(crate) fn announce(listener: &TcpListener) {
     let bound = listener
         .local_addr()
         .unwrap_or_else(|e| fail(e.to_string()));
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "listening on {bound}");
     let _ = out.flush();
-    listener
+}
+
+/// What every example starts with.
+pub(crate) struct Started<R> {
+    pub(crate) args: Args,
+    pub(crate) runtime: R,
+    pub(crate) shutdown: graceful_core::Shutdown,
+    pub(crate) listener: TcpListener,
+}
+
+/// Flags, logging, the listener, the runtime, signals, then the
+/// `listening on` line and [`serving`]: every example's start, in the order
+/// that matters (sockets taken before threads start; the line printed only
+/// once signals are handled). `runtime` and `signals` are the adapter's
+/// `Runtime::new` and `signals`.
+pub(crate) fn start<R: graceful_core::Runtime>(
+    name: &str,
+    delay_default_ms: u64,
+    runtime: fn() -> std::io::Result<R>,
+    signals: fn(&graceful_core::Shutdown, graceful_core::SignalConfig) -> std::io::Result<()>,
+) -> Started<R> {
+    let args = parse(name, delay_default_ms);
+    init_logging();
+    let listener = listen(args.addr);
+    let runtime = runtime().unwrap_or_else(|e| fail(format!("cannot start the runtime: {e}")));
+    let shutdown = graceful_core::Shutdown::named(name.to_string());
+    signals(&shutdown, graceful_core::SignalConfig::default())
+        .unwrap_or_else(|e| fail(format!("cannot listen for signals: {e}")));
+    announce(&listener);
+    serving(&runtime, &shutdown, &args);
+    Started {
+        args,
+        runtime,
+        shutdown,
+        listener,
+    }
+}
+
+/// Exits with the outcome's code (B17), or 1 if serving failed.
+pub(crate) fn exit(served: std::io::Result<graceful_core::Outcome>) -> ! {
+    match served {
+        Ok(outcome) => std::process::exit(outcome.exit_code()),
+        Err(e) => fail(format!("serve failed: {e}")),
+    }
 }
 
 /// Prints `msg` to stderr and exits 1.
 pub(crate) fn fail(msg: impl std::fmt::Display) -> ! {
     eprintln!("error: {msg}");
-    exit(1);
+    std::process::exit(1);
 }
 
 /// Once serving: warns if a stop could outlast the supervisor's kill budget

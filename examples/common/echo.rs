@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::io::BufReader;
 use futures::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-use graceful_core::{Conn, Runtime as _, Shutdown, SignalConfig};
+use graceful_core::{Conn, Runtime as _};
 
 use crate::common::cli;
 use crate::rt;
@@ -41,26 +41,13 @@ async fn echo(
 
 /// The whole program: flags, signals, serve, exit code.
 pub(crate) fn main(name: &str) -> ! {
-    let args = cli::parse(name, 0);
-    cli::init_logging();
-    let runtime =
-        rt::Runtime::new().unwrap_or_else(|e| cli::fail(format!("cannot start the runtime: {e}")));
-    let shutdown = Shutdown::new();
-    rt::signals(&shutdown, SignalConfig::default())
-        .unwrap_or_else(|e| cli::fail(format!("cannot listen for signals: {e}")));
-    let listener = cli::bind(args.addr);
-    cli::serving(&runtime, &shutdown, &args);
-
-    let delay = args.delay;
-    let handler_rt = runtime.clone();
-    let served = runtime.block_on(rt::serve(
-        listener,
-        &shutdown,
-        args.serve_config(),
+    let started = cli::start(name, 0, rt::Runtime::new, rt::signals);
+    let delay = started.args.delay;
+    let handler_rt = started.runtime.clone();
+    cli::exit(started.runtime.block_on(rt::serve(
+        started.listener,
+        &started.shutdown,
+        started.args.serve_config(),
         move |stream, conn| echo(stream, conn, handler_rt.clone(), delay),
-    ));
-    match served {
-        Ok(outcome) => std::process::exit(outcome.exit_code()),
-        Err(e) => cli::fail(format!("serve failed: {e}")),
-    }
+    )))
 }

@@ -14,7 +14,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
-use graceful_core::{Runtime as _, Shutdown, SignalConfig};
+use graceful_core::Runtime as _;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -46,31 +46,18 @@ async fn route(
 
 /// The whole program: flags, signals, serve, exit code.
 pub(crate) fn main(name: &str) -> ! {
-    let args = cli::parse(name, 2000);
-    cli::init_logging();
-    let runtime =
-        rt::Runtime::new().unwrap_or_else(|e| cli::fail(format!("cannot start the runtime: {e}")));
-    let shutdown = Shutdown::new();
-    rt::signals(&shutdown, SignalConfig::default())
-        .unwrap_or_else(|e| cli::fail(format!("cannot listen for signals: {e}")));
-    let listener = cli::bind(args.addr);
-    cli::serving(&runtime, &shutdown, &args);
-
-    let ready = rt::http::Readiness::new(&shutdown);
-    let service_rt = runtime.clone();
-    let delay = args.delay;
+    let started = cli::start(name, 2000, rt::Runtime::new, rt::signals);
+    let ready = rt::http::Readiness::new(&started.shutdown);
+    let service_rt = started.runtime.clone();
+    let delay = started.args.delay;
     let service = service_fn(move |req| {
         let (ready, runtime) = (ready.clone(), service_rt.clone());
         async move { Ok::<_, Infallible>(route(req, ready, runtime, delay).await) }
     });
-    let served = runtime.block_on(rt::http::serve(
-        listener,
-        &shutdown,
-        args.serve_config(),
+    cli::exit(started.runtime.block_on(rt::http::serve(
+        started.listener,
+        &started.shutdown,
+        started.args.serve_config(),
         service,
-    ));
-    match served {
-        Ok(outcome) => std::process::exit(outcome.exit_code()),
-        Err(e) => cli::fail(format!("serve failed: {e}")),
-    }
+    )))
 }

@@ -3,6 +3,8 @@
 //! process behind.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod load;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;

@@ -2,6 +2,7 @@
 //! every async adapter: `graceful_tokio::http` and `graceful_smol::http`
 //! are thin bindings of this crate to their runtime's I/O.
 //!
+//! - [`serve`]: the whole server, on the core's accept loop;
 //! - [`serve_connection`]: one connection through hyper-util's automatic
 //!   HTTP/1.1 / HTTP/2 builder, wound down at the trigger (`Connection:
 //!   close`, GOAWAY, first-request grace, untouched upgrades);
@@ -18,8 +19,10 @@ mod connection;
 mod exec;
 mod io;
 mod readiness;
+mod serve;
 mod service;
 
 pub use connection::{serve_connection, HttpOptions};
 pub use io::Io;
 pub use readiness::Readiness;
+pub use serve::serve;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use event_listener::{Event, Listener};
 use graceful_core::server::{
     close_signal, end_reads_after, is_fatal_accept_error, run_conn, Backoff, Connections,
-    HandlerOutput,
+    HandlerOutput, ServerScope,
 };
 use graceful_core::{block_on, Conn, Outcome, Reason, ServeConfig, Shutdown};
 
@@ -57,13 +57,7 @@ where
 {
     listener.set_nonblocking(false)?;
     let local = listener.local_addr()?;
-    let name = config
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("server {local}"));
-    let server = shutdown.child_named(name.clone());
-    let conns = Connections::new();
-    conns.attach(&server, config.close_idle);
+    let scope = Arc::new(ServerScope::new(shutdown, &config, local));
     let closing = Arc::new(Closing::default());
 
     let (done_tx, done_rx) = futures_channel::oneshot::channel();
@@ -72,10 +66,8 @@ where
         grace: config.first_request_grace,
         listener,
         local,
-        name: name.clone(),
         root: shutdown.clone(),
-        server: server.clone(),
-        conns: conns.clone(),
+        scope: scope.clone(),
         closing: closing.clone(),
         max: config.max_connections,
         handler,
@@ -87,17 +79,11 @@ where
             let _ = done_tx.send(());
         })?;
 
-    close_signal(rt, &server, config.pre_drain, &name).await;
-    let wake = closing.close(local, &conns);
+    close_signal(rt, &scope.shutdown, config.pre_drain, &scope.name).await;
+    let wake = closing.close(local, &scope.conns);
     let _ = done_rx.await;
     drop(wake);
-
-    let outcome = server
-        .drain(rt, config.timeout)
-        .progress_every(config.progress_every)
-        .settle(config.settle)
-        .await;
-    Ok(outcome)
+    Ok(scope.drain(rt).await)
 }
 
 /// [`serve`] with a blocking handler, run to completion on this thread.
@@ -177,10 +163,8 @@ struct AcceptLoop<R, H> {
     grace: Duration,
     listener: TcpListener,
     local: SocketAddr,
-    name: String,
     root: Shutdown,
-    server: Shutdown,
-    conns: Arc<Connections>,
+    scope: Arc<ServerScope>,
     closing: Arc<Closing>,
     max: Option<usize>,
     handler: H,
@@ -197,11 +181,11 @@ where
         let mut backoff = Backoff::new();
         'accepting: while !self.closing.is_set() {
             if let Some(max) = self.max {
-                while self.conns.len() >= max {
+                while self.scope.conns.len() >= max {
                     if self.closing.is_set() {
                         break 'accepting;
                     }
-                    self.conns.wait_below(max, None);
+                    self.scope.conns.wait_below(max, None);
                 }
             }
             match self.listener.accept() {
@@ -212,14 +196,17 @@ where
                 Err(e) if is_fatal_accept_error(&e) => {
                     tracing::error!(
                         "{}: accept failed, the listener is unusable: {e}; stopping",
-                        self.name
+                        self.scope.name
                     );
                     self.root.trigger(Reason::error(e));
                     break;
                 }
                 Err(e) => {
                     let delay = backoff.next_delay();
-                    tracing::warn!("{}: accept failed: {e}; retrying in {delay:?}", self.name);
+                    tracing::warn!(
+                        "{}: accept failed: {e}; retrying in {delay:?}",
+                        self.scope.name
+                    );
                     self.closing.pause(delay);
                 }
             }
@@ -241,11 +228,7 @@ where
                 }
             }
         }
-        tracing::info!(
-            "{}: listener closed ({queued} queued connection(s) taken); {} connection(s) to drain",
-            self.name,
-            self.conns.len()
-        );
+        self.scope.listener_closed(queued);
     }
 
     fn serve(&mut self, stream: TcpStream, peer: SocketAddr) {
@@ -253,23 +236,26 @@ where
             return;
         }
         if let Err(e) = stream.set_nonblocking(false) {
-            tracing::warn!("{}: dropping connection {peer}: {e}", self.name);
+            tracing::warn!("{}: dropping connection {peer}: {e}", self.scope.name);
             return;
         }
-        let track = self.conns.register(&self.server, &stream, peer, "conn");
+        let track = self
+            .scope
+            .conns
+            .register(&self.scope.shutdown, &stream, peer, "conn");
         if track.is_late() {
             let rt = self.rt.clone();
             self.rt
                 .spawn(end_reads_after(rt, track.closer(), self.grace));
         }
-        let conn = Conn::new(peer, self.local, self.server.clone());
+        let conn = Conn::new(peer, self.local, self.scope.shutdown.clone());
         let work = (self.handler)(Stream::new(stream, track), conn);
-        let server = self.server.clone();
+        let server = self.scope.shutdown.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("conn {peer}"))
             .spawn(move || block_on(run_conn(work, server, peer)));
         if let Err(e) = spawned {
-            tracing::error!("{}: no thread for connection {peer}: {e}", self.name);
+            tracing::error!("{}: no thread for connection {peer}: {e}", self.scope.name);
         }
     }
 }

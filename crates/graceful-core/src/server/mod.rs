@@ -8,6 +8,7 @@ mod backoff;
 mod config;
 mod conn;
 mod connections;
+mod scope;
 #[cfg(unix)]
 mod serve;
 
@@ -15,5 +16,6 @@ pub use backoff::{is_fatal_accept_error, Backoff};
 pub use config::ServeConfig;
 pub use conn::{Conn, HandlerOutput};
 pub use connections::{Closer, ConnTrack, Connections};
+pub use scope::ServerScope;
 #[cfg(unix)]
 pub use serve::{accept_queued_std, close_signal, end_reads_after, run_conn, serve, Accept};

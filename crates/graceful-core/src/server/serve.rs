@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures_util::future::{select, Either, FutureExt};
 
-use super::{Backoff, Closer, Conn, ConnTrack, Connections, HandlerOutput, ServeConfig};
+use super::{Backoff, Closer, Conn, ConnTrack, HandlerOutput, ServeConfig, ServerScope};
 use crate::drain::Outcome;
 use crate::reason::Reason;
 use crate::runtime::Runtime;
@@ -95,17 +95,12 @@ where
     Fut::Output: HandlerOutput,
 {
     let local = listener.local_addr()?;
-    let name = config
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("server {local}"));
-    let server = shutdown.child_named(name.clone());
-    let conns = Connections::new();
-    conns.attach(&server, config.close_idle);
+    let scope = ServerScope::new(shutdown, &config, local);
+    let (name, server, conns) = (&scope.name, &scope.shutdown, &scope.conns);
 
     let grace = config.first_request_grace;
     let mut spawn_conn = |stream: A::Stream, peer: SocketAddr| {
-        let track = conns.register(&server, &stream, peer, "conn");
+        let track = conns.register(server, &stream, peer, "conn");
         if track.is_late() {
             rt.spawn(end_reads_after(rt.clone(), track.closer(), grace));
         }
@@ -115,7 +110,7 @@ where
     };
 
     let mut listener = listener;
-    let mut closing = pin!(close_signal(rt, &server, config.pre_drain, &name));
+    let mut closing = pin!(close_signal(rt, server, config.pre_drain, name));
     let mut backoff = Backoff::new();
     let mut pause: Option<Pin<Box<R::Sleep>>> = None;
     loop {
@@ -175,17 +170,8 @@ where
         }
     }
     drop(listener);
-    tracing::info!(
-        "{name}: listener closed ({queued} queued connection(s) taken); {} connection(s) to drain",
-        conns.len()
-    );
-
-    let outcome = server
-        .drain(rt, config.timeout)
-        .progress_every(config.progress_every)
-        .settle(config.settle)
-        .await;
-    Ok(outcome)
+    scope.listener_closed(queued);
+    Ok(scope.drain(rt).await)
 }
 
 /// Resolves when a server's listener should close: at the trigger plus the

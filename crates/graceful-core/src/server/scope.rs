@@ -1,0 +1,61 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::{Connections, ServeConfig};
+use crate::drain::Outcome;
+use crate::runtime::Runtime;
+use crate::shutdown::Shutdown;
+
+/// One server's place in a shutdown, shared by every adapter's server: a
+/// child of the shutdown named after the server, the registry of its live
+/// connections (reads ended at the trigger when `close_idle`, sockets cut
+/// at the force), and its drain with the configured deadline.
+#[derive(Debug)]
+pub struct ServerScope {
+    /// The server's name in logs and reports (`server ADDR` by default).
+    pub name: String,
+    /// The server's child of the shutdown passed to `serve`.
+    pub shutdown: Shutdown,
+    /// Its live connections.
+    pub conns: Arc<Connections>,
+    config: ServeConfig,
+}
+
+impl ServerScope {
+    /// The scope of a server listening on `local`, under `parent`.
+    pub fn new(parent: &Shutdown, config: &ServeConfig, local: SocketAddr) -> ServerScope {
+        let name = config
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("server {local}"));
+        let shutdown = parent.child_named(name.clone());
+        let conns = Connections::new();
+        conns.attach(&shutdown, config.close_idle);
+        ServerScope {
+            name,
+            shutdown,
+            conns,
+            config: config.clone(),
+        }
+    }
+
+    /// Logs that the listener closed, after taking `queued` connections
+    /// from its backlog.
+    pub fn listener_closed(&self, queued: usize) {
+        tracing::info!(
+            "{}: listener closed ({queued} queued connection(s) taken); {} connection(s) to drain",
+            self.name,
+            self.conns.len()
+        );
+    }
+
+    /// Drains the server's connections with the configured deadline,
+    /// progress logs and settle time.
+    pub async fn drain<R: Runtime>(&self, rt: &R) -> Outcome {
+        self.shutdown
+            .drain(rt, self.config.timeout)
+            .progress_every(self.config.progress_every)
+            .settle(self.config.settle)
+            .await
+    }
+}

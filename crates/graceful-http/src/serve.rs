@@ -1,0 +1,78 @@
+use std::error::Error as StdError;
+use std::io;
+
+use graceful_core::server::{self, Accept, ConnTrack};
+use graceful_core::{Outcome, Runtime, ServeConfig, Shutdown};
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper::rt::{Read, Write};
+use hyper::service::Service;
+
+use crate::{serve_connection, HttpOptions};
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Serves `service` over HTTP/1.1 and HTTP/2 (prior knowledge) on
+/// `listener` until `shutdown` is triggered, then drains. Each adapter's
+/// `http::serve` is this with its runtime's listener, I/O wrapper (`io`
+/// turns an accepted stream and its tracking into hyper I/O) and hyper
+/// `timer`:
+///
+/// - responses produced after the trigger carry `Connection: close` and
+///   their connection closes after them; idle keep-alive connections close
+///   at once; HTTP/2 connections get GOAWAY and their open streams finish;
+/// - a connection that has sent nothing yet gets
+///   [`ServeConfig::first_request_grace`] to send its first request;
+/// - during [`ServeConfig::pre_drain`] the listener keeps accepting and
+///   serving (mount [`Readiness`](crate::Readiness) so load balancers see
+///   503);
+/// - upgraded connections are left to their handlers (each request carries
+///   the connection's [`Conn`](graceful_core::Conn) in its extensions, with
+///   the server's shutdown to watch) and cut at the deadline;
+/// - at the deadline every remaining connection is cut and the report of
+///   what was left is logged and returned in the [`Outcome`].
+#[allow(clippy::too_many_arguments)]
+pub async fn serve<R, A, S, B, I, F, T>(
+    rt: &R,
+    listener: A,
+    shutdown: &Shutdown,
+    config: ServeConfig,
+    service: S,
+    timer: T,
+    mut io: F,
+) -> io::Result<Outcome>
+where
+    R: Runtime,
+    A: Accept,
+    F: FnMut(A::Stream, ConnTrack) -> I + Send,
+    I: Read + Write + Unpin + Send + 'static,
+    T: hyper::rt::Timer + Send + Sync + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let options = HttpOptions::new(&config).timer(timer);
+    let conn_rt = rt.clone();
+    // hyper closes idle connections itself; reads must not be cut under it.
+    let config = config.close_idle(false);
+    server::serve(
+        rt,
+        listener,
+        shutdown,
+        config,
+        move |stream, track, conn| {
+            serve_connection(
+                conn_rt.clone(),
+                io(stream, track),
+                conn,
+                service.clone(),
+                options.clone(),
+            )
+        },
+    )
+    .await
+}
