@@ -28,6 +28,7 @@ pub(crate) struct CounterEvent {
 }
 
 /// A held guard of any implementation.
+/// (Each variant holds its guard only to drop it later: the fields are never read.)
 pub(crate) enum Held {
     Arc(#[allow(dead_code)] Arc<()>),
     Counter(#[allow(dead_code)] CounterGuard),
