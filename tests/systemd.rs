@@ -128,15 +128,23 @@ fn notify_ready_stopping_and_extend_while_the_drain_progresses() {
     );
 }
 
+/// A child process killed if the test ends without stopping it.
+struct Child(Option<std::process::Child>);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Starts `example` the way systemd does with socket activation: the
 /// listening socket as fd 3, `LISTEN_FDS=1`, `LISTEN_FDNAMES=http`, and
 /// `LISTEN_PID` set to the process's own pid (or `pid_override`). Returns the
 /// child and its first stdout line.
-fn activated(
-    example: &str,
-    listener: TcpListener,
-    pid_override: Option<&str>,
-) -> (std::process::Child, String) {
+fn activated(example: &str, listener: TcpListener, pid_override: Option<&str>) -> (Child, String) {
     let mut cmd = Command::new("sh");
     let script = match pid_override {
         None => "export LISTEN_PID=$$; exec \"$0\" \"$@\"".to_string(),
@@ -157,26 +165,27 @@ fn activated(
         child_fd: 3,
     }])
     .unwrap();
-    let mut child = cmd.spawn().unwrap();
+    let mut child = Child(Some(cmd.spawn().unwrap()));
+    let stdout = child.0.as_mut().unwrap().stdout.take().unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
     (child, line.trim_end().to_string())
 }
 
-fn stop(mut child: std::process::Child) -> i32 {
+fn stop(mut child: Child) -> i32 {
+    let mut c = child.0.take().unwrap();
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &c.id().to_string()])
         .status()
         .unwrap();
     let until = Instant::now() + PATIENCE;
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = c.try_wait().unwrap() {
             return status.code().unwrap_or(-1);
         }
         if Instant::now() > until {
-            let _ = child.kill();
+            let _ = c.kill();
+            let _ = c.wait();
             panic!("did not exit");
         }
         std::thread::sleep(Duration::from_millis(5));
