@@ -81,7 +81,12 @@ where
 
     close_signal(rt, &scope.shutdown, config.pre_drain, &scope.name).await;
     let wake = closing.close(local, &scope.conns);
-    let _ = done_rx.await;
+    if done_rx.await.is_err() {
+        // The accept thread died (a panic while accepting): the listener is
+        // gone with it; release it so the drain does not wait for it.
+        tracing::error!("{}: the accept thread ended abnormally", scope.name);
+        scope.listener_closed(0);
+    }
     drop(wake);
     Ok(scope.drain(rt).await)
 }

@@ -1,8 +1,9 @@
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::{Connections, ServeConfig};
 use crate::drain::Outcome;
+use crate::guard::NamedGuard;
 use crate::runtime::Runtime;
 use crate::shutdown::Shutdown;
 
@@ -18,6 +19,11 @@ pub struct ServerScope {
     pub shutdown: Shutdown,
     /// Its live connections.
     pub conns: Arc<Connections>,
+    /// The listener is work in flight until it is closed: without this
+    /// guard, a triggered server whose last connection ended just before a
+    /// backlog connection was registered would count as drained, and that
+    /// connection would go untracked.
+    listening: Mutex<Option<NamedGuard>>,
     config: ServeConfig,
 }
 
@@ -31,17 +37,26 @@ impl ServerScope {
         let shutdown = parent.child_named(name.clone());
         let conns = Connections::new();
         conns.attach(&shutdown, config.close_idle);
+        let listening = shutdown.guard_named(format!("listener {local}"));
         ServerScope {
             name,
             shutdown,
             conns,
+            listening: Mutex::new(Some(listening)),
             config: config.clone(),
         }
     }
 
-    /// Logs that the listener closed, after taking `queued` connections
-    /// from its backlog.
+    /// Records that the listener closed, after taking `queued` connections
+    /// from its backlog: releases its guard and logs it. Calling it again
+    /// releases nothing more.
     pub fn listener_closed(&self, queued: usize) {
+        drop(
+            self.listening
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
         tracing::info!(
             "{}: listener closed ({queued} queued connection(s) taken); {} connection(s) to drain",
             self.name,
