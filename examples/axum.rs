@@ -26,6 +26,7 @@ struct App {
 }
 
 async fn slow(State(app): State<App>, Extension(conn): Extension<Conn>) -> String {
+    tracing::debug!(target: "request", "GET /slow from {}", conn.peer_addr());
     tokio::time::sleep(app.delay).await;
     format!("hello {}\n", conn.peer_addr())
 }

@@ -55,6 +55,7 @@ impl DbPool {
 /// A job: works `ms` in 10 ms steps, using the pool; gives up when the
 /// workers' stage is forced.
 fn run_job(ms: u64, stage: &Shutdown, db: &DbPool) {
+    tracing::debug!(target: "request", "job of {ms} ms started");
     let until = Instant::now() + Duration::from_millis(ms);
     while Instant::now() < until {
         if stage.is_forced() {
@@ -116,6 +117,7 @@ fn main() {
     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
         let (ready, pool, db, rt) = (ready.clone(), pool.clone(), db.clone(), service_rt.clone());
         async move {
+            tracing::debug!(target: "request", "{} {}", req.method(), req.uri());
             let res = match req.uri().path() {
                 "/healthz" => ready.response(),
                 "/job" => {

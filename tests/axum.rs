@@ -24,7 +24,7 @@ fn axum_request_in_flight_completes_across_sigterm() {
     slow.set_read_timeout(Some(PATIENCE)).unwrap();
     slow.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    s.wait_log("GET /slow from", 1);
     s.signal("TERM");
     assert!(refused_within(s.addr, Duration::from_millis(500)));
     let mut reply = String::new();

@@ -59,7 +59,7 @@ fn in_flight_line_echoed_completely_then_closed(example: &str) {
     let mut c = Line::connect(&s);
     let line = format!("{}\n", "x".repeat(10_000));
     c.send(&line);
-    std::thread::sleep(Duration::from_millis(100));
+    s.wait_log("line from", 1);
     s.signal("TERM");
     let (got, _) = c.read_to_end();
     assert_eq!(got, line, "the whole line, then end-of-stream");
@@ -73,7 +73,7 @@ fn new_connects_refused_after_the_signal(example: &str) {
     let mut s = Service::start(example, &["--delay-ms", "1000"]);
     let mut busy = Line::connect(&s);
     busy.send("busy\n");
-    std::thread::sleep(Duration::from_millis(50));
+    s.wait_log("line from", 1);
     s.signal("TERM");
     assert!(
         refused_within(s.addr, Duration::from_millis(500)),
@@ -88,7 +88,7 @@ fn deadline_forces_and_exits_1_near_the_deadline(example: &str) {
     let mut s = Service::start(example, &["--delay-ms", "10000", "--timeout-ms", "700"]);
     let mut stuck = Line::connect(&s);
     stuck.send("slow\n");
-    std::thread::sleep(Duration::from_millis(50));
+    s.wait_log("line from", 1);
     let t0 = Instant::now();
     s.signal("TERM");
     let (got, _) = stuck.read_to_end();
@@ -112,7 +112,7 @@ fn second_signal_exits_with_128_plus_signo(example: &str, signal: &str, code: i3
     let mut s = Service::start(example, &["--delay-ms", "10000"]);
     let mut stuck = Line::connect(&s);
     stuck.send("slow\n");
-    std::thread::sleep(Duration::from_millis(50));
+    s.wait_log("line from", 1);
     s.signal(signal);
     assert!(
         s.exit_within(Duration::from_millis(300)).is_none(),
@@ -138,7 +138,7 @@ fn progress_is_logged_while_draining(example: &str) {
     let mut s = Service::start(example, &["--delay-ms", "2500"]);
     let mut c = Line::connect(&s);
     c.send("slow\n");
-    std::thread::sleep(Duration::from_millis(50));
+    s.wait_log("line from", 1);
     s.signal("TERM");
     let (got, _) = c.read_to_end();
     assert_eq!(got, "slow\n");

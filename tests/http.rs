@@ -145,7 +145,7 @@ fn in_flight_request_completes_with_connection_close(example: &str) {
         let mut c = h1(s.addr).await.unwrap();
         let addr = s.addr;
         let req = tokio::spawn(async move { get1(&mut c, addr, "/").await });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.wait_log("GET /\n", 1);
         s.signal("TERM");
         req.await.unwrap()
     });
@@ -168,7 +168,7 @@ fn new_connects_refused_after_the_signal(example: &str) {
         let mut c = h1(addr).await.unwrap();
         get1(&mut c, addr, "/").await
     });
-    std::thread::sleep(Duration::from_millis(200));
+    s.wait_log("GET /\n", 1);
     s.signal("TERM");
     assert!(
         refused_within(s.addr, Duration::from_millis(500)),
@@ -205,7 +205,7 @@ fn deadline_forces_and_exits_1_near_the_deadline(example: &str) {
         let mut c = h1(addr).await.unwrap();
         get1(&mut c, addr, "/").await
     });
-    std::thread::sleep(Duration::from_millis(200));
+    s.wait_log("GET /\n", 1);
     let t0 = Instant::now();
     s.signal("TERM");
     let code = s.exit_code();
@@ -235,7 +235,7 @@ fn second_signal_exits_with_128_plus_signo(example: &str, signal: &str, code: i3
         let mut c = h1(addr).await.unwrap();
         get1(&mut c, addr, "/").await
     });
-    std::thread::sleep(Duration::from_millis(200));
+    s.wait_log("GET /\n", 1);
     s.signal(signal);
     assert!(
         s.exit_within(Duration::from_millis(300)).is_none(),
@@ -253,7 +253,7 @@ fn http2_stream_completes_after_goaway(example: &str) {
         let c = h2(addr).await.unwrap();
         let mut first = c.clone();
         let in_flight = tokio::spawn(async move { get2(&mut first, addr, "/").await });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.wait_log("GET /\n", 1);
         s.signal("TERM");
         let reply = in_flight.await.unwrap();
         // The connection got GOAWAY: a new stream on it is refused.
@@ -282,7 +282,7 @@ fn pre_drain_keeps_serving_then_refuses(example: &str) {
     assert_eq!(before.status, 200);
     let t0 = Instant::now();
     s.signal("TERM");
-    std::thread::sleep(Duration::from_millis(200));
+    s.wait_log("SIGTERM received", 1);
     let (ready, hello) = rt.block_on(async {
         let mut c = h1(addr).await.expect("still accepting during pre-drain");
         let ready = get1(&mut c, addr, "/healthz").await.unwrap();
@@ -308,10 +308,10 @@ fn silent_connection_gets_the_first_request_grace(example: &str) {
     let mut s = Service::start(example, &["--delay-ms", "50"]);
     let mut late = TcpStream::connect(s.addr).unwrap();
     let mut silent = TcpStream::connect(s.addr).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
     let t0 = Instant::now();
     s.signal("TERM");
-    std::thread::sleep(Duration::from_millis(300));
+    // Sent after the trigger, within the grace.
+    s.wait_log("SIGTERM received", 1);
     let (head, body) = raw_get(&mut late, "/");
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(head.contains("connection: close"), "{head}");
@@ -339,7 +339,7 @@ fn curl_http1_and_h2c_complete_across_the_signal(example: &str) {
     let (h1_out, h2_out) = std::thread::scope(|scope| {
         let a = scope.spawn(|| curl(&[]));
         let b = scope.spawn(|| curl(&["--http2-prior-knowledge"]));
-        std::thread::sleep(Duration::from_millis(300));
+        s.wait_log("GET /\n", 2);
         s.signal("TERM");
         (a.join().unwrap(), b.join().unwrap())
     });
@@ -356,9 +356,7 @@ fn curl_http1_and_h2c_complete_across_the_signal(example: &str) {
 }
 
 fn load_of_32_keep_alive_clients_loses_no_request_the_server_read(example: &str) {
-    let mut s = Service::start_with(example, &["--delay-ms", "20"], |cmd| {
-        cmd.env("RUST_LOG", "info,request=debug");
-    });
+    let mut s = Service::start(example, &["--delay-ms", "20"]);
     let rt = runtime();
     let load = Load::start(&rt, s.addr, 32);
     std::thread::sleep(Duration::from_millis(1000));

@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
 
 use common::Service;
 
@@ -49,7 +48,9 @@ fn cleanup_runs_in_order_when_the_stop_drains_in_time() {
     let mut s = Service::start("ordered_cleanup", &["--delay-ms", "800"]);
     assert!(body(get(s.addr, "/job?ms=1200")).ends_with("queued\n"));
     let request = get(s.addr, "/");
-    std::thread::sleep(Duration::from_millis(100));
+    // The job is running and the request is in flight.
+    s.wait_log("job of 1200 ms started", 1);
+    s.wait_log("GET /\n", 1);
     s.signal("TERM");
     assert!(body(request).ends_with("hello\n"), "the request finished");
     assert_eq!(s.exit_code(), 0, "{}", s.stderr());
@@ -69,7 +70,9 @@ fn cleanup_runs_in_order_when_the_stop_is_forced() {
     );
     assert!(body(get(s.addr, "/job?ms=10000")).ends_with("queued\n"));
     let request = get(s.addr, "/");
-    std::thread::sleep(Duration::from_millis(100));
+    // The job is running and the request is in flight.
+    s.wait_log("job of 10000 ms started", 1);
+    s.wait_log("GET /\n", 1);
     s.signal("TERM");
     assert!(
         !body(request).contains("hello"),

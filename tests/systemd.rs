@@ -83,7 +83,7 @@ fn notify_ready_stopping_and_extend_while_the_drain_progresses() {
     std::thread::sleep(Duration::from_millis(700));
     let mut second = TcpStream::connect(s.addr).unwrap();
     second.write_all(b"two\n").unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    s.wait_log("line from", 2);
     let signalled = Instant::now();
     s.signal("TERM");
     let mut out = String::new();

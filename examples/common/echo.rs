@@ -31,6 +31,7 @@ async fn echo(
             tracing::debug!("{}: input ended", conn.peer_addr());
             return Ok(());
         }
+        tracing::debug!(target: "request", "line from {}", conn.peer_addr());
         if !delay.is_zero() {
             runtime.sleep(delay).await;
         }

@@ -29,7 +29,8 @@ async fn route(
     runtime: rt::Runtime,
     delay: Duration,
 ) -> Response<Full<Bytes>> {
-    tracing::debug!(target: "request", "{} {}", req.method(), req.uri());
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    tracing::debug!(target: "request", "{} {path}", req.method());
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/") => {
             runtime.sleep(delay).await;

@@ -11,7 +11,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long any wait may take before the test fails.
@@ -47,7 +47,7 @@ pub struct Service {
     pub name: String,
     pub addr: SocketAddr,
     child: Child,
-    stderr: Arc<Mutex<String>>,
+    stderr: Arc<(Mutex<String>, Condvar)>,
     stderr_done: Option<mpsc::Receiver<()>>,
     status: Option<i32>,
 }
@@ -62,14 +62,17 @@ impl Service {
     /// Like [`start`](Self::start), letting the caller adjust the command.
     pub fn start_with(name: &str, args: &[&str], adjust: impl FnOnce(&mut Command)) -> Service {
         let mut cmd = Command::new(example_path(name));
-        cmd.args(["--addr", "127.0.0.1:0"])
+        // Each unit of work read is logged (target `request`), so tests can
+        // wait for a request to be in flight instead of sleeping.
+        cmd.env("RUST_LOG", "info,request=debug")
+            .args(["--addr", "127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         adjust(&mut cmd);
         let mut child = cmd.spawn().expect("spawn example");
-        let stderr = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new((Mutex::new(String::new()), Condvar::new()));
         let (done_tx, done_rx) = mpsc::channel();
         {
             let mut pipe = child.stderr.take().unwrap();
@@ -81,9 +84,11 @@ impl Service {
                         break;
                     }
                     stderr
+                        .0
                         .lock()
                         .unwrap()
                         .push_str(&String::from_utf8_lossy(&buf[..n]));
+                    stderr.1.notify_all();
                 }
                 let _ = done_tx.send(());
             });
@@ -171,7 +176,25 @@ impl Service {
 
     /// Everything the process wrote to stderr so far.
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.stderr.0.lock().unwrap().clone()
+    }
+
+    /// Waits until the process has written `needle` to stderr `count` times
+    /// (woken by each write, at most [`PATIENCE`]). With the `request` log
+    /// target on, this is how a test knows its request is in flight.
+    pub fn wait_log(&self, needle: &str, count: usize) {
+        let (text, written) = &*self.stderr;
+        let until = Instant::now() + PATIENCE;
+        let mut text = text.lock().unwrap();
+        while text.matches(needle).count() < count {
+            let left = until.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "{} never logged {needle:?} x{count}:\n{text}",
+                self.name
+            );
+            text = written.wait_timeout(text, left).unwrap().0;
+        }
     }
 }
 

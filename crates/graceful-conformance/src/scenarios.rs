@@ -302,9 +302,16 @@ pub fn b7_new_connection_gets_the_first_request_grace<A: Adapter>() {
     let mut first = server.connect();
     first.roundtrip("one", "one");
     let mut queued = server.connect();
+    let queued_name = format!("conn {}", queued.local_addr());
     server.stop();
     assert!(first.closed_within(PATIENCE));
-    std::thread::sleep(Duration::from_millis(100));
+    // Accepted from the backlog after the trigger, before its request.
+    assert!(eventually(PATIENCE, || server
+        .shutdown
+        .report()
+        .all_named()
+        .iter()
+        .any(|g| g.name == queued_name)));
     queued.roundtrip("sent after the trigger", "sent after the trigger");
     assert!(queued.closed_within(PATIENCE));
     assert!(server.outcome().is_drained());
