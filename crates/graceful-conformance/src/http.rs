@@ -35,12 +35,7 @@ pub trait HttpAdapter: Adapter {
     ) -> BoxFuture<'static, io::Result<Outcome>>
     where
         R: Runtime,
-        S: Service<Request<Incoming>, Response = Response<Full<Bytes>>, Error = Infallible>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static;
+        S: graceful_http::HttpService;
 }
 
 /// The service of these scenarios:
@@ -343,19 +338,7 @@ macro_rules! http_suite {
             >
             where
                 R: $crate::__private::graceful_core::Runtime,
-                S: $crate::__private::hyper::service::Service<
-                        $crate::__private::hyper::Request<$crate::__private::hyper::body::Incoming>,
-                        Response = $crate::__private::hyper::Response<
-                            $crate::__private::http_body_util::Full<
-                                $crate::__private::hyper::body::Bytes,
-                            >,
-                        >,
-                        Error = ::std::convert::Infallible,
-                    > + Clone
-                    + Send
-                    + Sync
-                    + 'static,
-                S::Future: Send + 'static,
+                S: $crate::__private::graceful_http::HttpService,
             {
                 let rt = rt.clone();
                 let shutdown = shutdown.clone();

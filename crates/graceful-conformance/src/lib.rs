@@ -37,9 +37,7 @@ pub mod __private {
     pub use futures;
     pub use graceful_core;
     #[cfg(feature = "http")]
-    pub use http_body_util;
-    #[cfg(feature = "http")]
-    pub use hyper;
+    pub use graceful_http;
 }
 
 /// Every scenario's name, in order. Kept with the macro so the list is

@@ -1,22 +1,16 @@
-use std::error::Error as StdError;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
 use graceful_core::{Conn, Runtime, ServeConfig};
-use http::{Request, Response};
-use http_body::Body;
-use hyper::body::Incoming;
 use hyper::rt::{Read, Write};
-use hyper::service::Service;
 use hyper_util::server::conn::auto;
 
 use crate::exec::Exec;
 use crate::io::Io;
 use crate::service::{Activity, GracefulService};
-
-type BoxError = Box<dyn StdError + Send + Sync>;
+use crate::{BoxError, HttpService};
 
 /// Serves one accepted connection over HTTP/1.1 or HTTP/2 (prior knowledge,
 /// detected from the first bytes), and winds it down when `conn`'s server is
@@ -36,7 +30,7 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 ///
 /// Forcing is the caller's: the core's `run_conn` drops this future when
 /// the server is forced, and the connection registry shuts the socket.
-pub async fn serve_connection<R, I, S, B>(
+pub async fn serve_connection<R, I, S>(
     rt: R,
     io: I,
     conn: Conn,
@@ -46,12 +40,7 @@ pub async fn serve_connection<R, I, S, B>(
 where
     R: Runtime,
     I: Read + Write + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService,
 {
     let activity = Arc::new(Activity::default());
     let service = GracefulService::new(service, conn.clone(), activity.clone());

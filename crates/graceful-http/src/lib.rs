@@ -15,6 +15,7 @@
 //! HTTP/2 implementation (h2) depends on tokio's I/O traits, not on its
 //! runtime.
 
+mod bounds;
 mod connection;
 mod exec;
 mod io;
@@ -22,6 +23,7 @@ mod readiness;
 mod serve;
 mod service;
 
+pub use bounds::{BoxError, HttpBody, HttpService};
 pub use connection::{serve_connection, HttpOptions};
 pub use io::Io;
 pub use readiness::Readiness;

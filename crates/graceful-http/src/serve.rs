@@ -1,17 +1,10 @@
-use std::error::Error as StdError;
 use std::io;
 
 use graceful_core::server::{self, Accept, ConnTrack};
 use graceful_core::{Outcome, Runtime, ServeConfig, Shutdown};
-use http::{Request, Response};
-use http_body::Body;
-use hyper::body::Incoming;
 use hyper::rt::{Read, Write};
-use hyper::service::Service;
 
-use crate::{serve_connection, HttpOptions};
-
-type BoxError = Box<dyn StdError + Send + Sync>;
+use crate::{serve_connection, HttpOptions, HttpService};
 
 /// Serves `service` over HTTP/1.1 and HTTP/2 (prior knowledge) on
 /// `listener` until `shutdown` is triggered, then drains. Each adapter's
@@ -33,7 +26,7 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// - at the deadline every remaining connection is cut and the report of
 ///   what was left is logged and returned in the [`Outcome`].
 #[allow(clippy::too_many_arguments)]
-pub async fn serve<R, A, S, B, I, F, T>(
+pub async fn serve<R, A, S, I, F, T>(
     rt: &R,
     listener: A,
     shutdown: &Shutdown,
@@ -48,12 +41,7 @@ where
     F: FnMut(A::Stream, ConnTrack) -> I + Send,
     I: Read + Write + Unpin + Send + 'static,
     T: hyper::rt::Timer + Send + Sync + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService,
 {
     let options = HttpOptions::new(&config).timer(timer);
     let conn_rt = rt.clone();

@@ -1,21 +1,14 @@
 //! HTTP/1.1 and HTTP/2 (h2c) on hyper 1.x: see [`serve`].
 
-use std::error::Error as StdError;
 use std::io;
 
 use graceful_core::{Outcome, ServeConfig, Shutdown};
-use http::{Request, Response};
-use http_body::Body;
-use hyper::body::Incoming;
-use hyper::service::Service;
 use smol_hyper::rt::{FuturesIo, SmolTimer};
 
-pub use graceful_http::Readiness;
+pub use graceful_http::{HttpBody, HttpService, Readiness};
 
 use crate::serve::Listener;
 use crate::{Runtime, Stream};
-
-type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Serves any hyper service over HTTP/1.1 and HTTP/2 on `listener` until
 /// `shutdown` is triggered, then drains it: `Connection: close`, GOAWAY,
@@ -25,40 +18,23 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 ///
 /// A tower service (an axum `Router`) works through
 /// `hyper_util::service::TowerToHyperService`.
-pub async fn serve<S, B>(
+pub async fn serve<S: HttpService>(
     listener: std::net::TcpListener,
     shutdown: &Shutdown,
     config: ServeConfig,
     service: S,
-) -> io::Result<Outcome>
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
+) -> io::Result<Outcome> {
     serve_on(&Runtime::new()?, listener, shutdown, config, service).await
 }
 
 /// [`serve`] with tasks and timers from `rt`.
-pub async fn serve_on<R, S, B>(
+pub async fn serve_on<R: graceful_core::Runtime, S: HttpService>(
     rt: &R,
     listener: std::net::TcpListener,
     shutdown: &Shutdown,
     config: ServeConfig,
     service: S,
-) -> io::Result<Outcome>
-where
-    R: graceful_core::Runtime,
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
+) -> io::Result<Outcome> {
     let listener = Listener::from_std(listener)?;
     graceful_http::serve(
         rt,
