@@ -309,17 +309,17 @@ fn spawn_waiters(group: &Group, exec: &dyn Exec, n: usize, hold: bool) -> Done {
     done
 }
 
-/// Scenario 4: trigger to the last of `n` waiting tasks woken, in µs.
-pub(crate) fn trigger_to_last_woken(mode: Mode, exec: &dyn Exec, n: usize) -> Table {
+/// Runs `measure` on a fresh group of every implementation (those `exec`
+/// can run), `rounds` times, rotating which goes first so that order
+/// effects hit everyone alike; one sample per run, in µs.
+fn rotated(
+    exec: &dyn Exec,
+    rounds: usize,
+    mut measure: impl FnMut(&mut Group) -> Duration,
+) -> Vec<Row> {
     let mut rows: Vec<Row> = IMPLS.iter().map(|(n, k)| Row::new(n, *k)).collect();
     rows.retain(|r| r.name != "tokio-graceful" || exec.tokio_context().is_some());
-    let rounds = if n > 10_000 {
-        mode.pick(7, 25)
-    } else {
-        mode.pick(9, 25)
-    };
     for round in 0..rounds {
-        // Rotate who goes first, so that order effects hit everyone alike.
         let k = rows.len();
         for j in 0..k {
             let row = &mut rows[(round + j) % k];
@@ -328,20 +328,35 @@ pub(crate) fn trigger_to_last_woken(mode: Mode, exec: &dyn Exec, n: usize) -> Ta
                 .position(|(name, _)| *name == row.name)
                 .unwrap();
             let mut group = Group::new(i, exec).unwrap();
-            let done = spawn_waiters(&group, exec, n, false);
-            let t0 = Instant::now();
-            group.trigger();
-            let l = done.1.listen();
-            if done.0.load(Ordering::SeqCst) > 0 {
-                assert!(
-                    l.wait_timeout(Duration::from_secs(30)).is_some()
-                        || done.0.load(Ordering::SeqCst) == 0
-                );
-            }
-            let t1 = done.2.lock().unwrap().expect("all woke");
-            row.samples.push((t1 - t0).as_nanos() as f64 / 1000.0);
+            row.samples
+                .push(measure(&mut group).as_nanos() as f64 / 1000.0);
         }
     }
+    rows
+}
+
+/// Scenario 4: trigger to the last of `n` waiting tasks woken, in µs.
+pub(crate) fn trigger_to_last_woken(mode: Mode, exec: &dyn Exec, n: usize) -> Table {
+    let rounds = if n > 10_000 {
+        mode.pick(7, 25)
+    } else {
+        mode.pick(9, 25)
+    };
+    let rows = rotated(exec, rounds, |group| {
+        let done = spawn_waiters(group, exec, n, false);
+        let l = done.1.listen();
+        let t0 = Instant::now();
+        group.trigger();
+        if done.0.load(Ordering::SeqCst) > 0 {
+            l.wait_timeout(Duration::from_secs(30));
+        }
+        let t1 = done
+            .2
+            .lock()
+            .unwrap()
+            .expect("every waiter woke within 30 s");
+        t1 - t0
+    });
     Table {
         title: format!(
             "4. trigger to the last of {n} waiting tasks woken, {}",
@@ -356,25 +371,14 @@ pub(crate) fn trigger_to_last_woken(mode: Mode, exec: &dyn Exec, n: usize) -> Ta
 /// Scenario 5: trigger to `drained` seen, with `n` guards each released by
 /// its task right after the trigger, in µs.
 pub(crate) fn trigger_to_drained(mode: Mode, exec: &dyn Exec, n: usize) -> Table {
-    let mut rows: Vec<Row> = IMPLS.iter().map(|(n, k)| Row::new(n, *k)).collect();
-    rows.retain(|r| r.name != "tokio-graceful" || exec.tokio_context().is_some());
-    for round in 0..mode.pick(9, 25) {
-        let k = rows.len();
-        for j in 0..k {
-            let row = &mut rows[(round + j) % k];
-            let i = IMPLS
-                .iter()
-                .position(|(name, _)| *name == row.name)
-                .unwrap();
-            let mut group = Group::new(i, exec).unwrap();
-            let _ = spawn_waiters(&group, exec, n, true);
-            let drained = group.drained();
-            let t0 = Instant::now();
-            group.trigger();
-            exec.block_on(drained);
-            row.samples.push(t0.elapsed().as_nanos() as f64 / 1000.0);
-        }
-    }
+    let rows = rotated(exec, mode.pick(9, 25), |group| {
+        let _ = spawn_waiters(group, exec, n, true);
+        let drained = group.drained();
+        let t0 = Instant::now();
+        group.trigger();
+        exec.block_on(drained);
+        t0.elapsed()
+    });
     Table {
         title: format!(
             "5. trigger to drained, {n} guards released right after it, {}",
