@@ -133,9 +133,11 @@ impl<R: Runtime> Drain<R> {
         }
     }
 
-    /// How often to log progress while waiting; `None` for never.
+    /// How often to log progress while waiting; `None` for never. Intervals
+    /// shorter than 10 ms are taken as 10 ms (a zero interval would log in
+    /// a loop and never let the drain end).
     pub fn progress_every(mut self, every: Option<Duration>) -> Self {
-        self.progress_every = every;
+        self.progress_every = every.map(|d| d.max(MIN_PROGRESS_EVERY));
         self
     }
 
@@ -152,6 +154,9 @@ impl<R: Runtime> Drain<R> {
         rt.block_on(self)
     }
 }
+
+/// The shortest progress interval.
+const MIN_PROGRESS_EVERY: Duration = Duration::from_millis(10);
 
 // The runtime handle is never pinned; only the boxed future is.
 impl<R: Runtime> Unpin for Drain<R> {}
@@ -233,10 +238,12 @@ async fn run<R: Runtime>(
                 });
             }
             if let (Some(every), Some(t)) = (progress_every, tick.as_mut()) {
-                while t.as_mut().poll(cx).is_ready() {
+                if t.as_mut().poll(cx).is_ready() {
                     let left = timeout.saturating_sub(rt.now().saturating_duration_since(start));
                     log_progress(&shutdown, left);
                     *t = Box::pin(rt.sleep(every));
+                    // The next tick registers on the next poll.
+                    cx.waker().wake_by_ref();
                 }
             }
             Poll::Pending

@@ -24,6 +24,11 @@ impl Guard {
         Guard { token }
     }
 
+    /// The reference this guard holds, released by the caller.
+    pub(crate) fn into_token(self) -> Option<Counted<Token>> {
+        self.token
+    }
+
     /// Whether this guard counts towards its shutdown (false when it was taken
     /// after the shutdown had drained).
     pub fn is_attached(&self) -> bool {

@@ -70,9 +70,16 @@ impl KillBudget {
         None
     }
 
-    /// Whether a stop taking `needed` fits.
+    /// What a stop must leave of the budget for what follows the drain: the
+    /// settle time after a force, the ordered cleanup, the last logs and the
+    /// exit itself.
+    pub const MARGIN: Duration = Duration::from_secs(1);
+
+    /// Whether a stop whose pre-drain and deadline take `needed` fits, with
+    /// [`MARGIN`](Self::MARGIN) to spare: a stop that needs exactly the
+    /// budget would be killed while it exits.
     pub fn fits(&self, needed: Duration) -> bool {
-        self.extendable || needed <= self.budget
+        self.extendable || needed.saturating_add(Self::MARGIN) <= self.budget
     }
 }
 
@@ -125,7 +132,12 @@ mod tests {
             ("Kubernetes", Duration::from_secs(30))
         );
         assert!(!k8s.fits(Duration::from_secs(31)));
-        assert!(k8s.fits(Duration::from_secs(30)));
+        assert!(
+            !k8s.fits(Duration::from_secs(30)),
+            "exactly the budget leaves nothing for the exit"
+        );
+        assert!(!k8s.fits(Duration::from_millis(29_500)));
+        assert!(k8s.fits(Duration::from_secs(29)));
         let sd = KillBudget::detect_from(env(&[("INVOCATION_ID", "abc")])).unwrap();
         assert_eq!(
             (sd.supervisor, sd.budget, sd.extendable),

@@ -49,8 +49,12 @@ impl SignalConfig {
 
     /// Stop only on these signals.
     pub fn only(mut self, signals: impl IntoIterator<Item = Signal>) -> Self {
-        self.signals = signals.into_iter().collect();
-        self.signals.dedup();
+        self.signals.clear();
+        for signal in signals {
+            if !self.signals.contains(&signal) {
+                self.signals.push(signal);
+            }
+        }
         self
     }
 
@@ -100,10 +104,13 @@ pub enum SignalAction {
 /// Counts stop signals and applies B1–B2 to a [`Shutdown`]. Each signal
 /// counts once: a burst of signals is as many steps, and never triggers
 /// twice.
+///
+/// Cheap to clone; clones share the count.
+#[derive(Clone)]
 pub struct Escalation {
     shutdown: Shutdown,
     config: SignalConfig,
-    count: AtomicUsize,
+    count: Arc<AtomicUsize>,
 }
 
 impl Escalation {
@@ -112,7 +119,7 @@ impl Escalation {
         Escalation {
             shutdown,
             config,
-            count: AtomicUsize::new(0),
+            count: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -121,9 +128,17 @@ impl Escalation {
         self.count.load(Ordering::SeqCst)
     }
 
-    /// Applies one received signal. Does not exit the process itself; see
-    /// [`handle`](Self::handle).
+    /// Applies one received signal on this thread: triggers or forces the
+    /// shutdown (running its hooks here). Does not exit the process itself;
+    /// see [`handle`](Self::handle).
     pub fn on_signal(&self, signal: Signal) -> SignalAction {
+        let action = self.count_signal(signal);
+        self.act(signal, action);
+        action
+    }
+
+    /// Counts one signal and says what it calls for, without acting on it.
+    fn count_signal(&self, signal: Signal) -> SignalAction {
         if !self.config.signals.contains(&signal) {
             return SignalAction::Ignored;
         }
@@ -138,10 +153,8 @@ impl Escalation {
             } else {
                 tracing::info!(target: "graceful", "{signal} received: stopping gracefully");
             }
-            self.shutdown.trigger(Reason::Signal(signal));
             SignalAction::Triggered
         } else {
-            self.shutdown.force(ForceCause::Signal(signal));
             tracing::warn!(
                 target: "graceful",
                 "{signal} received again ({n}): forcing the shutdown{}",
@@ -154,12 +167,43 @@ impl Escalation {
         }
     }
 
-    /// Applies one signal and, if it is the one that ends the process, calls
-    /// the configured exit (by default `std::process::exit`).
+    fn act(&self, signal: Signal, action: SignalAction) {
+        match action {
+            SignalAction::Triggered => {
+                self.shutdown.trigger(Reason::Signal(signal));
+            }
+            SignalAction::Forced => {
+                // The signal that counted first may still be on its way to
+                // `trigger` on another thread: whichever lands first, the
+                // reason is a signal, never `Forced`.
+                self.shutdown.trigger(Reason::Signal(signal));
+                self.shutdown.force(ForceCause::Signal(signal));
+            }
+            SignalAction::Exit(_) | SignalAction::Ignored => {}
+        }
+    }
+
+    /// Applies one received signal the way a signal listener must: the
+    /// signal is counted and an exit happens here, at once (calling the
+    /// configured exit, by default `std::process::exit`), while the trigger
+    /// or force, which run user hooks, run on a thread of their own. So a
+    /// hook that blocks never holds back the next signal: the second forces
+    /// and the third exits while the hook still runs.
     pub fn handle(&self, signal: Signal) -> SignalAction {
-        let action = self.on_signal(signal);
-        if let SignalAction::Exit(code) = action {
-            (self.config.exit)(code);
+        let action = self.count_signal(signal);
+        match action {
+            SignalAction::Exit(code) => (self.config.exit)(code),
+            SignalAction::Triggered | SignalAction::Forced => {
+                let this = self.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("graceful-stop".into())
+                    .spawn(move || this.act(signal, action));
+                if let Err(e) = spawned {
+                    tracing::warn!("no thread for the stop ({e}); acting on the signal's own");
+                    self.act(signal, action);
+                }
+            }
+            SignalAction::Ignored => {}
         }
         action
     }
@@ -203,7 +247,7 @@ pub fn listen_signals(shutdown: &Shutdown, config: SignalConfig) -> std::io::Res
     use std::io::Read;
     use std::os::unix::net::UnixStream;
 
-    let escalation = Arc::new(Escalation::new(shutdown.clone(), config.clone()));
+    let escalation = Escalation::new(shutdown.clone(), config.clone());
     for &signal in config.signals() {
         let (mut read, write) = UnixStream::pair()?;
         signal_hook::low_level::pipe::register(signal.number(), write)?;

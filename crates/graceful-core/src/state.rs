@@ -3,14 +3,15 @@
 //! Invariants:
 //! 1. `Phases::state` bits only ever go from 0 to 1 (phases are sticky). A bit
 //!    is set with a `SeqCst` read-modify-write *before* its event is notified
-//!    (`DRAINED` with `CLEAN` in one compare-exchange, `CLEAN` only if
-//!    `FORCED` was not set yet),
+//!    (`DRAINING` with `CLEAN` in one compare-exchange, `CLEAN` only if
+//!    `FORCED` was not set yet; `DRAINED` only after the drained hooks
+//!    returned),
 //!    and a waiter creates its listener *before* re-checking the bit, so no
 //!    wake-up is lost between a check and a subscription.
 //! 2. The guard count is the strong count of one `Counted<Token>`. Before the
 //!    trigger, `Inner::holder` owns one extra strong reference, so the count
 //!    cannot reach zero. The trigger releases it; when the last strong
-//!    reference goes, `Token::drop` marks `DRAINED`. Hence `DRAINED` implies
+//!    reference goes, `Token::drop` marks `DRAINING`, then `DRAINED`. Hence `DRAINED` implies
 //!    `TRIGGERED` (or that every handle was dropped untriggered), and it is
 //!    set exactly once.
 //! 3. A child holds one guard of its parent until the child is drained, so a
@@ -41,6 +42,10 @@ pub(crate) const DRAINED: u8 = 4;
 /// the two bits tell "drained in time" from "drained because the forced
 /// work was cut", whatever order observers see them in.
 pub(crate) const CLEAN: u8 = 8;
+/// Set once, by the release that drains the shutdown, *before* its drained
+/// hooks and dependents run; `DRAINED` is published only after them, so a
+/// drained wait or check that starts while a hook runs still waits for it.
+const DRAINING: u8 = 16;
 
 type Callback = Box<dyn FnOnce() + Send + 'static>;
 pub(crate) type Hook = Box<dyn FnOnce(&Reason) + Send + 'static>;
@@ -94,16 +99,41 @@ impl Phases {
         }
     }
 
-    fn set_drained(&self) {
-        let mut prev = self.state.load(Ordering::SeqCst);
+    /// Marks the shutdown drained: its last guard was released.
+    fn set_drained(this: &Arc<Self>) {
+        let mut chain = Chain::default();
+        Phases::drain_into(this, &mut chain);
+        // Every drained hook of the chain has run: publish, children before
+        // their parents, then start the stages that waited for them.
+        for phases in chain.completed {
+            phases.state.fetch_or(DRAINED, Ordering::SeqCst);
+            phases.drained.wake_all();
+        }
+        for cb in chain.dependents {
+            run_callback(cb);
+        }
+    }
+
+    /// Runs the drained hooks of `this`, then releases its parent, draining
+    /// the parent the same way if this was the parent's last guard; records
+    /// each shutdown it completed, in order, and the stages waiting for
+    /// them, for `set_drained` to publish and start. So `DRAINED` is
+    /// published only after the drained hooks of this shutdown *and* of
+    /// every ancestor it completed have returned (a process that exits on a
+    /// server's drain cuts none of the root's hooks short), a child is
+    /// published before its parent (a drained parent has drained children),
+    /// and a stage that runs after this one starts once this one reads as
+    /// drained.
+    fn drain_into(this: &Arc<Self>, chain: &mut Chain) {
+        let mut prev = this.state.load(Ordering::SeqCst);
         loop {
-            if prev & DRAINED != 0 {
+            if prev & DRAINING != 0 {
                 return;
             }
             let clean = if prev & FORCED == 0 { CLEAN } else { 0 };
-            match self.state.compare_exchange(
+            match this.state.compare_exchange(
                 prev,
-                prev | DRAINED | clean,
+                prev | DRAINING | clean,
                 Ordering::SeqCst,
                 Ordering::SeqCst,
             ) {
@@ -111,20 +141,21 @@ impl Phases {
                 Err(actual) => prev = actual,
             }
         }
-        // Hooks, then the stages waiting for this one, then the parent (which
-        // may drain in turn), and only then this shutdown's waiters: when a
-        // `drained()` wait returns, the drained hooks of this shutdown and of
-        // the ancestors it completed have run (a process that exits right
-        // after its server's drain loses none of them).
-        let after = lock(&self.after_drained).take().unwrap_or_default();
-        for cb in after.hooks.into_iter().chain(after.dependents) {
-            if catch_unwind(AssertUnwindSafe(cb)).is_err() {
-                tracing::error!("a callback run after a stage drained panicked");
-            }
+        let after = lock(&this.after_drained).take().unwrap_or_default();
+        for cb in after.hooks {
+            run_callback(cb);
         }
-        let parent = lock(&self.parent).take();
-        drop(parent);
-        self.drained.wake_all();
+        chain.dependents.extend(after.dependents);
+        chain.completed.push(this.clone());
+        let parent = lock(&this.parent).take();
+        if let Some(token) = parent
+            .and_then(Guard::into_token)
+            .and_then(Counted::into_inner)
+        {
+            Phases::drain_into(&token.phases, chain);
+            // Its drop finds the drain begun and does nothing more.
+            drop(token);
+        }
     }
 
     /// Runs `cb` once drained (at once if already drained). Hooks run before
@@ -136,10 +167,25 @@ impl Phases {
             Some(after) => after.hooks.push(cb),
             None => {
                 drop(list);
-                cb();
+                run_callback(cb);
             }
         }
     }
+}
+
+/// Runs a drained hook or dependent, isolated from its panic like every
+/// other hook: a late registration runs at once, on the registering thread.
+fn run_callback(cb: Callback) {
+    if catch_unwind(AssertUnwindSafe(cb)).is_err() {
+        tracing::error!("a callback run after a stage drained panicked; the others still run");
+    }
+}
+
+/// The shutdowns one release completed, and the stages waiting for them.
+#[derive(Default)]
+struct Chain {
+    completed: Vec<Arc<Phases>>,
+    dependents: Vec<Callback>,
 }
 
 #[derive(Default)]
@@ -155,7 +201,7 @@ pub(crate) struct Token {
 
 impl Drop for Token {
     fn drop(&mut self) {
-        self.phases.set_drained();
+        Phases::set_drained(&self.phases);
     }
 }
 

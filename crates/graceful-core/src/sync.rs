@@ -45,6 +45,11 @@ mod counted {
         pub(crate) fn downgrade(this: &Self) -> WeakCounted<T> {
             WeakCounted(std::sync::Arc::downgrade(&this.0))
         }
+
+        /// Releases this reference; returns the value if it was the last.
+        pub(crate) fn into_inner(this: Self) -> Option<T> {
+            std::sync::Arc::into_inner(this.0)
+        }
     }
     impl<T> Clone for Counted<T> {
         #[inline]
@@ -77,8 +82,9 @@ mod counted {
         value: Mutex<Option<T>>,
     }
 
-    /// A loom model of `std::sync::Arc`'s strong count.
-    pub(crate) struct Counted<T>(Arc<Shared<T>>);
+    /// A loom model of `std::sync::Arc`'s strong count (`None` only once
+    /// released by `into_inner`).
+    pub(crate) struct Counted<T>(Option<Arc<Shared<T>>>);
     /// A loom model of `std::sync::Weak`.
     pub(crate) struct WeakCounted<T>(Arc<Shared<T>>);
 
@@ -95,26 +101,39 @@ mod counted {
 
     impl<T> Counted<T> {
         pub(crate) fn new(value: T) -> Self {
-            Counted(Arc::new(Shared {
+            Counted(Some(Arc::new(Shared {
                 strong: AtomicUsize::new(1),
                 value: Mutex::new(Some(value)),
-            }))
+            })))
+        }
+        fn shared(&self) -> &Arc<Shared<T>> {
+            self.0.as_ref().expect("released")
         }
         pub(crate) fn downgrade(this: &Self) -> WeakCounted<T> {
-            WeakCounted(this.0.clone())
+            WeakCounted(this.shared().clone())
+        }
+        pub(crate) fn into_inner(mut this: Self) -> Option<T> {
+            let shared = this.0.take().expect("released");
+            if shared.strong.fetch_sub(1, Ordering::AcqRel) == 1 {
+                lock(&shared.value).take()
+            } else {
+                None
+            }
         }
     }
     impl<T> Clone for Counted<T> {
         fn clone(&self) -> Self {
-            self.0.strong.fetch_add(1, Ordering::Relaxed);
-            Counted(self.0.clone())
+            self.shared().strong.fetch_add(1, Ordering::Relaxed);
+            Counted(Some(self.shared().clone()))
         }
     }
     impl<T> Drop for Counted<T> {
         fn drop(&mut self) {
-            if self.0.strong.fetch_sub(1, Ordering::AcqRel) == 1 {
-                let value = lock(&self.0.value).take();
-                drop(value);
+            if let Some(shared) = self.0.take() {
+                if shared.strong.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    let value = lock(&shared.value).take();
+                    drop(value);
+                }
             }
         }
     }
@@ -131,7 +150,7 @@ mod counted {
                     Ordering::Acquire,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => return Some(Counted(self.0.clone())),
+                    Ok(_) => return Some(Counted(Some(self.0.clone()))),
                     Err(actual) => n = actual,
                 }
             }

@@ -67,8 +67,12 @@ impl WakerSet {
             slots.closed = true;
             std::mem::take(&mut slots.wakers)
         };
+        // A waker is foreign code: one that panics must not cost the
+        // others their wake-up.
         for waker in wakers.into_values() {
-            waker.wake();
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake())).is_err() {
+                tracing::error!("a waker panicked while waking; the other waiters still wake");
+            }
         }
     }
 }

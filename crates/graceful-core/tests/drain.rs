@@ -153,3 +153,23 @@ fn work_that_ends_because_it_was_forced_is_still_a_forced_outcome() {
         );
     });
 }
+
+/// A zero progress interval is clamped: the drain still ends.
+#[test]
+fn a_zero_progress_interval_does_not_stop_the_drain_from_ending() {
+    within(10, || {
+        let rt = ThreadRuntime;
+        let s = Shutdown::new();
+        let g = s.guard();
+        s.request();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(g);
+        });
+        let outcome = s
+            .drain(&rt, Duration::from_secs(5))
+            .progress_every(Some(Duration::ZERO))
+            .wait();
+        assert!(outcome.is_drained(), "{outcome}");
+    });
+}

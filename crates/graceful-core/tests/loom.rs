@@ -164,3 +164,34 @@ fn abandoned_wait_racing_trigger() {
         block_on(s.triggered());
     });
 }
+
+/// A fresh `drained()` (and `is_drained`) racing the last release, whose
+/// drained hook is still running: neither sees the shutdown drained before
+/// the hook returned.
+#[test]
+fn drained_wait_racing_a_drained_hook() {
+    use loom::sync::atomic::{AtomicBool, Ordering};
+    use loom::sync::Arc;
+
+    loom::model(|| {
+        let s = Shutdown::new();
+        let hook_done = Arc::new(AtomicBool::new(false));
+        let h = hook_done.clone();
+        s.on_drained(move || h.store(true, Ordering::SeqCst));
+        let g = s.guard();
+        s.request();
+        let t = thread::spawn(move || drop(g));
+        if s.is_drained() {
+            assert!(
+                hook_done.load(Ordering::SeqCst),
+                "drained seen before its hook ran"
+            );
+        }
+        block_on(s.drained());
+        assert!(
+            hook_done.load(Ordering::SeqCst),
+            "drained() returned before its hook ran"
+        );
+        t.join().unwrap();
+    });
+}

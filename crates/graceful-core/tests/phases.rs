@@ -424,3 +424,92 @@ fn a_drained_wait_returns_after_the_hooks_of_the_ancestors_it_completed() {
         releaser.join().unwrap();
     });
 }
+
+/// A drained wait of any kind that starts while a drained hook still runs
+/// (a future polled afresh, the check, a blocking wait) does not see the
+/// shutdown drained before the hook returned; a drained parent has drained
+/// children.
+#[test]
+fn no_drained_wait_returns_while_a_drained_hook_runs() {
+    within(10, || {
+        let root = Shutdown::new();
+        let server = root.child_named("server");
+        let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        let flushed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let f = flushed.clone();
+        server.on_drained(move || {
+            entered_tx.send(()).unwrap();
+            blocked.recv().unwrap();
+            f.store(true, Ordering::SeqCst);
+        });
+        let conn = server.guard();
+        root.request();
+        let releaser = std::thread::spawn(move || drop(conn));
+        entered.recv().unwrap();
+        // The hook is running now.
+        assert!(!server.is_drained());
+        assert!(!root.is_drained());
+        assert!(server.drained().now_or_never().is_none());
+        assert!(!server.wait_drained_until(Instant::now() + Duration::from_millis(20)));
+        assert!(!root.wait_drained_until(Instant::now() + Duration::from_millis(20)));
+        release.send(()).unwrap();
+        root.wait_drained();
+        assert!(flushed.load(Ordering::SeqCst));
+        assert!(server.is_drained(), "a drained parent has drained children");
+        releaser.join().unwrap();
+    });
+}
+
+/// A hook registered after the drain runs at once, isolated from its panic
+/// like every other hook.
+#[test]
+fn a_late_drained_hook_that_panics_is_isolated() {
+    let s = Shutdown::new();
+    s.request();
+    assert!(s.is_drained());
+    s.on_drained(|| panic!("late hook"));
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    s.on_drained(move || {
+        r.fetch_add(1, Ordering::SeqCst);
+    });
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+}
+
+/// A waker that panics when woken does not cost the other waiters their
+/// wake-up.
+#[test]
+fn a_panicking_waker_does_not_drop_the_other_wake_ups() {
+    use std::future::Future;
+    use std::task::{Context, Wake, Waker};
+
+    struct Panics;
+    impl Wake for Panics {
+        fn wake(self: Arc<Self>) {
+            panic!("waker");
+        }
+    }
+    struct Counts(AtomicUsize);
+    impl Wake for Counts {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let s = Shutdown::new();
+    let bad = Waker::from(Arc::new(Panics));
+    let counts = Arc::new(Counts(AtomicUsize::new(0)));
+    let good = Waker::from(counts.clone());
+    let mut first = Box::pin(s.triggered());
+    let mut second = Box::pin(s.triggered());
+    assert!(first
+        .as_mut()
+        .poll(&mut Context::from_waker(&bad))
+        .is_pending());
+    assert!(second
+        .as_mut()
+        .poll(&mut Context::from_waker(&good))
+        .is_pending());
+    s.request();
+    assert_eq!(counts.0.load(Ordering::SeqCst), 1);
+}

@@ -124,16 +124,23 @@ impl<J> Shared<J> {
 fn worker<J, F: Fn(J, &Shutdown)>(shared: &Shared<J>, name: &str, work: &F) {
     loop {
         let l = shared.changed.listen();
+        // The guard comes before the trigger check and the pop: while it is
+        // held the stage cannot drain, so a job never starts after its stage
+        // drained (and the stages after it started).
+        let running = shared.stage.guard_named(format!("{name} job"));
         if shared.stage.is_triggered() {
             return;
         }
         let job = shared.lock().pop_front();
         match job {
             Some(job) => {
-                let _running = shared.stage.guard_named(format!("{name} job"));
                 work(job, &shared.stage);
+                drop(running);
             }
-            None => l.wait(),
+            None => {
+                drop(running);
+                l.wait();
+            }
         }
     }
 }

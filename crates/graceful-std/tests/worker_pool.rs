@@ -63,3 +63,33 @@ fn idle_workers_exit_at_once_on_the_trigger() {
     assert!(t0.elapsed() < Duration::from_millis(500));
     assert!(shutdown.is_drained());
 }
+
+/// A job never starts after its stage drained: stress the window between a
+/// worker's trigger check and its pop, with jobs arriving while the stage
+/// is triggered.
+#[test]
+fn no_job_starts_after_its_stage_drained() {
+    for _ in 0..200 {
+        let shutdown = Shutdown::new();
+        let late = Arc::new(AtomicUsize::new(0));
+        let pool = {
+            let late = late.clone();
+            WorkerPool::new(&shutdown, "jobs", 2, move |_: u32, stage: &Shutdown| {
+                if stage.is_drained() {
+                    late.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+            .unwrap()
+        };
+        for job in 0..50 {
+            let _ = pool.submit(job);
+        }
+        shutdown.request();
+        pool.join(Some(Instant::now() + Duration::from_secs(10)));
+        assert_eq!(
+            late.load(Ordering::SeqCst),
+            0,
+            "a job started after its stage drained"
+        );
+    }
+}
