@@ -272,22 +272,43 @@ pub fn b15_pre_drain_keeps_accepting_then_refuses<A: Adapter>() {
         .first_request_grace(Duration::from_secs(1))
         .progress_every(None);
     let mut server = Server::<A>::start(Options::config(config).manual());
+    // Idle at the trigger, like a pooled keep-alive connection.
+    let mut pooled = server.connect();
+    pooled.roundtrip("before", "before");
     server.stop();
     assert!(server
         .clock()
         .wait_for_sleep(Duration::from_secs(5), PATIENCE));
     let mut during = server.connect();
-    // Armed: the pre-drain delay and this connection's grace.
-    assert!(server.clock().wait_for_sleeps(2, PATIENCE));
     during.roundtrip("still serving", "still serving");
+    // Past the first-request grace, still within the delay: neither the
+    // pooled connection nor the new one is cut, both are still served.
+    server.clock().advance(Duration::from_secs(2));
+    assert!(
+        pooled.silent_for(Duration::from_millis(50)),
+        "an idle connection closed during the pre-drain delay"
+    );
+    pooled.roundtrip("reused", "reused");
     assert!(
         during.silent_for(Duration::from_millis(50)),
-        "closed within its grace"
+        "a connection accepted during the delay closed within it"
+    );
+    during.roundtrip("slow to send", "slow to send");
+    // The delay ends: the listener closes, idle connections from before
+    // the trigger end now; the late one after its grace.
+    server.clock().advance(Duration::from_secs(3));
+    assert!(refused_within(server.addr, Duration::from_millis(500)));
+    // (The late connections' grace is armed before any read ends.)
+    assert!(
+        pooled.closed_within(PATIENCE),
+        "reads end when the listener closes"
+    );
+    assert!(
+        during.silent_for(Duration::from_millis(50)),
+        "closed before its grace"
     );
     server.clock().advance(Duration::from_secs(1));
     assert!(during.closed_within(PATIENCE), "reads end after the grace");
-    server.clock().advance(Duration::from_secs(4));
-    assert!(refused_within(server.addr, Duration::from_millis(500)));
     assert!(server.outcome().is_drained());
 }
 

@@ -15,11 +15,11 @@ fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
 }
 
 #[test]
-fn trigger_ends_blocked_reads_but_keeps_received_data_and_writes() {
+fn ending_reads_ends_blocked_reads_but_keeps_received_data_and_writes() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let shutdown = Shutdown::new();
     let conns = Connections::new();
-    conns.attach(&shutdown, true);
+    conns.attach(&shutdown);
 
     let (mut idle_client, mut idle) = pair(&listener);
     let idle_track = conns.register(&shutdown, &idle, idle_client.local_addr().unwrap(), "conn");
@@ -37,6 +37,8 @@ fn trigger_ends_blocked_reads_but_keeps_received_data_and_writes() {
     std::thread::sleep(Duration::from_millis(50));
     let triggered = Instant::now();
     shutdown.request();
+    // What a server does when its listener closes.
+    conns.shutdown_reads();
     let (n, woke) = reader.join().unwrap();
     assert_eq!(n, 0, "an idle read ends with end-of-stream");
     assert!(woke.duration_since(triggered) < Duration::from_millis(100));
@@ -64,20 +66,21 @@ fn connections_registered_after_the_trigger_are_late_and_force_cuts_all() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let shutdown = Shutdown::new();
     let conns = Connections::new();
-    conns.attach(&shutdown, true);
+    conns.attach(&shutdown);
     let _keep = shutdown.guard();
     shutdown.request();
 
-    // Late: its reads are not ended at once, so a request still on its way
-    // is not lost; the server ends them after the grace through a closer.
+    // Late: its reads are not ended with the others, so a request still on
+    // its way is not lost; the server ends them after the grace.
     let (mut client, mut late) = pair(&listener);
     let track = conns.register(&shutdown, &late, client.local_addr().unwrap(), "conn");
     assert!(track.is_late());
+    conns.shutdown_reads();
     client.write_all(b"req\n").unwrap();
     let mut buf = [0u8; 4];
     late.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"req\n");
-    track.closer().shutdown_read();
+    conns.shutdown_late_reads();
     assert_eq!(late.read(&mut buf).unwrap(), 0);
 
     shutdown.force(ForceCause::Deadline);
@@ -132,6 +135,31 @@ fn below_waits_for_a_connection_to_end() {
     t.join().unwrap();
 }
 
+/// A close that lands between a waiter's own check and its wait is not
+/// lost: `wake_waiters` is sticky, and a full server's accept thread that
+/// waits for room afterwards returns at once instead of waiting forever.
+#[test]
+fn a_wait_for_room_that_starts_after_the_close_returns_at_once() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let shutdown = Shutdown::new();
+    let conns = Connections::new();
+    let (c, s) = pair(&listener);
+    let _track = conns.register(&shutdown, &s, c.local_addr().unwrap(), "conn");
+    conns.wake_waiters();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = conns.clone();
+    std::thread::spawn(move || tx.send(waiter.wait_below(1, None)).unwrap());
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(5)),
+        Ok(false),
+        "the wait for room missed the close"
+    );
+    assert!(
+        !conns.wait_empty(Duration::from_millis(20)),
+        "wait_empty still waits for the connection"
+    );
+}
+
 #[test]
 fn a_connection_registered_during_the_trigger_is_late_and_keeps_its_reads() {
     // The window: the trigger bit is set, the read-ending hook has not run
@@ -150,8 +178,9 @@ fn a_connection_registered_during_the_trigger_is_late_and_keeps_its_reads() {
             *registered.lock().unwrap() = Some(track);
         });
     }
-    conns.attach(&shutdown, true);
+    conns.attach(&shutdown);
     shutdown.request();
+    conns.shutdown_reads();
     let track = registered.lock().unwrap().take().unwrap();
     assert!(track.is_late(), "registered after the trigger bit");
     // Its request arrives a moment later and is still read.

@@ -13,20 +13,27 @@ use crate::service::{Activity, GracefulService};
 use crate::{BoxError, HttpService};
 
 /// Serves one accepted connection over HTTP/1.1 or HTTP/2 (prior knowledge,
-/// detected from the first bytes), and winds it down when `conn`'s server is
-/// triggered:
+/// detected from the first bytes), and winds it down when `conn`'s server
+/// stops:
 ///
-/// - a connection that has served requests is told to shut down gracefully
-///   at once: an idle HTTP/1 keep-alive connection closes, a busy one
-///   finishes its response (marked `Connection: close`) and closes; HTTP/2
-///   sends GOAWAY and lets open streams finish (B7, B12, B13);
+/// - at the trigger, an HTTP/2 connection gets GOAWAY and its open streams
+///   finish; an HTTP/1 connection keeps serving, each response marked
+///   `Connection: close` (so pooled clients move elsewhere, and the
+///   connection closes after it);
+/// - when the listener closes (at the trigger, or after the pre-drain
+///   delay), an idle HTTP/1 keep-alive connection closes; until then a
+///   pooled client may still reuse it;
 /// - a connection that has not sent a request yet gets
 ///   `config.first_request_grace` to send one, which is served with
-///   `Connection: close`; after the grace it is closed (B7);
+///   `Connection: close`; after the grace it is closed. The grace bounds
+///   only that wait: a request read is served to its end, however long
+///   it takes;
 /// - upgraded connections (WebSocket) are handed to their handler and not
-///   cut here; their stream keeps the connection's guard (B16);
-/// - closes are staged (write side first, linger) so clients read their
-///   response rather than a reset (B12).
+///   cut here; their stream keeps the connection's guard; a `101` response
+///   keeps `Connection: upgrade` alone;
+/// - closes are staged (write side first, a linger only when the client
+///   may still be sending) so clients read their response rather than a
+///   reset.
 ///
 /// Forcing is the caller's: the core's `run_conn` drops this future when
 /// the server is forced, and the connection registry shuts the socket.
@@ -44,7 +51,7 @@ where
 {
     let activity = Arc::new(Activity::default());
     let service = GracefulService::new(service, conn.clone(), activity.clone());
-    let io = Io::new(io, rt.clone(), options.linger);
+    let io = Io::with_activity(io, rt.clone(), options.linger, activity.clone());
 
     let mut builder = auto::Builder::new(Exec(rt.clone()));
     if let Some(timer) = options.timer {
@@ -57,8 +64,16 @@ where
     if let Either::Left((done, _)) = select(connection.as_mut(), pin!(conn.triggered())).await {
         return done;
     }
+    // HTTP/1 keeps serving until the listener closes (its responses now
+    // carry `Connection: close`); HTTP/2 gets its GOAWAY now.
+    if !activity.is_http2() {
+        let closed = pin!(conn.listener_closed());
+        if let Either::Left((done, _)) = select(connection.as_mut(), closed).await {
+            return done;
+        }
+    }
 
-    // New at the trigger: give it its grace to send a first request.
+    // Nothing sent yet: the grace to send a first request.
     if activity.requests() == 0 {
         let grace = options.first_request_grace;
         let first = pin!(activity.first_request());
@@ -68,7 +83,12 @@ where
             return done;
         }
     }
-    connection.as_mut().graceful_shutdown();
+    // An HTTP/1 response still being produced is marked `Connection:
+    // close` and ends the connection by itself; hyper's graceful shutdown
+    // would also append `close` to a `101` upgrade's `Connection: upgrade`.
+    if activity.is_http2() || activity.in_flight() == 0 {
+        connection.as_mut().graceful_shutdown();
+    }
     connection.await
 }
 

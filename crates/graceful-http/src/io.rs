@@ -2,22 +2,30 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use graceful_core::Runtime;
+
+use crate::service::Activity;
 use hyper::rt::{Read, ReadBuf, ReadBufCursor, Write};
 
-/// A connection's I/O with a staged close (B12): when hyper shuts the
-/// connection down after its last response, the write side is shut first,
-/// then what the client still sends is read and discarded until it closes
-/// its side or `linger` passes, and only then is the socket dropped.
-/// Closing a socket with unread data makes the kernel send a reset, which
-/// can destroy the response the client has not read yet.
+/// A connection's I/O with a staged close: when hyper shuts the connection
+/// down after its last response, the write side is shut first. Closing a
+/// socket with unread data makes the kernel send a reset, which can destroy
+/// the response the client has not read yet; so when the client may still
+/// be sending (request bytes are already pending, or the last request came
+/// with a body the handler may not have read to its end), what it sends is
+/// read and discarded until it closes its side or `linger` passes, and only
+/// then is the socket dropped. Otherwise the socket closes at once, so the
+/// process can exit right after its last response (as nginx's
+/// `lingering_close auto`).
 pub struct Io<I, R: Runtime> {
     inner: I,
     rt: R,
     linger: Duration,
+    activity: Option<Arc<Activity>>,
     close: Close<R::Sleep>,
 }
 
@@ -28,13 +36,29 @@ enum Close<S> {
 }
 
 impl<I, R: Runtime> Io<I, R> {
-    /// Wraps `inner`; the close lingers at most `linger`.
+    /// Wraps `inner`; the close lingers at most `linger`, and only when
+    /// request bytes are pending at the close.
     pub fn new(inner: I, rt: R, linger: Duration) -> Self {
         Io {
             inner,
             rt,
             linger,
+            activity: None,
             close: Close::Open,
+        }
+    }
+
+    /// Wraps `inner` for a connection whose requests `activity` sees: the
+    /// close also lingers after a request that came with a body.
+    pub(crate) fn with_activity(
+        inner: I,
+        rt: R,
+        linger: Duration,
+        activity: Arc<Activity>,
+    ) -> Self {
+        Io {
+            activity: Some(activity),
+            ..Io::new(inner, rt, linger)
         }
     }
 
@@ -97,29 +121,52 @@ impl<I: Read + Write + Unpin, R: Runtime> Write for Io<I, R> {
             match &mut this.close {
                 Close::Open => {
                     ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
-                    if this.linger.is_zero() {
-                        this.close = Close::Done;
+                    this.close = if this.linger.is_zero() {
+                        Close::Done
                     } else {
-                        this.close = Close::Lingering(Box::pin(this.rt.sleep(this.linger)));
-                    }
+                        match discard(&mut this.inner, cx) {
+                            // Bytes pending: the client is still sending.
+                            Poll::Ready(Some(true)) => {
+                                Close::Lingering(Box::pin(this.rt.sleep(this.linger)))
+                            }
+                            // It closed its side, or the socket failed.
+                            Poll::Ready(_) => Close::Done,
+                            // Nothing pending: linger only if the last
+                            // request's body may still be on its way.
+                            Poll::Pending
+                                if this.activity.as_ref().is_some_and(|a| a.had_body()) =>
+                            {
+                                Close::Lingering(Box::pin(this.rt.sleep(this.linger)))
+                            }
+                            Poll::Pending => Close::Done,
+                        }
+                    };
                 }
                 Close::Lingering(timer) => {
-                    let mut scratch = [0u8; 1024];
-                    let mut buf = ReadBuf::new(&mut scratch);
-                    match Pin::new(&mut this.inner).poll_read(cx, buf.unfilled()) {
-                        // The client closed its side, or the socket failed:
-                        // nothing more to wait for.
-                        Poll::Ready(Ok(())) if buf.filled().is_empty() => this.close = Close::Done,
-                        Poll::Ready(Err(_)) => this.close = Close::Done,
-                        Poll::Ready(Ok(())) => continue,
-                        Poll::Pending => {
-                            ready!(timer.as_mut().poll(cx));
-                            this.close = Close::Done;
-                        }
+                    // The timer first: a client that keeps sending cannot
+                    // hold the linger past its limit.
+                    if timer.as_mut().poll(cx).is_ready() {
+                        this.close = Close::Done;
+                        continue;
+                    }
+                    match ready!(discard(&mut this.inner, cx)) {
+                        Some(true) => continue,
+                        _ => this.close = Close::Done,
                     }
                 }
                 Close::Done => return Poll::Ready(Ok(())),
             }
         }
+    }
+}
+
+/// Reads and discards what the client sent: `Some(true)` if it read bytes,
+/// `Some(false)` at end-of-stream, `None` on an error.
+fn discard<I: Read + Unpin>(inner: &mut I, cx: &mut Context<'_>) -> Poll<Option<bool>> {
+    let mut scratch = [0u8; 1024];
+    let mut buf = ReadBuf::new(&mut scratch);
+    match ready!(Pin::new(inner).poll_read(cx, buf.unfilled())) {
+        Ok(()) => Poll::Ready(Some(!buf.filled().is_empty())),
+        Err(_) => Poll::Ready(None),
     }
 }

@@ -1,9 +1,9 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use event_listener::Event;
 use graceful_core::Conn;
@@ -18,12 +18,33 @@ use pin_project_lite::pin_project;
 #[derive(Default)]
 pub(crate) struct Activity {
     requests: AtomicUsize,
+    /// Requests whose response head is not produced yet.
+    in_flight: AtomicUsize,
+    http2: AtomicBool,
+    /// The last HTTP/1 request came with a body (which the handler may not
+    /// have read to its end).
+    body: AtomicBool,
     first: Event,
 }
 
 impl Activity {
     pub(crate) fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests whose response is not produced yet.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Whether the connection has carried an HTTP/2 request.
+    pub(crate) fn is_http2(&self) -> bool {
+        self.http2.load(Ordering::SeqCst)
+    }
+
+    /// Whether the last request came with a body.
+    pub(crate) fn had_body(&self) -> bool {
+        self.body.load(Ordering::SeqCst)
     }
 
     /// Resolves once a request arrived.
@@ -89,12 +110,21 @@ where
     type Future = MarkClose<S::Future>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        self.activity.request();
         let http1 = req.version() <= Version::HTTP_11;
+        if !http1 {
+            self.activity.http2.store(true, Ordering::SeqCst);
+        }
+        self.activity.body.store(
+            !http_body::Body::is_end_stream(req.body()),
+            Ordering::SeqCst,
+        );
+        self.activity.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.activity.request();
         req.extensions_mut().insert(self.conn.clone());
         MarkClose {
             inner: self.inner.call(req),
             conn: http1.then(|| self.conn.clone()),
+            in_flight: Some(InFlight(self.activity.clone())),
         }
     }
 }
@@ -107,6 +137,17 @@ pin_project! {
         // Set for HTTP/1 requests only: HTTP/2 has no `Connection` header
         // (its GOAWAY does the job).
         conn: Option<Conn>,
+        in_flight: Option<InFlight>,
+    }
+}
+
+/// One request in flight until its response head is produced (or the
+/// handler is dropped).
+pub(crate) struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -118,9 +159,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut res = match this.inner.poll(cx) {
-            Poll::Ready(Ok(res)) => res,
-            other => return other,
+        let result = ready!(this.inner.poll(cx));
+        this.in_flight.take();
+        let mut res = match result {
+            Ok(res) => res,
+            Err(e) => return Poll::Ready(Err(e)),
         };
         if let Some(conn) = this.conn {
             if conn.is_triggered() && res.status() != StatusCode::SWITCHING_PROTOCOLS {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use event_listener::{Event, Listener};
 use graceful_core::server::{
-    close_signal, end_reads_after, is_fatal_accept_error, run_conn, Backoff, Connections,
+    close_signal, is_fatal_accept_error, run_conn, take_backlog, Backoff, Connections,
     HandlerOutput, ServerScope,
 };
 use graceful_core::{block_on, Conn, Outcome, Reason, ServeConfig, Shutdown};
@@ -62,13 +62,14 @@ where
 
     let (done_tx, done_rx) = futures_channel::oneshot::channel();
     let mut accept = AcceptLoop {
-        rt: rt.clone(),
-        grace: config.first_request_grace,
+        ctx: Ctx {
+            rt: rt.clone(),
+            local,
+            scope: scope.clone(),
+            closing: closing.clone(),
+        },
         listener,
-        local,
         root: shutdown.clone(),
-        scope: scope.clone(),
-        closing: closing.clone(),
         max: config.max_connections,
         handler,
     };
@@ -85,7 +86,7 @@ where
         // The accept thread died (a panic while accepting): the listener is
         // gone with it; release it so the drain does not wait for it.
         tracing::error!("{}: the accept thread ended abnormally", scope.name);
-        scope.listener_closed(0);
+        scope.listener_closed(rt, 0);
     }
     drop(wake);
     Ok(scope.drain(rt).await)
@@ -164,15 +165,19 @@ impl Closing {
 }
 
 struct AcceptLoop<R, H> {
-    rt: R,
-    grace: Duration,
+    ctx: Ctx<R>,
     listener: TcpListener,
-    local: SocketAddr,
     root: Shutdown,
-    scope: Arc<ServerScope>,
-    closing: Arc<Closing>,
     max: Option<usize>,
     handler: H,
+}
+
+/// What serving one connection needs, apart from the handler.
+struct Ctx<R> {
+    rt: R,
+    local: SocketAddr,
+    scope: Arc<ServerScope>,
+    closing: Arc<Closing>,
 }
 
 impl<R, H, Fut> AcceptLoop<R, H>
@@ -184,24 +189,23 @@ where
 {
     fn run(&mut self) {
         let mut backoff = Backoff::new();
-        'accepting: while !self.closing.is_set() {
+        'accepting: while !self.ctx.closing.is_set() {
             if let Some(max) = self.max {
-                while self.scope.conns.len() >= max {
-                    if self.closing.is_set() {
-                        break 'accepting;
-                    }
-                    self.scope.conns.wait_below(max, None);
+                // `wait_below` returns false once closing started, also when
+                // it started between the loop's check and this wait.
+                if !self.ctx.scope.conns.wait_below(max, None) {
+                    break 'accepting;
                 }
             }
             match self.listener.accept() {
                 Ok((stream, peer)) => {
                     backoff.reset();
-                    self.serve(stream, peer);
+                    self.ctx.serve(&mut self.handler, stream, peer);
                 }
                 Err(e) if is_fatal_accept_error(&e) => {
                     tracing::error!(
                         "{}: accept failed, the listener is unusable: {e}; stopping",
-                        self.scope.name
+                        self.ctx.scope.name
                     );
                     self.root.trigger(Reason::error(e));
                     break;
@@ -210,51 +214,63 @@ where
                     let delay = backoff.next_delay();
                     tracing::warn!(
                         "{}: accept failed: {e}; retrying in {delay:?}",
-                        self.scope.name
+                        self.ctx.scope.name
                     );
-                    self.closing.pause(delay);
+                    self.ctx.closing.pause(delay);
                 }
             }
         }
         // Serve what the kernel already queued, then close the listener.
         let mut queued = 0;
         if self.listener.set_nonblocking(true).is_ok() {
-            loop {
-                match self.listener.accept() {
-                    Ok((stream, peer)) => {
-                        if !self.closing.is_wake(peer) {
-                            queued += 1;
-                        }
-                        self.serve(stream, peer);
+            let Self {
+                listener,
+                ctx,
+                handler,
+                ..
+            } = self;
+            let mut wakes = 0;
+            queued = take_backlog(
+                &ctx.scope.name,
+                || match listener.accept() {
+                    Ok(conn) => Ok(Some(conn)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                    Err(e) => Err(e),
+                },
+                |(stream, peer)| {
+                    if !ctx.serve(handler, stream, peer) {
+                        wakes += 1;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if is_fatal_accept_error(&e) => break,
-                    Err(_) => {}
-                }
-            }
+                },
+            );
+            queued -= wakes;
         }
-        self.scope.listener_closed(queued);
+        self.ctx.scope.listener_closed(&self.ctx.rt, queued);
     }
+}
 
-    fn serve(&mut self, stream: TcpStream, peer: SocketAddr) {
+impl<R: graceful_core::Runtime> Ctx<R> {
+    /// Serves one accepted connection on a thread of its own; returns false
+    /// for the server's own waking connection, which is not served.
+    fn serve<H, Fut>(&self, handler: &mut H, stream: TcpStream, peer: SocketAddr) -> bool
+    where
+        H: FnMut(Stream, Conn) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: HandlerOutput,
+    {
         if self.closing.is_wake(peer) {
-            return;
+            return false;
         }
         if let Err(e) = stream.set_nonblocking(false) {
             tracing::warn!("{}: dropping connection {peer}: {e}", self.scope.name);
-            return;
+            return true;
         }
         let track = self
             .scope
             .conns
             .register(&self.scope.shutdown, &stream, peer, "conn");
-        if track.is_late() {
-            let rt = self.rt.clone();
-            self.rt
-                .spawn(end_reads_after(rt, track.closer(), self.grace));
-        }
-        let conn = Conn::new(peer, self.local, self.scope.shutdown.clone());
-        let work = (self.handler)(Stream::new(stream, track), conn);
+        let conn = self.scope.conn(peer, self.local);
+        let work = handler(Stream::new(stream, track), conn);
         let server = self.scope.shutdown.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("conn {peer}"))
@@ -262,5 +278,6 @@ where
         if let Err(e) = spawned {
             tracing::error!("{}: no thread for connection {peer}: {e}", self.scope.name);
         }
+        true
     }
 }

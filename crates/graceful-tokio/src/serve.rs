@@ -3,7 +3,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::task::{Context, Poll};
 
-use graceful_core::server::{self, accept_queued_std, Accept, HandlerOutput};
+use graceful_core::server::{self, Accept, HandlerOutput};
 use graceful_core::{Conn, Outcome, ServeConfig, Shutdown};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -20,9 +20,14 @@ impl Accept for Listener {
     }
 
     fn accept_queued(&mut self) -> io::Result<Option<(TcpStream, SocketAddr)>> {
-        match accept_queued_std(&self.0)? {
-            Some((stream, peer)) => Ok(Some((TcpStream::from_std(stream)?, peer))),
-            None => Ok(None),
+        // tokio has no `try_accept`: one poll with a waker that does nothing
+        // takes a queued connection or says the backlog is empty, on the
+        // listener itself (no duplicate descriptor, which would fail when
+        // the process is out of descriptors).
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        match self.0.poll_accept(&mut cx) {
+            Poll::Ready(accepted) => accepted.map(Some),
+            Poll::Pending => Ok(None),
         }
     }
 

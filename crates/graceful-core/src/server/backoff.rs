@@ -60,6 +60,15 @@ pub fn is_fatal_accept_error(e: &io::Error) -> bool {
     )
 }
 
+/// Whether an `accept` error means the process (EMFILE) or the system
+/// (ENFILE) is out of descriptors: no accept succeeds until a connection
+/// ends.
+pub fn is_out_of_descriptors(e: &io::Error) -> bool {
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    matches!(e.raw_os_error(), Some(ENFILE | EMFILE))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +88,9 @@ mod tests {
         let econnaborted = io::Error::from_raw_os_error(103);
         let ebadf = io::Error::from_raw_os_error(9);
         assert!(!is_fatal_accept_error(&emfile));
+        assert!(is_out_of_descriptors(&emfile));
+        assert!(is_out_of_descriptors(&io::Error::from_raw_os_error(23)));
+        assert!(!is_out_of_descriptors(&econnaborted));
         assert!(!is_fatal_accept_error(&econnaborted));
         assert!(is_fatal_accept_error(&ebadf));
         assert!(!is_fatal_accept_error(&io::Error::from(

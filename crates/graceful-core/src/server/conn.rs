@@ -14,16 +14,48 @@ pub struct Conn {
     peer: SocketAddr,
     local: SocketAddr,
     shutdown: Shutdown,
+    /// Triggered when the server's listener closed.
+    listener: Shutdown,
 }
 
 impl Conn {
-    /// A connection from `peer` to `local`, served under `shutdown`.
+    /// A connection from `peer` to `local`, served under `shutdown`, whose
+    /// listener counts as closed at the trigger. Servers with a pre-drain
+    /// delay use [`ServerScope::conn`](super::ServerScope::conn) instead.
     pub fn new(peer: SocketAddr, local: SocketAddr, shutdown: Shutdown) -> Conn {
         Conn {
             peer,
             local,
+            listener: shutdown.clone(),
             shutdown,
         }
+    }
+
+    pub(crate) fn with_listener(
+        peer: SocketAddr,
+        local: SocketAddr,
+        shutdown: Shutdown,
+        listener: Shutdown,
+    ) -> Conn {
+        Conn {
+            peer,
+            local,
+            shutdown,
+            listener,
+        }
+    }
+
+    /// Whether the server's listener has closed: the pre-drain delay (if
+    /// any) is over and the server only drains now.
+    pub fn is_listener_closed(&self) -> bool {
+        self.listener.is_triggered()
+    }
+
+    /// Resolves when the server's listener has closed (at the trigger, or
+    /// after the pre-drain delay): the moment to end a connection that is
+    /// idle, since no client is routed here any more.
+    pub fn listener_closed(&self) -> Triggered {
+        self.listener.triggered()
     }
 
     /// The client's address.

@@ -8,13 +8,12 @@
 //!    the adapters tie to the connection's stream: the socket closes when
 //!    the stream does.
 //! 2. A connection is *late* if its server was triggered when it was
-//!    registered; lateness is decided under the `live` lock, which the
-//!    trigger's `shutdown_reads` hook also holds while it walks the entries
-//!    (and the trigger bit is set before hooks run). So every connection is
-//!    either registered before the walk and not late (its reads end at the
-//!    trigger) or late (its reads end after the first-request grace, by its
-//!    server); the walk skips late entries, so one accepted just after the
-//!    trigger never loses the request it is about to send.
+//!    registered (accepted during the pre-drain delay, or from the backlog
+//!    at close): it may not have sent its first request yet. The server
+//!    ends the reads of the others when its listener closes, after its last
+//!    registration, and those of the late ones after the first-request
+//!    grace, so one accepted just after the trigger never loses the request
+//!    it is about to send.
 //! 3. Entries carry a unique id: a [`Closer`] acts only on the entry it was
 //!    made for, never on a later connection that reused the slot.
 
@@ -41,6 +40,7 @@ pub struct Connections {
     live: Mutex<Slab<Entry>>,
     next_id: std::sync::atomic::AtomicU64,
     ended: Event,
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Connections {
@@ -50,16 +50,14 @@ impl Connections {
             live: Mutex::new(Slab::default()),
             next_id: std::sync::atomic::AtomicU64::new(0),
             ended: Event::new(),
+            closing: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
-    /// Ends reads on `server`'s trigger (when `close_idle`) and cuts every
-    /// connection when `server` is forced.
-    pub fn attach(self: &Arc<Self>, server: &Shutdown, close_idle: bool) {
-        if close_idle {
-            let conns = self.clone();
-            server.on_shutdown(move |_| conns.shutdown_reads());
-        }
+    /// Cuts every connection when `server` is forced. (Reads are ended by
+    /// the server when its listener closes: see
+    /// [`ServerScope::listener_closed`](super::ServerScope::listener_closed).)
+    pub fn attach(self: &Arc<Self>, server: &Shutdown) {
         let conns = self.clone();
         server.on_forced(move |_| conns.shutdown_all());
     }
@@ -79,6 +77,14 @@ impl Connections {
     /// is still read.
     pub fn shutdown_reads(&self) {
         for entry in lock(&self.live).iter().filter(|e| !e.late) {
+            entry.shutdown(How::Read);
+        }
+    }
+
+    /// Shuts down the read half of every live late connection, once their
+    /// first-request grace is over.
+    pub fn shutdown_late_reads(&self) {
+        for entry in lock(&self.live).iter().filter(|e| e.late) {
             entry.shutdown(How::Read);
         }
     }
@@ -153,10 +159,14 @@ impl Connections {
         }
     }
 
-    /// Wakes everything waiting in [`below`](Self::below) or
-    /// [`wait_below`](Self::wait_below), so it can re-check its own
-    /// conditions (a server that is closing).
+    /// Marks the registry closing and wakes everything waiting in
+    /// [`below`](Self::below) or [`wait_below`](Self::wait_below), so it can
+    /// re-check its own conditions (a server that is closing). Sticky: a
+    /// [`wait_below`](Self::wait_below) that starts afterwards returns at
+    /// once, so a close that lands between a waiter's own check and its
+    /// wait is not lost.
     pub fn wake_waiters(&self) {
+        self.closing.store(true, Ordering::SeqCst);
         self.ended.notify(usize::MAX);
     }
 
@@ -174,9 +184,20 @@ impl Connections {
         }
     }
 
-    /// Blocks until fewer than `max` connections are live or `until` passes;
-    /// returns whether there is room.
+    /// Blocks until fewer than `max` connections are live, `until` passes,
+    /// or [`wake_waiters`](Self::wake_waiters) was called; returns whether
+    /// there is room.
     pub fn wait_below(&self, max: usize, until: Option<Instant>) -> bool {
+        self.wait_room(max, until, true)
+    }
+
+    /// Blocks until no connection is live or `timeout` passes; returns
+    /// whether none is.
+    pub fn wait_empty(&self, timeout: Duration) -> bool {
+        self.wait_room(1, Some(Instant::now() + timeout), false)
+    }
+
+    fn wait_room(&self, max: usize, until: Option<Instant>, stop_on_close: bool) -> bool {
         loop {
             if self.len() < max {
                 return true;
@@ -184,6 +205,9 @@ impl Connections {
             let l = self.ended.listen();
             if self.len() < max {
                 return true;
+            }
+            if stop_on_close && self.closing.load(Ordering::SeqCst) {
+                return false;
             }
             match until {
                 None => l.wait(),
@@ -194,12 +218,6 @@ impl Connections {
                 }
             }
         }
-    }
-
-    /// Blocks until no connection is live or `timeout` passes; returns
-    /// whether none is.
-    pub fn wait_empty(&self, timeout: Duration) -> bool {
-        self.wait_below(1, Some(Instant::now() + timeout))
     }
 }
 

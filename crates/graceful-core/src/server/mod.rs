@@ -12,10 +12,10 @@ mod scope;
 #[cfg(unix)]
 mod serve;
 
-pub use backoff::{is_fatal_accept_error, Backoff};
+pub use backoff::{is_fatal_accept_error, is_out_of_descriptors, Backoff};
 pub use config::ServeConfig;
 pub use conn::{Conn, HandlerOutput};
 pub use connections::{Closer, ConnTrack, Connections};
 pub use scope::ServerScope;
 #[cfg(unix)]
-pub use serve::{accept_queued_std, close_signal, end_reads_after, run_conn, serve, Accept};
+pub use serve::{close_signal, run_conn, serve, take_backlog, Accept};

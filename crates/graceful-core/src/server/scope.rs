@@ -1,7 +1,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use super::{Connections, ServeConfig};
+use super::{Conn, Connections, ServeConfig};
 use crate::drain::Outcome;
 use crate::guard::NamedGuard;
 use crate::runtime::Runtime;
@@ -24,6 +24,8 @@ pub struct ServerScope {
     /// backlog connection was registered would count as drained, and that
     /// connection would go untracked.
     listening: Mutex<Option<NamedGuard>>,
+    /// Triggered once the listener closed: the moment idle connections end.
+    closed: Shutdown,
     config: ServeConfig,
 }
 
@@ -36,32 +38,64 @@ impl ServerScope {
             .unwrap_or_else(|| format!("server {local}"));
         let shutdown = parent.child_named(name.clone());
         let conns = Connections::new();
-        conns.attach(&shutdown, config.close_idle);
+        conns.attach(&shutdown);
         let listening = shutdown.guard_named(format!("listener {local}"));
         ServerScope {
             name,
             shutdown,
             conns,
             listening: Mutex::new(Some(listening)),
+            closed: Shutdown::new(),
             config: config.clone(),
         }
     }
 
+    /// What the handler of a connection from `peer` to `local` knows of it
+    /// and of this server.
+    pub fn conn(&self, peer: SocketAddr, local: SocketAddr) -> Conn {
+        Conn::with_listener(peer, local, self.shutdown.clone(), self.closed.clone())
+    }
+
     /// Records that the listener closed, after taking `queued` connections
-    /// from its backlog: releases its guard and logs it. Calling it again
-    /// releases nothing more.
-    pub fn listener_closed(&self, queued: usize) {
-        drop(
-            self.listening
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take(),
-        );
+    /// from its backlog, and winds the idle connections down: HTTP
+    /// connections see [`Conn::listener_closed`]; with
+    /// [`ServeConfig::close_idle`], the reads of the connections accepted
+    /// before the trigger end now, and those of the connections accepted
+    /// after it (during the pre-drain delay, from the backlog) end after the
+    /// first-request grace, timed on `rt`. Until now, during the pre-drain
+    /// delay, idle connections stayed open: a pooled client may reuse one
+    /// at any moment. Then releases the listener's guard. Calling it again
+    /// does nothing more.
+    pub fn listener_closed<R: Runtime>(&self, rt: &R, queued: usize) {
+        let Some(listening) = self
+            .listening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return;
+        };
+        self.closed.request();
+        if self.config.close_idle {
+            // The grace is timed from here, before any read ends.
+            let (conns, grace, sleep) = (
+                self.conns.clone(),
+                self.config.first_request_grace,
+                rt.sleep(self.config.first_request_grace),
+            );
+            self.conns.shutdown_reads();
+            rt.spawn(async move {
+                sleep.await;
+                tracing::trace!("first-request grace of {grace:?} over: ending late reads");
+                conns.shutdown_late_reads();
+            });
+        }
         tracing::info!(
             "{}: listener closed ({queued} queued connection(s) taken); {} connection(s) to drain",
             self.name,
             self.conns.len()
         );
+        drop(listening);
     }
 
     /// Drains the server's connections with the configured deadline,

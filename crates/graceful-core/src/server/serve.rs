@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures_util::future::{select, Either, FutureExt};
 
-use super::{Backoff, Closer, Conn, ConnTrack, HandlerOutput, ServeConfig, ServerScope};
+use super::{Backoff, Conn, ConnTrack, HandlerOutput, ServeConfig, ServerScope};
 use crate::drain::Outcome;
 use crate::reason::Reason;
 use crate::runtime::Runtime;
@@ -35,27 +35,6 @@ pub trait Accept: Send + 'static {
 
     /// The address the listener is bound to.
     fn local_addr(&self) -> io::Result<SocketAddr>;
-}
-
-/// Accepts one queued connection from a listening socket without waiting,
-/// through a duplicate of its descriptor (so it works whatever runtime has
-/// the listener registered): a helper for [`Accept::accept_queued`].
-///
-/// The returned stream is set non-blocking.
-#[cfg(unix)]
-pub fn accept_queued_std(
-    listener: &impl AsFd,
-) -> io::Result<Option<(std::net::TcpStream, SocketAddr)>> {
-    let dup = std::net::TcpListener::from(listener.as_fd().try_clone_to_owned()?);
-    dup.set_nonblocking(true)?;
-    match dup.accept() {
-        Ok((stream, peer)) => {
-            stream.set_nonblocking(true)?;
-            Ok(Some((stream, peer)))
-        }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 /// The most queued connections served at close; a bound so a flood cannot
@@ -98,13 +77,9 @@ where
     let scope = ServerScope::new(shutdown, &config, local);
     let (name, server, conns) = (&scope.name, &scope.shutdown, &scope.conns);
 
-    let grace = config.first_request_grace;
     let mut spawn_conn = |stream: A::Stream, peer: SocketAddr| {
         let track = conns.register(server, &stream, peer, "conn");
-        if track.is_late() {
-            rt.spawn(end_reads_after(rt.clone(), track.closer(), grace));
-        }
-        let conn = Conn::new(peer, local, server.clone());
+        let conn = scope.conn(peer, local);
         let work = handler(stream, track, conn);
         rt.spawn(run_conn(work, server.clone(), peer));
     };
@@ -157,21 +132,73 @@ where
 
     // Serve what the kernel already queued, then close the listener: it is
     // owned here and dropped exactly once.
-    let mut queued = 0;
-    while queued < MAX_QUEUED {
-        match listener.accept_queued() {
-            Ok(Some((stream, peer))) => {
-                queued += 1;
-                spawn_conn(stream, peer);
+    let queued = take_backlog(
+        name,
+        || listener.accept_queued(),
+        |(stream, peer)| spawn_conn(stream, peer),
+    );
+    drop(listener);
+    scope.listener_closed(rt, queued);
+    Ok(scope.drain(rt).await)
+}
+
+/// The most failed attempts while taking the backlog at close.
+const MAX_BACKLOG_ERRORS: usize = 16;
+/// The longest the backlog may take at close.
+const MAX_BACKLOG_TIME: Duration = Duration::from_millis(200);
+
+/// Takes the connections already queued in a closing listener's backlog
+/// (`accept` returns `Ok(None)` when it is empty) and hands each to `serve`;
+/// returns how many it took. Bounded: at most [`MAX_QUEUED`] connections,
+/// [`MAX_BACKLOG_ERRORS`] failed attempts and [`MAX_BACKLOG_TIME`]; it gives
+/// up at once when out of descriptors (EMFILE, ENFILE: no accept can
+/// succeed until a connection ends, and waiting would hold the stop), and
+/// logs what it left. Never spins: every failure counts.
+pub fn take_backlog<C>(
+    name: &str,
+    mut accept: impl FnMut() -> io::Result<Option<C>>,
+    mut serve: impl FnMut(C),
+) -> usize {
+    let start = std::time::Instant::now();
+    let (mut taken, mut errors) = (0, 0);
+    loop {
+        if taken >= MAX_QUEUED {
+            tracing::warn!("{name}: took {taken} queued connections at close; closing on the rest");
+            break;
+        }
+        if start.elapsed() > MAX_BACKLOG_TIME {
+            tracing::warn!(
+                "{name}: taking the backlog at close took over {MAX_BACKLOG_TIME:?}; closing on the rest"
+            );
+            break;
+        }
+        match accept() {
+            Ok(Some(conn)) => {
+                taken += 1;
+                serve(conn);
             }
             Ok(None) => break,
+            Err(e) if super::is_out_of_descriptors(&e) => {
+                tracing::warn!(
+                    "{name}: out of descriptors while taking the backlog at close ({e}); \
+                     took {taken}, the connections still queued are reset"
+                );
+                break;
+            }
             Err(e) if super::is_fatal_accept_error(&e) => break,
-            Err(_) => continue,
+            Err(e) => {
+                errors += 1;
+                if errors >= MAX_BACKLOG_ERRORS {
+                    tracing::warn!(
+                        "{name}: {errors} failed accepts while taking the backlog at close ({e}); \
+                         took {taken}, the connections still queued are reset"
+                    );
+                    break;
+                }
+            }
         }
     }
-    drop(listener);
-    scope.listener_closed(queued);
-    Ok(scope.drain(rt).await)
+    taken
 }
 
 /// Resolves when a server's listener should close: at the trigger plus the
@@ -187,15 +214,6 @@ pub async fn close_signal<R: Runtime>(rt: &R, server: &Shutdown, pre_drain: Dura
     let wait = pin!(rt.sleep(pre_drain));
     let forced = pin!(server.forced());
     select(wait, forced).await;
-}
-
-/// Ends a late connection's reads after the first-request grace: accepted
-/// during the pre-drain delay or from the backlog, it gets time to send its
-/// request, which is then served, before a waiting read returns
-/// end-of-stream (B7, B15).
-pub async fn end_reads_after<R: Runtime>(rt: R, closer: Closer, grace: Duration) {
-    rt.sleep(grace).await;
-    closer.shutdown_read();
 }
 
 /// One connection's task: the handler, isolated from panics (B10), cut
@@ -218,5 +236,49 @@ where
             tracing::error!("handler of connection {peer} panicked: {msg}");
         }
         Either::Right(_) => tracing::debug!("connection {peer} cut: the drain was forced"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backlog_stops_at_once_when_out_of_descriptors() {
+        let mut calls = 0;
+        let taken = take_backlog(
+            "test",
+            || {
+                calls += 1;
+                match calls {
+                    1 | 2 => Ok(Some(calls)),
+                    _ => Err(io::Error::from_raw_os_error(24)),
+                }
+            },
+            |_| {},
+        );
+        assert_eq!((taken, calls), (2, 3), "one EMFILE ends it");
+    }
+
+    #[test]
+    fn the_backlog_counts_transient_failures_instead_of_spinning() {
+        let mut calls = 0;
+        let taken = take_backlog::<()>(
+            "test",
+            || {
+                calls += 1;
+                Err(io::Error::from_raw_os_error(103))
+            },
+            |_| {},
+        );
+        assert_eq!(taken, 0);
+        assert_eq!(calls, MAX_BACKLOG_ERRORS);
+    }
+
+    #[test]
+    fn the_backlog_is_bounded_in_connections() {
+        let mut served = 0;
+        let taken = take_backlog("test", || Ok(Some(())), |()| served += 1);
+        assert_eq!((taken, served), (MAX_QUEUED, MAX_QUEUED));
     }
 }
