@@ -304,6 +304,74 @@ fn pre_drain_keeps_serving_then_refuses(example: &str) {
     assert_eq!(s.exit_code(), 0);
 }
 
+/// The combinations a rollout behind a pooling load balancer makes of the
+/// pre-drain delay: a keep-alive connection idle at the signal is reused a
+/// moment later, and a connection opened during the delay carries a
+/// request slower than the first-request grace. Both get their whole
+/// response (marked `Connection: close`).
+fn pre_drain_serves_pooled_reuse_and_slow_requests(example: &str) {
+    let mut s = Service::start(example, &["--delay-ms", "1500", "--pre-drain-ms", "3000"]);
+    let rt = runtime();
+    let addr = s.addr;
+    let mut pooled = rt.block_on(async {
+        let mut c = h1(addr).await.unwrap();
+        assert_eq!(get1(&mut c, addr, "/healthz").await.unwrap().status, 200);
+        c
+    });
+    s.signal("TERM");
+    s.wait_log("SIGTERM received", 1);
+    let (reused, slow) = rt.block_on(async {
+        // A pool picks its idle connection up a moment after the signal.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let reused = get1(&mut pooled, addr, "/healthz").await;
+        let mut fresh = h1(addr).await.expect("still accepting during pre-drain");
+        // 1.5 s to answer: longer than the 1 s first-request grace.
+        let slow = get1(&mut fresh, addr, "/").await;
+        (reused, slow)
+    });
+    let reused = reused.expect("the pooled connection was closed during the pre-drain delay");
+    assert_eq!(reused.status, 503);
+    assert!(reused.closes());
+    let slow = slow.expect("a slow request on a connection opened during pre-drain was lost");
+    assert_eq!(slow.body, "hello\n");
+    assert!(slow.closes());
+    assert_eq!(s.exit_code(), 0);
+}
+
+/// After its last response the process exits at once, even when the client
+/// is slow to close its side: the close lingers only when the client may
+/// still be sending.
+fn exits_promptly_after_the_last_response(example: &str) {
+    let mut s = Service::start(example, &["--delay-ms", "300"]);
+    let mut client = TcpStream::connect(s.addr).unwrap();
+    client
+        .write_all(format!("GET / HTTP/1.1\r\nhost: {}\r\n\r\n", s.addr).as_bytes())
+        .unwrap();
+    s.wait_log("GET /", 1);
+    s.signal("TERM");
+    let mut response = Vec::new();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut buf = [0u8; 1024];
+    while !response.ends_with(b"hello\n") {
+        let n = client.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "no complete response: {:?}",
+            String::from_utf8_lossy(&response)
+        );
+        response.extend_from_slice(&buf[..n]);
+    }
+    let answered = Instant::now();
+    // The client keeps its socket open.
+    assert_eq!(s.exit_within(PATIENCE), Some(0));
+    let exit = answered.elapsed();
+    assert!(
+        exit < Duration::from_millis(300),
+        "exited {exit:?} after its last response (a 500 ms linger it did not need?)"
+    );
+    drop(client);
+}
+
 fn silent_connection_gets_the_first_request_grace(example: &str) {
     let mut s = Service::start(example, &["--delay-ms", "50"]);
     let mut late = TcpStream::connect(s.addr).unwrap();
@@ -436,6 +504,14 @@ macro_rules! http_tests {
             #[test]
             fn pre_drain_keeps_serving_then_refuses() {
                 super::pre_drain_keeps_serving_then_refuses(stringify!($example));
+            }
+            #[test]
+            fn pre_drain_serves_pooled_reuse_and_slow_requests() {
+                super::pre_drain_serves_pooled_reuse_and_slow_requests(stringify!($example));
+            }
+            #[test]
+            fn exits_promptly_after_the_last_response() {
+                super::exits_promptly_after_the_last_response(stringify!($example));
             }
             #[test]
             fn silent_connection_gets_the_first_request_grace() {

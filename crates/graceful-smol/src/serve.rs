@@ -55,7 +55,7 @@ impl Accept for Listener {
 /// drains them: see [`graceful_core::server::serve`] for the whole policy
 /// (pre-drain, backlog, deadline, forced close, panics, back-off).
 ///
-/// `handler` gets each connection's [`Stream`] and [`Conn`]. At the trigger
+/// `handler` gets each connection's [`Stream`] and [`Conn`]. When the listener closes,
 /// a read that would wait returns end-of-stream (unless
 /// [`ServeConfig::close_idle`] is off), so a handler that reads until the
 /// end finishes its current request and returns.

@@ -12,7 +12,7 @@ use graceful_core::server::ConnTrack;
 /// Implements `std::io::Read` and `Write`, and also the `futures` crate's
 /// `AsyncRead` and `AsyncWrite` by blocking the thread, so that handlers
 /// written once for every adapter run here too (each on its own thread, as
-/// [`serve`](crate::serve) runs them). At the trigger the server ends a
+/// [`serve`](crate::serve) runs them). When its listener closes the server ends a
 /// read that waits for input, and at the force it shuts the socket down,
 /// so a blocked call never outlives the drain.
 pub struct Stream {

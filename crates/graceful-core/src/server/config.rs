@@ -23,14 +23,18 @@ pub struct ServeConfig {
     /// balancers see the readiness change before the listeners close
     /// (default 0; B15).
     pub pre_drain: Duration,
-    /// How long a connection that is new at the trigger (accepted but
-    /// silent, during the pre-drain delay, or from the backlog at close) may
-    /// take to send its first request, which is then served (default 1 s;
-    /// B7). TCP: its reads end after this grace rather than at once.
+    /// How long a connection that has sent nothing when its server winds
+    /// it down (accepted but silent, during the pre-drain delay, or from the
+    /// backlog at close) may take to send its first request, which is then
+    /// served to its end however long it takes (default 1 s). TCP: the
+    /// reads of connections accepted after the trigger end this long after
+    /// the listener closed, rather than when it closes.
     pub first_request_grace: Duration,
-    /// HTTP: after the last response, how long to read and discard what the
-    /// client still sends before closing, so it gets its response rather
-    /// than a reset (default 500 ms; B12).
+    /// HTTP: after the last response, when the client may still be sending
+    /// (request bytes pending, or a request body it may not have finished),
+    /// how long at most to read and discard what it sends before closing,
+    /// so it gets its response rather than a reset (default 500 ms). In the
+    /// ordinary case the connection closes at once.
     pub linger: Duration,
     /// How often to log progress while draining (default 1 s; `None`:
     /// never; B18).
@@ -38,9 +42,10 @@ pub struct ServeConfig {
     /// After forcing, how long to wait for forced work to end before giving
     /// up on it (default 500 ms).
     pub settle: Duration,
-    /// TCP: at the trigger, end the reads of every connection, so that a
+    /// TCP: when the listener closes (at the trigger, or after the
+    /// pre-drain delay), end the reads of every connection, so that a
     /// handler waiting for input reads end-of-stream and a handler busy with
-    /// a request finishes it, then reads end-of-stream (default true; B7, B8).
+    /// a request finishes it, then reads end-of-stream (default true).
     pub close_idle: bool,
     /// At most this many connections at once; when full, accepting waits
     /// (accepted connections are never dropped). Default: no limit.
