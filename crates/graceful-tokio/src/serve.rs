@@ -20,15 +20,20 @@ impl Accept for Listener {
     }
 
     fn accept_queued(&mut self) -> io::Result<Option<(TcpStream, SocketAddr)>> {
-        // tokio has no `try_accept`: one poll with a waker that does nothing
-        // takes a queued connection or says the backlog is empty, on the
-        // listener itself (no duplicate descriptor, which would fail when
-        // the process is out of descriptors).
-        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
-        match self.0.poll_accept(&mut cx) {
-            Poll::Ready(accepted) => accepted.map(Some),
-            Poll::Pending => Ok(None),
-        }
+        // A non-blocking `accept(2)` on the listener's own descriptor: no
+        // duplicate (which fails when the process is out of descriptors),
+        // and no `poll_accept`, which answers "empty" while tokio has not
+        // seen the socket readable yet, or once the task's budget is spent.
+        let (socket, peer) = match socket2::SockRef::from(&self.0).accept() {
+            Ok(accepted) => accepted,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let peer = peer
+            .as_socket()
+            .ok_or_else(|| io::Error::other("accepted a connection with no IP address"))?;
+        socket.set_nonblocking(true)?;
+        Ok(Some((TcpStream::from_std(socket.into())?, peer)))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {

@@ -149,11 +149,11 @@ const MAX_BACKLOG_TIME: Duration = Duration::from_millis(200);
 
 /// Takes the connections already queued in a closing listener's backlog
 /// (`accept` returns `Ok(None)` when it is empty) and hands each to `serve`;
-/// returns how many it took. Bounded: at most [`MAX_QUEUED`] connections,
-/// [`MAX_BACKLOG_ERRORS`] failed attempts and [`MAX_BACKLOG_TIME`]; it gives
-/// up at once when out of descriptors (EMFILE, ENFILE: no accept can
-/// succeed until a connection ends, and waiting would hold the stop), and
-/// logs what it left. Never spins: every failure counts.
+/// returns how many it took. Bounded: at most 4096 connections, 16 failed
+/// attempts and 200 ms; it gives up at once when out of descriptors
+/// (EMFILE, ENFILE: no accept can succeed until a connection ends, and
+/// waiting would hold the stop), and logs what it left. Never spins: every
+/// failure counts.
 pub fn take_backlog<C>(
     name: &str,
     mut accept: impl FnMut() -> io::Result<Option<C>>,
