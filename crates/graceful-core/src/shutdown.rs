@@ -97,6 +97,25 @@ impl Shutdown {
         self.inner.force(cause)
     }
 
+    /// The first half of [`trigger`](Self::trigger), which runs no user
+    /// code; when it returns true the caller owes
+    /// [`finish_trigger`](Self::finish_trigger).
+    pub(crate) fn start_trigger(&self, reason: &Reason) -> bool {
+        self.inner.start(reason)
+    }
+
+    /// The hooks, children and release of a trigger begun by
+    /// [`start_trigger`](Self::start_trigger).
+    pub(crate) fn finish_trigger(&self, reason: Reason) {
+        self.inner.finish_trigger(reason)
+    }
+
+    /// [`force`](Self::force), starting the shutdown with `reason` if it was
+    /// not started yet; the force completes before that start's hooks run.
+    pub(crate) fn force_with(&self, reason: Reason, cause: ForceCause) -> bool {
+        self.inner.force_with(reason, cause)
+    }
+
     /// Why the shutdown started, once it has.
     pub fn reason(&self) -> Option<Reason> {
         self.inner.reason()

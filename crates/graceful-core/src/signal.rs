@@ -1,6 +1,5 @@
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures_core::Stream;
 use futures_util::StreamExt;
@@ -110,7 +109,8 @@ pub enum SignalAction {
 pub struct Escalation {
     shutdown: Shutdown,
     config: SignalConfig,
-    count: Arc<AtomicUsize>,
+    /// Stop signals counted so far, and the first of them.
+    count: Arc<Mutex<(usize, Option<Signal>)>>,
 }
 
 impl Escalation {
@@ -119,33 +119,48 @@ impl Escalation {
         Escalation {
             shutdown,
             config,
-            count: Arc::new(AtomicUsize::new(0)),
+            count: Arc::new(Mutex::new((0, None))),
         }
     }
 
     /// How many stop signals were counted.
     pub fn count(&self) -> usize {
-        self.count.load(Ordering::SeqCst)
+        self.counted().0
+    }
+
+    fn counted(&self) -> std::sync::MutexGuard<'_, (usize, Option<Signal>)> {
+        self.count.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Applies one received signal on this thread: triggers or forces the
     /// shutdown (running its hooks here). Does not exit the process itself;
     /// see [`handle`](Self::handle).
     pub fn on_signal(&self, signal: Signal) -> SignalAction {
-        let action = self.count_signal(signal);
-        self.act(signal, action);
+        let (action, first) = self.count_signal(signal);
+        match action {
+            SignalAction::Triggered => {
+                self.shutdown.trigger(Reason::Signal(signal));
+            }
+            SignalAction::Forced => self.force(signal, first),
+            SignalAction::Exit(_) | SignalAction::Ignored => {}
+        }
         action
     }
 
-    /// Counts one signal and says what it calls for, without acting on it.
-    fn count_signal(&self, signal: Signal) -> SignalAction {
+    /// Counts one signal and says what it calls for, with the first stop
+    /// signal counted, without acting on it.
+    fn count_signal(&self, signal: Signal) -> (SignalAction, Signal) {
         if !self.config.signals.contains(&signal) {
-            return SignalAction::Ignored;
+            return (SignalAction::Ignored, signal);
         }
-        let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+        let (n, first) = {
+            let mut counted = self.counted();
+            counted.0 += 1;
+            (counted.0, *counted.1.get_or_insert(signal))
+        };
         if self.config.exit_after.is_some_and(|limit| n >= limit) {
             tracing::error!(target: "graceful", "{signal} received ({n}): exiting now");
-            return SignalAction::Exit(signal.exit_code());
+            return (SignalAction::Exit(signal.exit_code()), first);
         }
         if n == 1 {
             if self.shutdown.is_triggered() {
@@ -153,7 +168,7 @@ impl Escalation {
             } else {
                 tracing::info!(target: "graceful", "{signal} received: stopping gracefully");
             }
-            SignalAction::Triggered
+            (SignalAction::Triggered, first)
         } else {
             tracing::warn!(
                 target: "graceful",
@@ -163,47 +178,65 @@ impl Escalation {
                     None => String::new(),
                 }
             );
-            SignalAction::Forced
+            (SignalAction::Forced, first)
         }
     }
 
-    fn act(&self, signal: Signal, action: SignalAction) {
-        match action {
-            SignalAction::Triggered => {
-                self.shutdown.trigger(Reason::Signal(signal));
-            }
-            SignalAction::Forced => {
-                // The signal that counted first may still be on its way to
-                // `trigger` on another thread: whichever lands first, the
-                // reason is a signal, never `Forced`.
-                self.shutdown.trigger(Reason::Signal(signal));
-                self.shutdown.force(ForceCause::Signal(signal));
-            }
-            SignalAction::Exit(_) | SignalAction::Ignored => {}
-        }
+    /// Forces the shutdown for `signal`. If the first signal's trigger has
+    /// not landed yet (it may be on another thread), starts it with that
+    /// first signal as the reason: never `Forced`, never the later signal.
+    fn force(&self, signal: Signal, first: Signal) {
+        self.shutdown
+            .force_with(Reason::Signal(first), ForceCause::Signal(signal));
     }
 
     /// Applies one received signal the way a signal listener must: the
-    /// signal is counted and an exit happens here, at once (calling the
-    /// configured exit, by default `std::process::exit`), while the trigger
-    /// or force, which run user hooks, run on a thread of their own. So a
-    /// hook that blocks never holds back the next signal: the second forces
-    /// and the third exits while the hook still runs.
+    /// signal is counted, the shutdown's reason and triggered bit are set,
+    /// and an exit happens here, at once (calling the configured exit, by
+    /// default `std::process::exit`); what runs user hooks (the rest of the
+    /// trigger, the force) runs on a thread of its own. So a hook that
+    /// blocks never holds back the next signal: the second forces and the
+    /// third exits while the hook still runs.
     pub fn handle(&self, signal: Signal) -> SignalAction {
-        let action = self.count_signal(signal);
-        match action {
-            SignalAction::Exit(code) => (self.config.exit)(code),
-            SignalAction::Triggered | SignalAction::Forced => {
+        let (action, first) = self.count_signal(signal);
+        let work: Box<dyn FnOnce() + Send> = match action {
+            SignalAction::Exit(code) => {
+                (self.config.exit)(code);
+                return action;
+            }
+            SignalAction::Ignored => return action,
+            SignalAction::Triggered => {
+                let reason = Reason::Signal(signal);
+                if !self.shutdown.start_trigger(&reason) {
+                    return action;
+                }
+                let shutdown = self.shutdown.clone();
+                Box::new(move || shutdown.finish_trigger(reason))
+            }
+            SignalAction::Forced => {
                 let this = self.clone();
-                let spawned = std::thread::Builder::new()
-                    .name("graceful-stop".into())
-                    .spawn(move || this.act(signal, action));
-                if let Err(e) = spawned {
-                    tracing::warn!("no thread for the stop ({e}); acting on the signal's own");
-                    self.act(signal, action);
+                Box::new(move || this.force(signal, first))
+            }
+        };
+        let work = Arc::new(Mutex::new(Some(work)));
+        let run = {
+            let work = work.clone();
+            move || {
+                let job = work.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some(job) = job {
+                    job();
                 }
             }
-            SignalAction::Ignored => {}
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("graceful-stop".into())
+            .spawn(run)
+        {
+            tracing::warn!("no thread for the stop ({e}); acting on the signal's own");
+            let job = work.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(job) = job {
+                job();
+            }
         }
         action
     }

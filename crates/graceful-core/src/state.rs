@@ -295,6 +295,18 @@ impl Inner {
     }
 
     pub(crate) fn trigger(&self, reason: Reason) -> bool {
+        if !self.start(&reason) {
+            return false;
+        }
+        self.finish_trigger(reason);
+        true
+    }
+
+    /// The first half of a trigger, which runs no user code: records the
+    /// reason and sets the phase bit (waking its waiters). Returns whether
+    /// this call started the shutdown; the caller then owes
+    /// [`finish_trigger`](Self::finish_trigger).
+    pub(crate) fn start(&self, reason: &Reason) -> bool {
         {
             let mut r = lock(&self.reason);
             if r.is_some() {
@@ -304,7 +316,12 @@ impl Inner {
         }
         *lock(&self.triggered_at) = Some(Instant::now());
         self.phases.set(TRIGGERED);
+        true
+    }
 
+    /// The second half of a trigger: the hooks, then the children, then the
+    /// release of the trigger's own reference.
+    pub(crate) fn finish_trigger(&self, reason: Reason) {
         let hooks = lock(&self.hooks).take().unwrap_or_default();
         for hook in hooks {
             run_hook(hook, &reason);
@@ -330,16 +347,30 @@ impl Inner {
         // release marks the shutdown drained.
         let holder = lock(&self.holder).take();
         drop(holder);
-        true
     }
 
-    /// Forces this shutdown and its descendants. Starts it first unless it
-    /// is a stage waiting for others (see `waits_for_deps`). Returns false if
-    /// it was already forced.
+    /// Forces this shutdown and its descendants. Returns false if it was
+    /// already forced.
     pub(crate) fn force(&self, cause: ForceCause) -> bool {
-        if !self.waits_for_deps {
-            self.trigger(Reason::Forced);
+        self.force_with(Reason::Forced, cause)
+    }
+
+    /// Forces this shutdown and its descendants, starting it with `reason`
+    /// first unless it was started already or is a stage waiting for others
+    /// (see `waits_for_deps`). The force is complete (bit, report, forced
+    /// hooks, children) before the trigger hooks of a start made here run,
+    /// so a slow trigger hook never delays it. Returns false if it was
+    /// already forced.
+    pub(crate) fn force_with(&self, reason: Reason, cause: ForceCause) -> bool {
+        let started = !self.waits_for_deps && self.start(&reason);
+        let forced = self.force_started(cause);
+        if started {
+            self.finish_trigger(reason);
         }
+        forced
+    }
+
+    fn force_started(&self, cause: ForceCause) -> bool {
         {
             let mut c = lock(&self.force_cause);
             if c.is_some() {
@@ -364,8 +395,9 @@ impl Inner {
                 .filter_map(|c| upgrade_child(&c.inner))
                 .collect()
         };
+        let parent = std::sync::Arc::new(self.reason().unwrap_or(Reason::Forced));
         for child in children {
-            child.force(cause);
+            child.force_with(Reason::Parent(parent.clone()), cause);
         }
         true
     }

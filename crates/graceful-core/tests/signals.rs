@@ -70,6 +70,33 @@ fn a_blocking_hook_never_holds_back_the_next_signal() {
     drop(release);
 }
 
+/// A burst (two signals handled back to back, before the first signal's
+/// thread ran) while an `on_shutdown` hook blocks: the force does not wait
+/// for the hook, and the reason is the first signal.
+#[test]
+fn a_burst_forces_at_once_with_the_first_signal_as_reason() {
+    let s = Shutdown::new();
+    let _work = s.guard();
+    let (release, blocked) = std::sync::mpsc::channel::<()>();
+    s.on_shutdown(move |_| {
+        let _ = blocked.recv_timeout(Duration::from_secs(10));
+    });
+    let (config, _) = recording();
+    let esc = Escalation::new(s.clone(), config);
+    assert_eq!(esc.handle(Signal::Interrupt), SignalAction::Triggered);
+    assert_eq!(esc.handle(Signal::Terminate), SignalAction::Forced);
+    assert!(
+        s.wait_forced_until(Instant::now() + Duration::from_millis(100)),
+        "the force waited for a blocking hook"
+    );
+    assert!(matches!(
+        s.reason(),
+        Some(Reason::Signal(Signal::Interrupt))
+    ));
+    assert_eq!(s.force_cause(), Some(ForceCause::Signal(Signal::Terminate)));
+    drop(release);
+}
+
 /// SIGINT and SIGTERM arriving together on two threads: one triggers, the
 /// other forces, and the recorded reason is a signal, never `Forced`.
 #[test]
@@ -94,11 +121,14 @@ fn racing_signals_record_a_signal_as_the_reason() {
             t.join().unwrap();
         }
         assert!(s.is_forced());
-        assert!(
-            matches!(s.reason(), Some(Reason::Signal(_))),
-            "reason {:?}",
-            s.reason()
-        );
+        // The reason is the signal that counted first, the force cause the
+        // other one: never `Forced`, never the same signal twice.
+        let (Some(Reason::Signal(first)), Some(ForceCause::Signal(second))) =
+            (s.reason(), s.force_cause())
+        else {
+            panic!("reason {:?}, cause {:?}", s.reason(), s.force_cause());
+        };
+        assert_ne!(first, second);
     }
 }
 
