@@ -42,7 +42,8 @@ pub trait HttpAdapter: Adapter {
 /// - `GET /healthz`: readiness (200, then 503);
 /// - `GET /echo` with `Upgrade: echo`: switches protocols, then echoes
 ///   lines on the raw connection; with `?polite` it watches the shutdown
-///   and says `bye` then closes at the trigger, otherwise it ignores it.
+///   and says `bye` then closes at the trigger, otherwise it ignores it;
+///   with `?slow` its `101` comes 50 ms after the request.
 #[derive(Clone, Debug)]
 pub struct TestService<R> {
     rt: R,
@@ -60,7 +61,17 @@ impl<R: Runtime> Service<Request<Incoming>> for TestService<R> {
             if req.uri().path() == "/healthz" {
                 return Ok(ready.response());
             }
-            let polite = req.uri().query() == Some("polite");
+            let query = req.uri().query().unwrap_or("");
+            let polite = query.contains("polite");
+            if query.contains("slow") {
+                // The 101 head is produced 50 ms after the request was read.
+                let (tx, rx) = futures::channel::oneshot::channel::<()>();
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(50));
+                    let _ = tx.send(());
+                });
+                let _ = rx.await;
+            }
             let conn = req
                 .extensions()
                 .get::<Conn>()
@@ -182,7 +193,12 @@ impl Drop for HttpServer {
 
 /// Opens an upgraded `echo` connection; returns it past the 101 response.
 fn upgrade(addr: std::net::SocketAddr, path: &str) -> BufReader<TcpStream> {
-    let mut s = TcpStream::connect(addr).unwrap();
+    upgrade_on(TcpStream::connect(addr).unwrap(), path)
+}
+
+/// Sends an upgrade request for `path` on `s`; asserts the `101` keeps
+/// `Connection: upgrade` alone.
+fn upgrade_on(mut s: TcpStream, path: &str) -> BufReader<TcpStream> {
     s.set_read_timeout(Some(PATIENCE)).unwrap();
     write!(
         s,
@@ -259,6 +275,35 @@ pub fn http_b16_upgraded_handler_sees_the_trigger_and_drains<A: HttpAdapter>() {
     server.shutdown.request();
     let mut bye = String::new();
     ws.read_line(&mut bye).unwrap();
+    assert_eq!(bye, "bye\n");
+    let outcome = server.outcome();
+    assert!(outcome.is_drained(), "{outcome}");
+}
+
+/// B16 x pre-drain x first-request grace: a `101` whose head is produced
+/// after the trigger keeps `Connection: upgrade` alone (no `close`, which
+/// hyper appends once its graceful shutdown has begun), both during the
+/// pre-drain delay and on a silent connection that sends its upgrade
+/// within its grace after the listener closed; both upgrades then work.
+pub fn http_b16_upgrade_after_the_trigger_keeps_connection_upgrade_alone<A: HttpAdapter>() {
+    let config = ServeConfig::default()
+        .pre_drain(Duration::from_secs(5))
+        .progress_every(None);
+    let server = HttpServer::start::<A>(config, true);
+    let silent = TcpStream::connect(server.addr).unwrap();
+    server.shutdown.request();
+    let clock = server.clock.as_ref().unwrap();
+    assert!(clock.wait_for_sleep(Duration::from_secs(5), PATIENCE));
+    let mut during = upgrade(server.addr, "/echo?polite");
+    let mut bye = String::new();
+    during.read_line(&mut bye).unwrap();
+    assert_eq!(bye, "bye\n", "the upgraded handler sees the trigger");
+    clock.advance(Duration::from_secs(5));
+    assert!(crate::harness::refused_within(server.addr, PATIENCE));
+    // Its 101 comes while the connection is being wound down.
+    let mut late = upgrade_on(silent, "/echo?polite&slow");
+    let mut bye = String::new();
+    late.read_line(&mut bye).unwrap();
     assert_eq!(bye, "bye\n");
     let outcome = server.outcome();
     assert!(outcome.is_drained(), "{outcome}");
