@@ -314,6 +314,10 @@ impl Shutdown {
     /// that run after this one start, before a parent counts it as drained,
     /// and before any [`drained`](Self::drained) wait returns. For cleanup that must follow the drain
     /// exactly: closing a pool, flushing telemetry, logging the order.
+    ///
+    /// A drained hook must not wait for the drained phase of this shutdown
+    /// or of its children: they read as drained only once the hooks of the
+    /// ancestors their drain completed have returned.
     pub fn on_drained<F>(&self, hook: F)
     where
         F: FnOnce() + Send + 'static,

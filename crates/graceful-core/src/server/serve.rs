@@ -276,6 +276,25 @@ mod tests {
     }
 
     #[test]
+    fn the_backlog_is_bounded_in_time() {
+        let start = std::time::Instant::now();
+        let taken = take_backlog(
+            "test",
+            || {
+                std::thread::sleep(Duration::from_millis(20));
+                Ok(Some(()))
+            },
+            |()| {},
+        );
+        assert!(taken < MAX_QUEUED, "took {taken}");
+        let took = start.elapsed();
+        assert!(
+            took >= MAX_BACKLOG_TIME && took < MAX_BACKLOG_TIME + Duration::from_secs(1),
+            "{took:?}"
+        );
+    }
+
+    #[test]
     fn the_backlog_is_bounded_in_connections() {
         let mut served = 0;
         let taken = take_backlog("test", || Ok(Some(())), |()| served += 1);
