@@ -118,6 +118,15 @@ impl ManualClock {
         }
     }
 
+    /// Whether a sleep ending exactly at `at` (measured, like
+    /// [`elapsed`](Self::elapsed), from the clock's start) is waiting.
+    pub fn has_sleep_ending_at(&self, at: Duration) -> bool {
+        self.state()
+            .sleepers
+            .iter()
+            .any(|(_, deadline, _)| *deadline == at)
+    }
+
     /// Blocks (in real time, at most `timeout`) until some sleep that ends at
     /// least `remaining` from now is waiting; returns whether one is. Lets a
     /// test know that a deadline timer was armed before it moves the clock.

@@ -2,6 +2,8 @@
 //! connection fast, slow, stuck or broken on demand.
 
 use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -23,6 +25,22 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     R: Runtime,
 {
+    observed_line_service(stream, conn, rt, |_, _| {}).await
+}
+
+/// [`line_service`], calling `observe(peer, command)` for each command it
+/// read, before acting on it (and after a `sleep`'s timer is armed, so a
+/// clock moved after the observation cannot be missed by the sleep).
+pub async fn observed_line_service<S, R>(
+    stream: S,
+    conn: Conn,
+    rt: R,
+    observe: impl Fn(SocketAddr, &str),
+) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    R: Runtime,
+{
     let (r, mut w) = stream.split();
     let mut r = BufReader::new(r);
     let mut line = String::new();
@@ -32,9 +50,16 @@ where
             return Ok(());
         }
         let cmd = line.trim_end();
-        let reply = if let Some(ms) = cmd.strip_prefix("sleep ") {
-            let ms: u64 = ms.parse().map_err(|_| io::Error::other("bad sleep"))?;
-            rt.sleep(Duration::from_millis(ms)).await;
+        let sleep = match cmd.strip_prefix("sleep ") {
+            Some(ms) => {
+                let ms: u64 = ms.parse().map_err(|_| io::Error::other("bad sleep"))?;
+                Some((ms, rt.sleep(Duration::from_millis(ms))))
+            }
+            None => None,
+        };
+        observe(conn.peer_addr(), cmd);
+        let reply = if let Some((ms, sleep)) = sleep {
+            sleep.await;
             format!("slept {ms}\n")
         } else if cmd == "hang" {
             std::future::pending::<()>().await;
@@ -52,13 +77,46 @@ where
     }
 }
 
-/// [`line_service`] as a `serve` handler.
+/// Sees each command a [`line_service`] reads, with the connection's peer
+/// (see [`observed_line_service`]). The default sees nothing.
+#[derive(Clone)]
+pub struct Observer(Arc<ObserveFn>);
+
+type ObserveFn = dyn Fn(SocketAddr, &str) + Send + Sync;
+
+impl Observer {
+    /// An observer calling `f`.
+    pub fn new(f: impl Fn(SocketAddr, &str) + Send + Sync + 'static) -> Observer {
+        Observer(Arc::new(f))
+    }
+}
+
+impl Default for Observer {
+    fn default() -> Self {
+        Observer::new(|_, _| {})
+    }
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
+}
+
+/// [`line_service`] as a `serve` handler, its commands seen by `observer`.
 pub fn handler<S, R>(
     rt: R,
+    observer: Observer,
 ) -> impl FnMut(S, Conn) -> BoxFuture<'static, io::Result<()>> + Send + 'static
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     R: Runtime,
 {
-    move |stream, conn| line_service(stream, conn, rt.clone()).boxed()
+    move |stream, conn| {
+        let observer = observer.clone();
+        observed_line_service(stream, conn, rt.clone(), move |peer, cmd| {
+            (observer.0)(peer, cmd)
+        })
+        .boxed()
+    }
 }

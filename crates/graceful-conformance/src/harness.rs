@@ -37,6 +37,8 @@ pub struct Options {
     pub manual_clock: bool,
     /// The shutdown to serve under (a new one by default).
     pub shutdown: Option<Shutdown>,
+    /// Sees each command the server reads.
+    pub observer: fixture::Observer,
 }
 
 impl Default for Options {
@@ -45,6 +47,7 @@ impl Default for Options {
             config: ServeConfig::default().progress_every(None),
             manual_clock: false,
             shutdown: None,
+            observer: fixture::Observer::default(),
         }
     }
 }
@@ -70,6 +73,12 @@ impl Options {
         self
     }
 
+    /// With each command the server reads seen by `observer`.
+    pub fn observed(mut self, observer: fixture::Observer) -> Self {
+        self.observer = observer;
+        self
+    }
+
     /// Serving under `shutdown`.
     pub fn under(mut self, shutdown: Shutdown) -> Self {
         self.shutdown = Some(shutdown);
@@ -89,11 +98,11 @@ impl<A: Adapter> Server<A> {
         let thread = {
             let rt = rt.clone();
             let shutdown = shutdown.clone();
-            let config = options.config;
+            let (config, observer) = (options.config, options.observer);
             std::thread::Builder::new()
                 .name(format!("server {addr}"))
                 .spawn(move || {
-                    let handler = fixture::handler::<A::Stream, _>(rt.clone());
+                    let handler = fixture::handler::<A::Stream, _>(rt.clone(), observer);
                     let outcome = rt.block_on(A::serve(&rt, listener, &shutdown, config, handler));
                     let _ = tx.send(outcome);
                 })
@@ -150,6 +159,11 @@ impl<A: Adapter> Server<A> {
             .expect("serve failed")
     }
 
+    /// Whether `serve` has returned (without taking its outcome).
+    pub fn has_returned(&self) -> bool {
+        self.thread.as_ref().map_or(true, |t| t.is_finished())
+    }
+
     /// Asserts that `serve` has not returned yet (waiting `for_` to be sure).
     pub fn assert_running(&mut self, for_: Duration) {
         if let Some(outcome) = self.outcome_within(for_) {
@@ -193,11 +207,16 @@ pub struct Client {
 impl Client {
     /// Connects to `addr`; reads time out after [`PATIENCE`].
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect");
-        stream.set_read_timeout(Some(PATIENCE)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        let reader = BufReader::new(stream.try_clone().unwrap());
-        Client { stream, reader }
+        Client::try_connect(addr).expect("connect")
+    }
+
+    /// Connects a client, or says why it could not.
+    pub fn try_connect(addr: SocketAddr) -> io::Result<Client> {
+        let stream = TcpStream::connect_timeout(&addr, PATIENCE)?;
+        stream.set_read_timeout(Some(PATIENCE))?;
+        stream.set_nodelay(true)?;
+        let reader = BufReader::new(stream.try_clone()?);
+        Ok(Client { stream, reader })
     }
 
     /// The client's own address.
@@ -207,9 +226,13 @@ impl Client {
 
     /// Sends one line.
     pub fn send(&mut self, line: &str) {
-        self.stream
-            .write_all(format!("{line}\n").as_bytes())
-            .expect("send");
+        self.try_send(line).expect("send");
+    }
+
+    /// Sends one line (several, in one write, if it has newlines inside),
+    /// or says why it could not.
+    pub fn try_send(&mut self, line: &str) -> io::Result<()> {
+        self.stream.write_all(format!("{line}\n").as_bytes())
     }
 
     /// Reads one line (without its newline).

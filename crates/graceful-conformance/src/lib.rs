@@ -25,6 +25,7 @@ pub mod fixture;
 pub mod harness;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod random;
 pub mod scenarios;
 mod script;
 
@@ -72,6 +73,7 @@ macro_rules! __for_each_scenario {
             order_stage_after_server_starts_when_it_drained,
             forced_from_code_cuts_at_once,
             signal_stops_a_server_gracefully,
+            randomized_stop_over_fixed_seeds,
         }
     };
 }

@@ -576,3 +576,14 @@ pub fn signal_stops_a_server_gracefully<A: Adapter>() {
         Reason::Signal(Signal::Terminate)
     ));
 }
+
+// ----- combinations ----------------------------------------------------------
+
+/// Combinations no single scenario covers: a seeded generator draws stop
+/// configurations and client mixes, and every stop keeps the invariants of
+/// [`crate::random`]. Runs [`crate::random::FIXED_SEEDS`] seeds, or those
+/// `GRACEFUL_SEEDS` / `GRACEFUL_SEED` ask for; a failure prints its seed.
+pub fn randomized_stop_over_fixed_seeds<A: Adapter>() {
+    let tally = crate::random::run_seeds::<A>();
+    assert!(tally.seeds > 0);
+}
