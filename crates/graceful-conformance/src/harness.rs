@@ -324,3 +324,35 @@ pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+/// How many of this process's descriptors refer to established TCP
+/// connections whose local port is `port` (a server's accepted
+/// connections), from `/proc/self/fd` and `/proc/net/tcp`. Linux only.
+pub fn descriptors_of_connections_on(port: u16) -> io::Result<usize> {
+    let table = std::fs::read_to_string("/proc/net/tcp")?;
+    let inodes: std::collections::HashSet<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|row| {
+            let cols: Vec<&str> = row.split_whitespace().collect();
+            let local_port = u16::from_str_radix(cols.get(1)?.rsplit(':').next()?, 16).ok()?;
+            // State 01 is ESTABLISHED; column 9 is the socket's inode.
+            (local_port == port && *cols.get(3)? == "01")
+                .then(|| cols.get(9).map(|s| s.to_string()))?
+        })
+        .collect();
+    let mut count = 0;
+    for fd in std::fs::read_dir("/proc/self/fd")? {
+        let Ok(target) = std::fs::read_link(fd?.path()) else {
+            continue;
+        };
+        let target = target.to_string_lossy();
+        if let Some(inode) = target
+            .strip_prefix("socket:[")
+            .and_then(|t| t.strip_suffix(']'))
+        {
+            count += usize::from(inodes.contains(inode));
+        }
+    }
+    Ok(count)
+}

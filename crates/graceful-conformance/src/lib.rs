@@ -60,6 +60,7 @@ macro_rules! __for_each_scenario {
             b4_new_connects_refused_after_close,
             b4_queued_connections_are_served_before_close,
             b15_pre_drain_keeps_accepting_then_refuses,
+            one_descriptor_per_connection,
             b5_serve_returns_only_after_drain,
             b6_in_flight_request_completes,
             b7_idle_connection_closed_at_trigger,

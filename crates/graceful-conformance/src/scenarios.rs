@@ -340,6 +340,27 @@ pub fn b7_new_connection_gets_the_first_request_grace<A: Adapter>() {
     assert!(server.outcome().is_drained());
 }
 
+/// One descriptor per connection: the registry that cuts connections at
+/// the close and the force shares each connection's socket instead of
+/// holding a duplicate, so a server reaches its descriptor limit at as
+/// many connections as a plain accept loop.
+pub fn one_descriptor_per_connection<A: Adapter>() {
+    const N: usize = 40;
+    let mut server = Server::<A>::start(Options::default());
+    let mut clients: Vec<_> = (0..N).map(|_| server.connect()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.roundtrip(&format!("open {i}"), &format!("open {i}"));
+    }
+    let fds = crate::harness::descriptors_of_connections_on(server.addr.port())
+        .expect("/proc is readable");
+    assert_eq!(fds, N, "descriptors held for {N} connections");
+    server.stop();
+    for c in &mut clients {
+        assert!(c.closed_within(PATIENCE));
+    }
+    assert!(server.outcome().is_drained());
+}
+
 /// B5: `serve` returns only once its connections drained.
 pub fn b5_serve_returns_only_after_drain<A: Adapter>() {
     let mut server = Server::<A>::start(Options::default());

@@ -3,15 +3,18 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use graceful_core::server::Connections;
 use graceful_core::{ForceCause, Shutdown};
 
-fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
+/// A client and the server's side of its connection, shared as a server
+/// shares it with its registry.
+fn pair(listener: &TcpListener) -> (TcpStream, Arc<TcpStream>) {
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (server, _) = listener.accept().unwrap();
-    (client, server)
+    (client, Arc::new(server))
 }
 
 #[test]
@@ -21,17 +24,27 @@ fn ending_reads_ends_blocked_reads_but_keeps_received_data_and_writes() {
     let conns = Connections::new();
     conns.attach(&shutdown);
 
-    let (mut idle_client, mut idle) = pair(&listener);
-    let idle_track = conns.register(&shutdown, &idle, idle_client.local_addr().unwrap(), "conn");
-    let (mut busy_client, mut busy) = pair(&listener);
-    let busy_track = conns.register(&shutdown, &busy, busy_client.local_addr().unwrap(), "conn");
+    let (mut idle_client, idle) = pair(&listener);
+    let idle_track = conns.register(
+        &shutdown,
+        idle.clone(),
+        idle_client.local_addr().unwrap(),
+        "conn",
+    );
+    let (mut busy_client, busy) = pair(&listener);
+    let busy_track = conns.register(
+        &shutdown,
+        busy.clone(),
+        busy_client.local_addr().unwrap(),
+        "conn",
+    );
     assert_eq!(conns.len(), 2);
     assert_eq!(shutdown.held(), 2);
     busy_client.write_all(b"request\n").unwrap();
 
     let reader = std::thread::spawn(move || {
         let mut buf = [0u8; 16];
-        let n = idle.read(&mut buf).unwrap();
+        let n = (&*idle).read(&mut buf).unwrap();
         (n, Instant::now())
     });
     std::thread::sleep(Duration::from_millis(50));
@@ -45,11 +58,11 @@ fn ending_reads_ends_blocked_reads_but_keeps_received_data_and_writes() {
 
     // Data received before the trigger is still read; then end-of-stream.
     let mut buf = [0u8; 16];
-    let n = busy.read(&mut buf).unwrap();
+    let n = (&*busy).read(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"request\n");
-    assert_eq!(busy.read(&mut buf).unwrap(), 0);
+    assert_eq!((&*busy).read(&mut buf).unwrap(), 0);
     // The write half still works: the response gets out.
-    busy.write_all(b"response\n").unwrap();
+    (&*busy).write_all(b"response\n").unwrap();
     let mut got = [0u8; 9];
     busy_client.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"response\n");
@@ -72,16 +85,21 @@ fn connections_registered_after_the_trigger_are_late_and_force_cuts_all() {
 
     // Late: its reads are not ended with the others, so a request still on
     // its way is not lost; the server ends them after the grace.
-    let (mut client, mut late) = pair(&listener);
-    let track = conns.register(&shutdown, &late, client.local_addr().unwrap(), "conn");
+    let (mut client, late) = pair(&listener);
+    let track = conns.register(
+        &shutdown,
+        late.clone(),
+        client.local_addr().unwrap(),
+        "conn",
+    );
     assert!(track.is_late());
     conns.shutdown_reads();
     client.write_all(b"req\n").unwrap();
     let mut buf = [0u8; 4];
-    late.read_exact(&mut buf).unwrap();
+    (&*late).read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"req\n");
     conns.shutdown_late_reads();
-    assert_eq!(late.read(&mut buf).unwrap(), 0);
+    assert_eq!((&*late).read(&mut buf).unwrap(), 0);
 
     shutdown.force(ForceCause::Deadline);
     client
@@ -92,7 +110,7 @@ fn connections_registered_after_the_trigger_are_late_and_force_cuts_all() {
         0,
         "the peer sees the connection end"
     );
-    assert!(late.write_all(b"late").is_err() || late.write_all(b"late").is_err());
+    assert!((&*late).write_all(b"late").is_err() || (&*late).write_all(b"late").is_err());
 }
 
 #[test]
@@ -101,18 +119,18 @@ fn a_closer_never_reaches_a_later_connection_in_the_same_slot() {
     let shutdown = Shutdown::new();
     let conns = Connections::new();
     let (c1, s1) = pair(&listener);
-    let first = conns.register(&shutdown, &s1, c1.local_addr().unwrap(), "conn");
+    let first = conns.register(&shutdown, s1.clone(), c1.local_addr().unwrap(), "conn");
     let stale = first.closer();
     drop(first);
-    let (mut c2, mut s2) = pair(&listener);
-    let _second = conns.register(&shutdown, &s2, c2.local_addr().unwrap(), "conn");
+    let (mut c2, s2) = pair(&listener);
+    let _second = conns.register(&shutdown, s2.clone(), c2.local_addr().unwrap(), "conn");
     stale.shutdown_read();
     c2.write_all(b"x").unwrap();
     let mut b = [0u8; 1];
-    s2.read_exact(&mut b).unwrap();
+    (&*s2).read_exact(&mut b).unwrap();
     s2.set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
-    let r = s2.read(&mut b);
+    let r = (&*s2).read(&mut b);
     assert!(
         r.is_err(),
         "the second connection's reads were not ended: {r:?}"
@@ -125,7 +143,7 @@ fn below_waits_for_a_connection_to_end() {
     let shutdown = Shutdown::new();
     let conns = Connections::new();
     let (c, s) = pair(&listener);
-    let track = conns.register(&shutdown, &s, c.local_addr().unwrap(), "conn");
+    let track = conns.register(&shutdown, s.clone(), c.local_addr().unwrap(), "conn");
     assert!(!conns.wait_below(1, Some(Instant::now() + Duration::from_millis(20))));
     let t = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(30));
@@ -144,7 +162,7 @@ fn a_wait_for_room_that_starts_after_the_close_returns_at_once() {
     let shutdown = Shutdown::new();
     let conns = Connections::new();
     let (c, s) = pair(&listener);
-    let _track = conns.register(&shutdown, &s, c.local_addr().unwrap(), "conn");
+    let _track = conns.register(&shutdown, s.clone(), c.local_addr().unwrap(), "conn");
     conns.wake_waiters();
     let (tx, rx) = std::sync::mpsc::channel();
     let waiter = conns.clone();
@@ -167,14 +185,14 @@ fn a_connection_registered_during_the_trigger_is_late_and_keeps_its_reads() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let shutdown = Shutdown::new();
     let conns = Connections::new();
-    let (mut client, mut server_side) = pair(&listener);
+    let (mut client, server_side) = pair(&listener);
     let peer = client.local_addr().unwrap();
     let registered = std::sync::Arc::new(std::sync::Mutex::new(None));
     {
         let (conns, shutdown, registered) = (conns.clone(), shutdown.clone(), registered.clone());
-        let socket = server_side.try_clone().unwrap();
+        let socket = server_side.clone();
         shutdown.clone().on_shutdown(move |_| {
-            let track = conns.register(&shutdown, &socket, peer, "conn");
+            let track = conns.register(&shutdown, socket.clone(), peer, "conn");
             *registered.lock().unwrap() = Some(track);
         });
     }
@@ -186,6 +204,6 @@ fn a_connection_registered_during_the_trigger_is_late_and_keeps_its_reads() {
     // Its request arrives a moment later and is still read.
     client.write_all(b"late request\n").unwrap();
     let mut buf = [0u8; 13];
-    server_side.read_exact(&mut buf).unwrap();
+    (&*server_side).read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"late request\n");
 }

@@ -265,10 +265,11 @@ impl<R: graceful_core::Runtime> Ctx<R> {
             tracing::warn!("{}: dropping connection {peer}: {e}", self.scope.name);
             return true;
         }
+        let stream = Arc::new(stream);
         let track = self
             .scope
             .conns
-            .register(&self.scope.shutdown, &stream, peer, "conn");
+            .register(&self.scope.shutdown, stream.clone(), peer, "conn");
         let conn = self.scope.conn(peer, self.local);
         let work = handler(Stream::new(stream, track), conn);
         let server = self.scope.shutdown.clone();

@@ -2,6 +2,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use graceful_core::server::ConnTrack;
@@ -15,13 +16,16 @@ use graceful_core::server::ConnTrack;
 /// [`serve`](crate::serve) runs them). When its listener closes the server ends a
 /// read that waits for input, and at the force it shuts the socket down,
 /// so a blocked call never outlives the drain.
+///
+/// The socket is shared with the server's registry of connections, not
+/// duplicated: a connection costs one descriptor.
 pub struct Stream {
-    inner: TcpStream,
+    inner: Arc<TcpStream>,
     track: ConnTrack,
 }
 
 impl Stream {
-    pub(crate) fn new(inner: TcpStream, track: ConnTrack) -> Stream {
+    pub(crate) fn new(inner: Arc<TcpStream>, track: ConnTrack) -> Stream {
         Stream { inner, track }
     }
 
@@ -51,16 +55,16 @@ impl fmt::Debug for Stream {
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf)
+        (&*self.inner).read(buf)
     }
 }
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
+        (&*self.inner).write(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        (&*self.inner).flush()
     }
 }
 
@@ -70,7 +74,7 @@ impl futures_io::AsyncRead for Stream {
         _: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        Poll::Ready(self.get_mut().inner.read(buf))
+        Poll::Ready((&*self.inner).read(buf))
     }
 }
 
@@ -80,12 +84,12 @@ impl futures_io::AsyncWrite for Stream {
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Poll::Ready(self.get_mut().inner.write(buf))
+        Poll::Ready((&*self.inner).write(buf))
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.get_mut().inner.flush())
+        Poll::Ready((&*self.inner).flush())
     }
     fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.get_mut().inner.shutdown(std::net::Shutdown::Write))
+        Poll::Ready(self.inner.shutdown(std::net::Shutdown::Write))
     }
 }

@@ -1,6 +1,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use graceful_core::server::{self, Accept, HandlerOutput};
@@ -13,13 +14,19 @@ use crate::{Runtime, Stream};
 pub(crate) struct Listener(pub(crate) TcpListener);
 
 impl Accept for Listener {
-    type Stream = TcpStream;
+    /// Shared with the connection's registry entry: one descriptor.
+    type Stream = Arc<TcpStream>;
 
-    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
-        self.0.poll_accept(cx)
+    fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(Arc<TcpStream>, SocketAddr)>> {
+        self.0
+            .poll_accept(cx)
+            .map_ok(|(stream, peer)| (Arc::new(stream), peer))
     }
 
-    fn accept_queued(&mut self) -> io::Result<Option<(TcpStream, SocketAddr)>> {
+    fn accept_queued(&mut self) -> io::Result<Option<(Arc<TcpStream>, SocketAddr)>> {
         // A non-blocking `accept(2)` on the listener's own descriptor: no
         // duplicate (which fails when the process is out of descriptors),
         // and no `poll_accept`, which answers "empty" while tokio has not
@@ -33,7 +40,7 @@ impl Accept for Listener {
             .as_socket()
             .ok_or_else(|| io::Error::other("accepted a connection with no IP address"))?;
         socket.set_nonblocking(true)?;
-        Ok(Some((TcpStream::from_std(socket.into())?, peer)))
+        Ok(Some((Arc::new(TcpStream::from_std(socket.into())?), peer)))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {

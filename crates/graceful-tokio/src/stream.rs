@@ -2,28 +2,30 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use graceful_core::server::ConnTrack;
-use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-pin_project! {
-    /// An accepted connection. It carries the connection's guard: the
-    /// server's drain waits for it to be dropped, wherever it was moved.
-    ///
-    /// Implements tokio's and the `futures` crate's `AsyncRead` and
-    /// `AsyncWrite`, so handlers can be written once for every adapter.
-    pub struct Stream {
-        #[pin]
-        inner: TcpStream,
-        track: ConnTrack,
-    }
+/// An accepted connection. It carries the connection's guard: the server's
+/// drain waits for it to be dropped, wherever it was moved.
+///
+/// Implements tokio's and the `futures` crate's `AsyncRead` and
+/// `AsyncWrite`, so handlers can be written once for every adapter.
+///
+/// The socket is shared with the server's registry of connections (which
+/// shuts it down when the listener closes or the drain is forced), not
+/// duplicated: a connection costs one descriptor. I/O goes through tokio's
+/// readiness (`poll_read_ready` then `try_read`, and the same for writes).
+pub struct Stream {
+    inner: Arc<TcpStream>,
+    track: ConnTrack,
 }
 
 impl Stream {
-    pub(crate) fn new(inner: TcpStream, track: ConnTrack) -> Stream {
+    pub(crate) fn new(inner: Arc<TcpStream>, track: ConnTrack) -> Stream {
         Stream { inner, track }
     }
 
@@ -41,11 +43,6 @@ impl Stream {
     pub fn get_ref(&self) -> &TcpStream {
         &self.inner
     }
-
-    /// The tokio stream inside, mutably.
-    pub fn get_mut(&mut self) -> &mut TcpStream {
-        &mut self.inner
-    }
 }
 
 impl fmt::Debug for Stream {
@@ -56,13 +53,35 @@ impl fmt::Debug for Stream {
     }
 }
 
+/// Runs `io` once the socket is ready for it, until it does not block.
+fn poll_io<T>(
+    cx: &mut Context<'_>,
+    mut ready: impl FnMut(&mut Context<'_>) -> Poll<io::Result<()>>,
+    mut io: impl FnMut() -> io::Result<T>,
+) -> Poll<io::Result<T>> {
+    loop {
+        ready!(ready(cx))?;
+        match io() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            result => return Poll::Ready(result),
+        }
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.project().inner.poll_read(cx, buf)
+        let tcp = &self.inner;
+        let n = ready!(poll_io(
+            cx,
+            |cx| tcp.poll_read_ready(cx),
+            || tcp.try_read(buf.initialize_unfilled())
+        ))?;
+        buf.advance(n);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -72,23 +91,29 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
+        let tcp = &self.inner;
+        poll_io(cx, |cx| tcp.poll_write_ready(cx), || tcp.try_write(buf))
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
+        let tcp = &self.inner;
+        poll_io(
+            cx,
+            |cx| tcp.poll_write_ready(cx),
+            || tcp.try_write_vectored(bufs),
+        )
     }
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        true
     }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(&*self.inner).shutdown(std::net::Shutdown::Write))
     }
 }
 

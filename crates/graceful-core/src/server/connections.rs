@@ -1,12 +1,14 @@
 //! The live connections of one server.
 //!
 //! Invariants:
-//! 1. Each entry owns a duplicate of its connection's socket descriptor, so
-//!    `shutdown(2)` through it can never reach a different socket that
-//!    reused a closed descriptor number. The entry is removed (and the
-//!    duplicate closed) when the connection's [`ConnTrack`] drops, which
-//!    the adapters tie to the connection's stream: the socket closes when
-//!    the stream does.
+//! 1. Each entry holds a reference to its connection's own socket (a clone
+//!    of the adapter's reference-counted stream: the same descriptor, never
+//!    a duplicate), so a connection costs one descriptor. The descriptor
+//!    closes only once both the connection and its entry let go of it, so
+//!    `shutdown(2)` through an entry can never reach a different socket
+//!    that reused a closed descriptor number. The entry is removed when the
+//!    connection's [`ConnTrack`] drops, which the adapters tie to the
+//!    connection's stream.
 //! 2. A connection is *late* if its server was triggered when it was
 //!    registered (accepted during the pre-drain delay, or from the backlog
 //!    at close): it may not have sent its first request yet. The server
@@ -18,7 +20,7 @@
 //!    made for, never on a later connection that reused the slot.
 
 use std::fmt;
-use std::net::{Shutdown as How, SocketAddr, TcpStream};
+use std::net::{Shutdown as How, SocketAddr};
 #[cfg(unix)]
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
@@ -102,31 +104,25 @@ impl Connections {
     }
 
     /// Registers a connection of `server`: takes its named guard ("conn
-    /// PEER") and records a duplicate of its socket.
-    ///
-    /// If the duplicate cannot be made (out of descriptors), the connection
-    /// is still tracked by its guard but cannot be cut from outside.
+    /// PEER") and keeps `socket`, a reference to the connection's own
+    /// socket (an `Arc` of the stream, or a clone of a stream that is
+    /// reference-counted inside; not a duplicate descriptor), to shut it
+    /// down from outside.
     #[cfg(unix)]
-    pub fn register<S: AsFd>(
+    pub fn register<S: AsFd + Send + Sync + 'static>(
         self: &Arc<Self>,
         server: &Shutdown,
-        socket: &S,
+        socket: S,
         peer: SocketAddr,
         kind: &str,
     ) -> ConnTrack {
-        let dup = socket
-            .as_fd()
-            .try_clone_to_owned()
-            .map(TcpStream::from)
-            .map_err(|e| tracing::warn!("cannot track connection {peer} for forced close: {e}"))
-            .ok();
-        self.insert(server, dup, peer, kind)
+        self.insert(server, Box::new(socket), peer, kind)
     }
 
     fn insert(
         self: &Arc<Self>,
         server: &Shutdown,
-        dup: Option<TcpStream>,
+        socket: Socket,
         peer: SocketAddr,
         kind: &str,
     ) -> ConnTrack {
@@ -135,14 +131,7 @@ impl Connections {
         let (slot, late) = {
             let mut live = lock(&self.live);
             let late = server.is_triggered();
-            (
-                live.insert(Entry {
-                    id,
-                    socket: dup,
-                    late,
-                }),
-                late,
-            )
+            (live.insert(Entry { id, socket, late }), late)
         };
         if server.is_forced() {
             if let Some(entry) = lock(&self.live).get(slot) {
@@ -298,26 +287,34 @@ impl fmt::Debug for Closer {
     }
 }
 
-/// One live connection: its unique id, a duplicate of its socket, and
+/// A reference to a connection's socket that keeps its descriptor open.
+#[cfg(unix)]
+type Socket = Box<dyn AsFd + Send + Sync>;
+#[cfg(not(unix))]
+type Socket = std::convert::Infallible;
+
+/// One live connection: its unique id, a reference to its socket, and
 /// whether it came after the trigger.
 struct Entry {
     id: u64,
-    socket: Option<TcpStream>,
+    socket: Socket,
     late: bool,
 }
 
 impl Entry {
     fn shutdown(&self, how: How) {
-        if let Some(socket) = &self.socket {
-            let _ = socket.shutdown(how);
-        }
+        #[cfg(unix)]
+        let _ = socket2::SockRef::from(&self.socket).shutdown(how);
+        #[cfg(not(unix))]
+        let _ = (how, &self.socket);
     }
 }
 
 impl Drop for ConnTrack {
     fn drop(&mut self) {
-        let dup = lock(&self.conns.live).remove(self.slot);
-        drop(dup);
+        // The entry's reference to the socket is dropped after the lock.
+        let entry = lock(&self.conns.live).remove(self.slot);
+        drop(entry);
         self.conns.ended.notify(usize::MAX);
     }
 }

@@ -20,8 +20,10 @@ use crate::shutdown::Shutdown;
 /// implements it for its runtime's listener.
 #[cfg(unix)]
 pub trait Accept: Send + 'static {
-    /// An accepted connection.
-    type Stream: AsFd + Send + 'static;
+    /// An accepted connection. A clone shares the socket (the same
+    /// descriptor, not a duplicate): the registry keeps one to cut the
+    /// connection, so each connection costs one descriptor.
+    type Stream: AsFd + Clone + Send + Sync + 'static;
 
     /// Accepts the next connection, waiting for one.
     fn poll_accept(&mut self, cx: &mut Context<'_>)
@@ -78,7 +80,7 @@ where
     let (name, server, conns) = (&scope.name, &scope.shutdown, &scope.conns);
 
     let mut spawn_conn = |stream: A::Stream, peer: SocketAddr| {
-        let track = conns.register(server, &stream, peer, "conn");
+        let track = conns.register(server, stream.clone(), peer, "conn");
         let conn = scope.conn(peer, local);
         let work = handler(stream, track, conn);
         rt.spawn(run_conn(work, server.clone(), peer));
