@@ -21,6 +21,7 @@ mod pool;
 mod runtime;
 mod serve;
 mod stream;
+mod threads;
 mod wake;
 
 pub use graceful_core::{Conn, Outcome, ServeConfig, Shutdown, SignalConfig};

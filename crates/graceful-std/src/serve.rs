@@ -273,9 +273,7 @@ impl<R: graceful_core::Runtime> Ctx<R> {
         let conn = self.scope.conn(peer, self.local);
         let work = handler(Stream::new(stream, track), conn);
         let server = self.scope.shutdown.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("conn {peer}"))
-            .spawn(move || block_on(run_conn(work, server, peer)));
+        let spawned = crate::threads::run(move || block_on(run_conn(work, server, peer)));
         if let Err(e) = spawned {
             tracing::error!("{}: no thread for connection {peer}: {e}", self.scope.name);
         }

@@ -1,0 +1,174 @@
+//! The threads connections are served on.
+//!
+//! A thread whose connection ended waits for the next connection instead of
+//! exiting, and exits only after [`IDLE`] without one. A thread's exit
+//! unmaps its stack and its signal stack, and every unmap in a process with
+//! thousands of threads interrupts every other core to flush its TLB: when
+//! thousands of idle connections end together (at a stop), exits made that
+//! the slowest part of the stop. Reused threads just wait again. A busy
+//! server also stops paying a thread start per connection.
+//!
+//! Invariants: `idle` counts the threads waiting in [`Pool::worker`]; a job
+//! is queued only while fewer jobs are queued than threads wait, so every
+//! queued job has a thread that will take it (a waiting thread leaves only
+//! when the queue is empty); otherwise a new thread is started for it.
+
+use std::collections::VecDeque;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+/// How long a thread waits for a next connection before it exits.
+const IDLE: Duration = Duration::from_secs(10);
+
+type Job = Box<dyn FnOnce() + Send>;
+
+#[derive(Default)]
+struct Pool {
+    state: Mutex<State>,
+    work: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Job>,
+    idle: usize,
+}
+
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<Pool> = OnceLock::new();
+    POOL.get_or_init(Pool::default)
+}
+
+impl Pool {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes jobs until none comes for [`IDLE`].
+    fn worker(&'static self, first: Job) {
+        let mut job = first;
+        loop {
+            // A job's panic is its own (the server's handlers already
+            // catch theirs); the thread goes on serving.
+            let _ = catch_unwind(AssertUnwindSafe(job));
+            let mut st = self.state();
+            st.idle += 1;
+            loop {
+                if let Some(next) = st.queue.pop_front() {
+                    st.idle -= 1;
+                    job = next;
+                    break;
+                }
+                let (guard, timeout) = self
+                    .work
+                    .wait_timeout(st, IDLE)
+                    .unwrap_or_else(|p| p.into_inner());
+                st = guard;
+                if timeout.timed_out() && st.queue.is_empty() {
+                    st.idle -= 1;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Runs `job` on a waiting connection thread, or on a new one.
+pub(crate) fn run(job: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    pool().run(Box::new(job))
+}
+
+impl Pool {
+    fn run(&'static self, job: Job) -> io::Result<()> {
+        {
+            let mut st = self.state();
+            if st.queue.len() < st.idle {
+                st.queue.push_back(job);
+                drop(st);
+                self.work.notify_one();
+                return Ok(());
+            }
+        }
+        std::thread::Builder::new()
+            .name("graceful-conn".into())
+            .spawn(move || self.worker(job))
+            .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// A pool of the test's own.
+    fn own() -> &'static Pool {
+        Box::leak(Box::default())
+    }
+
+    #[test]
+    fn a_thread_whose_job_ended_takes_the_next() {
+        let pool = own();
+        let (tx, rx) = mpsc::channel();
+        let tx2 = tx.clone();
+        pool.run(Box::new(move || {
+            tx.send(std::thread::current().id()).unwrap()
+        }))
+        .unwrap();
+        let first = rx.recv().unwrap();
+        // Wait until the thread is back in the pool.
+        while pool.state().idle == 0 {
+            std::thread::yield_now();
+        }
+        pool.run(Box::new(move || {
+            tx2.send(std::thread::current().id()).unwrap()
+        }))
+        .unwrap();
+        assert_eq!(rx.recv().unwrap(), first, "the idle thread was reused");
+        assert_eq!(pool.state().queue.len(), 0);
+    }
+
+    #[test]
+    fn jobs_that_block_each_get_a_thread() {
+        let pool = own();
+        let (tx, rx) = mpsc::channel();
+        let gate = std::sync::Arc::new(std::sync::Barrier::new(9));
+        for _ in 0..8 {
+            let (tx, gate) = (tx.clone(), gate.clone());
+            pool.run(Box::new(move || {
+                gate.wait();
+                tx.send(()).unwrap();
+            }))
+            .unwrap();
+        }
+        // All 8 run at once: the barrier needs every one of them.
+        gate.wait();
+        for _ in 0..8 {
+            rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_panicking_job_does_not_lose_its_thread() {
+        let pool = own();
+        let (tx, rx) = mpsc::channel();
+        let tx2 = tx.clone();
+        pool.run(Box::new(move || {
+            tx.send(std::thread::current().id()).unwrap();
+            panic!("a job panics");
+        }))
+        .unwrap();
+        let first = rx.recv().unwrap();
+        while pool.state().idle == 0 {
+            std::thread::yield_now();
+        }
+        pool.run(Box::new(move || {
+            tx2.send(std::thread::current().id()).unwrap()
+        }))
+        .unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), first);
+    }
+}
