@@ -49,15 +49,29 @@ where
     I: Read + Write + Unpin + Send + 'static,
     S: HttpService,
 {
+    let builder = Arc::new(options.builder(rt.clone()));
+    serve_with(rt, builder, io, conn, service, options).await
+}
+
+/// [`serve_connection`] with a hyper builder shared by every connection of
+/// a server (made by [`HttpOptions::builder`]), so a connection does not
+/// carry a builder of its own.
+pub(crate) async fn serve_with<R, I, S>(
+    rt: R,
+    builder: Arc<auto::Builder<Exec<R>>>,
+    io: I,
+    conn: Conn,
+    service: S,
+    options: HttpOptions,
+) -> Result<(), BoxError>
+where
+    R: Runtime,
+    I: Read + Write + Unpin + Send + 'static,
+    S: HttpService,
+{
     let activity = Arc::new(Activity::default());
     let service = GracefulService::new(service, conn.clone(), activity.clone());
     let io = Io::with_activity(io, rt.clone(), options.linger, activity.clone());
-
-    let mut builder = auto::Builder::new(Exec(rt.clone()));
-    if let Some(timer) = options.timer {
-        builder.http1().timer(SharedTimer(timer.clone()));
-        builder.http2().timer(SharedTimer(timer));
-    }
     let mut connection = pin!(builder.serve_connection_with_upgrades(io, service));
 
     // Serve until the server starts to stop.
@@ -109,6 +123,17 @@ impl HttpOptions {
             linger: config.linger,
             timer: None,
         }
+    }
+
+    /// The hyper connection builder these options ask for, executing on
+    /// `rt`.
+    pub(crate) fn builder<R: Runtime>(&self, rt: R) -> auto::Builder<Exec<R>> {
+        let mut builder = auto::Builder::new(Exec(rt));
+        if let Some(timer) = &self.timer {
+            builder.http1().timer(SharedTimer(timer.clone()));
+            builder.http2().timer(SharedTimer(timer.clone()));
+        }
+        builder
     }
 
     /// Gives hyper a timer, which enables its own timeouts (HTTP/1 header

@@ -4,7 +4,8 @@ use graceful_core::server::{self, Accept, ConnTrack};
 use graceful_core::{Outcome, Runtime, ServeConfig, Shutdown};
 use hyper::rt::{Read, Write};
 
-use crate::{serve_connection, HttpOptions, HttpService};
+use crate::connection::serve_with;
+use crate::{HttpOptions, HttpService};
 
 /// Serves `service` over HTTP/1.1 and HTTP/2 (prior knowledge) on
 /// `listener` until `shutdown` is triggered, then drains. Each adapter's
@@ -38,13 +39,14 @@ pub async fn serve<R, A, S, I, F, T>(
 where
     R: Runtime,
     A: Accept,
-    F: FnMut(A::Stream, ConnTrack) -> I + Send,
+    F: FnMut(std::sync::Arc<A::Socket>, ConnTrack) -> I + Send,
     I: Read + Write + Unpin + Send + 'static,
     T: hyper::rt::Timer + Send + Sync + 'static,
     S: HttpService,
 {
     let options = HttpOptions::new(&config).timer(timer);
     let conn_rt = rt.clone();
+    let builder = std::sync::Arc::new(options.builder(rt.clone()));
     // hyper closes idle connections itself; reads must not be cut under it.
     let config = config.close_idle(false);
     server::serve(
@@ -53,8 +55,9 @@ where
         shutdown,
         config,
         move |stream, track, conn| {
-            serve_connection(
+            serve_with(
                 conn_rt.clone(),
+                builder.clone(),
                 io(stream, track),
                 conn,
                 service.clone(),

@@ -3,7 +3,7 @@
 use std::io;
 
 use graceful_core::{Outcome, ServeConfig, Shutdown};
-use smol_hyper::rt::{FuturesIo, SmolTimer};
+use smol_hyper::rt::SmolTimer;
 
 pub use graceful_http::{HttpBody, HttpService, Readiness};
 
@@ -43,7 +43,7 @@ pub async fn serve_on<R: graceful_core::Runtime, S: HttpService>(
         config,
         service,
         SmolTimer::new(),
-        |s, t| FuturesIo::new(Stream::new(s, t)),
+        Stream::new,
     )
     .await
 }

@@ -1,10 +1,10 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use async_io::Async;
-use async_net::TcpStream;
 use graceful_core::server::{self, Accept, HandlerOutput};
 use graceful_core::{Conn, Outcome, ServeConfig, Shutdown};
 
@@ -18,16 +18,19 @@ impl Listener {
         Ok(Listener(Async::new(listener)?))
     }
 
-    fn accept_now(&self) -> io::Result<(TcpStream, SocketAddr)> {
+    fn accept_now(&self) -> io::Result<(Arc<Async<std::net::TcpStream>>, SocketAddr)> {
         let (stream, peer) = self.0.get_ref().accept()?;
-        Ok((TcpStream::try_from(stream)?, peer))
+        Ok((Arc::new(Async::new(stream)?), peer))
     }
 }
 
 impl Accept for Listener {
-    type Stream = TcpStream;
+    type Socket = Async<std::net::TcpStream>;
 
-    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
+    fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(Arc<Self::Socket>, SocketAddr)>> {
         loop {
             match self.accept_now() {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -38,7 +41,7 @@ impl Accept for Listener {
         }
     }
 
-    fn accept_queued(&mut self) -> io::Result<Option<(TcpStream, SocketAddr)>> {
+    fn accept_queued(&mut self) -> io::Result<Option<(Arc<Self::Socket>, SocketAddr)>> {
         match self.accept_now() {
             Ok(accepted) => Ok(Some(accepted)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),

@@ -1,10 +1,11 @@
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use async_net::TcpStream;
+use async_io::Async;
 use futures_io::{AsyncRead, AsyncWrite};
 use graceful_core::server::ConnTrack;
 
@@ -12,13 +13,17 @@ use graceful_core::server::ConnTrack;
 /// drain waits for it to be dropped, wherever it was moved.
 ///
 /// Implements the `futures` crate's `AsyncRead` and `AsyncWrite`.
+///
+/// The socket is shared with the server's registry of connections (which
+/// shuts it down when the listener closes or the drain is forced), not
+/// duplicated: a connection costs one descriptor.
 pub struct Stream {
-    inner: TcpStream,
+    inner: Arc<Async<TcpStream>>,
     track: ConnTrack,
 }
 
 impl Stream {
-    pub(crate) fn new(inner: TcpStream, track: ConnTrack) -> Stream {
+    pub(crate) fn new(inner: Arc<Async<TcpStream>>, track: ConnTrack) -> Stream {
         Stream { inner, track }
     }
 
@@ -29,11 +34,11 @@ impl Stream {
 
     /// The server's address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
+        self.inner.get_ref().local_addr()
     }
 
-    /// The `async-net` stream inside.
-    pub fn get_ref(&self) -> &TcpStream {
+    /// The socket inside, on `async-io`'s reactor.
+    pub fn get_ref(&self) -> &Async<TcpStream> {
         &self.inner
     }
 }
@@ -48,40 +53,87 @@ impl fmt::Debug for Stream {
 
 impl AsyncRead for Stream {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        Pin::new(&mut &*self.inner).poll_read(cx, buf)
     }
     fn poll_read_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &mut [io::IoSliceMut<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_read_vectored(cx, bufs)
+        Pin::new(&mut &*self.inner).poll_read_vectored(cx, bufs)
     }
 }
 
 impl AsyncWrite for Stream {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        Pin::new(&mut &*self.inner).poll_write(cx, buf)
     }
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        Pin::new(&mut &*self.inner).poll_write_vectored(cx, bufs)
     }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.inner).poll_flush(cx)
     }
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_close(cx)
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.inner.get_ref().shutdown(std::net::Shutdown::Write))
+    }
+}
+
+/// hyper's I/O, read through a small buffer on the stack: hyper hands out
+/// an uninitialised buffer (16 KiB for an HTTP/1 connection), and a futures
+/// reader needs an initialised one. Zeroing hyper's buffer on every read
+/// (what a generic adapter must do) makes every page of it resident; an
+/// idle connection then costs 16 KiB more than it uses.
+#[cfg(feature = "http")]
+impl hyper::rt::Read for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut chunk = [0u8; 8192];
+        let want = buf.remaining().min(chunk.len());
+        let n = std::task::ready!(AsyncRead::poll_read(self, cx, &mut chunk[..want]))?;
+        buf.put_slice(&chunk[..n]);
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(feature = "http")]
+impl hyper::rt::Write for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        AsyncWrite::poll_write(self, cx, buf)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        AsyncWrite::poll_write_vectored(self, cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_flush(self, cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_close(self, cx)
     }
 }

@@ -8,25 +8,22 @@ use graceful_core::server::{self, Accept, HandlerOutput};
 use graceful_core::{Conn, Outcome, ServeConfig, Shutdown};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::stream::Shared;
 use crate::{Runtime, Stream};
 
 /// A tokio listener, driven by the core's accept loop.
 pub(crate) struct Listener(pub(crate) TcpListener);
 
 impl Accept for Listener {
-    /// Shared with the connection's registry entry: one descriptor.
-    type Stream = Arc<TcpStream>;
+    type Socket = Shared;
 
-    fn poll_accept(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<(Arc<TcpStream>, SocketAddr)>> {
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(Arc<Shared>, SocketAddr)>> {
         self.0
             .poll_accept(cx)
-            .map_ok(|(stream, peer)| (Arc::new(stream), peer))
+            .map_ok(|(stream, peer)| (Shared::new(stream), peer))
     }
 
-    fn accept_queued(&mut self) -> io::Result<Option<(Arc<TcpStream>, SocketAddr)>> {
+    fn accept_queued(&mut self) -> io::Result<Option<(Arc<Shared>, SocketAddr)>> {
         // A non-blocking `accept(2)` on the listener's own descriptor: no
         // duplicate (which fails when the process is out of descriptors),
         // and no `poll_accept`, which answers "empty" while tokio has not
@@ -40,7 +37,10 @@ impl Accept for Listener {
             .as_socket()
             .ok_or_else(|| io::Error::other("accepted a connection with no IP address"))?;
         socket.set_nonblocking(true)?;
-        Ok(Some((Arc::new(TcpStream::from_std(socket.into())?), peer)))
+        Ok(Some((
+            Shared::new(TcpStream::from_std(socket.into())?),
+            peer,
+        )))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {

@@ -2,10 +2,10 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
 
-use graceful_core::server::ConnTrack;
+use graceful_core::server::{ConnTrack, SharedSocket};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -17,15 +17,35 @@ use tokio::net::TcpStream;
 ///
 /// The socket is shared with the server's registry of connections (which
 /// shuts it down when the listener closes or the drain is forced), not
-/// duplicated: a connection costs one descriptor. I/O goes through tokio's
-/// readiness (`poll_read_ready` then `try_read`, and the same for writes).
+/// duplicated: a connection costs one descriptor.
 pub struct Stream {
-    inner: Arc<TcpStream>,
+    inner: Arc<Shared>,
     track: ConnTrack,
 }
 
+/// A tokio socket shared by its connection and the server's registry. The
+/// lock is held only inside one non-blocking poll or one `shutdown(2)`, so
+/// I/O keeps tokio's own read path (no zeroing of the caller's buffer).
+pub(crate) struct Shared(Mutex<TcpStream>);
+
+impl Shared {
+    pub(crate) fn new(stream: TcpStream) -> Arc<Shared> {
+        Arc::new(Shared(Mutex::new(stream)))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, TcpStream> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl SharedSocket for Shared {
+    fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        socket2::SockRef::from(&*self.lock()).shutdown(how)
+    }
+}
+
 impl Stream {
-    pub(crate) fn new(inner: Arc<TcpStream>, track: ConnTrack) -> Stream {
+    pub(crate) fn new(inner: Arc<Shared>, track: ConnTrack) -> Stream {
         Stream { inner, track }
     }
 
@@ -36,12 +56,12 @@ impl Stream {
 
     /// The server's address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
+        self.inner.lock().local_addr()
     }
 
-    /// The tokio stream inside.
-    pub fn get_ref(&self) -> &TcpStream {
-        &self.inner
+    /// Sets `TCP_NODELAY` on the socket.
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.inner.lock().set_nodelay(nodelay)
     }
 }
 
@@ -53,35 +73,13 @@ impl fmt::Debug for Stream {
     }
 }
 
-/// Runs `io` once the socket is ready for it, until it does not block.
-fn poll_io<T>(
-    cx: &mut Context<'_>,
-    mut ready: impl FnMut(&mut Context<'_>) -> Poll<io::Result<()>>,
-    mut io: impl FnMut() -> io::Result<T>,
-) -> Poll<io::Result<T>> {
-    loop {
-        ready!(ready(cx))?;
-        match io() {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            result => return Poll::Ready(result),
-        }
-    }
-}
-
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let tcp = &self.inner;
-        let n = ready!(poll_io(
-            cx,
-            |cx| tcp.poll_read_ready(cx),
-            || tcp.try_read(buf.initialize_unfilled())
-        ))?;
-        buf.advance(n);
-        Poll::Ready(Ok(()))
+        Pin::new(&mut *self.inner.lock()).poll_read(cx, buf)
     }
 }
 
@@ -91,29 +89,23 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let tcp = &self.inner;
-        poll_io(cx, |cx| tcp.poll_write_ready(cx), || tcp.try_write(buf))
+        Pin::new(&mut *self.inner.lock()).poll_write(cx, buf)
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let tcp = &self.inner;
-        poll_io(
-            cx,
-            |cx| tcp.poll_write_ready(cx),
-            || tcp.try_write_vectored(bufs),
-        )
+        Pin::new(&mut *self.inner.lock()).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
         true
     }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.inner.lock()).poll_flush(cx)
     }
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(socket2::SockRef::from(&*self.inner).shutdown(std::net::Shutdown::Write))
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.inner.lock()).poll_shutdown(cx)
     }
 }
 

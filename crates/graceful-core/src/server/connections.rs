@@ -20,6 +20,7 @@
 //!    made for, never on a later connection that reused the slot.
 
 use std::fmt;
+use std::io;
 use std::net::{Shutdown as How, SocketAddr};
 #[cfg(unix)]
 use std::os::fd::AsFd;
@@ -78,45 +79,48 @@ impl Connections {
     /// a read that would wait returns end-of-stream, data already received
     /// is still read.
     pub fn shutdown_reads(&self) {
-        for entry in lock(&self.live).iter().filter(|e| !e.late) {
-            entry.shutdown(How::Read);
-        }
+        self.shutdown_where(How::Read, |e| !e.late);
     }
 
     /// Shuts down the read half of every live late connection, once their
     /// first-request grace is over.
     pub fn shutdown_late_reads(&self) {
-        for entry in lock(&self.live).iter().filter(|e| e.late) {
-            entry.shutdown(How::Read);
-        }
+        self.shutdown_where(How::Read, |e| e.late);
     }
 
     /// Shuts down both halves of every live connection: pending reads and
     /// writes fail, and the peer sees the connection end.
     pub fn shutdown_all(&self) {
-        self.shutdown_each(How::Both);
+        self.shutdown_where(How::Both, |_| true);
     }
 
-    fn shutdown_each(&self, how: How) {
-        for entry in lock(&self.live).iter() {
-            entry.shutdown(how);
+    /// Shuts down the sockets of the entries `which` picks. The sockets are
+    /// taken under the lock and shut down after it: a connection that ends
+    /// (and removes its entry) meanwhile is not held up by thousands of
+    /// system calls, and the reference taken keeps its descriptor open, so
+    /// the call still reaches the right socket.
+    fn shutdown_where(&self, how: How, which: impl Fn(&Entry) -> bool) {
+        let sockets: Vec<Socket> = lock(&self.live)
+            .iter()
+            .filter(|e| which(e))
+            .map(|e| e.socket.clone())
+            .collect();
+        for socket in &sockets {
+            shutdown(socket, how);
         }
     }
 
     /// Registers a connection of `server`: takes its named guard ("conn
-    /// PEER") and keeps `socket`, a reference to the connection's own
-    /// socket (an `Arc` of the stream, or a clone of a stream that is
-    /// reference-counted inside; not a duplicate descriptor), to shut it
-    /// down from outside.
-    #[cfg(unix)]
-    pub fn register<S: AsFd + Send + Sync + 'static>(
+    /// PEER") and keeps `socket`, the connection's own socket shared with
+    /// it (not a duplicate descriptor), to shut it down from outside.
+    pub fn register<S: SharedSocket>(
         self: &Arc<Self>,
         server: &Shutdown,
-        socket: S,
+        socket: Arc<S>,
         peer: SocketAddr,
         kind: &str,
     ) -> ConnTrack {
-        self.insert(server, Box::new(socket), peer, kind)
+        self.insert(server, socket, peer, kind)
     }
 
     fn insert(
@@ -287,11 +291,28 @@ impl fmt::Debug for Closer {
     }
 }
 
-/// A reference to a connection's socket that keeps its descriptor open.
+/// A connection's socket as the registry holds it: the socket the
+/// connection itself uses, shared (the registry keeps an `Arc` of it), never
+/// a duplicate descriptor, so its descriptor stays open as long as the
+/// registry may cut it.
+///
+/// Implemented for every socket that lends its descriptor ([`AsFd`]); an
+/// adapter whose stream needs exclusive access while it does I/O implements
+/// it on a wrapper of its own.
+pub trait SharedSocket: Send + Sync + 'static {
+    /// Shuts down the read half, the write half or both (`shutdown(2)`).
+    fn shutdown(&self, how: How) -> io::Result<()>;
+}
+
 #[cfg(unix)]
-type Socket = Box<dyn AsFd + Send + Sync>;
-#[cfg(not(unix))]
-type Socket = std::convert::Infallible;
+impl<T: AsFd + Send + Sync + 'static> SharedSocket for T {
+    fn shutdown(&self, how: How) -> io::Result<()> {
+        socket2::SockRef::from(self).shutdown(how)
+    }
+}
+
+/// A reference to a connection's socket that keeps its descriptor open.
+type Socket = Arc<dyn SharedSocket>;
 
 /// One live connection: its unique id, a reference to its socket, and
 /// whether it came after the trigger.
@@ -303,11 +324,12 @@ struct Entry {
 
 impl Entry {
     fn shutdown(&self, how: How) {
-        #[cfg(unix)]
-        let _ = socket2::SockRef::from(&self.socket).shutdown(how);
-        #[cfg(not(unix))]
-        let _ = (how, &self.socket);
+        shutdown(&self.socket, how);
     }
+}
+
+fn shutdown(socket: &Socket, how: How) {
+    let _ = socket.shutdown(how);
 }
 
 impl Drop for ConnTrack {

@@ -15,7 +15,7 @@ mod serve;
 pub use backoff::{is_fatal_accept_error, is_out_of_descriptors, Backoff};
 pub use config::ServeConfig;
 pub use conn::{Conn, HandlerOutput};
-pub use connections::{Closer, ConnTrack, Connections};
+pub use connections::{Closer, ConnTrack, Connections, SharedSocket};
 pub use scope::ServerScope;
 #[cfg(unix)]
 pub use serve::{close_signal, run_conn, serve, take_backlog, Accept};

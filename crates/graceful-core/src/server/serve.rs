@@ -1,10 +1,9 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
-#[cfg(unix)]
-use std::os::fd::AsFd;
 use std::panic::AssertUnwindSafe;
 use std::pin::{pin, Pin};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,20 +19,22 @@ use crate::shutdown::Shutdown;
 /// implements it for its runtime's listener.
 #[cfg(unix)]
 pub trait Accept: Send + 'static {
-    /// An accepted connection. A clone shares the socket (the same
-    /// descriptor, not a duplicate): the registry keeps one to cut the
-    /// connection, so each connection costs one descriptor.
-    type Stream: AsFd + Clone + Send + Sync + 'static;
+    /// An accepted connection's socket. It is shared (an `Arc`, one
+    /// descriptor) between the connection and the registry that ends its
+    /// reads at the close and cuts it at the force.
+    type Socket: super::SharedSocket;
 
     /// Accepts the next connection, waiting for one.
-    fn poll_accept(&mut self, cx: &mut Context<'_>)
-        -> Poll<io::Result<(Self::Stream, SocketAddr)>>;
+    fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(Arc<Self::Socket>, SocketAddr)>>;
 
     /// Accepts a connection the kernel already completed, without waiting:
     /// `Ok(None)` when the backlog is empty. Used to serve the backlog before
     /// the listener closes (B4): closing a listener resets the connections
     /// queued in it, whose clients have already sent their requests.
-    fn accept_queued(&mut self) -> io::Result<Option<(Self::Stream, SocketAddr)>>;
+    fn accept_queued(&mut self) -> io::Result<Option<(Arc<Self::Socket>, SocketAddr)>>;
 
     /// The address the listener is bound to.
     fn local_addr(&self) -> io::Result<SocketAddr>;
@@ -71,7 +72,7 @@ pub async fn serve<R, A, H, Fut>(
 where
     R: Runtime,
     A: Accept,
-    H: FnMut(A::Stream, ConnTrack, Conn) -> Fut + Send,
+    H: FnMut(Arc<A::Socket>, ConnTrack, Conn) -> Fut + Send,
     Fut: Future + Send + 'static,
     Fut::Output: HandlerOutput,
 {
@@ -79,7 +80,7 @@ where
     let scope = ServerScope::new(shutdown, &config, local);
     let (name, server, conns) = (&scope.name, &scope.shutdown, &scope.conns);
 
-    let mut spawn_conn = |stream: A::Stream, peer: SocketAddr| {
+    let mut spawn_conn = |stream: Arc<A::Socket>, peer: SocketAddr| {
         let track = conns.register(server, stream.clone(), peer, "conn");
         let conn = scope.conn(peer, local);
         let work = handler(stream, track, conn);
