@@ -11,6 +11,7 @@
 
 mod guards;
 mod http;
+mod idle;
 mod stats;
 mod stop;
 mod wake;
@@ -103,6 +104,10 @@ fn main() {
         );
         return;
     }
+    if let Some(pos) = args.iter().position(|a| a == "--serve-hand-wired") {
+        let ms = args.get(pos + 1).and_then(|v| v.parse().ok()).unwrap_or(0);
+        idle::serve_hand_wired(std::time::Duration::from_millis(ms));
+    }
     if let Some(pos) = args.iter().position(|a| a == "--serve") {
         stop::serve(args.get(pos + 1).map(String::as_str).unwrap_or("graceful"));
     }
@@ -172,6 +177,11 @@ fn main() {
     }
     if wanted("7") {
         run(stop::sigterm_to_exit(mode));
+    }
+    if wanted("8") {
+        for t in idle::idle_connections(mode) {
+            run(t);
+        }
     }
 
     println!(
@@ -275,6 +285,49 @@ fn main() {
         what: "7. SIGTERM to exit within a few ms of the bare process",
         holds: extra <= 5.0,
         detail: format!("{extra:+.2} ms"),
+    });
+
+    let ours_rows = |t: &Table| -> Vec<(String, f64)> {
+        t.rows
+            .iter()
+            .filter(|r| r.kind == stats::Kind::Ours)
+            .map(|r| (r.name.to_string(), r.median()))
+            .collect()
+    };
+    let all = |t: &Table, ok: &dyn Fn(f64) -> bool, unit: &str| -> (bool, String) {
+        let rows = ours_rows(t);
+        let detail = rows
+            .iter()
+            .map(|(n, v)| format!("{n} {v:.2}{unit}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        (rows.iter().all(|(_, v)| ok(*v)), detail)
+    };
+    let floor_of = |t: &Table| t.rows[0].median();
+    let (holds, detail) = all(by_title("8a."), &|v| v <= 1.01, "");
+    targets.push(Target {
+        what: "8. one descriptor per idle connection, every adapter",
+        holds,
+        detail,
+    });
+    let kib_floor = floor_of(by_title("8b."));
+    let (holds, detail) = all(by_title("8b."), &|v| v <= kib_floor, " KiB");
+    targets.push(Target {
+        what: "8. memory per idle connection no more than the hand-wired server's",
+        holds,
+        detail: format!("{detail} (hand-wired {kib_floor:.2} KiB)"),
+    });
+    let (holds, detail) = all(by_title("8c."), &|v| v <= 20.0, " ms");
+    targets.push(Target {
+        what: "8. SIGTERM to the last idle connection closed within 20 ms, every adapter",
+        holds,
+        detail,
+    });
+    let (holds, detail) = all(by_title("8d."), &|v| v <= 10.0, " ms");
+    targets.push(Target {
+        what: "8. exit within 10 ms of the last response",
+        holds,
+        detail,
     });
 
     println!("\n#### Targets (DESIGN §8) in this run\n");
