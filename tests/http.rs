@@ -458,6 +458,28 @@ fn load_of_32_keep_alive_clients_loses_no_request_the_server_read(example: &str)
     );
 }
 
+/// A rollout's stop with a pre-drain delay under steady keep-alive load:
+/// during the delay every response is marked `Connection: close`, so the
+/// clients move to new connections (still accepted) before the listener
+/// closes, and not a single request fails, not even one the server never
+/// read (those would be retryable, but a pre-drain exists to avoid them).
+fn pre_drain_load_of_32_keep_alive_clients_fails_no_request(example: &str) {
+    let mut s = Service::start(example, &["--delay-ms", "20", "--pre-drain-ms", "500"]);
+    let rt = runtime();
+    let load = Load::start(&rt, s.addr, 32);
+    std::thread::sleep(Duration::from_millis(700));
+    s.signal("TERM");
+    assert_eq!(s.exit_code(), 0, "{}", s.stderr());
+    let Counts { answered, failed } = load.stop(&rt);
+    println!(
+        "{example} pre-drain load: answered {}, failed {}",
+        answered.len(),
+        failed.len()
+    );
+    assert!(answered.len() > 200, "too little load: {}", answered.len());
+    assert!(failed.is_empty(), "requests failed: {failed:?}");
+}
+
 fn malformed_flags_exit_2_with_a_message(example: &str) {
     for args in [
         &["--pre-drain-ms", "-1"][..],
@@ -524,6 +546,12 @@ macro_rules! http_tests {
             #[test]
             fn load_of_32_keep_alive_clients_loses_no_request_the_server_read() {
                 super::load_of_32_keep_alive_clients_loses_no_request_the_server_read(
+                    stringify!($example),
+                );
+            }
+            #[test]
+            fn pre_drain_load_of_32_keep_alive_clients_fails_no_request() {
+                super::pre_drain_load_of_32_keep_alive_clients_fails_no_request(
                     stringify!($example),
                 );
             }
