@@ -168,9 +168,10 @@ fn malformed_flags_exit_2_with_a_message(example: &str) {
     );
 }
 
-fn accept_errors_back_off_and_the_server_recovers(example: &str) {
-    // Few descriptors: connections beyond them make accept fail (EMFILE).
-    let mut s = Service::start_with(example, &[], |cmd| {
+/// Starts `example` with at most 64 descriptors, so connections beyond
+/// about 50 make `accept` fail with EMFILE.
+fn start_with_few_descriptors(example: &str, args: &[&str]) -> Service {
+    Service::start_with(example, args, |cmd| {
         let program = cmd.get_program().to_owned();
         let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
         *cmd = std::process::Command::new("sh");
@@ -178,10 +179,60 @@ fn accept_errors_back_off_and_the_server_recovers(example: &str) {
             .arg("ulimit -n 64 && exec \"$0\" \"$@\"")
             .arg(program)
             .args(args)
+            .env("RUST_LOG", "info,request=debug")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-    });
+    })
+}
+
+/// CPU time the process `pid` used so far, in clock ticks (user + system).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// A stop while the process is out of descriptors: taking the backlog at
+/// close gives up at the first EMFILE instead of retrying in a loop (the
+/// process stays nearly idle while it stops), and the deadline holds.
+fn stop_while_out_of_descriptors_keeps_the_deadline(example: &str) {
+    let mut s =
+        start_with_few_descriptors(example, &["--delay-ms", "10000", "--timeout-ms", "2000"]);
+    // More connections than descriptors; each sends a line that takes 10 s.
+    let mut clients: Vec<Line> = (0..120).map(|_| Line::connect(&s)).collect();
+    for c in &mut clients {
+        c.send("slow\n");
+    }
+    s.wait_log("accept failed", 1);
+    s.wait_log("line from", 20);
+    let t0 = Instant::now();
+    let cpu0 = cpu_ticks(s.pid());
+    s.signal("TERM");
+    std::thread::sleep(Duration::from_millis(1500));
+    let used = cpu_ticks(s.pid()) - cpu0;
+    let code = s.exit_code();
+    let took = t0.elapsed();
+    let log = s.stderr();
+    assert_eq!(code, 1, "forced at the deadline: {log}");
+    // 5% of a core over 1.5 s is 75 ms: 7 ticks at 100 Hz.
+    assert!(
+        used <= 7,
+        "{used} ticks of CPU in the first 1.5 s of the stop"
+    );
+    assert!(
+        took >= Duration::from_millis(2000) && took < Duration::from_millis(2000 + 500),
+        "exited after {took:?} with a 2 s deadline"
+    );
+    assert!(
+        log.contains("out of descriptors while taking the backlog"),
+        "{log}"
+    );
+}
+
+fn accept_errors_back_off_and_the_server_recovers(example: &str) {
+    // Few descriptors: connections beyond them make accept fail (EMFILE).
+    let mut s = start_with_few_descriptors(example, &[]);
     let flood: Vec<TcpStream> = (0..80)
         .filter_map(|_| TcpStream::connect(s.addr).ok())
         .collect();
@@ -244,6 +295,10 @@ macro_rules! echo_tests {
             #[test]
             fn malformed_flags_exit_2_with_a_message() {
                 super::malformed_flags_exit_2_with_a_message(stringify!($example));
+            }
+            #[test]
+            fn stop_while_out_of_descriptors_keeps_the_deadline() {
+                super::stop_while_out_of_descriptors_keeps_the_deadline(stringify!($example));
             }
             #[test]
             fn accept_errors_back_off_and_the_server_recovers() {
