@@ -372,6 +372,60 @@ fn exits_promptly_after_the_last_response(example: &str) {
     drop(client);
 }
 
+/// The protective linger still works: a request whose body the handler
+/// never read, still arriving when the response (`Connection: close`, the
+/// stop began meanwhile) is written. Closing on those unread bytes would
+/// reset the connection under the client; the server reads and discards
+/// them instead, so the client finishes sending, reads the whole response
+/// and sees a clean end.
+fn unread_request_body_is_drained_before_the_close(example: &str) {
+    const BODY: usize = 4 << 20;
+    let mut s = Service::start(example, &["--delay-ms", "300"]);
+    let mut client = TcpStream::connect(s.addr).unwrap();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    client.set_write_timeout(Some(PATIENCE)).unwrap();
+    client
+        .write_all(
+            format!(
+                "GET / HTTP/1.1\r\nhost: {}\r\ncontent-length: {BODY}\r\n\r\n",
+                s.addr
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    s.wait_log("GET /", 1);
+    s.signal("TERM");
+    // The handler answers without reading the body: the writes block
+    // until the server reads (discards) what is left.
+    let mut writer = client.try_clone().unwrap();
+    let sending = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 64 << 10];
+        for _ in 0..BODY / chunk.len() {
+            writer.write_all(&chunk)?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let sent = sending.join().unwrap();
+    let mut response = Vec::new();
+    let end = client.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response);
+    assert!(
+        sent.is_ok(),
+        "sending the body failed: {sent:?}; got {text:?}"
+    );
+    assert!(
+        end.is_ok(),
+        "the connection was reset: {end:?}; got {text:?}"
+    );
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text:?}"
+    );
+    assert!(text.ends_with("hello\n"), "{text:?}");
+    assert_eq!(s.exit_within(PATIENCE), Some(0));
+}
+
 fn silent_connection_gets_the_first_request_grace(example: &str) {
     let mut s = Service::start(example, &["--delay-ms", "50"]);
     let mut late = TcpStream::connect(s.addr).unwrap();
@@ -534,6 +588,10 @@ macro_rules! http_tests {
             #[test]
             fn exits_promptly_after_the_last_response() {
                 super::exits_promptly_after_the_last_response(stringify!($example));
+            }
+            #[test]
+            fn unread_request_body_is_drained_before_the_close() {
+                super::unread_request_body_is_drained_before_the_close(stringify!($example));
             }
             #[test]
             fn silent_connection_gets_the_first_request_grace() {
