@@ -426,6 +426,54 @@ fn unread_request_body_is_drained_before_the_close(example: &str) {
     assert_eq!(s.exit_within(PATIENCE), Some(0));
 }
 
+/// Reads HTTP/2 frames from `stream` until one of type `kind` arrives;
+/// returns whether it did before `within`.
+fn h2_frame_within(stream: &mut TcpStream, kind: u8, within: Duration) -> bool {
+    let until = Instant::now() + within;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        let mut head = [0u8; 9];
+        if stream.read_exact(&mut head).is_err() {
+            return false;
+        }
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        if stream.read_exact(&mut payload).is_err() {
+            return false;
+        }
+        if head[3] == kind {
+            return true;
+        }
+    }
+}
+
+/// An HTTP/2 connection that has not sent a request yet is known as one by
+/// its preface: at the signal it gets its GOAWAY at once, even during the
+/// pre-drain delay, so its client moves to another instance early.
+fn idle_http2_connection_gets_goaway_at_the_signal(example: &str) {
+    const SETTINGS: u8 = 0x4;
+    const GOAWAY: u8 = 0x7;
+    let mut s = Service::start(example, &["--pre-drain-ms", "3000"]);
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    assert!(h2_frame_within(&mut c, SETTINGS, PATIENCE), "no SETTINGS");
+    let t0 = Instant::now();
+    s.signal("TERM");
+    assert!(
+        h2_frame_within(&mut c, GOAWAY, Duration::from_millis(1500)),
+        "no GOAWAY within 1.5 s of the signal (pre-drain is 3 s)"
+    );
+    assert!(t0.elapsed() < Duration::from_millis(1500));
+    // A client with no stream open closes on GOAWAY.
+    drop(c);
+    assert_eq!(s.exit_within(PATIENCE), Some(0));
+}
+
 fn silent_connection_gets_the_first_request_grace(example: &str) {
     let mut s = Service::start(example, &["--delay-ms", "50"]);
     let mut late = TcpStream::connect(s.addr).unwrap();
@@ -592,6 +640,10 @@ macro_rules! http_tests {
             #[test]
             fn unread_request_body_is_drained_before_the_close() {
                 super::unread_request_body_is_drained_before_the_close(stringify!($example));
+            }
+            #[test]
+            fn idle_http2_connection_gets_goaway_at_the_signal() {
+                super::idle_http2_connection_gets_goaway_at_the_signal(stringify!($example));
             }
             #[test]
             fn silent_connection_gets_the_first_request_grace() {

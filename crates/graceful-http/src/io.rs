@@ -26,8 +26,14 @@ pub struct Io<I, R: Runtime> {
     rt: R,
     linger: Duration,
     activity: Option<Arc<Activity>>,
+    /// How many bytes of the HTTP/2 preface the first reads matched, until
+    /// they match it whole or differ from it (`None`: done looking).
+    preface: Option<usize>,
     close: Close<R::Sleep>,
 }
+
+/// What an HTTP/2 client with prior knowledge sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 enum Close<S> {
     Open,
@@ -44,12 +50,15 @@ impl<I, R: Runtime> Io<I, R> {
             rt,
             linger,
             activity: None,
+            preface: None,
             close: Close::Open,
         }
     }
 
     /// Wraps `inner` for a connection whose requests `activity` sees: the
-    /// close also lingers after a request that came with a body.
+    /// close also lingers after a request that came with a body, and an
+    /// HTTP/2 connection is known as one from its preface, before its first
+    /// request (so it gets its GOAWAY at the trigger even when idle).
     pub(crate) fn with_activity(
         inner: I,
         rt: R,
@@ -58,6 +67,7 @@ impl<I, R: Runtime> Io<I, R> {
     ) -> Self {
         Io {
             activity: Some(activity),
+            preface: Some(0),
             ..Io::new(inner, rt, linger)
         }
     }
@@ -84,9 +94,34 @@ impl<I: Read + Unpin, R: Runtime> Read for Io<I, R> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
+        mut buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        let Some(matched) = this.preface else {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        };
+        // Until the preface is decided, read through a small buffer to see
+        // the bytes (hyper reads the first 24 bytes this way too, to pick
+        // the protocol).
+        let mut first = [0u8; 64];
+        let want = buf.remaining().min(first.len());
+        let mut seen = ReadBuf::new(&mut first[..want]);
+        ready!(Pin::new(&mut this.inner).poll_read(cx, seen.unfilled()))?;
+        let got = seen.filled();
+        buf.put_slice(got);
+        let rest = &H2_PREFACE[matched..];
+        let n = got.len().min(rest.len());
+        this.preface = if got.is_empty() || got[..n] != rest[..n] {
+            None
+        } else if matched + n == H2_PREFACE.len() {
+            if let Some(activity) = &this.activity {
+                activity.mark_http2();
+            }
+            None
+        } else {
+            Some(matched + n)
+        };
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -42,6 +42,11 @@ impl Activity {
         self.http2.load(Ordering::SeqCst)
     }
 
+    /// Records that the connection speaks HTTP/2.
+    pub(crate) fn mark_http2(&self) {
+        self.http2.store(true, Ordering::SeqCst);
+    }
+
     /// Whether the last request came with a body.
     pub(crate) fn had_body(&self) -> bool {
         self.body.load(Ordering::SeqCst)
@@ -112,7 +117,7 @@ where
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         let http1 = req.version() <= Version::HTTP_11;
         if !http1 {
-            self.activity.http2.store(true, Ordering::SeqCst);
+            self.activity.mark_http2();
         }
         self.activity.body.store(
             !http_body::Body::is_end_stream(req.body()),
