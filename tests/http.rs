@@ -533,7 +533,9 @@ fn load_of_32_keep_alive_clients_loses_no_request_the_server_read(example: &str)
     s.signal("TERM");
     assert_eq!(s.exit_code(), 0, "{}", s.stderr());
     // The clients stop on their own once connects are refused.
-    let Counts { answered, failed } = load.stop(&rt);
+    let Counts {
+        answered, failed, ..
+    } = load.stop(&rt);
 
     // What the server read: the ids it logged when a request reached it.
     let read = read_ids(&s.stderr());
@@ -572,7 +574,9 @@ fn pre_drain_load_of_32_keep_alive_clients_fails_no_request(example: &str) {
     std::thread::sleep(Duration::from_millis(700));
     s.signal("TERM");
     assert_eq!(s.exit_code(), 0, "{}", s.stderr());
-    let Counts { answered, failed } = load.stop(&rt);
+    let Counts {
+        answered, failed, ..
+    } = load.stop(&rt);
     println!(
         "{example} pre-drain load: answered {}, failed {}",
         answered.len(),
@@ -585,6 +589,7 @@ fn pre_drain_load_of_32_keep_alive_clients_fails_no_request(example: &str) {
 fn malformed_flags_exit_2_with_a_message(example: &str) {
     for args in [
         &["--pre-drain-ms", "-1"][..],
+        &["--restart-signal", "SIGTERM"],
         &["--addr", "127.0.0.1"],
         &["extra"],
     ] {

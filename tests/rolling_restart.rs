@@ -234,7 +234,9 @@ fn rolling_restart_under_load_fails_no_request() {
     assert_eq!(b.exit_code(), 0, "b: {}", b.stderr());
     std::thread::sleep(Duration::from_millis(500));
 
-    let Counts { answered, failed } = load.stop(&rt);
+    let Counts {
+        answered, failed, ..
+    } = load.stop(&rt);
     for s in [&mut c, &mut d] {
         s.signal("TERM");
         assert_eq!(s.exit_code(), 0);

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
+use graceful_core::restart::{RestartConfig, RestartSignal, Restarter};
 use graceful_core::ServeConfig;
 
 /// The parsed command line.
@@ -18,6 +19,13 @@ pub(crate) struct Args {
     pub(crate) pre_drain: Duration,
     /// `--delay-ms`: how long each unit of work takes.
     pub(crate) delay: Duration,
+    /// `--restart-signal`: the signal that restarts the process with its
+    /// listener handed over (none by default).
+    pub(crate) restart_signal: Option<RestartSignal>,
+    /// `--pid-file`: where the current process's PID is kept.
+    pub(crate) pid_file: Option<std::path::PathBuf>,
+    /// `--restart-timeout-ms`: how long a successor has to be ready.
+    pub(crate) restart_timeout: Duration,
 }
 
 impl Args {
@@ -32,11 +40,15 @@ impl Args {
 fn usage(name: &str, delay_default: u64) -> String {
     format!(
         "usage: {name} [--addr HOST:PORT] [--delay-ms N] [--timeout-ms N] [--pre-drain-ms N]\n\
+         \x20      [--restart-signal SIGHUP|SIGUSR2] [--restart-timeout-ms N] [--pid-file PATH]\n\
          \n\
-         --addr          address to listen on (default 127.0.0.1:8080; port 0 picks a free port)\n\
-         --delay-ms      time each request takes (default {delay_default})\n\
-         --timeout-ms    drain deadline after the listener closes (default 30000)\n\
-         --pre-drain-ms  keep serving this long after the stop signal (default 0)"
+         --addr            address to listen on (default 127.0.0.1:8080; port 0 picks a free port)\n\
+         --delay-ms        time each request takes (default {delay_default})\n\
+         --timeout-ms      drain deadline after the listener closes (default 30000)\n\
+         --pre-drain-ms    keep serving this long after the stop signal (default 0)\n\
+         --restart-signal  restart on this signal, handing the listener to the new process\n\
+         --restart-timeout-ms  how long the new process has to be ready (default 60000)\n\
+         --pid-file        keep the current process's PID in this file"
     )
 }
 
@@ -67,6 +79,9 @@ pub(crate) fn parse_from(
         timeout: Duration::from_millis(30_000),
         pre_drain: Duration::ZERO,
         delay: Duration::from_millis(delay_default_ms),
+        restart_signal: None,
+        pid_file: None,
+        restart_timeout: Duration::from_secs(60),
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -79,7 +94,13 @@ pub(crate) fn parse_from(
         };
         if !matches!(
             flag.as_str(),
-            "--addr" | "--delay-ms" | "--timeout-ms" | "--pre-drain-ms"
+            "--addr"
+                | "--delay-ms"
+                | "--timeout-ms"
+                | "--pre-drain-ms"
+                | "--restart-signal"
+                | "--restart-timeout-ms"
+                | "--pid-file"
         ) {
             return Err(format!("unknown argument {arg:?}"));
         }
@@ -101,6 +122,13 @@ pub(crate) fn parse_from(
             "--delay-ms" => parsed.delay = millis(&value)?,
             "--timeout-ms" => parsed.timeout = millis(&value)?,
             "--pre-drain-ms" => parsed.pre_drain = millis(&value)?,
+            "--restart-signal" => {
+                parsed.restart_signal = Some(RestartSignal::from_name(&value).ok_or_else(|| {
+                    format!("--restart-signal takes SIGHUP or SIGUSR2, not {value:?}")
+                })?)
+            }
+            "--restart-timeout-ms" => parsed.restart_timeout = millis(&value)?,
+            "--pid-file" => parsed.pid_file = Some(value.into()),
             _ => unreachable!(),
         }
     }
@@ -173,6 +201,7 @@ pub(crate) fn start<R: graceful_core::Runtime>(
     let shutdown = graceful_core::Shutdown::named(name.to_string());
     signals(&shutdown, graceful_core::SignalConfig::default())
         .unwrap_or_else(|e| fail(format!("cannot listen for signals: {e}")));
+    restarts(&shutdown, &listener, &args);
     announce(&listener);
     serving(&runtime, &shutdown, &args);
     Started {
@@ -183,8 +212,32 @@ pub(crate) fn start<R: graceful_core::Runtime>(
     }
 }
 
+/// With `--restart-signal` or `--pid-file`: restarts on the signal, handing
+/// the listener over, and keeps the PID file.
+fn restarts(shutdown: &graceful_core::Shutdown, listener: &TcpListener, args: &Args) {
+    if args.restart_signal.is_none() && args.pid_file.is_none() {
+        return;
+    }
+    let mut config = RestartConfig::new()
+        .signal(args.restart_signal)
+        .ready_timeout(args.restart_timeout);
+    if let Some(path) = &args.pid_file {
+        config = config.pid_file(path);
+    }
+    let restarter = Restarter::new(shutdown, &[("http", listener)], config)
+        .unwrap_or_else(|e| fail(format!("cannot set up restarts: {e}")));
+    let _ = RESTARTER.set(restarter);
+}
+
+/// The process's restarter, if restarts are on: [`exit`] waits for a
+/// restart in progress to end first.
+static RESTARTER: std::sync::OnceLock<Restarter> = std::sync::OnceLock::new();
+
 /// Exits with the outcome's code (B17), or 1 if serving failed.
 pub(crate) fn exit(served: std::io::Result<graceful_core::Outcome>) -> ! {
+    if let Some(restarter) = RESTARTER.get() {
+        restarter.finish();
+    }
     match served {
         Ok(outcome) => std::process::exit(outcome.exit_code()),
         Err(e) => fail(format!("serve failed: {e}")),
@@ -208,6 +261,9 @@ pub(crate) fn serving<R: graceful_core::Runtime>(
     graceful_core::check_kill_budget(args.pre_drain, args.timeout);
     if let Err(e) = graceful_core::systemd::notify_ready() {
         tracing::warn!("cannot notify systemd: {e}");
+    }
+    if let Err(e) = graceful_core::restart::notify_ready() {
+        tracing::warn!("cannot tell the process that restarted into this one: {e}");
     }
     graceful_core::systemd::watch_stop(runtime, shutdown, args.pre_drain + args.timeout);
 }

@@ -29,6 +29,21 @@ async fn route(
     runtime: rt::Runtime,
     delay: Duration,
 ) -> Response<Full<Bytes>> {
+    let mut res = answer(req, ready, runtime, delay).await;
+    // Which program answered (a restart may have replaced the binary).
+    res.headers_mut().insert(
+        hyper::header::SERVER,
+        hyper::header::HeaderValue::from_static(env!("CARGO_CRATE_NAME")),
+    );
+    res
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    ready: rt::http::Readiness,
+    runtime: rt::Runtime,
+    delay: Duration,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     tracing::debug!(target: "request", "{} {path}", req.method());
     match (req.method(), req.uri().path()) {

@@ -17,6 +17,10 @@ use hyper_util::rt::TokioIo;
 pub struct Counts {
     pub answered: BTreeSet<u64>,
     pub failed: Vec<(u64, String)>,
+    /// Connects refused (each client stops at its first).
+    pub refused: usize,
+    /// Who answered (the `server` header), and how many times.
+    pub servers: std::collections::BTreeMap<String, usize>,
 }
 
 /// Load from `clients` keep-alive connections to `addr`, each sending
@@ -43,6 +47,7 @@ impl Load {
                 rt.spawn(async move {
                     'connections: while !stop.load(Ordering::SeqCst) {
                         let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
+                            counts.lock().unwrap().refused += 1;
                             break;
                         };
                         let Ok((mut send, conn)) = http1::handshake(TokioIo::new(stream)).await
@@ -66,13 +71,23 @@ impl Load {
                                     .get(CONNECTION)
                                     .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
                                 let status = res.status();
+                                let server = res
+                                    .headers()
+                                    .get(hyper::header::SERVER)
+                                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
                                 let body = res.into_body().collect().await?.to_bytes();
-                                Ok::<_, hyper::Error>((status, body, closes))
+                                Ok::<_, hyper::Error>((status, body, closes, server))
                             }
                             .await;
                             match result {
-                                Ok((s, body, closes)) if s == 200 && body == "hello\n" => {
-                                    counts.lock().unwrap().answered.insert(id);
+                                Ok((s, body, closes, server)) if s == 200 && body == "hello\n" => {
+                                    let mut counts = counts.lock().unwrap();
+                                    counts.answered.insert(id);
+                                    *counts
+                                        .servers
+                                        .entry(server.unwrap_or_default())
+                                        .or_default() += 1;
+                                    drop(counts);
                                     if closes {
                                         continue 'connections;
                                     }

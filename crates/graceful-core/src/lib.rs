@@ -76,6 +76,8 @@ mod kill_budget;
 mod phase;
 mod reason;
 mod report;
+#[cfg(all(unix, feature = "restart"))]
+pub mod restart;
 mod runtime;
 pub mod server;
 mod shutdown;

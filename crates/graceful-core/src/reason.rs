@@ -82,6 +82,12 @@ pub enum Reason {
     Forced,
     /// An error stopped the service.
     Error(Arc<dyn std::error::Error + Send + Sync + 'static>),
+    /// The process handed its listeners over to a successor (a
+    /// zero-downtime restart) and stops.
+    Restarted {
+        /// The successor's PID.
+        successor: u32,
+    },
 }
 
 impl Reason {
@@ -127,6 +133,7 @@ impl fmt::Display for Reason {
             Reason::After => f.write_str("preceding stages drained"),
             Reason::Forced => f.write_str("forced"),
             Reason::Error(e) => write!(f, "error: {e}"),
+            Reason::Restarted { successor } => write!(f, "restarted as process {successor}"),
         }
     }
 }

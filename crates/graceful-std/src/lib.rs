@@ -24,6 +24,10 @@ mod stream;
 mod threads;
 mod wake;
 
+/// Zero-downtime restart: hand the listening sockets to a successor
+/// process, then stop (the same for every adapter).
+#[cfg(unix)]
+pub use graceful_core::restart;
 pub use graceful_core::{Conn, Outcome, ServeConfig, Shutdown, SignalConfig};
 pub use pool::WorkerPool;
 pub use runtime::Runtime;

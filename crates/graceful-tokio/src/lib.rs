@@ -49,6 +49,10 @@ mod runtime;
 mod serve;
 mod stream;
 
+/// Zero-downtime restart: hand the listening sockets to a successor
+/// process, then stop (the same for every adapter).
+#[cfg(unix)]
+pub use graceful_core::restart;
 pub use graceful_core::{Conn, Outcome, ServeConfig, Shutdown, SignalConfig};
 pub use runtime::Runtime;
 pub use serve::{serve, serve_on};

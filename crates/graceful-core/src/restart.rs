@@ -1,0 +1,537 @@
+//! Zero-downtime restart: hand the listening sockets to a successor
+//! process, then stop.
+//!
+//! On the restart signal (SIGHUP by default, or SIGUSR2) or a call to
+//! [`Restarter::restart`], the process starts its successor: the same
+//! executable path (read again from disk, so a replaced binary takes over),
+//! the same arguments, working directory and environment, with every
+//! listening socket inherited from fd 3 on and named in `LISTEN_FDS`,
+//! `LISTEN_PID` and `LISTEN_FDNAMES`, exactly as socket activation passes
+//! them: the successor takes them through
+//! [`systemd::activated_listeners`](crate::systemd::activated_listeners).
+//! The sockets are never closed nor bound again, so no connect is refused:
+//! both processes accept from the same queue until the old one closes its
+//! listener.
+//!
+//! The successor says it is ready with [`notify_ready`] (a datagram on a
+//! socket the parent made for this restart, named in
+//! `GRACEFUL_RESTART_READY`), once it serves. The parent waits for that up
+//! to [`RestartConfig::ready_timeout`]; if the successor exits first or
+//! times out, the parent kills it, logs why and keeps serving as if nothing
+//! happened. Once it is ready, the parent triggers its shutdown with
+//! [`Reason::Restarted`] and stops like on SIGTERM: its listeners close, the
+//! work in flight finishes, and the process exits 0.
+//!
+//! One restart at a time: a request while one runs is refused and logged,
+//! and so is one after the handover. A stop of the parent while its
+//! successor is not ready yet stops the successor too (SIGTERM, then a
+//! wait). Under systemd (`NOTIFY_SOCKET`), the parent tells the manager
+//! the successor's PID (`MAINPID=`) once it is ready, so a `Type=notify`
+//! unit with `NotifyAccess=all` follows the new process. A PID file, when
+//! configured, is replaced atomically by whichever process is current.
+
+use std::ffi::OsString;
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use command_fds::{CommandFdExt, FdMapping};
+
+use crate::reason::Reason;
+use crate::shutdown::Shutdown;
+
+/// The variable naming the socket a restarting parent waits on.
+pub const READY_ENV: &str = "GRACEFUL_RESTART_READY";
+
+/// The signal that asks for a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RestartSignal {
+    /// `SIGHUP`, the conventional "reload" signal.
+    Hangup,
+    /// `SIGUSR2`, as tableflip and nginx's binary upgrade use.
+    User2,
+}
+
+impl RestartSignal {
+    /// The signal's number on this platform.
+    pub fn number(self) -> i32 {
+        match self {
+            RestartSignal::Hangup => signal_hook::consts::SIGHUP,
+            RestartSignal::User2 => signal_hook::consts::SIGUSR2,
+        }
+    }
+
+    /// The conventional name, such as `SIGHUP`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            RestartSignal::Hangup => "SIGHUP",
+            RestartSignal::User2 => "SIGUSR2",
+        }
+    }
+
+    /// The signal named `name` (`SIGHUP`, `HUP`, `SIGUSR2`, `USR2`).
+    pub fn from_name(name: &str) -> Option<RestartSignal> {
+        match name.trim_start_matches("SIG") {
+            "HUP" => Some(RestartSignal::Hangup),
+            "USR2" => Some(RestartSignal::User2),
+            _ => None,
+        }
+    }
+}
+
+/// How a process restarts.
+#[derive(Debug, Clone)]
+pub struct RestartConfig {
+    signal: Option<RestartSignal>,
+    ready_timeout: Duration,
+    pid_file: Option<PathBuf>,
+}
+
+impl Default for RestartConfig {
+    fn default() -> Self {
+        RestartConfig {
+            signal: Some(RestartSignal::Hangup),
+            ready_timeout: Duration::from_secs(60),
+            pid_file: None,
+        }
+    }
+}
+
+impl RestartConfig {
+    /// SIGHUP restarts, the successor has 60 s to be ready, no PID file.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The signal that restarts; `None` for restarts from code only.
+    pub fn signal(mut self, signal: Option<RestartSignal>) -> Self {
+        self.signal = signal;
+        self
+    }
+
+    /// How long the successor has to say it is ready.
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    /// A file holding the PID of the current process, written atomically
+    /// (a new file renamed over it) at [`Restarter::new`] and by each
+    /// successor.
+    pub fn pid_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.pid_file = Some(path.into());
+        self
+    }
+}
+
+/// What went wrong with one restart. The process keeps serving.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RestartError {
+    /// A restart is running, or the process already handed over.
+    Busy,
+    /// The shutdown was triggered: the process is stopping.
+    Stopping,
+    /// The successor could not be started.
+    Spawn(io::Error),
+    /// The successor exited before it was ready.
+    Exited(std::process::ExitStatus),
+    /// The successor was not ready in time.
+    TimedOut(Duration),
+}
+
+impl std::fmt::Display for RestartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestartError::Busy => f.write_str("a restart is in progress or done"),
+            RestartError::Stopping => f.write_str("the process is stopping"),
+            RestartError::Spawn(e) => write!(f, "cannot start the successor: {e}"),
+            RestartError::Exited(s) => write!(f, "the successor exited before it was ready ({s})"),
+            RestartError::TimedOut(t) => write!(f, "the successor was not ready within {t:?}"),
+        }
+    }
+}
+
+impl std::error::Error for RestartError {}
+
+/// Restarts this process with its listening sockets: see the [module
+/// docs](self).
+#[derive(Clone)]
+pub struct Restarter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shutdown: Shutdown,
+    config: RestartConfig,
+    exe: PathBuf,
+    args: Vec<OsString>,
+    /// Our own references to the listening sockets, dropped when the
+    /// shutdown triggers: a stopping process must not keep a listener
+    /// open (its connects would queue with nobody to accept them).
+    listeners: Mutex<Option<Vec<(String, TcpListener)>>>,
+    busy: AtomicBool,
+    /// Whether a successor is starting (not ready yet, not stopped yet).
+    starting: Mutex<bool>,
+    started: Condvar,
+}
+
+impl std::fmt::Debug for Restarter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Restarter")
+            .field("exe", &self.inner.exe)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Restarter {
+    /// A restarter for `shutdown` handing over `listeners` (each with the
+    /// name the successor finds it by, as in `LISTEN_FDNAMES`). Takes a
+    /// duplicate of each listener: the caller keeps and serves its own.
+    /// Writes the PID file, if configured, and listens for the restart
+    /// signal, if any.
+    ///
+    /// Call it early: the executable's path is taken now, before anything
+    /// could replace the file.
+    pub fn new(
+        shutdown: &Shutdown,
+        listeners: &[(&str, &TcpListener)],
+        config: RestartConfig,
+    ) -> io::Result<Restarter> {
+        let exe = current_exe()?;
+        let owned = listeners
+            .iter()
+            .map(|(name, l)| Ok((name.to_string(), l.try_clone()?)))
+            .collect::<io::Result<Vec<_>>>()?;
+        if let Some(path) = &config.pid_file {
+            write_pid_file(path, std::process::id())?;
+        }
+        let restarter = Restarter {
+            inner: Arc::new(Inner {
+                shutdown: shutdown.clone(),
+                config,
+                exe,
+                args: std::env::args_os().skip(1).collect(),
+                listeners: Mutex::new(Some(owned)),
+                busy: AtomicBool::new(false),
+                starting: Mutex::new(false),
+                started: Condvar::new(),
+            }),
+        };
+        let weak = Arc::downgrade(&restarter.inner);
+        shutdown.on_shutdown(move |_| {
+            if let Some(inner) = weak.upgrade() {
+                inner
+                    .listeners
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+            }
+        });
+        if let Some(signal) = restarter.inner.config.signal {
+            restarter.listen(signal)?;
+        }
+        Ok(restarter)
+    }
+
+    fn listen(&self, signal: RestartSignal) -> io::Result<()> {
+        let mut signals = signal_hook::iterator::Signals::new([signal.number()])?;
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("graceful-restart-signal".into())
+            .spawn(move || {
+                for _ in signals.forever() {
+                    tracing::info!("{} received: restarting", signal.name());
+                    let me = me.clone();
+                    // The restart waits for the successor on a thread of its
+                    // own: the next signal finds it busy, not queued.
+                    let _ = std::thread::Builder::new()
+                        .name("graceful-restart".into())
+                        .spawn(move || match me.restart() {
+                            Ok(_) => {}
+                            Err(RestartError::Busy) => {
+                                tracing::warn!("{} ignored: {}", signal.name(), RestartError::Busy)
+                            }
+                            Err(e) => tracing::warn!("restart failed: {e}; still serving"),
+                        });
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Starts the successor, waits for it to be ready, and triggers this
+    /// process's shutdown with [`Reason::Restarted`]; returns the
+    /// successor's PID. Blocks up to the ready timeout. On an error the
+    /// successor (if any) was stopped and this process goes on serving.
+    pub fn restart(&self) -> Result<u32, RestartError> {
+        let inner = &self.inner;
+        if inner.busy.swap(true, Ordering::SeqCst) {
+            return Err(RestartError::Busy);
+        }
+        *inner.starting.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        let result = inner.hand_over();
+        if result.is_err() {
+            inner.busy.store(false, Ordering::SeqCst);
+        }
+        *inner.starting.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        inner.started.notify_all();
+        result
+    }
+
+    /// Waits until no successor is starting: a restart in progress ends
+    /// (ready and handed over, failed, or stopped because this process
+    /// stops). Call it before the process exits, so that a stop during a
+    /// restart never leaves a half-started successor behind.
+    pub fn finish(&self) {
+        let mut starting = self
+            .inner
+            .starting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        while *starting {
+            starting = self
+                .inner
+                .started
+                .wait(starting)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+impl Inner {
+    fn hand_over(&self) -> Result<u32, RestartError> {
+        if self.shutdown.is_triggered() {
+            return Err(RestartError::Stopping);
+        }
+        let ready = ReadySocket::new().map_err(RestartError::Spawn)?;
+        let mut child = self.spawn(ready.path()).map_err(RestartError::Spawn)?;
+        let pid = child.id();
+        tracing::info!(
+            "started successor {pid}; waiting up to {:?} for it to be ready",
+            self.config.ready_timeout
+        );
+        let until = Instant::now() + self.config.ready_timeout;
+        loop {
+            match ready.wait(Duration::from_millis(50)) {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => {
+                    stop_child(&mut child);
+                    return Err(RestartError::Spawn(e));
+                }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(RestartError::Exited(status));
+            }
+            if self.shutdown.is_triggered() {
+                tracing::warn!("stopping during a restart: stopping successor {pid} too");
+                stop_child(&mut child);
+                return Err(RestartError::Stopping);
+            }
+            if Instant::now() >= until {
+                stop_child(&mut child);
+                return Err(RestartError::TimedOut(self.config.ready_timeout));
+            }
+        }
+        tracing::info!("successor {pid} is ready; handing over");
+        if let Some(path) = &self.config.pid_file {
+            if let Err(e) = write_pid_file(path, pid) {
+                tracing::warn!("cannot write the PID file {}: {e}", path.display());
+            }
+        }
+        #[cfg(feature = "systemd")]
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::MainPid(pid)]) {
+            tracing::warn!("cannot tell systemd the successor's PID: {e}");
+        }
+        // The successor lives on after this process exits; nothing waits
+        // for it here.
+        drop(child);
+        self.shutdown.trigger(Reason::Restarted { successor: pid });
+        Ok(pid)
+    }
+
+    fn spawn(&self, ready: &Path) -> io::Result<Child> {
+        let listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(listeners) = listeners.as_ref() else {
+            return Err(io::Error::other("the listeners are closed"));
+        };
+        let mut mappings = Vec::with_capacity(listeners.len());
+        for (i, (_, l)) in listeners.iter().enumerate() {
+            mappings.push(FdMapping {
+                parent_fd: OwnedFd::from(l.try_clone()?),
+                child_fd: 3 + i as i32,
+            });
+        }
+        let names: Vec<&str> = listeners.iter().map(|(n, _)| n.as_str()).collect();
+        // `sh` sets LISTEN_PID to its own PID, which `exec` keeps: the
+        // successor's. The descriptors are mapped before `sh` runs.
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
+            .arg(&self.exe)
+            .args(&self.args)
+            .env("LISTEN_FDS", listeners.len().to_string())
+            .env("LISTEN_FDNAMES", names.join(":"))
+            .env(READY_ENV, ready);
+        cmd.fd_mappings(mappings)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        cmd.spawn()
+    }
+}
+
+/// Sends SIGTERM to a successor that is not taking over, and waits (up to
+/// 30 s, then kills it).
+fn stop_child(child: &mut Child) {
+    let pid = child.id();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                tracing::info!("successor {pid} stopped ({status})");
+                return;
+            }
+            Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+        }
+    }
+}
+
+/// The socket a restarting parent waits on, in a directory of its own.
+struct ReadySocket {
+    dir: PathBuf,
+    path: PathBuf,
+    socket: UnixDatagram,
+}
+
+impl ReadySocket {
+    fn new() -> io::Result<ReadySocket> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "graceful-restart-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir(&dir)?;
+        let path = dir.join("ready");
+        let socket = UnixDatagram::bind(&path)?;
+        Ok(ReadySocket { dir, path, socket })
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits up to `within` for the ready message.
+    fn wait(&self, within: Duration) -> io::Result<bool> {
+        self.socket.set_read_timeout(Some(within))?;
+        let mut buf = [0u8; 64];
+        match self.socket.recv(&mut buf) {
+            Ok(n) => Ok(buf[..n].starts_with(b"READY=1")),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for ReadySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Tells the process that started this one in a restart that it is ready
+/// (it serves on the sockets it inherited); does nothing otherwise. Call it
+/// once serving, like [`systemd::notify_ready`](crate::systemd::notify_ready).
+pub fn notify_ready() -> io::Result<()> {
+    let Some(path) = std::env::var_os(READY_ENV) else {
+        return Ok(());
+    };
+    UnixDatagram::unbound()?.send_to(b"READY=1", path)?;
+    Ok(())
+}
+
+/// The path of the running executable, as it was started (not the
+/// `(deleted)` name of a replaced file).
+fn current_exe() -> io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let text = exe.to_string_lossy();
+    Ok(match text.strip_suffix(" (deleted)") {
+        Some(path) => PathBuf::from(path),
+        None => exe,
+    })
+}
+
+/// Writes `pid` to `path` atomically: a new file renamed over the old.
+fn write_pid_file(path: &Path, pid: u32) -> io::Result<()> {
+    let tmp = path.with_extension(format!("tmp-{pid}"));
+    std::fs::write(&tmp, format!("{pid}\n"))?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names() {
+        for name in ["SIGHUP", "HUP"] {
+            assert_eq!(RestartSignal::from_name(name), Some(RestartSignal::Hangup));
+        }
+        for name in ["SIGUSR2", "USR2"] {
+            assert_eq!(RestartSignal::from_name(name), Some(RestartSignal::User2));
+        }
+        assert_eq!(RestartSignal::from_name("SIGTERM"), None);
+        assert_eq!(RestartSignal::Hangup.number(), 1);
+    }
+
+    #[test]
+    fn the_pid_file_is_replaced_whole() {
+        let dir = std::env::temp_dir().join(format!("graceful-pid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("app.pid");
+        write_pid_file(&path, 41).unwrap();
+        write_pid_file(&path, 42).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "42\n");
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file left: {left:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_ready_message_reaches_the_waiting_parent() {
+        let socket = ReadySocket::new().unwrap();
+        assert!(!socket.wait(Duration::from_millis(10)).unwrap());
+        UnixDatagram::unbound()
+            .unwrap()
+            .send_to(b"READY=1", socket.path())
+            .unwrap();
+        assert!(socket.wait(Duration::from_secs(5)).unwrap());
+        let dir = socket.dir.clone();
+        drop(socket);
+        assert!(!dir.exists(), "the socket's directory is removed");
+    }
+}

@@ -1,0 +1,410 @@
+//! Zero-downtime restart with the examples as real processes: the listener
+//! handed to a successor on SIGHUP, under load, with the binary replaced
+//! in between; and the restarts that must not happen.
+//!
+//! This test process is a child subreaper, so every successor (a child of
+//! its predecessor) becomes its child when the predecessor exits, and its
+//! exit status can be checked.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::load::{Counts, Load};
+use common::{example_path, PATIENCE};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+/// A directory of this test's own, removed at the end.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("graceful-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Puts a copy of `from` at `to` atomically (a new file renamed over the
+/// old one), as a deploy replaces a binary.
+fn install(from: &Path, to: &Path) {
+    let tmp = to.with_extension("new");
+    std::fs::copy(from, &tmp).unwrap();
+    std::fs::rename(&tmp, to).unwrap();
+}
+
+/// Writes an executable shell script at `to`, atomically.
+fn install_script(to: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = to.with_extension("new");
+    std::fs::write(&tmp, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, to).unwrap();
+}
+
+/// The first server and every successor, sharing one stdout and one log.
+struct Servers {
+    addr: SocketAddr,
+    pid_file: PathBuf,
+    log: PathBuf,
+    lines: mpsc::Receiver<String>,
+    /// Every PID started, in order; all are reaped before the test ends.
+    pids: Vec<i32>,
+}
+
+impl Servers {
+    /// Starts `binary` (the deployed path) with the restart flags and
+    /// `args`.
+    fn start(dir: &Path, binary: &Path, args: &[&str]) -> Servers {
+        nix::sys::prctl::set_child_subreaper(true).expect("become a subreaper");
+        let pid_file = dir.join("server.pid");
+        let log = dir.join("server.log");
+        let mut child = Command::new(binary)
+            .args(["--addr", "127.0.0.1:0", "--restart-signal", "SIGHUP"])
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let first = lines.recv_timeout(PATIENCE).expect("a listening line");
+        let addr = first
+            .strip_prefix("listening on ")
+            .expect("listening on ADDR")
+            .parse()
+            .unwrap();
+        let pid = child.id() as i32;
+        // Reaped by waitpid below, like the successors.
+        std::mem::forget(child);
+        Servers {
+            addr,
+            pid_file,
+            log,
+            lines,
+            pids: vec![pid],
+        }
+    }
+
+    fn current(&self) -> i32 {
+        *self.pids.last().unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, pid: i32, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(Pid::from_raw(pid), signal).unwrap();
+    }
+
+    /// Restarts the current server; returns once the successor printed its
+    /// `listening on` line, the PID file names it, and the old process
+    /// exited (its status returned).
+    fn restart(&mut self) -> WaitStatus {
+        let old = self.current();
+        self.signal(old, nix::sys::signal::Signal::SIGHUP);
+        let line = self
+            .lines
+            .recv_timeout(PATIENCE)
+            .unwrap_or_else(|_| panic!("no successor started: {}", self.log()));
+        assert_eq!(
+            line,
+            format!("listening on {}", self.addr),
+            "the same address"
+        );
+        let until = Instant::now() + PATIENCE;
+        let new = loop {
+            let pid = std::fs::read_to_string(&self.pid_file)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok());
+            match pid {
+                Some(pid) if pid != old => break pid,
+                _ if Instant::now() > until => panic!("the PID file still names {old}"),
+                _ => std::thread::sleep(Duration::from_millis(5)),
+            }
+        };
+        self.pids.push(new);
+        self.wait(old)
+    }
+
+    /// Waits for `pid` (a child, or an orphan this subreaper adopted).
+    fn wait(&self, pid: i32) -> WaitStatus {
+        let until = Instant::now() + PATIENCE;
+        loop {
+            match waitpid(
+                Pid::from_raw(pid),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            ) {
+                Ok(WaitStatus::StillAlive) if Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Ok(status) => return status,
+                Err(e) => panic!("waiting for {pid}: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for &pid in &self.pids {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(pid), None);
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Three restarts in a row under 32 keep-alive clients, the binary file
+/// replaced by another program between the second and the third: no
+/// connect is refused, no request fails, each old process exits 0, the
+/// PID changes each time, and the last successor is the new program.
+fn restarts_under_load_fail_no_request(example: &str, replacement: &str) {
+    let dir = TempDir::new(&format!("restart-{example}"));
+    let binary = dir.0.join("server");
+    install(&example_path(example), &binary);
+    let mut servers = Servers::start(
+        &dir.0,
+        &binary,
+        &["--delay-ms", "20", "--pre-drain-ms", "300"],
+    );
+    let rt = runtime();
+    let load = Load::start(&rt, servers.addr, 32);
+    std::thread::sleep(Duration::from_millis(300));
+    for round in 0..3 {
+        if round == 2 {
+            install(&example_path(replacement), &binary);
+        }
+        let status = servers.restart();
+        assert_eq!(
+            status,
+            WaitStatus::Exited(Pid::from_raw(servers.pids[round]), 0),
+            "{}",
+            servers.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let Counts {
+        answered,
+        failed,
+        refused,
+        servers: answered_by,
+    } = load.stop(&rt);
+    println!(
+        "{example} restarts: answered {}, failed {}, refused {refused}, by {answered_by:?}",
+        answered.len(),
+        failed.len()
+    );
+    assert!(failed.is_empty(), "failed: {failed:?}\n{}", servers.log());
+    assert_eq!(refused, 0, "refused connects");
+    assert!(answered.len() > 200, "too little load: {}", answered.len());
+    assert!(answered_by.contains_key(replacement), "{answered_by:?}");
+    let pids = &servers.pids;
+    assert_eq!(pids.len(), 4);
+    assert!(pids.windows(2).all(|w| w[0] != w[1]), "{pids:?}");
+    // The replaced binary answers now.
+    let mut c = TcpStream::connect(servers.addr).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    c.read_to_string(&mut reply).unwrap();
+    assert!(
+        reply
+            .to_ascii_lowercase()
+            .contains(&format!("server: {replacement}")),
+        "{reply}"
+    );
+    let last = servers.current();
+    servers.signal(last, nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(
+        servers.wait(last),
+        WaitStatus::Exited(Pid::from_raw(last), 0)
+    );
+}
+
+/// Restarts of the echo example while clients send lines, each on a
+/// connection of its own: every line is echoed, no connect is refused.
+fn echo_restarts_lose_no_line(example: &str) {
+    let dir = TempDir::new(&format!("restart-{example}"));
+    let binary = dir.0.join("server");
+    install(&example_path(example), &binary);
+    let mut servers = Servers::start(&dir.0, &binary, &["--pre-drain-ms", "300"]);
+    let addr = servers.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut sent = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let mut c = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+                    c.set_read_timeout(Some(PATIENCE)).unwrap();
+                    let line = format!("client {i} line {sent}\n");
+                    c.write_all(line.as_bytes())
+                        .map_err(|e| format!("send: {e}"))?;
+                    let mut got = String::new();
+                    BufReader::new(&c)
+                        .read_line(&mut got)
+                        .map_err(|e| format!("read: {e}"))?;
+                    if got != line {
+                        return Err(format!("sent {line:?}, got {got:?}"));
+                    }
+                    sent += 1;
+                }
+                Ok::<usize, String>(sent)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    for round in 0..3 {
+        let status = servers.restart();
+        assert_eq!(
+            status,
+            WaitStatus::Exited(Pid::from_raw(servers.pids[round]), 0),
+            "{}",
+            servers.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut total = 0;
+    for c in clients {
+        total += c
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{e}\n{}", servers.log()));
+    }
+    println!("{example} restarts: {total} lines echoed");
+    assert!(total > 100, "too little load: {total}");
+    let last = servers.current();
+    servers.signal(last, nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(
+        servers.wait(last),
+        WaitStatus::Exited(Pid::from_raw(last), 0)
+    );
+}
+
+/// A successor that fails (exits at once, or never says it is ready) is
+/// stopped and logged; the old process keeps serving, and a restart while
+/// one waits is refused. A SIGTERM while a successor is not ready yet stops
+/// both.
+fn failed_restarts_keep_serving(example: &str) {
+    let dir = TempDir::new(&format!("restart-fail-{example}"));
+    let binary = dir.0.join("server");
+    install(&example_path(example), &binary);
+    let servers = Servers::start(
+        &dir.0,
+        &binary,
+        &["--delay-ms", "0", "--restart-timeout-ms", "2000"],
+    );
+    let pid = servers.current();
+    let get = |addr: SocketAddr| {
+        let mut c = TcpStream::connect(addr).expect("still accepting");
+        c.set_read_timeout(Some(PATIENCE)).unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let mut reply = String::new();
+        c.read_to_string(&mut reply).unwrap();
+        assert!(reply.ends_with("hello\n"), "{reply}");
+    };
+
+    // A binary that exits at once.
+    install_script(&binary, "exit 3");
+    servers.signal(pid, nix::sys::signal::Signal::SIGHUP);
+    wait_for(&servers, "the successor exited before it was ready", 1);
+    get(servers.addr);
+
+    // One that never says it is ready: stopped after the timeout.
+    install_script(&binary, "exec sleep 600");
+    servers.signal(pid, nix::sys::signal::Signal::SIGHUP);
+    wait_for(&servers, "the successor was not ready within", 1);
+    get(servers.addr);
+
+    // A restart during a restart is refused; a stop during one stops both.
+    servers.signal(pid, nix::sys::signal::Signal::SIGHUP);
+    wait_for(&servers, "started successor", 3);
+    servers.signal(pid, nix::sys::signal::Signal::SIGHUP);
+    wait_for(&servers, "SIGHUP ignored: a restart is in progress", 1);
+    get(servers.addr);
+    servers.signal(pid, nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(servers.wait(pid), WaitStatus::Exited(Pid::from_raw(pid), 0));
+    let log = servers.log();
+    assert!(log.contains("stopping successor"), "{log}");
+    let successor: i32 = log
+        .rsplit("started successor ")
+        .next()
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|pid| pid.parse().ok())
+        .expect("the successor's PID in the log");
+    assert!(
+        nix::sys::signal::kill(Pid::from_raw(successor), None).is_err(),
+        "successor {successor} still runs"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&servers.pid_file).unwrap().trim(),
+        pid.to_string()
+    );
+}
+
+/// Waits until the log holds `needle` `count` times.
+fn wait_for(servers: &Servers, needle: &str, count: usize) {
+    let until = Instant::now() + PATIENCE;
+    while servers.log().matches(needle).count() < count {
+        assert!(
+            Instant::now() < until,
+            "never logged {needle:?}:\n{}",
+            servers.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn tokio_http_restarts_under_load_fail_no_request() {
+    restarts_under_load_fail_no_request("tokio_http", "smol_http");
+}
+
+#[test]
+fn smol_http_restarts_under_load_fail_no_request() {
+    restarts_under_load_fail_no_request("smol_http", "tokio_http");
+}
+
+#[test]
+fn tokio_echo_restarts_lose_no_line() {
+    echo_restarts_lose_no_line("tokio_echo");
+}
+
+#[test]
+fn failed_restarts_keep_serving_tokio_http() {
+    failed_restarts_keep_serving("tokio_http");
+}
