@@ -66,14 +66,14 @@ struct Servers {
 }
 
 impl Servers {
-    /// Starts `binary` (the deployed path) with the restart flags and
+    /// Starts `binary` (the deployed path) restarting on `signal`, with
     /// `args`.
-    fn start(dir: &Path, binary: &Path, args: &[&str]) -> Servers {
+    fn start(dir: &Path, binary: &Path, signal: &str, args: &[&str]) -> Servers {
         nix::sys::prctl::set_child_subreaper(true).expect("become a subreaper");
         let pid_file = dir.join("server.pid");
         let log = dir.join("server.log");
         let mut child = Command::new(binary)
-            .args(["--addr", "127.0.0.1:0", "--restart-signal", "SIGHUP"])
+            .args(["--addr", "127.0.0.1:0", "--restart-signal", signal])
             .arg("--pid-file")
             .arg(&pid_file)
             .args(args)
@@ -123,9 +123,9 @@ impl Servers {
     /// Restarts the current server; returns once the successor printed its
     /// `listening on` line, the PID file names it, and the old process
     /// exited (its status returned).
-    fn restart(&mut self) -> WaitStatus {
+    fn restart(&mut self, signal: nix::sys::signal::Signal) -> WaitStatus {
         let old = self.current();
-        self.signal(old, nix::sys::signal::Signal::SIGHUP);
+        self.signal(old, signal);
         let line = self
             .lines
             .recv_timeout(PATIENCE)
@@ -193,11 +193,9 @@ fn restarts_under_load_fail_no_request(example: &str, replacement: &str) {
     let dir = TempDir::new(&format!("restart-{example}"));
     let binary = dir.0.join("server");
     install(&example_path(example), &binary);
-    let mut servers = Servers::start(
-        &dir.0,
-        &binary,
-        &["--delay-ms", "20", "--pre-drain-ms", "300"],
-    );
+    // No --pre-drain-ms: a restart keeps serving a moment before the old
+    // process closes its listener anyway.
+    let mut servers = Servers::start(&dir.0, &binary, "SIGHUP", &["--delay-ms", "20"]);
     let rt = runtime();
     let load = Load::start(&rt, servers.addr, 32);
     std::thread::sleep(Duration::from_millis(300));
@@ -205,7 +203,7 @@ fn restarts_under_load_fail_no_request(example: &str, replacement: &str) {
         if round == 2 {
             install(&example_path(replacement), &binary);
         }
-        let status = servers.restart();
+        let status = servers.restart(nix::sys::signal::Signal::SIGHUP);
         assert_eq!(
             status,
             WaitStatus::Exited(Pid::from_raw(servers.pids[round]), 0),
@@ -252,13 +250,13 @@ fn restarts_under_load_fail_no_request(example: &str, replacement: &str) {
     );
 }
 
-/// Restarts of the echo example while clients send lines, each on a
-/// connection of its own: every line is echoed, no connect is refused.
-fn echo_restarts_lose_no_line(example: &str) {
+/// Restarts of an echo example on `signal` while clients send lines, each
+/// on a connection of its own: every line is echoed, no connect is refused.
+fn echo_restarts_lose_no_line(example: &str, signal: nix::sys::signal::Signal) {
     let dir = TempDir::new(&format!("restart-{example}"));
     let binary = dir.0.join("server");
     install(&example_path(example), &binary);
-    let mut servers = Servers::start(&dir.0, &binary, &["--pre-drain-ms", "300"]);
+    let mut servers = Servers::start(&dir.0, &binary, signal.as_str(), &[]);
     let addr = servers.addr;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clients: Vec<_> = (0..8)
@@ -287,7 +285,7 @@ fn echo_restarts_lose_no_line(example: &str) {
         .collect();
     std::thread::sleep(Duration::from_millis(200));
     for round in 0..3 {
-        let status = servers.restart();
+        let status = servers.restart(signal);
         assert_eq!(
             status,
             WaitStatus::Exited(Pid::from_raw(servers.pids[round]), 0),
@@ -325,7 +323,8 @@ fn failed_restarts_keep_serving(example: &str) {
     let servers = Servers::start(
         &dir.0,
         &binary,
-        &["--delay-ms", "0", "--restart-timeout-ms", "2000"],
+        "SIGHUP",
+        &["--delay-ms", "0", "--restart-timeout-ms", "5000"],
     );
     let pid = servers.current();
     let get = |addr: SocketAddr| {
@@ -400,8 +399,13 @@ fn smol_http_restarts_under_load_fail_no_request() {
 }
 
 #[test]
-fn tokio_echo_restarts_lose_no_line() {
-    echo_restarts_lose_no_line("tokio_echo");
+fn tokio_echo_restarts_on_sighup_lose_no_line() {
+    echo_restarts_lose_no_line("tokio_echo", nix::sys::signal::Signal::SIGHUP);
+}
+
+#[test]
+fn std_echo_restarts_on_sigusr2_lose_no_line() {
+    echo_restarts_lose_no_line("std_echo", nix::sys::signal::Signal::SIGUSR2);
 }
 
 #[test]

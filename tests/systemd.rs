@@ -64,6 +64,55 @@ impl Drop for NotifySocket {
     }
 }
 
+/// A restart under systemd: the manager learns the successor's PID
+/// (`MAINPID=`), the successor says `READY=1` itself, and the old process
+/// does not say `STOPPING=1` (the service is not stopping); the successor
+/// does when it stops.
+#[test]
+fn a_restart_hands_the_main_pid_over_without_stopping() {
+    let notify = NotifySocket::new();
+    let mut s = Service::start_with("tokio_echo", &["--restart-signal", "SIGHUP"], |cmd| {
+        cmd.env("NOTIFY_SOCKET", &notify.path);
+    });
+    notify.wait_for("READY=1");
+    s.signal("HUP");
+    let handed = notify.wait_for("MAINPID=");
+    assert_eq!(s.exit_code(), 0, "{}", s.stderr());
+    let messages = notify.messages();
+    let successor: i32 = messages
+        .iter()
+        .find_map(|(_, m)| m.split("MAINPID=").nth(1))
+        .and_then(|rest| rest.lines().next())
+        .and_then(|pid| pid.trim().parse().ok())
+        .expect("MAINPID=<pid>");
+    assert_ne!(successor, s.pid() as i32);
+    let readies = messages
+        .iter()
+        .filter(|(_, m)| m.contains("READY=1"))
+        .count();
+    assert_eq!(
+        readies, 2,
+        "the first process and its successor: {messages:?}"
+    );
+    assert!(
+        !messages.iter().any(|(_, m)| m.contains("STOPPING=1")),
+        "a restart is not a stop: {messages:?}"
+    );
+    assert!(handed.elapsed() < PATIENCE);
+    // The successor stops like any service.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(successor),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    notify.wait_for("STOPPING=1");
+    let until = Instant::now() + PATIENCE;
+    while nix::sys::signal::kill(nix::unistd::Pid::from_raw(successor), None).is_ok() {
+        assert!(Instant::now() < until, "successor {successor} did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn extend_usec(message: &str) -> Option<u64> {
     message
         .lines()

@@ -577,6 +577,22 @@ fn run_plan<A: Adapter>(plan: &Plan) -> Tally {
             );
         }
     }
+    // Idle connections accepted before the trigger end with the close
+    // itself, before any clock moves (the grace is for late ones only).
+    for d in clients.iter_mut().take(room) {
+        if matches!(d.kind, Kind::Idle | Kind::Reuse | Kind::WaitTrigger) {
+            for reply in std::mem::take(&mut d.expect) {
+                assert_eq!(d.client().read_line().ok(), Some(reply));
+                tally.responses += 1;
+            }
+            assert!(
+                d.client().closed_within(PATIENCE),
+                "client {} ({:?}), idle before the trigger, still open after the close",
+                d.index,
+                d.kind
+            );
+        }
+    }
     // The deadline is armed at the close, unless nothing was left.
     let deadline = closed_at + plan.timeout;
     assert!(

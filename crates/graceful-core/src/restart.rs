@@ -196,8 +196,9 @@ impl Restarter {
     /// A restarter for `shutdown` handing over `listeners` (each with the
     /// name the successor finds it by, as in `LISTEN_FDNAMES`). Takes a
     /// duplicate of each listener: the caller keeps and serves its own.
-    /// Writes the PID file, if configured, and listens for the restart
-    /// signal, if any.
+    /// Writes the PID file, if configured (unless this process is a
+    /// successor still starting: the process it replaces writes it once it
+    /// is ready), and listens for the restart signal, if any.
     ///
     /// Call it early: the executable's path is taken now, before anything
     /// could replace the file.
@@ -211,7 +212,9 @@ impl Restarter {
             .iter()
             .map(|(name, l)| Ok((name.to_string(), l.try_clone()?)))
             .collect::<io::Result<Vec<_>>>()?;
-        if let Some(path) = &config.pid_file {
+        // A successor's PID goes in the file once it is ready, written by
+        // the process it replaces: until then that one is current.
+        if let (Some(path), None) = (&config.pid_file, std::env::var_os(READY_ENV)) {
             write_pid_file(path, std::process::id())?;
         }
         let restarter = Restarter {
@@ -324,7 +327,7 @@ impl Inner {
                 Ok(true) => break,
                 Ok(false) => {}
                 Err(e) => {
-                    stop_child(&mut child);
+                    self.stop_child(&mut child);
                     return Err(RestartError::Spawn(e));
                 }
             }
@@ -332,14 +335,17 @@ impl Inner {
                 return Err(RestartError::Exited(status));
             }
             if self.shutdown.is_triggered() {
-                tracing::warn!("stopping during a restart: stopping successor {pid} too");
-                stop_child(&mut child);
-                return Err(RestartError::Stopping);
+                return Err(self.stopping(&mut child));
             }
             if Instant::now() >= until {
-                stop_child(&mut child);
+                self.stop_child(&mut child);
                 return Err(RestartError::TimedOut(self.config.ready_timeout));
             }
+        }
+        // The handover is the trigger: a stop that came first wins, and the
+        // successor stops with this process.
+        if !self.shutdown.trigger(Reason::Restarted { successor: pid }) {
+            return Err(self.stopping(&mut child));
         }
         tracing::info!("successor {pid} is ready; handing over");
         if let Some(path) = &self.config.pid_file {
@@ -354,8 +360,46 @@ impl Inner {
         // The successor lives on after this process exits; nothing waits
         // for it here.
         drop(child);
-        self.shutdown.trigger(Reason::Restarted { successor: pid });
         Ok(pid)
+    }
+
+    /// This process stops while its successor is starting: stops it too.
+    fn stopping(&self, child: &mut Child) -> RestartError {
+        tracing::warn!(
+            "stopping during a restart: stopping successor {} too",
+            child.id()
+        );
+        self.stop_child(child);
+        RestartError::Stopping
+    }
+
+    /// Sends SIGTERM to a successor that is not taking over and waits for
+    /// it; kills it after 30 s, or at once when this process's stop is
+    /// forced.
+    fn stop_child(&self, child: &mut Child) {
+        let pid = child.id();
+        let signal = |s| {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), s);
+        };
+        signal(nix::sys::signal::Signal::SIGTERM);
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    tracing::info!("successor {pid} stopped ({status})");
+                    return;
+                }
+                Ok(None) if Instant::now() < until && !self.shutdown.is_forced() => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                _ => {
+                    signal(nix::sys::signal::Signal::SIGKILL);
+                    let _ = child.wait();
+                    tracing::info!("successor {pid} killed");
+                    return;
+                }
+            }
+        }
     }
 
     fn spawn(&self, ready: &Path) -> io::Result<Child> {
@@ -384,31 +428,6 @@ impl Inner {
         cmd.fd_mappings(mappings)
             .map_err(|e| io::Error::other(e.to_string()))?;
         cmd.spawn()
-    }
-}
-
-/// Sends SIGTERM to a successor that is not taking over, and waits (up to
-/// 30 s, then kills it).
-fn stop_child(child: &mut Child) {
-    let pid = child.id();
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                tracing::info!("successor {pid} stopped ({status})");
-                return;
-            }
-            Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(10)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return;
-            }
-        }
     }
 }
 

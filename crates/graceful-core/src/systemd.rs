@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
+use crate::reason::Reason;
 use crate::runtime::Runtime;
 use crate::shutdown::Shutdown;
 
@@ -45,17 +46,29 @@ const MARGIN: Duration = Duration::from_secs(5);
 ///
 /// A drain that makes no progress is not extended beyond its own budget:
 /// the process's own deadline ends it first.
+///
+/// A process that handed its listeners to a successor
+/// ([`Reason::Restarted`]) says nothing: the service is not stopping, and
+/// the manager already follows the successor (`MAINPID=`).
 pub fn watch_stop<R: Runtime>(rt: &R, shutdown: &Shutdown, budget: Duration) {
     if !is_notify_enabled() {
         return;
     }
     // Sent by the drain itself, before anything waiting for it wakes (and
     // may exit the process).
-    shutdown.on_drained(|| send(&[NotifyState::Status("drained, exiting")]));
+    let s = shutdown.clone();
+    shutdown.on_drained(move || {
+        if !restarted(&s) {
+            send(&[NotifyState::Status("drained, exiting")])
+        }
+    });
     let rt2 = rt.clone();
     let shutdown = shutdown.clone();
     rt.spawn(async move {
         shutdown.triggered().await;
+        if restarted(&shutdown) {
+            return;
+        }
         let started = rt2.now();
         let end = started + budget;
         let mut held = shutdown.report().total();
@@ -88,6 +101,13 @@ pub fn watch_stop<R: Runtime>(rt: &R, shutdown: &Shutdown, budget: Duration) {
             }
         }
     });
+}
+
+/// Whether `shutdown` stops because its process restarted into another.
+fn restarted(shutdown: &Shutdown) -> bool {
+    shutdown
+        .reason()
+        .is_some_and(|r| matches!(r.root(), Reason::Restarted { .. }))
 }
 
 fn usec(d: Duration) -> u32 {

@@ -22,7 +22,6 @@ mod runtime;
 mod serve;
 mod stream;
 mod threads;
-mod wake;
 
 /// Zero-downtime restart: hand the listening sockets to a successor
 /// process, then stop (the same for every adapter).

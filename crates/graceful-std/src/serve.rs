@@ -1,8 +1,10 @@
 use std::future::Future;
-use std::io;
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use event_listener::{Event, Listener};
@@ -11,6 +13,7 @@ use graceful_core::server::{
     HandlerOutput, ServerScope,
 };
 use graceful_core::{block_on, Conn, Outcome, Reason, ServeConfig, Shutdown};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::{Runtime, Stream};
 
@@ -55,10 +58,12 @@ where
     Fut: Future + Send + 'static,
     Fut::Output: HandlerOutput,
 {
-    listener.set_nonblocking(false)?;
+    // Non-blocking like every adapter's (the flag is shared with every
+    // process the listener is handed to); the accept thread polls.
+    listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
     let scope = Arc::new(ServerScope::new(shutdown, &config, local));
-    let closing = Arc::new(Closing::default());
+    let closing = Arc::new(Closing::new()?);
 
     let (done_tx, done_rx) = futures_channel::oneshot::channel();
     let mut accept = AcceptLoop {
@@ -81,14 +86,13 @@ where
         })?;
 
     close_signal(rt, &scope.shutdown, config.pre_drain, &scope.name).await;
-    let wake = closing.close(local, &scope.conns);
+    closing.close(&scope.conns);
     if done_rx.await.is_err() {
         // The accept thread died (a panic while accepting): the listener is
         // gone with it; release it so the drain does not wait for it.
         tracing::error!("{}: the accept thread ended abnormally", scope.name);
         scope.listener_closed(rt, 0);
     }
-    drop(wake);
     Ok(scope.drain(rt).await)
 }
 
@@ -110,49 +114,69 @@ where
     }))
 }
 
-/// Tells the accept thread to stop: a flag, an event for its waits, and the
-/// address of the connection that wakes a blocked `accept`.
-#[derive(Default)]
+/// Tells the accept thread to stop: a flag, an event for its timed waits,
+/// and a socket pair whose readable end the thread polls next to the
+/// listener. (Not a connection to the listener: a listener handed to a
+/// successor in a restart shares its accept queue, and the successor
+/// could take that connection instead.)
 struct Closing {
     flag: AtomicBool,
     event: Event,
-    wake_addr: Mutex<Option<SocketAddr>>,
+    wake_tx: UnixStream,
+    wake_rx: UnixStream,
 }
 
 impl Closing {
+    fn new() -> io::Result<Closing> {
+        let (wake_tx, wake_rx) = UnixStream::pair()?;
+        wake_tx.set_nonblocking(true)?;
+        Ok(Closing {
+            flag: AtomicBool::new(false),
+            event: Event::new(),
+            wake_tx,
+            wake_rx,
+        })
+    }
+
     fn is_set(&self) -> bool {
         self.flag.load(Ordering::SeqCst)
     }
 
-    /// Sets the flag, wakes the waits, and connects to the listener so a
-    /// blocked `accept` returns. Returns the waking connection, to be kept
-    /// until the accept thread is done (so its address is not reused).
-    fn close(&self, local: SocketAddr, conns: &Connections) -> Option<TcpStream> {
+    /// Sets the flag and wakes the accept thread wherever it waits.
+    fn close(&self, conns: &Connections) {
         self.flag.store(true, Ordering::SeqCst);
         self.event.notify(usize::MAX);
         conns.wake_waiters();
-        let target = match local {
-            SocketAddr::V4(a) if a.ip().is_unspecified() => {
-                SocketAddr::from(([127, 0, 0, 1], a.port()))
-            }
-            SocketAddr::V6(a) if a.ip().is_unspecified() => {
-                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
-            }
-            other => other,
-        };
-        // If the backlog is full the connect may time out; `accept` is not
-        // blocked then, and sees the flag on its next turn.
-        match crate::wake::connect_from_known_port(target, &self.wake_addr) {
-            Ok(stream) => Some(stream),
-            Err(e) => {
-                tracing::debug!("waking the accept thread by connecting failed: {e}");
-                None
-            }
-        }
+        // One byte is enough; a full pipe means the thread is woken anyway.
+        let _ = (&self.wake_tx).write(&[1]);
     }
 
-    fn is_wake(&self, peer: SocketAddr) -> bool {
-        *self.wake_addr.lock().unwrap_or_else(|p| p.into_inner()) == Some(peer)
+    /// Blocks until `listener` has a connection to accept (`true`) or
+    /// closing started (`false`).
+    fn wait_accept(&self, listener: &TcpListener) -> bool {
+        loop {
+            if self.is_set() {
+                return false;
+            }
+            let mut fds = [
+                PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.wake_rx.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {
+                    let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+                    if ready(&fds[1]) || self.is_set() {
+                        return false;
+                    }
+                    if ready(&fds[0]) {
+                        return true;
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                // Cannot wait: let `accept` report what is wrong.
+                Err(_) => return true,
+            }
+        }
     }
 
     /// Sleeps `delay`, or less if closing starts.
@@ -197,11 +221,16 @@ where
                     break 'accepting;
                 }
             }
+            if !self.ctx.closing.wait_accept(&self.listener) {
+                break 'accepting;
+            }
             match self.listener.accept() {
                 Ok((stream, peer)) => {
                     backoff.reset();
                     self.ctx.serve(&mut self.handler, stream, peer);
                 }
+                // Taken by another process sharing the listener, or gone.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if is_fatal_accept_error(&e) => {
                     tracing::error!(
                         "{}: accept failed, the listener is unusable: {e}; stopping",
@@ -221,49 +250,36 @@ where
             }
         }
         // Serve what the kernel already queued, then close the listener.
-        let mut queued = 0;
-        if self.listener.set_nonblocking(true).is_ok() {
-            let Self {
-                listener,
-                ctx,
-                handler,
-                ..
-            } = self;
-            let mut wakes = 0;
-            queued = take_backlog(
-                &ctx.scope.name,
-                || match listener.accept() {
-                    Ok(conn) => Ok(Some(conn)),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-                    Err(e) => Err(e),
-                },
-                |(stream, peer)| {
-                    if !ctx.serve(handler, stream, peer) {
-                        wakes += 1;
-                    }
-                },
-            );
-            queued -= wakes;
-        }
-        self.ctx.scope.listener_closed(&self.ctx.rt, queued);
+        let Self {
+            listener,
+            ctx,
+            handler,
+            ..
+        } = self;
+        let queued = take_backlog(
+            &ctx.scope.name,
+            || match listener.accept() {
+                Ok(conn) => Ok(Some(conn)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                Err(e) => Err(e),
+            },
+            |(stream, peer)| ctx.serve(handler, stream, peer),
+        );
+        ctx.scope.listener_closed(&ctx.rt, queued);
     }
 }
 
 impl<R: graceful_core::Runtime> Ctx<R> {
-    /// Serves one accepted connection on a thread of its own; returns false
-    /// for the server's own waking connection, which is not served.
-    fn serve<H, Fut>(&self, handler: &mut H, stream: TcpStream, peer: SocketAddr) -> bool
+    /// Serves one accepted connection on a thread of its own.
+    fn serve<H, Fut>(&self, handler: &mut H, stream: TcpStream, peer: SocketAddr)
     where
         H: FnMut(Stream, Conn) -> Fut,
         Fut: Future + Send + 'static,
         Fut::Output: HandlerOutput,
     {
-        if self.closing.is_wake(peer) {
-            return false;
-        }
         if let Err(e) = stream.set_nonblocking(false) {
             tracing::warn!("{}: dropping connection {peer}: {e}", self.scope.name);
-            return true;
+            return;
         }
         let stream = Arc::new(stream);
         let track = self
@@ -277,6 +293,5 @@ impl<R: graceful_core::Runtime> Ctx<R> {
         if let Err(e) = spawned {
             tracing::error!("{}: no thread for connection {peer}: {e}", self.scope.name);
         }
-        true
     }
 }

@@ -138,8 +138,9 @@ impl Connections {
             (live.insert(Entry { id, socket, late }), late)
         };
         if server.is_forced() {
-            if let Some(entry) = lock(&self.live).get(slot) {
-                entry.shutdown(How::Both);
+            let socket = lock(&self.live).get(slot).map(|e| e.socket.clone());
+            if let Some(socket) = socket {
+                shutdown(&socket, How::Both);
             }
         }
         ConnTrack {
@@ -276,10 +277,12 @@ impl Closer {
 
     fn shutdown(&self, how: How) {
         if let Some(conns) = self.conns.upgrade() {
-            if let Some(entry) = lock(&conns.live).get(self.slot) {
-                if entry.id == self.id {
-                    entry.shutdown(how);
-                }
+            let socket = lock(&conns.live)
+                .get(self.slot)
+                .filter(|e| e.id == self.id)
+                .map(|e| e.socket.clone());
+            if let Some(socket) = socket {
+                shutdown(&socket, how);
             }
         }
     }
@@ -320,12 +323,6 @@ struct Entry {
     id: u64,
     socket: Socket,
     late: bool,
-}
-
-impl Entry {
-    fn shutdown(&self, how: How) {
-        shutdown(&self.socket, how);
-    }
 }
 
 fn shutdown(socket: &Socket, how: How) {

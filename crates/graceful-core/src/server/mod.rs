@@ -18,4 +18,4 @@ pub use conn::{Conn, HandlerOutput};
 pub use connections::{Closer, ConnTrack, Connections, SharedSocket};
 pub use scope::ServerScope;
 #[cfg(unix)]
-pub use serve::{close_signal, run_conn, serve, take_backlog, Accept};
+pub use serve::{close_signal, run_conn, serve, take_backlog, Accept, RESTART_PRE_DRAIN};

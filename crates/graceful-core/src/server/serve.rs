@@ -204,10 +204,25 @@ pub fn take_backlog<C>(
     taken
 }
 
+/// The least pre-drain delay of a server whose process handed its listeners
+/// to a successor (a zero-downtime restart): both processes accept from the
+/// same queue meanwhile, and the clients busy on the old one's keep-alive
+/// connections move (every response says `Connection: close`) before its
+/// idle connections close.
+pub const RESTART_PRE_DRAIN: Duration = Duration::from_secs(1);
+
 /// Resolves when a server's listener should close: at the trigger plus the
-/// pre-drain delay (B15), or at once if the server is forced.
+/// pre-drain delay (B15; at least [`RESTART_PRE_DRAIN`] after a restart),
+/// or at once if the server is forced.
 pub async fn close_signal<R: Runtime>(rt: &R, server: &Shutdown, pre_drain: Duration, name: &str) {
     server.triggered().await;
+    let restarted = server
+        .reason()
+        .is_some_and(|r| matches!(r.root(), Reason::Restarted { .. }));
+    let pre_drain = match restarted {
+        true => pre_drain.max(RESTART_PRE_DRAIN),
+        false => pre_drain,
+    };
     if pre_drain.is_zero() || server.is_forced() {
         return;
     }
