@@ -243,6 +243,9 @@ pub(crate) struct Inner {
     forced_hooks: Mutex<Option<Vec<ForcedHook>>>,
     pub(crate) registry: Mutex<Registry>,
     children: Mutex<Children>,
+    /// The children this shutdown's start also started, with their
+    /// reasons: their trigger is finished (hooks run) after this one's.
+    started_children: Mutex<Vec<(Arc<Inner>, Reason)>>,
 }
 
 impl Inner {
@@ -269,6 +272,7 @@ impl Inner {
             forced_hooks: Mutex::new(Some(Vec::new())),
             registry: Mutex::new(Registry::default()),
             children: Mutex::new(Children::default()),
+            started_children: Mutex::new(Vec::new()),
         })
     }
 
@@ -303,8 +307,11 @@ impl Inner {
     }
 
     /// The first half of a trigger, which runs no user code: records the
-    /// reason and sets the phase bit (waking its waiters). Returns whether
-    /// this call started the shutdown; the caller then owes
+    /// reason and sets the phase bit (waking its waiters), here and in the
+    /// children that follow this trigger, so the whole tree is triggered at
+    /// once (a server's connections mark their responses `Connection:
+    /// close` from the moment its readiness fails). Returns whether this
+    /// call started the shutdown; the caller then owes
     /// [`finish_trigger`](Self::finish_trigger).
     pub(crate) fn start(&self, reason: &Reason) -> bool {
         {
@@ -316,17 +323,6 @@ impl Inner {
         }
         *lock(&self.triggered_at) = Some(Instant::now());
         self.phases.set(TRIGGERED);
-        true
-    }
-
-    /// The second half of a trigger: the hooks, then the children, then the
-    /// release of the trigger's own reference.
-    pub(crate) fn finish_trigger(&self, reason: Reason) {
-        let hooks = lock(&self.hooks).take().unwrap_or_default();
-        for hook in hooks {
-            run_hook(hook, &reason);
-        }
-
         let children: Vec<Arc<Inner>> = {
             let mut c = lock(&self.children);
             c.triggered = Some(reason.clone());
@@ -337,10 +333,29 @@ impl Inner {
                 .collect()
         };
         if !children.is_empty() {
-            let parent = std::sync::Arc::new(reason);
-            for child in children {
-                child.trigger(Reason::Parent(parent.clone()));
-            }
+            let parent = std::sync::Arc::new(reason.clone());
+            let started: Vec<(Arc<Inner>, Reason)> = children
+                .into_iter()
+                .map(|child| (child, Reason::Parent(parent.clone())))
+                .filter(|(child, reason)| child.start(reason))
+                .collect();
+            *lock(&self.started_children) = started;
+        }
+        true
+    }
+
+    /// The second half of a trigger: the hooks, then the children's (in the
+    /// same order, parents first), then the release of the trigger's own
+    /// reference.
+    pub(crate) fn finish_trigger(&self, reason: Reason) {
+        let hooks = lock(&self.hooks).take().unwrap_or_default();
+        for hook in hooks {
+            run_hook(hook, &reason);
+        }
+
+        let started = std::mem::take(&mut *lock(&self.started_children));
+        for (child, reason) in started {
+            child.finish_trigger(reason);
         }
 
         // Release the trigger's own reference: from here the last guard's

@@ -513,3 +513,28 @@ fn a_panicking_waker_does_not_drop_the_other_wake_ups() {
     s.request();
     assert_eq!(counts.0.load(Ordering::SeqCst), 1);
 }
+
+/// The whole tree is triggered at once: a child that follows its parent is
+/// triggered before the parent's hooks run (a server's connections start
+/// marking `Connection: close` the moment the readiness check fails), and
+/// the children's hooks still run after the parent's.
+#[test]
+fn children_are_triggered_with_their_parent_before_its_hooks() {
+    use std::sync::{Arc, Mutex};
+    let root = Shutdown::new();
+    let child = root.child();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let (c, o) = (child.clone(), order.clone());
+    root.on_shutdown(move |_| {
+        o.lock()
+            .unwrap()
+            .push(format!("root hook, child triggered: {}", c.is_triggered()));
+    });
+    let o = order.clone();
+    child.on_shutdown(move |_| o.lock().unwrap().push("child hook".to_string()));
+    root.request();
+    assert_eq!(
+        *order.lock().unwrap(),
+        ["root hook, child triggered: true", "child hook"]
+    );
+}
