@@ -40,6 +40,8 @@ pub trait HttpAdapter: Adapter {
 
 /// The service of these scenarios:
 /// - `GET /healthz`: readiness (200, then 503);
+/// - `GET /sleep?ms=N`: answers `slept N` after N ms on the runtime's
+///   clock (recorded in `seen` once its timer is armed);
 /// - `GET /echo` with `Upgrade: echo`: switches protocols, then echoes
 ///   lines on the raw connection; with `?polite` it watches the shutdown
 ///   and says `bye` then closes at the trigger, otherwise it ignores it;
@@ -48,7 +50,11 @@ pub trait HttpAdapter: Adapter {
 pub struct TestService<R> {
     rt: R,
     ready: graceful_http::Readiness,
+    seen: Seen,
 }
+
+/// The requests a [`TestService`] read, by path and query.
+pub type Seen = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 impl<R: Runtime> Service<Request<Incoming>> for TestService<R> {
     type Response = Response<Full<Bytes>>;
@@ -56,10 +62,22 @@ impl<R: Runtime> Service<Request<Incoming>> for TestService<R> {
     type Future = BoxFuture<'static, Result<Response<Full<Bytes>>, Infallible>>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        let (rt, ready) = (self.rt.clone(), self.ready.clone());
+        let (rt, ready, seen) = (self.rt.clone(), self.ready.clone(), self.seen.clone());
         Box::pin(async move {
             if req.uri().path() == "/healthz" {
                 return Ok(ready.response());
+            }
+            if req.uri().path() == "/sleep" {
+                let ms: u64 = req
+                    .uri()
+                    .query()
+                    .and_then(|q| q.strip_prefix("ms="))
+                    .and_then(|ms| ms.parse().ok())
+                    .unwrap_or(0);
+                let sleep = rt.sleep(Duration::from_millis(ms));
+                seen.lock().unwrap().push(format!("/sleep?ms={ms}"));
+                sleep.await;
+                return Ok(Response::new(Full::new(Bytes::from(format!("slept {ms}")))));
             }
             let query = req.uri().query().unwrap_or("");
             let polite = query.contains("polite");
@@ -142,38 +160,52 @@ async fn write_all<I: HWrite + Unpin>(io: &mut I, mut bytes: &[u8]) -> io::Resul
     poll_fn(|cx| Pin::new(&mut *io).poll_flush(cx)).await
 }
 
-struct HttpServer {
-    addr: std::net::SocketAddr,
-    shutdown: Shutdown,
-    clock: Option<ManualClock>,
+pub(crate) struct HttpServer {
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) shutdown: Shutdown,
+    pub(crate) clock: Option<ManualClock>,
+    pub(crate) seen: Seen,
     done: std::sync::mpsc::Receiver<io::Result<Outcome>>,
+    returned: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl HttpServer {
-    fn start<A: HttpAdapter>(config: ServeConfig, manual: bool) -> HttpServer {
+    pub(crate) fn start<A: HttpAdapter>(config: ServeConfig, manual: bool) -> HttpServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = Shutdown::new();
         let clock = manual.then(ManualClock::new);
         let rt = TestRuntime::new(A::runtime(), clock.clone());
         let (tx, done) = std::sync::mpsc::channel();
-        let s = shutdown.clone();
+        let seen = Seen::default();
+        let returned = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, svc_seen, r) = (shutdown.clone(), seen.clone(), returned.clone());
         std::thread::spawn(move || {
             let svc = TestService {
                 rt: rt.clone(),
                 ready: graceful_http::Readiness::new(&s),
+                seen: svc_seen,
             };
-            let _ = tx.send(rt.block_on(A::serve_http(&rt, listener, &s, config, svc)));
+            let outcome = rt.block_on(A::serve_http(&rt, listener, &s, config, svc));
+            r.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = tx.send(outcome);
         });
         HttpServer {
             addr,
             shutdown,
             clock,
+            seen,
             done,
+            returned,
         }
     }
 
-    fn outcome(&self) -> Outcome {
+    /// Whether `serve` returned (without taking its outcome).
+    pub(crate) fn has_returned(&self) -> bool {
+        self.returned.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn outcome(&self) -> Outcome {
         self.done
             .recv_timeout(PATIENCE)
             .expect("serve returned")
@@ -192,13 +224,13 @@ impl Drop for HttpServer {
 }
 
 /// Opens an upgraded `echo` connection; returns it past the 101 response.
-fn upgrade(addr: std::net::SocketAddr, path: &str) -> BufReader<TcpStream> {
+pub(crate) fn upgrade(addr: std::net::SocketAddr, path: &str) -> BufReader<TcpStream> {
     upgrade_on(TcpStream::connect(addr).unwrap(), path)
 }
 
 /// Sends an upgrade request for `path` on `s`; asserts the `101` keeps
 /// `Connection: upgrade` alone.
-fn upgrade_on(mut s: TcpStream, path: &str) -> BufReader<TcpStream> {
+pub(crate) fn upgrade_on(mut s: TcpStream, path: &str) -> BufReader<TcpStream> {
     s.set_read_timeout(Some(PATIENCE)).unwrap();
     write!(
         s,
@@ -225,7 +257,7 @@ fn upgrade_on(mut s: TcpStream, path: &str) -> BufReader<TcpStream> {
     r
 }
 
-fn roundtrip(c: &mut BufReader<TcpStream>, line: &str) -> String {
+pub(crate) fn roundtrip(c: &mut BufReader<TcpStream>, line: &str) -> String {
     c.get_mut()
         .write_all(format!("{line}\n").as_bytes())
         .unwrap();
@@ -348,6 +380,18 @@ pub fn http_b14_readiness_200_then_503<A: HttpAdapter>() {
         .unwrap()
         .advance(Duration::from_secs(5));
     assert!(server.outcome().is_drained());
+}
+
+/// HTTP combinations no single scenario covers, drawn from seeds: see
+/// [`crate::random_http`]. The same seeds as the TCP randomized stop.
+pub fn http_randomized_stop_over_fixed_seeds<A: HttpAdapter>() {
+    let tally = crate::random_http::run_http_seeds::<A>();
+    let fixed =
+        std::env::var_os("GRACEFUL_SEED").is_none() && std::env::var_os("GRACEFUL_SEEDS").is_none();
+    if fixed {
+        assert_eq!(tally.seeds, crate::random::FIXED_SEEDS);
+        assert!(tally.forced > 0 && tally.responses > 50, "{tally:?}");
+    }
 }
 
 #[doc(hidden)]

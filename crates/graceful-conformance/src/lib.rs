@@ -26,6 +26,8 @@ pub mod harness;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod random;
+#[cfg(feature = "http")]
+pub mod random_http;
 pub mod scenarios;
 mod script;
 
@@ -90,6 +92,7 @@ macro_rules! __for_each_http_scenario {
             http_b16_upgraded_connection_survives_trigger_and_is_forced_at_deadline,
             http_b16_upgraded_handler_sees_the_trigger_and_drains,
             http_b16_upgrade_after_the_trigger_keeps_connection_upgrade_alone,
+            http_randomized_stop_over_fixed_seeds,
         }
     };
 }

@@ -218,7 +218,8 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, other: Tally) {
+    /// Adds the counts of `other`.
+    pub fn add(&mut self, other: Tally) {
         self.seeds += other.seeds;
         self.clients += other.clients;
         self.responses += other.responses;
@@ -344,17 +345,23 @@ pub fn run_seed<A: Adapter>(seed: u64) -> Tally {
     }
 }
 
-/// Runs the fixed seeds (or those the environment asks for) on adapter `A`
-/// and prints what they covered.
-pub fn run_seeds<A: Adapter>() -> Tally {
-    let seeds: Vec<u64> = match (
+/// The seeds to run: `GRACEFUL_SEED` alone, else `0..GRACEFUL_SEEDS`, else
+/// the fixed `0..FIXED_SEEDS`.
+pub fn seeds() -> Vec<u64> {
+    match (
         std::env::var("GRACEFUL_SEED"),
         std::env::var("GRACEFUL_SEEDS"),
     ) {
         (Ok(one), _) => vec![one.parse().expect("GRACEFUL_SEED is a number")],
         (_, Ok(n)) => (0..n.parse().expect("GRACEFUL_SEEDS is a number")).collect(),
         _ => (0..FIXED_SEEDS).collect(),
-    };
+    }
+}
+
+/// Runs the fixed seeds (or those the environment asks for) on adapter `A`
+/// and prints what they covered.
+pub fn run_seeds<A: Adapter>() -> Tally {
+    let seeds = seeds();
     let mut tally = Tally::default();
     for &seed in &seeds {
         tally.add(run_seed::<A>(seed));

@@ -1,0 +1,441 @@
+//! The seeded, randomized stop of [`crate::random`] over HTTP: keep-alive
+//! connections idle or reused during the pre-drain delay, slow requests
+//! inside or past the deadline, upgraded connections whose handler watches
+//! the stop or ignores it, and connections opened during the delay, in
+//! combinations drawn from a seed. The invariants:
+//!
+//! - a request the server read gets its whole response, marked
+//!   `Connection: close` once the stop began, unless the deadline forced
+//!   it; a `101` keeps `Connection: upgrade` alone;
+//! - during the pre-drain delay a pooled connection is served (503 from the
+//!   readiness endpoint, `Connection: close`), and new ones are accepted;
+//! - idle keep-alive connections end when the listener closes; after it
+//!   every connect is refused;
+//! - an upgraded connection lives until its handler ends it, or until the
+//!   deadline forces it;
+//! - the outcome names exactly the connections still working at the
+//!   deadline, and every guard is released.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use graceful_core::{ForceCause, Outcome, ServeConfig};
+
+use crate::harness::{eventually, refused_within, PATIENCE};
+use crate::http::{roundtrip, upgrade, HttpAdapter, HttpServer};
+use crate::random::{Rng, Tally};
+
+/// What one HTTP client does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpKind {
+    /// Before the trigger: one request, then idle on its keep-alive
+    /// connection.
+    Idle,
+    /// Like `Idle`, and reused during the pre-drain delay.
+    Reuse,
+    /// Before the trigger: a request taking this many ms.
+    Slow(u64),
+    /// Before the trigger: upgraded; its handler says `bye` at the trigger.
+    Polite,
+    /// Before the trigger: upgraded; its handler ignores the stop.
+    Rude,
+    /// During the pre-drain delay: a new connection, a request taking this
+    /// many ms.
+    LateSlow(u64),
+    /// During the pre-drain delay: a new connection, upgraded.
+    LateUpgrade,
+}
+
+/// A stop configuration and its HTTP clients, drawn from a seed.
+#[derive(Debug, Clone)]
+pub struct HttpPlan {
+    /// The seed it was drawn from.
+    pub seed: u64,
+    /// The pre-drain delay (zero for none).
+    pub pre_drain: Duration,
+    /// How far into the delay the late clients act.
+    pub pre_drain_step: Duration,
+    /// The drain deadline.
+    pub timeout: Duration,
+    /// The clients.
+    pub clients: Vec<HttpKind>,
+}
+
+impl HttpPlan {
+    /// The plan of `seed`.
+    pub fn from_seed(seed: u64) -> HttpPlan {
+        let mut rng = Rng::new(seed ^ 0x4854_5450);
+        let pre_drain = match rng.below(2) {
+            0 => Duration::ZERO,
+            _ => Duration::from_millis(rng.pick(&[2_000, 5_000])),
+        };
+        let pre_drain_step =
+            Duration::from_millis(250 * rng.below(pre_drain.as_millis() as u64 / 250 + 1))
+                .min(pre_drain.saturating_sub(Duration::from_millis(1)));
+        let timeout = Duration::from_millis(rng.pick(&[3_000, 10_000]));
+        let within = timeout.as_millis() as u64 / 2 + 7;
+        let beyond = (timeout + pre_drain).as_millis() as u64 + 5_003;
+        let mut clients = Vec::new();
+        for _ in 0..1 + rng.below(6) {
+            clients.push(match rng.below(6) {
+                0 => HttpKind::Idle,
+                1 => HttpKind::Reuse,
+                2 => HttpKind::Slow(within),
+                3 => HttpKind::Slow(beyond),
+                4 => HttpKind::Polite,
+                _ => HttpKind::Rude,
+            });
+        }
+        if !pre_drain.is_zero() {
+            for _ in 0..rng.below(4) {
+                clients.push(match rng.below(2) {
+                    0 => HttpKind::LateSlow(within),
+                    _ => HttpKind::LateUpgrade,
+                });
+            }
+        }
+        HttpPlan {
+            seed,
+            pre_drain,
+            pre_drain_step,
+            timeout,
+            clients,
+        }
+    }
+
+    fn forced(&self, kind: HttpKind) -> bool {
+        match kind {
+            HttpKind::Rude => true,
+            HttpKind::Slow(ms) | HttpKind::LateSlow(ms) => Duration::from_millis(ms) > self.timeout,
+            _ => false,
+        }
+    }
+}
+
+/// One HTTP response: the status line, the head in lower case, the body.
+struct Reply {
+    status: String,
+    head: String,
+    body: String,
+}
+
+fn get(c: &mut BufReader<TcpStream>, path: &str) {
+    c.get_mut()
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .unwrap();
+}
+
+fn reply(c: &mut BufReader<TcpStream>) -> io::Result<Reply> {
+    let mut status = String::new();
+    if c.read_line(&mut status)? == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    let mut head = String::new();
+    let mut len = 0;
+    loop {
+        let mut line = String::new();
+        if c.read_line(&mut line)? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if line == "\r\n" {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        head.push_str(&lower);
+    }
+    let mut body = vec![0u8; len];
+    c.read_exact(&mut body)?;
+    Ok(Reply {
+        status,
+        head,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+fn connect(addr: SocketAddr) -> BufReader<TcpStream> {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    BufReader::new(s)
+}
+
+/// Whether the server ends the connection within `within`, with nothing
+/// more read.
+fn closed(c: &mut BufReader<TcpStream>, within: Duration) -> bool {
+    c.get_ref().set_read_timeout(Some(within)).unwrap();
+    let mut rest = Vec::new();
+    let ended = match c.read_to_end(&mut rest) {
+        Ok(_) => rest.is_empty(),
+        Err(e) => !matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ),
+    };
+    c.get_ref().set_read_timeout(Some(PATIENCE)).unwrap();
+    ended
+}
+
+struct Client {
+    kind: HttpKind,
+    index: usize,
+    conn: BufReader<TcpStream>,
+    /// The body expected of the response still to come, if any.
+    pending: Option<String>,
+}
+
+/// Runs the HTTP plan of `seed` on `A`; panics with the seed and the plan
+/// when an invariant breaks.
+pub fn run_http_seed<A: HttpAdapter>(seed: u64) -> Tally {
+    let plan = HttpPlan::from_seed(seed);
+    match std::panic::catch_unwind(|| run_http_plan::<A>(&plan)) {
+        Ok(tally) => tally,
+        Err(panic) => {
+            eprintln!(
+                "randomized HTTP stop: seed {seed} failed (replay: GRACEFUL_SEED={seed}); plan: {plan:#?}"
+            );
+            std::panic::resume_unwind(panic)
+        }
+    }
+}
+
+/// Runs the fixed seeds (or those the environment asks for) on `A` and
+/// prints what they covered.
+pub fn run_http_seeds<A: HttpAdapter>() -> Tally {
+    let seeds = crate::random::seeds();
+    let mut tally = Tally::default();
+    for &seed in &seeds {
+        tally.add(run_http_seed::<A>(seed));
+    }
+    println!(
+        "randomized HTTP stop: {} seeds ({}..={}), {} clients, {} responses checked, {} forced",
+        tally.seeds,
+        seeds.first().unwrap_or(&0),
+        seeds.last().unwrap_or(&0),
+        tally.clients,
+        tally.responses,
+        tally.forced,
+    );
+    tally
+}
+
+fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
+    let config = ServeConfig::default()
+        .pre_drain(plan.pre_drain)
+        .timeout(plan.timeout)
+        .progress_every(None);
+    let server = HttpServer::start::<A>(config, true);
+    let clock = server.clock.clone().unwrap();
+    let addr = server.addr;
+    let mut tally = Tally {
+        seeds: 1,
+        clients: plan.clients.len(),
+        ..Tally::default()
+    };
+    let sleeps_seen = |n: usize| {
+        eventually(PATIENCE, || {
+            server
+                .seen
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|p| p.starts_with("/sleep"))
+                .count()
+                >= n
+        })
+    };
+
+    // Before the trigger.
+    let mut clients = Vec::new();
+    let mut sleeps = 0;
+    for (index, &kind) in plan.clients.iter().enumerate() {
+        let (conn, pending) = match kind {
+            HttpKind::Idle | HttpKind::Reuse => {
+                let mut c = connect(addr);
+                get(&mut c, "/healthz");
+                let r = reply(&mut c).expect("a response");
+                assert!(r.status.starts_with("HTTP/1.1 200"), "{}", r.status);
+                assert!(!r.head.contains("connection: close"), "{}", r.head);
+                tally.responses += 1;
+                (c, None)
+            }
+            HttpKind::Slow(ms) => {
+                let mut c = connect(addr);
+                get(&mut c, &format!("/sleep?ms={ms}"));
+                sleeps += 1;
+                (c, Some(format!("slept {ms}")))
+            }
+            HttpKind::Polite | HttpKind::Rude => {
+                let path = if kind == HttpKind::Polite {
+                    "/echo?polite"
+                } else {
+                    "/echo"
+                };
+                let mut c = upgrade(addr, path);
+                assert_eq!(roundtrip(&mut c, "before"), "before\n");
+                tally.responses += 1;
+                (c, None)
+            }
+            _ => continue,
+        };
+        clients.push(Client {
+            kind,
+            index,
+            conn,
+            pending,
+        });
+    }
+    assert!(sleeps_seen(sleeps), "the slow requests were not all read");
+
+    server.shutdown.request();
+    for c in clients.iter_mut().filter(|c| c.kind == HttpKind::Polite) {
+        assert_eq!(roundtrip_read(&mut c.conn), "bye\n", "client {}", c.index);
+        assert!(
+            closed(&mut c.conn, PATIENCE),
+            "client {} open after bye",
+            c.index
+        );
+    }
+
+    if !plan.pre_drain.is_zero() {
+        assert!(
+            eventually(PATIENCE, || clock.has_sleep_ending_at(plan.pre_drain)),
+            "the pre-drain delay was not armed"
+        );
+        clock.advance(plan.pre_drain_step);
+        for c in clients.iter_mut().filter(|c| c.kind == HttpKind::Reuse) {
+            get(&mut c.conn, "/healthz");
+            let r = reply(&mut c.conn).expect("a pooled connection is served during pre-drain");
+            assert!(r.status.starts_with("HTTP/1.1 503"), "{}", r.status);
+            assert!(r.head.contains("connection: close"), "{}", r.head);
+            assert!(
+                closed(&mut c.conn, PATIENCE),
+                "client {} open after close",
+                c.index
+            );
+            tally.responses += 1;
+        }
+        for (index, &kind) in plan.clients.iter().enumerate() {
+            match kind {
+                HttpKind::LateSlow(ms) => {
+                    let mut c = connect(addr);
+                    get(&mut c, &format!("/sleep?ms={ms}"));
+                    sleeps += 1;
+                    clients.push(Client {
+                        kind,
+                        index,
+                        conn: c,
+                        pending: Some(format!("slept {ms}")),
+                    });
+                }
+                HttpKind::LateUpgrade => {
+                    // Its 101 keeps `Connection: upgrade` alone; the polite
+                    // handler sees the stop at once.
+                    let mut c = upgrade(addr, "/echo?polite");
+                    assert_eq!(roundtrip_read(&mut c), "bye\n");
+                    assert!(closed(&mut c, PATIENCE));
+                    tally.responses += 1;
+                }
+                _ => {}
+            }
+        }
+        assert!(
+            sleeps_seen(sleeps),
+            "the late slow requests were not all read"
+        );
+        clock.advance(plan.pre_drain - plan.pre_drain_step);
+    }
+
+    // The listener closes: idle keep-alive connections end with it.
+    assert!(refused_within(addr, PATIENCE), "the listener did not close");
+    let closed_at = clock.elapsed();
+    let reused = !plan.pre_drain.is_zero();
+    let idle = |k: HttpKind| k == HttpKind::Idle || (k == HttpKind::Reuse && !reused);
+    for c in clients.iter_mut().filter(|c| idle(c.kind)) {
+        assert!(
+            closed(&mut c.conn, PATIENCE),
+            "idle client {} open after the close",
+            c.index
+        );
+    }
+    let deadline = closed_at + plan.timeout;
+    assert!(
+        eventually(PATIENCE, || clock.has_sleep_ending_at(deadline)
+            || server.has_returned()),
+        "the drain deadline was not armed"
+    );
+    clock.advance(plan.timeout - Duration::from_millis(1));
+
+    // Just before the deadline.
+    let mut forced = 0;
+    for c in clients.iter_mut() {
+        if plan.forced(c.kind) {
+            forced += 1;
+            if c.kind == HttpKind::Rude {
+                assert_eq!(
+                    roundtrip(&mut c.conn, "still"),
+                    "still\n",
+                    "client {}",
+                    c.index
+                );
+            }
+            continue;
+        }
+        if let Some(body) = c.pending.take() {
+            let r = reply(&mut c.conn)
+                .unwrap_or_else(|e| panic!("client {} ({:?}): {e}", c.index, c.kind));
+            assert!(r.status.starts_with("HTTP/1.1 200"), "{}", r.status);
+            assert_eq!(r.body, body);
+            assert!(r.head.contains("connection: close"), "{}", r.head);
+            assert!(
+                closed(&mut c.conn, PATIENCE),
+                "client {} open after its response",
+                c.index
+            );
+            tally.responses += 1;
+        }
+    }
+    let outcome = if forced == 0 {
+        let outcome = server.outcome();
+        assert!(outcome.is_drained(), "{outcome}");
+        outcome
+    } else {
+        assert!(
+            eventually(PATIENCE, || server.shutdown.report().total() == forced),
+            "expected {forced} working connections: {}",
+            server.shutdown.report()
+        );
+        clock.advance(Duration::from_millis(1));
+        for c in clients.iter_mut().filter(|c| plan.forced(c.kind)) {
+            assert!(
+                closed(&mut c.conn, PATIENCE),
+                "forced client {} not cut",
+                c.index
+            );
+        }
+        let outcome = server.outcome();
+        match &outcome {
+            Outcome::Forced { cause, .. } => assert_eq!(*cause, ForceCause::Deadline),
+            other => panic!("expected a forced outcome, got {other}"),
+        }
+        assert_eq!(outcome.forced_count(), forced, "{outcome}");
+        tally.forced += forced;
+        outcome
+    };
+    assert_eq!(outcome.exit_code(), if forced == 0 { 0 } else { 1 });
+    assert!(
+        eventually(PATIENCE, || server.shutdown.report().total() == 0),
+        "guards held after serve returned: {}",
+        server.shutdown.report()
+    );
+    tally
+}
+
+/// Reads one line from an upgraded connection.
+fn roundtrip_read(c: &mut BufReader<TcpStream>) -> String {
+    let mut line = String::new();
+    c.read_line(&mut line).unwrap();
+    line
+}
