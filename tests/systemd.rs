@@ -70,6 +70,9 @@ impl Drop for NotifySocket {
 /// does when it stops.
 #[test]
 fn a_restart_hands_the_main_pid_over_without_stopping() {
+    // The successor outlives its parent: adopt it, to reap it (a zombie
+    // would otherwise look alive) and read its exit status.
+    nix::sys::prctl::set_child_subreaper(true).expect("become a subreaper");
     let notify = NotifySocket::new();
     let mut s = Service::start_with("tokio_echo", &["--restart-signal", "SIGHUP"], |cmd| {
         cmd.env("NOTIFY_SOCKET", &notify.path);
@@ -106,10 +109,20 @@ fn a_restart_hands_the_main_pid_over_without_stopping() {
     )
     .unwrap();
     notify.wait_for("STOPPING=1");
+    let pid = nix::unistd::Pid::from_raw(successor);
     let until = Instant::now() + PATIENCE;
-    while nix::sys::signal::kill(nix::unistd::Pid::from_raw(successor), None).is_ok() {
-        assert!(Instant::now() < until, "successor {successor} did not exit");
-        std::thread::sleep(Duration::from_millis(10));
+    loop {
+        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)).expect("the successor is our child") {
+            WaitStatus::StillAlive => {
+                assert!(Instant::now() < until, "successor {successor} did not exit");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            status => {
+                assert_eq!(status, WaitStatus::Exited(pid, 0));
+                break;
+            }
+        }
     }
 }
 

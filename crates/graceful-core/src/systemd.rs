@@ -62,6 +62,18 @@ pub fn watch_stop<R: Runtime>(rt: &R, shutdown: &Shutdown, budget: Duration) {
             send(&[NotifyState::Status("drained, exiting")])
         }
     });
+    // Sent by a hook, which runs before the trigger lets the shutdown
+    // drain: a stop with nothing to drain exits at once, maybe before a
+    // task would have run.
+    shutdown.on_shutdown(move |reason| {
+        if !matches!(reason.root(), Reason::Restarted { .. }) {
+            send(&[
+                NotifyState::Stopping,
+                NotifyState::ExtendTimeoutUsec(usec(budget + MARGIN)),
+                NotifyState::Status("stopping"),
+            ]);
+        }
+    });
     let rt2 = rt.clone();
     let shutdown = shutdown.clone();
     rt.spawn(async move {
@@ -72,11 +84,6 @@ pub fn watch_stop<R: Runtime>(rt: &R, shutdown: &Shutdown, budget: Duration) {
         let started = rt2.now();
         let end = started + budget;
         let mut held = shutdown.report().total();
-        send(&[
-            NotifyState::Stopping,
-            NotifyState::ExtendTimeoutUsec(usec(budget + MARGIN)),
-            NotifyState::Status(&format!("stopping: draining {held} guard(s)")),
-        ]);
         let mut drained = pin!(shutdown.drained());
         loop {
             let mut tick = pin!(rt2.sleep(CHECK_EVERY));
