@@ -385,13 +385,7 @@ pub fn http_b14_readiness_200_then_503<A: HttpAdapter>() {
 /// HTTP combinations no single scenario covers, drawn from seeds: see
 /// [`crate::random_http`]. The same seeds as the TCP randomized stop.
 pub fn http_randomized_stop_over_fixed_seeds<A: HttpAdapter>() {
-    let tally = crate::random_http::run_http_seeds::<A>();
-    let fixed =
-        std::env::var_os("GRACEFUL_SEED").is_none() && std::env::var_os("GRACEFUL_SEEDS").is_none();
-    if fixed {
-        assert_eq!(tally.seeds, crate::random::FIXED_SEEDS);
-        assert!(tally.forced > 0 && tally.responses > 50, "{tally:?}");
-    }
+    crate::random::assert_fixed_coverage(&crate::random_http::run_http_seeds::<A>());
 }
 
 #[doc(hidden)]

@@ -333,16 +333,49 @@ fn burst(addr: SocketAddr, index: usize, attempted: mpsc::Sender<()>) -> Result<
 /// Runs the plan of `seed` on adapter `A`; panics with the seed and the
 /// plan when an invariant breaks.
 pub fn run_seed<A: Adapter>(seed: u64) -> Tally {
-    let plan = Plan::from_seed(seed);
-    match std::panic::catch_unwind(|| run_plan::<A>(&plan)) {
+    run_one("randomized stop", seed, Plan::from_seed, run_plan::<A>)
+}
+
+/// Runs the plan `plan(seed)` with `run`; on a panic, prints the seed and
+/// the plan first.
+pub(crate) fn run_one<P: std::fmt::Debug>(
+    label: &str,
+    seed: u64,
+    plan: impl Fn(u64) -> P,
+    run: impl Fn(&P) -> Tally,
+) -> Tally {
+    let plan = plan(seed);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&plan))) {
         Ok(tally) => tally,
         Err(panic) => {
             eprintln!(
-                "randomized stop: seed {seed} failed (replay: GRACEFUL_SEED={seed}); plan: {plan:#?}"
+                "{label}: seed {seed} failed (replay: GRACEFUL_SEED={seed}); plan: {plan:#?}"
             );
             std::panic::resume_unwind(panic)
         }
     }
+}
+
+/// Runs `run` over [`seeds`] and prints what they covered.
+pub(crate) fn run_all(label: &str, run: impl Fn(u64) -> Tally) -> Tally {
+    let seeds = seeds();
+    let mut tally = Tally::default();
+    for &seed in &seeds {
+        tally.add(run(seed));
+    }
+    println!(
+        "{label}: {} seeds ({}..={}), {} clients, {} responses checked, {} forced, \
+         {} refused at the close, {} unread at the close",
+        tally.seeds,
+        seeds.first().unwrap_or(&0),
+        seeds.last().unwrap_or(&0),
+        tally.clients,
+        tally.responses,
+        tally.forced,
+        tally.refused,
+        tally.unread,
+    );
+    tally
 }
 
 /// The seeds to run: `GRACEFUL_SEED` alone, else `0..GRACEFUL_SEEDS`, else
@@ -358,27 +391,21 @@ pub fn seeds() -> Vec<u64> {
     }
 }
 
+/// After a run of the fixed seeds (not of seeds the environment asked
+/// for): they must all have run and covered forced stops and responses; a
+/// generator that stopped drawing them would test little.
+pub fn assert_fixed_coverage(tally: &Tally) {
+    if std::env::var_os("GRACEFUL_SEED").is_some() || std::env::var_os("GRACEFUL_SEEDS").is_some() {
+        return;
+    }
+    assert_eq!(tally.seeds, FIXED_SEEDS);
+    assert!(tally.forced > 0 && tally.responses > 50, "{tally:?}");
+}
+
 /// Runs the fixed seeds (or those the environment asks for) on adapter `A`
 /// and prints what they covered.
 pub fn run_seeds<A: Adapter>() -> Tally {
-    let seeds = seeds();
-    let mut tally = Tally::default();
-    for &seed in &seeds {
-        tally.add(run_seed::<A>(seed));
-    }
-    println!(
-        "randomized stop: {} seeds ({}..={}), {} clients, {} responses checked, {} forced, \
-         {} refused at the close, {} unread at the close",
-        tally.seeds,
-        seeds.first().unwrap_or(&0),
-        seeds.last().unwrap_or(&0),
-        tally.clients,
-        tally.responses,
-        tally.forced,
-        tally.refused,
-        tally.unread,
-    );
-    tally
+    run_all("randomized stop", run_seed::<A>)
 }
 
 fn run_plan<A: Adapter>(plan: &Plan) -> Tally {

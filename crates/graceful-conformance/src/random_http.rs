@@ -189,36 +189,18 @@ struct Client {
 /// Runs the HTTP plan of `seed` on `A`; panics with the seed and the plan
 /// when an invariant breaks.
 pub fn run_http_seed<A: HttpAdapter>(seed: u64) -> Tally {
-    let plan = HttpPlan::from_seed(seed);
-    match std::panic::catch_unwind(|| run_http_plan::<A>(&plan)) {
-        Ok(tally) => tally,
-        Err(panic) => {
-            eprintln!(
-                "randomized HTTP stop: seed {seed} failed (replay: GRACEFUL_SEED={seed}); plan: {plan:#?}"
-            );
-            std::panic::resume_unwind(panic)
-        }
-    }
+    crate::random::run_one(
+        "randomized HTTP stop",
+        seed,
+        HttpPlan::from_seed,
+        run_http_plan::<A>,
+    )
 }
 
 /// Runs the fixed seeds (or those the environment asks for) on `A` and
 /// prints what they covered.
 pub fn run_http_seeds<A: HttpAdapter>() -> Tally {
-    let seeds = crate::random::seeds();
-    let mut tally = Tally::default();
-    for &seed in &seeds {
-        tally.add(run_http_seed::<A>(seed));
-    }
-    println!(
-        "randomized HTTP stop: {} seeds ({}..={}), {} clients, {} responses checked, {} forced",
-        tally.seeds,
-        seeds.first().unwrap_or(&0),
-        seeds.last().unwrap_or(&0),
-        tally.clients,
-        tally.responses,
-        tally.forced,
-    );
-    tally
+    crate::random::run_all("randomized HTTP stop", run_http_seed::<A>)
 }
 
 fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {

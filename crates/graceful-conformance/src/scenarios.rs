@@ -605,13 +605,5 @@ pub fn signal_stops_a_server_gracefully<A: Adapter>() {
 /// [`crate::random`]. Runs [`crate::random::FIXED_SEEDS`] seeds, or those
 /// `GRACEFUL_SEEDS` / `GRACEFUL_SEED` ask for; a failure prints its seed.
 pub fn randomized_stop_over_fixed_seeds<A: Adapter>() {
-    let tally = crate::random::run_seeds::<A>();
-    let fixed =
-        std::env::var_os("GRACEFUL_SEED").is_none() && std::env::var_os("GRACEFUL_SEEDS").is_none();
-    if fixed {
-        // The fixed seeds cover forced stops and many responses; a
-        // generator that stopped drawing them would test little.
-        assert_eq!(tally.seeds, crate::random::FIXED_SEEDS);
-        assert!(tally.forced > 0 && tally.responses > 50, "{tally:?}");
-    }
+    crate::random::assert_fixed_coverage(&crate::random::run_seeds::<A>());
 }
