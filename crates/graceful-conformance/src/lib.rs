@@ -19,6 +19,8 @@
 //! source, so signal and deadline behaviour is deterministic. Real OS
 //! signals are exercised by the end-to-end tests, against real processes.
 
+#![forbid(unsafe_code)]
+
 mod adapter;
 mod clock;
 pub mod fixture;

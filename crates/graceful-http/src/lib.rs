@@ -15,6 +15,8 @@
 //! HTTP/2 implementation (h2) depends on tokio's I/O traits, not on its
 //! runtime.
 
+#![forbid(unsafe_code)]
+
 mod bounds;
 mod connection;
 mod exec;

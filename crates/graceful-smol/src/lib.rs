@@ -16,6 +16,8 @@
 //! crate's dependency tree has no tokio; with it, tokio appears only as the
 //! I/O traits hyper's HTTP/2 (h2) is written against, never as a runtime.
 
+#![forbid(unsafe_code)]
+
 #[cfg(feature = "http")]
 pub mod http;
 mod runtime;

@@ -17,6 +17,8 @@
 //! `wait_drained_until`, ...). The same names as `graceful-tokio` and
 //! `graceful-smol`; this crate depends on neither tokio nor smol.
 
+#![forbid(unsafe_code)]
+
 mod pool;
 mod runtime;
 mod serve;

@@ -44,6 +44,8 @@
 //! }
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod http;
 mod runtime;
 mod serve;
