@@ -217,6 +217,7 @@ fn restarts_under_load_fail_no_request(example: &str, replacement: &str) {
         failed,
         refused,
         servers: answered_by,
+        ..
     } = load.stop(&rt);
     println!(
         "{example} restarts: answered {}, failed {}, refused {refused}, by {answered_by:?}",

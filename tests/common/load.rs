@@ -19,6 +19,8 @@ pub struct Counts {
     pub failed: Vec<(u64, String)>,
     /// Connects refused (each client stops at its first).
     pub refused: usize,
+    /// The failed requests that were the first on a new connection.
+    pub failed_first: BTreeSet<u64>,
     /// Who answered (the `server` header), and how many times.
     pub servers: std::collections::BTreeMap<String, usize>,
 }
@@ -55,6 +57,7 @@ impl Load {
                             continue;
                         };
                         tokio::spawn(conn);
+                        let mut first = true;
                         while !stop.load(Ordering::SeqCst) {
                             if send.ready().await.is_err() {
                                 continue 'connections;
@@ -88,16 +91,17 @@ impl Load {
                                         .entry(server.unwrap_or_default())
                                         .or_default() += 1;
                                     drop(counts);
+                                    first = false;
                                     if closes {
                                         continue 'connections;
                                     }
                                 }
                                 other => {
-                                    counts
-                                        .lock()
-                                        .unwrap()
-                                        .failed
-                                        .push((id, format!("{other:?}")));
+                                    let mut counts = counts.lock().unwrap();
+                                    counts.failed.push((id, format!("{other:?}")));
+                                    if first {
+                                        counts.failed_first.insert(id);
+                                    }
                                     continue 'connections;
                                 }
                             }
