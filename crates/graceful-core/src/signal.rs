@@ -100,6 +100,16 @@ pub enum SignalAction {
     Ignored,
 }
 
+/// Logs the first stop signal, once its trigger started (or found the
+/// shutdown already stopping).
+fn log_started(signal: Signal, started: bool) {
+    if started {
+        tracing::info!(target: "graceful", "{signal} received: stopping gracefully");
+    } else {
+        tracing::info!(target: "graceful", "{signal} received: already stopping");
+    }
+}
+
 /// Counts stop signals and applies B1–B2 to a [`Shutdown`]. Each signal
 /// counts once: a burst of signals is as many steps, and never triggers
 /// twice.
@@ -139,7 +149,12 @@ impl Escalation {
         let (action, first) = self.count_signal(signal);
         match action {
             SignalAction::Triggered => {
-                self.shutdown.trigger(Reason::Signal(signal));
+                let reason = Reason::Signal(signal);
+                let started = self.shutdown.start_trigger(&reason);
+                log_started(signal, started);
+                if started {
+                    self.shutdown.finish_trigger(reason);
+                }
             }
             SignalAction::Forced => self.force(signal, first),
             SignalAction::Exit(_) | SignalAction::Ignored => {}
@@ -163,11 +178,8 @@ impl Escalation {
             return (SignalAction::Exit(signal.exit_code()), first);
         }
         if n == 1 {
-            if self.shutdown.is_triggered() {
-                tracing::info!(target: "graceful", "{signal} received: already stopping");
-            } else {
-                tracing::info!(target: "graceful", "{signal} received: stopping gracefully");
-            }
+            // Logged once the trigger started (see `started`): whoever reads
+            // the line may rely on the shutdown being triggered.
             (SignalAction::Triggered, first)
         } else {
             tracing::warn!(
@@ -207,7 +219,9 @@ impl Escalation {
             SignalAction::Ignored => return action,
             SignalAction::Triggered => {
                 let reason = Reason::Signal(signal);
-                if !self.shutdown.start_trigger(&reason) {
+                let started = self.shutdown.start_trigger(&reason);
+                log_started(signal, started);
+                if !started {
                     return action;
                 }
                 let shutdown = self.shutdown.clone();
