@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::load::{Counts, Load};
+use common::load::{runtime, Counts, Load};
 use common::{example_path, PATIENCE};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
@@ -122,8 +122,8 @@ impl Servers {
 
     /// Restarts the current server; returns once the successor printed its
     /// `listening on` line, the PID file names it, and the old process
-    /// exited (its status returned).
-    fn restart(&mut self, signal: nix::sys::signal::Signal) -> WaitStatus {
+    /// exited 0.
+    fn restart(&mut self, signal: nix::sys::signal::Signal) {
         let old = self.current();
         self.signal(old, signal);
         let line = self
@@ -147,7 +147,12 @@ impl Servers {
             }
         };
         self.pids.push(new);
-        self.wait(old)
+        assert_eq!(
+            self.wait(old),
+            WaitStatus::Exited(Pid::from_raw(old), 0),
+            "{}",
+            self.log()
+        );
     }
 
     /// Waits for `pid` (a child, or an orphan this subreaper adopted).
@@ -177,14 +182,6 @@ impl Drop for Servers {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// Three restarts in a row under 32 keep-alive clients, the binary file
 /// replaced by another program between the second and the third: no
 /// connect is refused, no request fails, each old process exits 0, the
@@ -203,13 +200,7 @@ fn restarts_under_load_fail_no_request(example: &str, replacement: &str) {
         if round == 2 {
             install(&example_path(replacement), &binary);
         }
-        let status = servers.restart(nix::sys::signal::Signal::SIGHUP);
-        assert_eq!(
-            status,
-            WaitStatus::Exited(Pid::from_raw(servers.pids[round]), 0),
-            "{}",
-            servers.log()
-        );
+        servers.restart(nix::sys::signal::Signal::SIGHUP);
         std::thread::sleep(Duration::from_millis(300));
     }
     let Counts {
@@ -285,14 +276,8 @@ fn echo_restarts_lose_no_line(example: &str, signal: nix::sys::signal::Signal) {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(200));
-    for round in 0..3 {
-        let status = servers.restart(signal);
-        assert_eq!(
-            status,
-            WaitStatus::Exited(Pid::from_raw(servers.pids[round]), 0),
-            "{}",
-            servers.log()
-        );
+    for _ in 0..3 {
+        servers.restart(signal);
         std::thread::sleep(Duration::from_millis(300));
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -132,6 +132,15 @@ impl Load {
     }
 }
 
+/// A tokio runtime for the test's clients.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// The request ids a server logged as read (`GET /?id=N` at debug level).
 pub fn read_ids(log: &str) -> BTreeSet<u64> {
     log.lines()

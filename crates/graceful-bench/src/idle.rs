@@ -188,7 +188,8 @@ fn rss_kib(pid: u32) -> f64 {
         .unwrap()
 }
 
-fn sigterm(child: &Child) {
+/// Sends SIGTERM to `child` with the `kill` command.
+pub(crate) fn sigterm(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

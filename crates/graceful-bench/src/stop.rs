@@ -61,11 +61,7 @@ fn once(kind: &str) -> (f64, f64) {
         .unwrap();
     assert!(line.starts_with("listening on"), "{line:?}");
     let started = t0.elapsed();
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    crate::idle::sigterm(&child);
     let t1 = Instant::now();
     child.wait().unwrap();
     (

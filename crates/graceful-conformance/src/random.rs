@@ -391,6 +391,29 @@ pub fn seeds() -> Vec<u64> {
     }
 }
 
+/// Waits until `shutdown` holds exactly `n` guards; fails the plan with
+/// its report (`what` says when) otherwise.
+pub(crate) fn assert_held(shutdown: &graceful_core::Shutdown, n: usize, what: &str) {
+    assert!(
+        eventually(PATIENCE, || shutdown.report().total() == n),
+        "expected {n} guard(s) held {what}: {}",
+        shutdown.report()
+    );
+}
+
+/// Waits until the drain deadline at `at` on `clock` is armed, or serve
+/// returned with nothing to drain: the clock may move only after that.
+pub(crate) fn assert_deadline_armed(
+    clock: &crate::ManualClock,
+    at: Duration,
+    returned: impl Fn() -> bool,
+) {
+    assert!(
+        eventually(PATIENCE, || clock.has_sleep_ending_at(at) || returned()),
+        "the drain deadline was not armed"
+    );
+}
+
 /// After a run of the fixed seeds (not of seeds the environment asked
 /// for): they must all have run and covered forced stops and responses; a
 /// generator that stopped drawing them would test little.
@@ -629,11 +652,7 @@ fn run_plan<A: Adapter>(plan: &Plan) -> Tally {
     }
     // The deadline is armed at the close, unless nothing was left.
     let deadline = closed_at + plan.timeout;
-    assert!(
-        eventually(PATIENCE, || clock.has_sleep_ending_at(deadline)
-            || server.has_returned()),
-        "the drain deadline was not armed"
-    );
+    assert_deadline_armed(&clock, deadline, || server.has_returned());
     clock.advance(plan.grace);
     clock.advance(plan.timeout - plan.grace - Duration::from_millis(1));
 
@@ -677,13 +696,7 @@ fn run_plan<A: Adapter>(plan: &Plan) -> Tally {
         assert_eq!(outcome.exit_code(), 0);
         outcome
     } else {
-        assert!(
-            eventually(PATIENCE, || server.shutdown.report().total()
-                == forced.len()),
-            "expected {} working connections before the deadline: {}",
-            forced.len(),
-            server.shutdown.report()
-        );
+        assert_held(&server.shutdown, forced.len(), "just before the deadline");
         assert!(!server.has_returned(), "serve returned before the deadline");
         match (&script, plan.force_by_signal) {
             (Some(script), true) => script.send(Signal::Terminate),
@@ -724,10 +737,6 @@ fn run_plan<A: Adapter>(plan: &Plan) -> Tally {
         format!("{:?}", want_reason),
         "the reason"
     );
-    assert!(
-        eventually(PATIENCE, || server.shutdown.report().total() == 0),
-        "guards held after serve returned: {}",
-        server.shutdown.report()
-    );
+    assert_held(&server.shutdown, 0, "after serve returned");
     tally
 }

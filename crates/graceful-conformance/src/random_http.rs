@@ -24,7 +24,7 @@ use graceful_core::{ForceCause, Outcome, ServeConfig};
 
 use crate::harness::{eventually, refused_within, PATIENCE};
 use crate::http::{roundtrip, upgrade, HttpAdapter, HttpServer};
-use crate::random::{Rng, Tally};
+use crate::random::{assert_deadline_armed, assert_held, Rng, Tally};
 
 /// What one HTTP client does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -343,11 +343,7 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
         );
     }
     let deadline = closed_at + plan.timeout;
-    assert!(
-        eventually(PATIENCE, || clock.has_sleep_ending_at(deadline)
-            || server.has_returned()),
-        "the drain deadline was not armed"
-    );
+    assert_deadline_armed(&clock, deadline, || server.has_returned());
     clock.advance(plan.timeout - Duration::from_millis(1));
 
     // Just before the deadline.
@@ -384,11 +380,7 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
         assert!(outcome.is_drained(), "{outcome}");
         outcome
     } else {
-        assert!(
-            eventually(PATIENCE, || server.shutdown.report().total() == forced),
-            "expected {forced} working connections: {}",
-            server.shutdown.report()
-        );
+        assert_held(&server.shutdown, forced, "just before the deadline");
         clock.advance(Duration::from_millis(1));
         for c in clients.iter_mut().filter(|c| plan.forced(c.kind)) {
             assert!(
@@ -407,11 +399,7 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
         outcome
     };
     assert_eq!(outcome.exit_code(), if forced == 0 { 0 } else { 1 });
-    assert!(
-        eventually(PATIENCE, || server.shutdown.report().total() == 0),
-        "guards held after serve returned: {}",
-        server.shutdown.report()
-    );
+    assert_held(&server.shutdown, 0, "after serve returned");
     tally
 }
 

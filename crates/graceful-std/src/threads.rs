@@ -24,8 +24,9 @@ const IDLE: Duration = Duration::from_secs(10);
 
 type Job = Box<dyn FnOnce() + Send>;
 
-#[derive(Default)]
 struct Pool {
+    /// How long a thread waits for a next job before it exits.
+    idle: Duration,
     state: Mutex<State>,
     work: Condvar,
 }
@@ -38,15 +39,23 @@ struct State {
 
 fn pool() -> &'static Pool {
     static POOL: OnceLock<Pool> = OnceLock::new();
-    POOL.get_or_init(Pool::default)
+    POOL.get_or_init(|| Pool::new(IDLE))
 }
 
 impl Pool {
+    fn new(idle: Duration) -> Pool {
+        Pool {
+            idle,
+            state: Mutex::default(),
+            work: Condvar::new(),
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes jobs until none comes for [`IDLE`].
+    /// Takes jobs until none comes for `idle`.
     fn worker(&'static self, first: Job) {
         let mut job = first;
         loop {
@@ -63,7 +72,7 @@ impl Pool {
                 }
                 let (guard, timeout) = self
                     .work
-                    .wait_timeout(st, IDLE)
+                    .wait_timeout(st, self.idle)
                     .unwrap_or_else(|p| p.into_inner());
                 st = guard;
                 if timeout.timed_out() && st.queue.is_empty() {
@@ -106,7 +115,27 @@ mod tests {
 
     /// A pool of the test's own.
     fn own() -> &'static Pool {
-        Box::leak(Box::default())
+        Box::leak(Box::new(Pool::new(IDLE)))
+    }
+
+    #[test]
+    fn a_thread_with_no_job_for_its_idle_time_exits() {
+        let pool: &'static Pool = Box::leak(Box::new(Pool::new(Duration::from_millis(50))));
+        let (tx, rx) = mpsc::channel();
+        pool.run(Box::new(move || tx.send(()).unwrap())).unwrap();
+        rx.recv().unwrap();
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while pool.state().idle == 0 {
+            assert!(std::time::Instant::now() < until, "never back in the pool");
+            std::thread::yield_now();
+        }
+        while pool.state().idle != 0 {
+            assert!(
+                std::time::Instant::now() < until,
+                "the idle thread never left"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     #[test]
