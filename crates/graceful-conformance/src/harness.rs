@@ -90,6 +90,12 @@ impl<A: Adapter> Server<A> {
     /// Starts a server with `options`.
     pub fn start(options: Options) -> Server<A> {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        Server::start_on(listener, options)
+    }
+
+    /// Starts a server with `options` on `listener`, which may already
+    /// hold connections in its backlog.
+    pub fn start_on(listener: TcpListener, options: Options) -> Server<A> {
         let addr = listener.local_addr().unwrap();
         let shutdown = options.shutdown.unwrap_or_default();
         let clock = options.manual_clock.then(ManualClock::new);

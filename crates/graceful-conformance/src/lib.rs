@@ -63,6 +63,7 @@ macro_rules! __for_each_scenario {
             b3_burst_counts_each_signal_and_triggers_once,
             b4_new_connects_refused_after_close,
             b4_queued_connections_are_served_before_close,
+            b4_stop_before_serve_starts_serves_the_backlog,
             b15_pre_drain_keeps_accepting_then_refuses,
             one_descriptor_per_connection,
             b5_serve_returns_only_after_drain,

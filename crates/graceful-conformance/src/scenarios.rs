@@ -13,7 +13,7 @@ use graceful_core::{
     Escalation, ForceCause, Outcome, Reason, Runtime, ServeConfig, Shutdown, Signal, SignalConfig,
 };
 
-use crate::harness::{eventually, refused_within, Options, Server, PATIENCE};
+use crate::harness::{eventually, refused_within, Client, Options, Server, PATIENCE};
 use crate::script::{scripted, SignalScript};
 use crate::Adapter;
 
@@ -263,6 +263,32 @@ pub fn b4_queued_connections_are_served_before_close<A: Adapter>() {
     assert!(first.closed_within(PATIENCE));
     assert!(server.outcome().is_drained());
     assert!(refused_within(server.addr, Duration::from_millis(500)));
+}
+
+/// B4, B5: a stop that comes while the server is starting (a signal
+/// during start-up): the server starts triggered, serves what its backlog
+/// already holds, and returns only once that work is done, instead of
+/// counting as drained before its first connection was registered.
+pub fn b4_stop_before_serve_starts_serves_the_backlog<A: Adapter>() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut quick = Client::connect(addr);
+    let mut slow = Client::connect(addr);
+    quick.send("early");
+    slow.send("sleep 300");
+    let shutdown = Shutdown::new();
+    shutdown.request();
+    let config = ServeConfig::default().progress_every(None);
+    let mut server = Server::<A>::start_on(listener, Options::config(config).under(shutdown));
+    assert_eq!(quick.read_line().expect("served, not reset"), "early");
+    assert!(
+        !server.has_returned(),
+        "serve returned while a request from its backlog was in flight"
+    );
+    assert_eq!(slow.read_line().expect("served, not reset"), "slept 300");
+    let outcome = server.outcome();
+    assert!(outcome.is_drained(), "{outcome:?}");
+    assert!(refused_within(addr, Duration::from_millis(500)));
 }
 
 /// B15 (TCP): during the pre-drain delay the listener keeps accepting and

@@ -392,6 +392,24 @@ impl Shutdown {
         stage
     }
 
+    /// A named child that holds a named guard from birth: a child made
+    /// after the trigger is triggered at once, and without a guard it would
+    /// drain before its first one is taken (its later guards then count for
+    /// nothing).
+    #[track_caller]
+    pub(crate) fn child_holding(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+        guard: impl Into<Cow<'static, str>>,
+    ) -> (Shutdown, NamedGuard) {
+        let child = Shutdown {
+            inner: Inner::new(Some(name.into()), Some(self.guard()), false),
+        };
+        let held = child.guard_named(guard);
+        self.inner.adopt(&child.inner, true);
+        (child, held)
+    }
+
     fn make_child(&self, name: Option<Cow<'static, str>>, follows_trigger: bool) -> Shutdown {
         let child = Inner::new(name, Some(self.guard()), !follows_trigger);
         self.inner.adopt(&child, follows_trigger);

@@ -36,10 +36,12 @@ impl ServerScope {
             .name
             .clone()
             .unwrap_or_else(|| format!("server {local}"));
-        let shutdown = parent.child_named(name.clone());
+        // The listener's guard is taken before the child can be triggered: a
+        // server started after the stop began (a signal while starting)
+        // still serves its backlog and drains its connections.
+        let (shutdown, listening) = parent.child_holding(name.clone(), format!("listener {local}"));
         let conns = Connections::new();
         conns.attach(&shutdown);
-        let listening = shutdown.guard_named(format!("listener {local}"));
         ServerScope {
             name,
             shutdown,
