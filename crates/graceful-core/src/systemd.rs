@@ -142,6 +142,10 @@ pub struct ActivatedListener {
 /// process (or unset), named by `LISTEN_FDNAMES`. Empty when not
 /// activated. Descriptors that are not TCP listening sockets are an error.
 ///
+/// The process that passed them may still hold them (systemd keeps its
+/// sockets and queues connections for the next start): a server closing one
+/// leaves the socket as it found it.
+///
 /// Reads and clears the activation variables (so children do not inherit
 /// them): call it once, early in `main`, before starting threads.
 pub fn activated_listeners() -> io::Result<Vec<ActivatedListener>> {
@@ -152,6 +156,7 @@ pub fn activated_listeners() -> io::Result<Vec<ActivatedListener>> {
     let mut out = Vec::with_capacity(fds.len());
     for i in 0..fds.len() {
         if let Some(listener) = fds.take_tcp_listener(i)? {
+            crate::server::mark_inherited(&listener);
             out.push(ActivatedListener {
                 name: names.get(i).filter(|n| !n.is_empty()).cloned(),
                 listener,

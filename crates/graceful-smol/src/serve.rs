@@ -24,6 +24,12 @@ impl Listener {
     }
 }
 
+impl std::os::fd::AsFd for Listener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.get_ref().as_fd()
+    }
+}
+
 impl Accept for Listener {
     type Socket = Async<std::net::TcpStream>;
 

@@ -258,7 +258,9 @@ where
         } = self;
         let queued = take_backlog(
             &ctx.scope.name,
-            || match listener.accept() {
+            &mut &*listener,
+            &ctx.scope.shutdown,
+            |listener| match listener.accept() {
                 Ok(conn) => Ok(Some(conn)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
                 Err(e) => Err(e),

@@ -48,6 +48,12 @@ impl Accept for Listener {
     }
 }
 
+impl std::os::fd::AsFd for Listener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
 impl Listener {
     pub(crate) fn from_std(listener: std::net::TcpListener) -> io::Result<Listener> {
         listener.set_nonblocking(true)?;

@@ -8,6 +8,8 @@ mod backoff;
 mod config;
 mod conn;
 mod connections;
+#[cfg(unix)]
+mod handshakes;
 mod scope;
 #[cfg(unix)]
 mod serve;
@@ -16,6 +18,8 @@ pub use backoff::{is_fatal_accept_error, is_out_of_descriptors, Backoff};
 pub use config::ServeConfig;
 pub use conn::{Conn, HandlerOutput};
 pub use connections::{Closer, ConnTrack, Connections, SharedSocket};
+#[cfg(unix)]
+pub use handshakes::mark_inherited;
 pub use scope::ServerScope;
 #[cfg(unix)]
 pub use serve::{close_signal, run_conn, serve, take_backlog, Accept, RESTART_PRE_DRAIN};

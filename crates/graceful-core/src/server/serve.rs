@@ -18,7 +18,7 @@ use crate::shutdown::Shutdown;
 /// A listening socket the core's accept loop can drive. Each async adapter
 /// implements it for its runtime's listener.
 #[cfg(unix)]
-pub trait Accept: Send + 'static {
+pub trait Accept: std::os::fd::AsFd + Send + 'static {
     /// An accepted connection's socket. It is shared (an `Arc`, one
     /// descriptor) between the connection and the registry that ends its
     /// reads at the close and cuts it at the force.
@@ -137,7 +137,9 @@ where
     // owned here and dropped exactly once.
     let queued = take_backlog(
         name,
-        || listener.accept_queued(),
+        &mut listener,
+        server,
+        |listener: &mut A| listener.accept_queued(),
         |(stream, peer)| spawn_conn(stream, peer),
     );
     drop(listener);
@@ -150,18 +152,24 @@ const MAX_BACKLOG_ERRORS: usize = 16;
 /// The longest the backlog may take at close.
 const MAX_BACKLOG_TIME: Duration = Duration::from_millis(200);
 
-/// Takes the connections already queued in a closing listener's backlog
-/// (`accept` returns `Ok(None)` when it is empty) and hands each to `serve`;
-/// returns how many it took. Bounded: at most 4096 connections, 16 failed
+/// Takes the connections already queued in the backlog of `listener`, the
+/// closing listener of `server` (`accept` returns `Ok(None)` when it is
+/// empty) and hands each to `serve`; returns how many it took. First, unless
+/// the listener may be held by another process, the kernel is asked to
+/// complete no more handshakes on it, so that no connection is queued after
+/// the last look and reset by the close. Bounded: at most 4096 connections, 16 failed
 /// attempts and 200 ms; it gives up at once when out of descriptors
 /// (EMFILE, ENFILE: no accept can succeed until a connection ends, and
 /// waiting would hold the stop), and logs what it left. Never spins: every
 /// failure counts.
-pub fn take_backlog<C>(
+pub fn take_backlog<L: std::os::fd::AsFd, C>(
     name: &str,
-    mut accept: impl FnMut() -> io::Result<Option<C>>,
+    listener: &mut L,
+    server: &Shutdown,
+    mut accept: impl FnMut(&mut L) -> io::Result<Option<C>>,
     mut serve: impl FnMut(C),
 ) -> usize {
+    super::handshakes::stop_handshakes(listener, restarted(server));
     let start = std::time::Instant::now();
     let (mut taken, mut errors) = (0, 0);
     loop {
@@ -175,7 +183,7 @@ pub fn take_backlog<C>(
             );
             break;
         }
-        match accept() {
+        match accept(listener) {
             Ok(Some(conn)) => {
                 taken += 1;
                 serve(conn);
@@ -211,15 +219,20 @@ pub fn take_backlog<C>(
 /// idle connections close.
 pub const RESTART_PRE_DRAIN: Duration = Duration::from_secs(1);
 
+/// Whether `server` stops because its process handed its listeners to a
+/// successor.
+fn restarted(server: &Shutdown) -> bool {
+    server
+        .reason()
+        .is_some_and(|r| matches!(r.root(), Reason::Restarted { .. }))
+}
+
 /// Resolves when a server's listener should close: at the trigger plus the
 /// pre-drain delay (B15; at least [`RESTART_PRE_DRAIN`] after a restart),
 /// or at once if the server is forced.
 pub async fn close_signal<R: Runtime>(rt: &R, server: &Shutdown, pre_drain: Duration, name: &str) {
     server.triggered().await;
-    let restarted = server
-        .reason()
-        .is_some_and(|r| matches!(r.root(), Reason::Restarted { .. }));
-    let pre_drain = match restarted {
+    let pre_drain = match restarted(server) {
         true => pre_drain.max(RESTART_PRE_DRAIN),
         false => pre_drain,
     };
@@ -261,12 +274,18 @@ where
 mod tests {
     use super::*;
 
+    fn listener() -> std::net::TcpListener {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap()
+    }
+
     #[test]
     fn the_backlog_stops_at_once_when_out_of_descriptors() {
         let mut calls = 0;
         let taken = take_backlog(
             "test",
-            || {
+            &mut listener(),
+            &Shutdown::new(),
+            |_| {
                 calls += 1;
                 match calls {
                     1 | 2 => Ok(Some(calls)),
@@ -281,9 +300,11 @@ mod tests {
     #[test]
     fn the_backlog_counts_transient_failures_instead_of_spinning() {
         let mut calls = 0;
-        let taken = take_backlog::<()>(
+        let taken = take_backlog::<_, ()>(
             "test",
-            || {
+            &mut listener(),
+            &Shutdown::new(),
+            |_| {
                 calls += 1;
                 Err(io::Error::from_raw_os_error(103))
             },
@@ -298,7 +319,9 @@ mod tests {
         let start = std::time::Instant::now();
         let taken = take_backlog(
             "test",
-            || {
+            &mut listener(),
+            &Shutdown::new(),
+            |_| {
                 std::thread::sleep(Duration::from_millis(20));
                 Ok(Some(()))
             },
@@ -315,7 +338,13 @@ mod tests {
     #[test]
     fn the_backlog_is_bounded_in_connections() {
         let mut served = 0;
-        let taken = take_backlog("test", || Ok(Some(())), |()| served += 1);
+        let taken = take_backlog(
+            "test",
+            &mut listener(),
+            &Shutdown::new(),
+            |_| Ok(Some(())),
+            |()| served += 1,
+        );
         assert_eq!((taken, served), (MAX_QUEUED, MAX_QUEUED));
     }
 }
