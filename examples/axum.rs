@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Extension, Router};
-use graceful_core::{Conn, Runtime as _};
+use graceful_core::Conn;
 use graceful_tokio::http::Readiness;
 use hyper_util::service::TowerToHyperService;
 

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use graceful_core::{Runtime as _, Shutdown};
+use graceful_core::Shutdown;
 use graceful_std::WorkerPool;
 use graceful_tokio::http::Readiness;
 use http_body_util::Full;
@@ -103,13 +103,13 @@ fn main() {
     let db_open = db_stage.guard_named("db pool open");
     {
         let db = db.clone();
-        db_stage.on_shutdown(move |_| {
+        db_stage.on_triggered(move |_| {
             db.close();
             tracing::info!("cleanup: db pool closed");
             drop(db_open);
         });
     }
-    telemetry.on_shutdown(|_| tracing::info!("cleanup: telemetry flushed"));
+    telemetry.on_triggered(|_| tracing::info!("cleanup: telemetry flushed"));
 
     let pool = Arc::new(pool);
     let ready = Readiness::new(&shutdown);

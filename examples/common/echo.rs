@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::io::BufReader;
 use futures::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-use graceful_core::{Conn, Runtime as _};
+use graceful_core::Conn;
 
 use crate::common::cli;
 use crate::rt;

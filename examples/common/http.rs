@@ -14,7 +14,6 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
-use graceful_core::Runtime as _;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;

@@ -2,6 +2,7 @@
 //! `graceful_tokio::http::serve`, against the same hyper service behind a
 //! plain accept loop.
 
+use graceful_core::Reason;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,7 +67,7 @@ fn graceful(rt: &tokio::runtime::Runtime) -> Running {
     Running {
         addr,
         stop: Box::new(move |rt| {
-            shutdown.request();
+            shutdown.trigger(Reason::requested());
             let _ = rt.block_on(task);
         }),
     }

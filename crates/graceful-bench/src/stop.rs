@@ -15,7 +15,6 @@ pub(crate) fn serve(kind: &str) -> ! {
     let rt = graceful_tokio::Runtime::new().unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     println!("listening on {}", listener.local_addr().unwrap());
-    use graceful_core::Runtime as _;
     let svc = hyper::service::service_fn(|_req| async {
         Ok::<_, std::convert::Infallible>(hyper::Response::new(
             http_body_util::Full::<bytes::Bytes>::from("hello\n"),

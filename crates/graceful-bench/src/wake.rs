@@ -1,6 +1,7 @@
 //! Scenarios 4 and 5: how fast a trigger reaches many waiting tasks, and how
 //! fast the end of a drain is seen.
 
+use graceful_core::Reason;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -247,7 +248,7 @@ impl Group {
         match self {
             Group::Floor(g) => g.trigger(),
             Group::Graceful(s) => {
-                s.request();
+                s.trigger(Reason::requested());
             }
             Group::TokioUtil(token, tracker) => {
                 token.cancel();

@@ -1,6 +1,7 @@
 //! A server under test on a thread of its own, and blocking loopback
 //! clients to drive it.
 
+use graceful_core::Reason;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
@@ -140,7 +141,7 @@ impl<A: Adapter> Server<A> {
 
     /// Triggers the server's shutdown with a request.
     pub fn stop(&self) {
-        self.shutdown.request();
+        self.shutdown.trigger(Reason::requested());
     }
 
     /// The outcome, if `serve` returned within `within`.

@@ -3,6 +3,7 @@
 //! the rest of HTTP against real processes; these are the behaviours that
 //! need a service of the test's own: upgrades (B16) and readiness (B14).
 
+use graceful_core::Reason;
 use std::convert::Infallible;
 use std::future::poll_fn;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -276,7 +277,7 @@ pub fn http_b16_upgraded_connection_survives_trigger_and_is_forced_at_deadline<A
     let server = HttpServer::start::<A>(config, true);
     let mut ws = upgrade(server.addr, "/echo");
     assert_eq!(roundtrip(&mut ws, "before"), "before\n");
-    server.shutdown.request();
+    server.shutdown.trigger(Reason::requested());
     let clock = server.clock.as_ref().unwrap();
     assert!(clock.wait_for_sleep(Duration::from_secs(10), PATIENCE));
     assert_eq!(
@@ -304,7 +305,7 @@ pub fn http_b16_upgraded_handler_sees_the_trigger_and_drains<A: HttpAdapter>() {
     let server = HttpServer::start::<A>(ServeConfig::default().progress_every(None), false);
     let mut ws = upgrade(server.addr, "/echo?polite");
     assert_eq!(roundtrip(&mut ws, "hi"), "hi\n");
-    server.shutdown.request();
+    server.shutdown.trigger(Reason::requested());
     let mut bye = String::new();
     ws.read_line(&mut bye).unwrap();
     assert_eq!(bye, "bye\n");
@@ -323,7 +324,7 @@ pub fn http_b16_upgrade_after_the_trigger_keeps_connection_upgrade_alone<A: Http
         .progress_every(None);
     let server = HttpServer::start::<A>(config, true);
     let silent = TcpStream::connect(server.addr).unwrap();
-    server.shutdown.request();
+    server.shutdown.trigger(Reason::requested());
     let clock = server.clock.as_ref().unwrap();
     assert!(clock.wait_for_sleep(Duration::from_secs(5), PATIENCE));
     let mut during = upgrade(server.addr, "/echo?polite");
@@ -370,7 +371,7 @@ pub fn http_b14_readiness_200_then_503<A: HttpAdapter>() {
     let (status, head) = get();
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     assert!(!head.contains("connection: close"), "{head}");
-    server.shutdown.request();
+    server.shutdown.trigger(Reason::requested());
     let (status, head) = get();
     assert!(status.starts_with("HTTP/1.1 503"), "{status}");
     assert!(head.contains("connection: close"), "{head}");

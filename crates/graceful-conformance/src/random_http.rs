@@ -16,6 +16,7 @@
 //! - the outcome names exactly the connections still working at the
 //!   deadline, and every guard is released.
 
+use graceful_core::Reason;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -271,7 +272,7 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
     }
     assert!(sleeps_seen(sleeps), "the slow requests were not all read");
 
-    server.shutdown.request();
+    server.shutdown.trigger(Reason::requested());
     for c in clients.iter_mut().filter(|c| c.kind == HttpKind::Polite) {
         assert_eq!(roundtrip_read(&mut c.conn), "bye\n", "client {}", c.index);
         assert!(

@@ -61,7 +61,7 @@ pub fn core_waiters_wake_on_the_runtime<A: Adapter>() {
             drop(g);
         });
     }
-    shutdown.request();
+    shutdown.trigger(Reason::requested());
     assert!(all.wait_drained_until(Instant::now() + PATIENCE));
     assert_eq!(woke.load(Ordering::SeqCst), 1000);
     let late = shutdown.clone();
@@ -75,7 +75,7 @@ pub fn core_drain_deadline_on_manual_clock<A: Adapter>() {
     let rt = crate::TestRuntime::new(A::runtime(), Some(clock.clone()));
     let shutdown = Shutdown::named("jobs");
     let job = shutdown.guard_named("export 42");
-    shutdown.request();
+    shutdown.trigger(Reason::requested());
     let (tx, rx) = std::sync::mpsc::channel();
     let (s, r) = (shutdown.clone(), rt.clone());
     std::thread::spawn(move || {
@@ -201,7 +201,7 @@ pub fn b3_burst_counts_each_signal_and_triggers_once<A: Adapter>() {
     let _work = shutdown.guard();
     let hooks = Arc::new(AtomicUsize::new(0));
     let h = hooks.clone();
-    shutdown.on_shutdown(move |_| {
+    shutdown.on_triggered(move |_| {
         h.fetch_add(1, Ordering::SeqCst);
     });
     let (script, exits) =
@@ -277,7 +277,7 @@ pub fn b4_stop_before_serve_starts_serves_the_backlog<A: Adapter>() {
     quick.send("early");
     slow.send("sleep 300");
     let shutdown = Shutdown::new();
-    shutdown.request();
+    shutdown.trigger(Reason::requested());
     let config = ServeConfig::default().progress_every(None);
     let mut server = Server::<A>::start_on(listener, Options::config(config).under(shutdown));
     assert_eq!(quick.read_line().expect("served, not reset"), "early");
@@ -577,7 +577,7 @@ pub fn order_stage_after_server_starts_when_it_drained<A: Adapter>() {
     let mut busy = server.connect();
     busy.send("sleep 200");
     assert!(busy.silent_for(Duration::from_millis(20)));
-    root.request();
+    root.trigger(Reason::requested());
     assert!(!pool.wait_triggered_until(Instant::now() + Duration::from_millis(100)));
     assert_eq!(busy.read_line().unwrap(), "slept 200");
     assert!(pool.wait_triggered_until(Instant::now() + PATIENCE));

@@ -63,10 +63,10 @@ pub(crate) fn run<F: Future>(future: F, until: Option<Instant>) -> Option<F::Out
 /// The future must not need a runtime's reactor to make progress.
 ///
 /// ```
-/// use graceful_core::{block_on, Shutdown};
+/// use graceful_core::{block_on, Reason, Shutdown};
 ///
 /// let shutdown = Shutdown::new();
-/// shutdown.request();
+/// shutdown.trigger(Reason::requested());
 /// block_on(shutdown.drained());
 /// ```
 pub fn block_on<F: Future>(future: F) -> F::Output {

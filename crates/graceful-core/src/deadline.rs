@@ -90,12 +90,12 @@ impl<F, T> fmt::Debug for Deadline<F, T> {
 ///
 /// ```
 /// use std::time::{Duration, Instant};
-/// use graceful_core::{block_on_until, Shutdown};
+/// use graceful_core::{block_on_until, Reason, Shutdown};
 ///
 /// let shutdown = Shutdown::new();
 /// let soon = Instant::now() + Duration::from_millis(10);
 /// assert!(block_on_until(shutdown.triggered(), soon).is_err());
-/// shutdown.request();
+/// shutdown.trigger(Reason::requested());
 /// assert!(block_on_until(shutdown.triggered(), soon).is_ok());
 /// ```
 #[cfg(not(loom))]

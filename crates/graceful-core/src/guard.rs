@@ -7,8 +7,9 @@ use crate::sync::{lock, Arc, Counted};
 /// A unit of in-flight work. The shutdown is not drained while a guard lives.
 ///
 /// Dropping the guard releases it, also when the thread unwinds from a panic.
-/// Taking and dropping one costs one atomic increment and one decrement, with
-/// no heap allocation; a guard is one pointer wide.
+/// Taking one upgrades a weak reference (a compare-and-swap loop on the
+/// strong count), dropping it is one atomic decrement, with no heap
+/// allocation; a guard is one pointer wide.
 ///
 /// A guard taken after the shutdown was already drained is *detached*: it
 /// counts nothing, since a drained shutdown stays drained. Use

@@ -2,7 +2,7 @@ use std::fmt;
 use std::time::Duration;
 
 /// How long the process supervisor lets a stopping process run before it
-/// kills it, where that is known (B19). A stop that needs longer (pre-drain
+/// kills it, where that is known. A stop that needs longer (pre-drain
 /// delay + drain deadline) is killed mid-drain and loses work.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KillBudget {
@@ -94,7 +94,7 @@ impl fmt::Display for KillBudget {
 }
 
 /// Logs a warning at start-up if a stop of `pre_drain` + `timeout` would
-/// outlast the supervisor's kill budget (B19); returns the budget found.
+/// outlast the supervisor's kill budget; returns the budget found.
 pub fn check_kill_budget(pre_drain: Duration, timeout: Duration) -> Option<KillBudget> {
     let budget = KillBudget::detect()?;
     let needed = pre_drain + timeout;

@@ -14,11 +14,11 @@
 //!   blocking wait.
 //! - [`Reason`]: why it started (a [`Signal`], a request, a parent, an
 //!   error); the first one wins.
-//! - [`Guard`]: one unit of in-flight work, one atomic increment with no
+//! - [`Guard`]: one unit of in-flight work, a `Weak::upgrade` with no
 //!   allocation; [`NamedGuard`]s are listed in the [`Report`].
 //! - [`deadline`] / [`block_on_until`]: any future against any timer, and the
 //!   blocking twin.
-//! - [`Shutdown::on_shutdown`]: hooks for what is not a guard.
+//! - [`Shutdown::on_triggered`]: hooks for what is not a guard.
 //! - [`Shutdown::child`], [`Shutdown::stage_after`]: order — "the pool closes
 //!   after every request drained" in one line.
 //! - [`Shutdown::drain`]: wait with a deadline on any [`Runtime`], log
@@ -47,7 +47,7 @@
 //!
 //! futures::executor::block_on(async {
 //!     let shutdown = Shutdown::new();
-//!     shutdown.on_shutdown(|reason| println!("stopping: {reason}"));
+//!     shutdown.on_triggered(|reason| println!("stopping: {reason}"));
 //!
 //!     let job = shutdown.guard_named("nightly export");
 //!     let worker = {
@@ -67,6 +67,9 @@
 //! ```
 
 #![forbid(unsafe_code)]
+
+#[cfg(not(unix))]
+compile_error!("graceful supports Unix only (Linux, macOS, the BSDs): it relies on POSIX signals and shutdown(2) on sockets");
 
 mod block_on;
 mod deadline;

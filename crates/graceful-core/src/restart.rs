@@ -230,7 +230,7 @@ impl Restarter {
             }),
         };
         let weak = Arc::downgrade(&restarter.inner);
-        shutdown.on_shutdown(move |_| {
+        shutdown.on_triggered(move |_| {
             if let Some(inner) = weak.upgrade() {
                 inner
                     .listeners

@@ -49,3 +49,35 @@ impl<R: Runtime> Runtime for std::sync::Arc<R> {
         (**self).block_on(future)
     }
 }
+
+/// Gives an adapter's runtime type the [`Runtime`] trait's methods as
+/// inherent ones, so its users call `runtime.block_on(..)` without
+/// importing the trait. For adapter authors.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! inherent_runtime_methods {
+    ($ty:ty) => {
+        impl $ty {
+            /// Runs `future` to completion on the current thread.
+            pub fn block_on<F: ::std::future::Future>(&self, future: F) -> F::Output {
+                $crate::Runtime::block_on(self, future)
+            }
+
+            /// Runs `future` in the background.
+            pub fn spawn<F>(&self, future: F)
+            where
+                F: ::std::future::Future<Output = ()> + Send + 'static,
+            {
+                $crate::Runtime::spawn(self, future)
+            }
+
+            /// A future that resolves after `duration`.
+            pub fn sleep(
+                &self,
+                duration: ::std::time::Duration,
+            ) -> <Self as $crate::Runtime>::Sleep {
+                $crate::Runtime::sleep(self, duration)
+            }
+        }
+    };
+}

@@ -68,8 +68,7 @@ impl Shutdown {
         }
     }
 
-    /// The name given to [`named`](Self::named), [`child_named`](Self::child_named)
-    /// or a stage.
+    /// The name given to [`named`](Self::named) or [`stage`](Self::stage).
     pub fn name(&self) -> Option<&str> {
         self.inner.name.as_deref()
     }
@@ -79,15 +78,10 @@ impl Shutdown {
     /// Starts the shutdown. Returns whether this call started it: the first
     /// reason wins and later calls change nothing.
     ///
-    /// Hooks registered with [`on_shutdown`](Self::on_shutdown) run on this
+    /// Hooks registered with [`on_triggered`](Self::on_triggered) run on this
     /// thread before it returns, then children are triggered.
     pub fn trigger(&self, reason: Reason) -> bool {
         self.inner.trigger(reason)
-    }
-
-    /// Starts the shutdown because code asked for it; see [`trigger`](Self::trigger).
-    pub fn request(&self) -> bool {
-        self.trigger(Reason::requested())
     }
 
     /// Forces the shutdown: what is still running should be abandoned.
@@ -223,8 +217,9 @@ impl Shutdown {
 
     // ----- guards -----------------------------------------------------------
 
-    /// Takes a guard for one unit of in-flight work: one atomic increment,
-    /// no allocation. The shutdown does not drain while it is held.
+    /// Takes a guard for one unit of in-flight work: a weak reference
+    /// upgraded (an atomic compare-and-swap loop on the strong count), no
+    /// allocation. The shutdown does not drain while it is held.
     ///
     /// After the shutdown has drained the guard is detached (it counts
     /// nothing); use [`try_guard`](Self::try_guard) to refuse new work once
@@ -292,11 +287,11 @@ impl Shutdown {
     ///
     /// For work that is not a guard: telling WebSocket or SSE handlers to
     /// wind down, stopping a background loop.
-    pub fn on_shutdown<F>(&self, hook: F)
+    pub fn on_triggered<F>(&self, hook: F)
     where
         F: FnOnce(&Reason) + Send + 'static,
     {
-        self.inner.on_shutdown(Box::new(hook));
+        self.inner.on_triggered(Box::new(hook));
     }
 
     /// Runs `hook` once, when the shutdown is forced (at once if it already
@@ -331,16 +326,11 @@ impl Shutdown {
         self.make_child(None, true)
     }
 
-    /// A named child shutdown; see [`child`](Self::child).
-    pub fn child_named(&self, name: impl Into<Cow<'static, str>>) -> Shutdown {
-        self.make_child(Some(name.into()), true)
-    }
-
-    /// A named stage: a child that is triggered with this shutdown. Alias of
-    /// [`child_named`](Self::child_named), for symmetry with
-    /// [`stage_after`](Self::stage_after).
+    /// A named child (a stage): triggered and forced with this one, and
+    /// listed by its name in reports; see [`child`](Self::child), and
+    /// [`stage_after`](Self::stage_after) for one that waits for others.
     pub fn stage(&self, name: impl Into<Cow<'static, str>>) -> Shutdown {
-        self.child_named(name)
+        self.make_child(Some(name.into()), true)
     }
 
     /// A named stage that is triggered only once every stage in `after` has
@@ -348,13 +338,13 @@ impl Shutdown {
     /// line:
     ///
     /// ```
-    /// use graceful_core::Shutdown;
+    /// use graceful_core::{Reason, Shutdown};
     ///
     /// let shutdown = Shutdown::new();
     /// let server = shutdown.stage("server");
     /// let pool = shutdown.stage_after("pool", [&server]);
     /// let request = server.guard();
-    /// shutdown.request();
+    /// shutdown.trigger(Reason::requested());
     /// assert!(!pool.is_triggered()); // a request is still running
     /// drop(request);
     /// assert!(pool.is_triggered());
@@ -419,7 +409,7 @@ impl Shutdown {
     /// Starts every stage that still waits for earlier stages, because the
     /// work they wait for was forced and did not end. Returns how many
     /// stages (or this shutdown) were started by the call.
-    pub fn start_waiting_stages(&self) -> usize {
+    pub(crate) fn start_waiting_stages(&self) -> usize {
         self.inner.start_waiting_stages()
     }
 
@@ -445,5 +435,26 @@ impl fmt::Debug for Shutdown {
             .field("drained", &self.is_drained())
             .field("held", &self.held())
             .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn force_does_not_start_a_stage_early_but_start_waiting_stages_does() {
+        let root = Shutdown::new();
+        let http = root.stage("http");
+        let pool = root.stage_after("pool", [&http]);
+        let stuck = http.guard();
+        root.trigger(Reason::requested());
+        root.force(ForceCause::Deadline);
+        assert!(pool.is_forced());
+        assert!(!pool.is_triggered(), "forced work has not ended yet");
+        assert_eq!(root.start_waiting_stages(), 1);
+        assert!(pool.is_triggered());
+        drop(stuck);
+        assert!(root.is_drained());
     }
 }

@@ -9,8 +9,7 @@ use crate::shutdown::Shutdown;
 
 type ExitFn = Arc<dyn Fn(i32) + Send + Sync + 'static>;
 
-/// Which signals stop the process, and how repeated signals escalate (B1,
-/// B2). The adapters' `signals(...)` take one.
+/// Which signals stop the process, and how repeated signals escalate. The adapters' `signals(...)` take one.
 ///
 /// By default SIGINT and SIGTERM stop the process; the first triggers the
 /// shutdown, the second forces it, the third exits the process at once with
@@ -110,7 +109,7 @@ fn log_started(signal: Signal, started: bool) {
     }
 }
 
-/// Counts stop signals and applies B1–B2 to a [`Shutdown`]. Each signal
+/// Counts stop signals and applies the escalation to a [`Shutdown`]. Each signal
 /// counts once: a burst of signals is as many steps, and never triggers
 /// twice.
 ///
@@ -281,7 +280,7 @@ impl fmt::Debug for Escalation {
 /// `shutdown`: the wiring every adapter's `signals(...)` uses.
 ///
 /// Each signal is registered before this returns, so one that arrives from
-/// then on is not lost, even if nothing awaits the shutdown yet (B3). Each
+/// then on is not lost, even if nothing awaits the shutdown yet. Each
 /// delivery writes one byte into a pipe of its own (signal-hook's
 /// self-pipe), read by a small thread per signal; nothing is coalesced
 /// beyond what the OS itself merges. The threads need no async runtime, so

@@ -454,7 +454,7 @@ impl Inner {
         }
     }
 
-    pub(crate) fn on_shutdown(&self, hook: Hook) {
+    pub(crate) fn on_triggered(&self, hook: Hook) {
         let mut hooks = lock(&self.hooks);
         match hooks.as_mut() {
             Some(v) => v.push(hook),

@@ -65,7 +65,7 @@ pub fn watch_stop<R: Runtime>(rt: &R, shutdown: &Shutdown, budget: Duration) {
     // Sent by a hook, which runs before the trigger lets the shutdown
     // drain: a stop with nothing to drain exits at once, maybe before a
     // task would have run.
-    shutdown.on_shutdown(move |reason| {
+    shutdown.on_triggered(move |reason| {
         if !matches!(reason.root(), Reason::Restarted { .. }) {
             send(&[
                 NotifyState::Stopping,

@@ -1,6 +1,7 @@
 //! The live-connection registry on real loopback sockets.
 #![cfg(unix)]
 
+use graceful_core::Reason;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
@@ -49,7 +50,7 @@ fn ending_reads_ends_blocked_reads_but_keeps_received_data_and_writes() {
     });
     std::thread::sleep(Duration::from_millis(50));
     let triggered = Instant::now();
-    shutdown.request();
+    shutdown.trigger(Reason::requested());
     // What a server does when its listener closes.
     conns.shutdown_reads();
     let (n, woke) = reader.join().unwrap();
@@ -81,7 +82,7 @@ fn connections_registered_after_the_trigger_are_late_and_force_cuts_all() {
     let conns = Connections::new();
     conns.attach(&shutdown);
     let _keep = shutdown.guard();
-    shutdown.request();
+    shutdown.trigger(Reason::requested());
 
     // Late: its reads are not ended with the others, so a request still on
     // its way is not lost; the server ends them after the grace.
@@ -191,13 +192,13 @@ fn a_connection_registered_during_the_trigger_is_late_and_keeps_its_reads() {
     {
         let (conns, shutdown, registered) = (conns.clone(), shutdown.clone(), registered.clone());
         let socket = server_side.clone();
-        shutdown.clone().on_shutdown(move |_| {
+        shutdown.clone().on_triggered(move |_| {
             let track = conns.register(&shutdown, socket.clone(), peer, "conn");
             *registered.lock().unwrap() = Some(track);
         });
     }
     conns.attach(&shutdown);
-    shutdown.request();
+    shutdown.trigger(Reason::requested());
     conns.shutdown_reads();
     let track = registered.lock().unwrap().take().unwrap();
     assert!(track.is_late(), "registered after the trigger bit");

@@ -50,7 +50,7 @@ fn deadline_forces_reports_and_exits_one() {
         let rt = ThreadRuntime;
         let s = Shutdown::named("svc");
         let held = s.guard_named("slow upload");
-        s.request();
+        s.trigger(Reason::requested());
         let t0 = Instant::now();
         let outcome = s
             .drain(&rt, Duration::from_millis(200))
@@ -105,7 +105,7 @@ fn forced_drain_starts_stages_stuck_behind_work_that_never_ends() {
         let http = root.stage("http");
         let flush = root.stage_after("telemetry", [&http]);
         let _stuck = http.guard();
-        root.request();
+        root.trigger(Reason::requested());
         let outcome = root
             .drain(&rt, Duration::from_millis(50))
             .settle(Duration::from_millis(50))
@@ -161,7 +161,7 @@ fn a_zero_progress_interval_does_not_stop_the_drain_from_ending() {
         let rt = ThreadRuntime;
         let s = Shutdown::new();
         let g = s.guard();
-        s.request();
+        s.trigger(Reason::requested());
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
             drop(g);

@@ -31,7 +31,7 @@ fn last_guard_drop_racing_drained_wait() {
         let g = s.guard();
         let s2 = s.clone();
         let t = thread::spawn(move || {
-            s2.request();
+            s2.trigger(Reason::requested());
         });
         let t2 = thread::spawn(move || {
             drop(g);
@@ -57,7 +57,7 @@ fn guard_taken_racing_trigger() {
             }
             drop(g);
         });
-        s.request();
+        s.trigger(Reason::requested());
         t.join().unwrap();
         block_on(s.drained());
     });
@@ -100,7 +100,7 @@ fn force_racing_trigger() {
         let t = thread::spawn(move || {
             s2.force(ForceCause::Deadline);
         });
-        s.request();
+        s.trigger(Reason::requested());
         block_on(s.forced());
         assert!(s.is_triggered());
         t.join().unwrap();
@@ -115,7 +115,7 @@ fn force_racing_last_release() {
     loom::model(|| {
         let s = Shutdown::new();
         let g = s.guard();
-        s.request();
+        s.trigger(Reason::requested());
         let s2 = s.clone();
         let t = thread::spawn(move || {
             s2.force(ForceCause::Deadline);
@@ -155,7 +155,7 @@ fn abandoned_wait_racing_trigger() {
         });
         let s3 = s.clone();
         let trigger = thread::spawn(move || {
-            s3.request();
+            s3.trigger(Reason::requested());
         });
         block_on(s.triggered());
         abandoned.join().unwrap();
@@ -179,7 +179,7 @@ fn drained_wait_racing_a_drained_hook() {
         let h = hook_done.clone();
         s.on_drained(move || h.store(true, Ordering::SeqCst));
         let g = s.guard();
-        s.request();
+        s.trigger(Reason::requested());
         let t = thread::spawn(move || drop(g));
         if s.is_drained() {
             assert!(

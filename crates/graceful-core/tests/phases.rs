@@ -16,7 +16,7 @@ fn phases_are_sticky_and_late_subscribers_see_them() {
     let s = Shutdown::new();
     assert!(!s.is_triggered() && !s.is_forced() && !s.is_drained());
     assert!(s.triggered().now_or_never().is_none());
-    assert!(s.request());
+    assert!(s.trigger(Reason::requested()));
     // Subscribed after the fact: resolves at once.
     assert!(s.triggered().now_or_never().is_some());
     assert!(s.drained().now_or_never().is_some());
@@ -44,7 +44,7 @@ fn drained_waits_for_every_guard() {
     let b = a.clone();
     let named = s.guard_named("job 1");
     assert_eq!(s.held(), 3);
-    s.request();
+    s.trigger(Reason::requested());
     assert!(!s.is_drained());
     drop(a);
     drop(named);
@@ -67,7 +67,7 @@ fn untriggered_shutdown_never_drains_even_with_no_guard() {
 fn try_guard_refuses_after_trigger_and_late_guards_are_detached() {
     let s = Shutdown::new();
     let held = s.try_guard().expect("before the trigger");
-    s.request();
+    s.trigger(Reason::requested());
     assert!(s.try_guard().is_none());
     let late = s.guard();
     assert!(late.is_attached(), "not drained yet: a guard still counts");
@@ -90,7 +90,7 @@ fn guard_is_released_by_panic_unwind() {
     })
     .join();
     assert!(r.is_err());
-    s.request();
+    s.trigger(Reason::requested());
     assert!(s.is_drained());
     assert!(s.report().is_empty());
 }
@@ -107,7 +107,7 @@ fn waiter_on_another_thread_is_woken_by_the_last_release() {
                 Instant::now()
             })
         };
-        s.request();
+        s.trigger(Reason::requested());
         std::thread::sleep(Duration::from_millis(50));
         let released = Instant::now();
         drop(g);
@@ -126,7 +126,7 @@ fn blocking_waits_honour_their_deadline() {
     let t0 = Instant::now();
     assert!(!s.wait_triggered_until(t0 + Duration::from_millis(30)));
     assert!(t0.elapsed() >= Duration::from_millis(30));
-    s.request();
+    s.trigger(Reason::requested());
     assert!(s.wait_triggered_until(Instant::now()));
     assert!(s.wait_drained_until(Instant::now()));
     assert!(!s.wait_forced_until(Instant::now() + Duration::from_millis(5)));
@@ -138,7 +138,7 @@ fn hooks_run_once_in_order_and_survive_a_panicking_hook() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     for i in 0..3 {
         let seen = seen.clone();
-        s.on_shutdown(move |r| {
+        s.on_triggered(move |r| {
             if i == 1 {
                 panic!("hook bug");
             }
@@ -146,14 +146,14 @@ fn hooks_run_once_in_order_and_survive_a_panicking_hook() {
         });
     }
     s.trigger(Reason::Signal(Signal::Terminate));
-    s.request();
+    s.trigger(Reason::requested());
     assert_eq!(
         *seen.lock().unwrap(),
         ["0:signal SIGTERM", "2:signal SIGTERM"]
     );
     // Registered after the trigger: runs at once, with the reason.
     let late = seen.clone();
-    s.on_shutdown(move |r| late.lock().unwrap().push(format!("late:{r}")));
+    s.on_triggered(move |r| late.lock().unwrap().push(format!("late:{r}")));
     assert_eq!(seen.lock().unwrap().last().unwrap(), "late:signal SIGTERM");
 }
 
@@ -164,7 +164,7 @@ fn forced_hooks_get_the_cause() {
     let c = cause.clone();
     s.on_forced(move |f| *c.lock().unwrap() = Some(f));
     let _g = s.guard();
-    s.request();
+    s.trigger(Reason::requested());
     assert!(cause.lock().unwrap().is_none());
     assert!(s.force(ForceCause::Signal(Signal::Interrupt)));
     assert!(
@@ -189,7 +189,7 @@ fn force_before_trigger_triggers() {
 #[test]
 fn children_follow_the_parent_and_hold_it_until_drained() {
     let root = Shutdown::named("root");
-    let child = root.child_named("http");
+    let child = root.stage("http");
     let grandchild = child.child();
     let work = grandchild.guard();
     root.trigger(Reason::Signal(Signal::Terminate));
@@ -211,7 +211,7 @@ fn children_follow_the_parent_and_hold_it_until_drained() {
 fn child_created_after_the_trigger_is_triggered_at_once() {
     let root = Shutdown::new();
     let _g = root.guard();
-    root.request();
+    root.trigger(Reason::requested());
     let late = root.child();
     assert!(late.is_triggered());
     root.force(ForceCause::Deadline);
@@ -225,7 +225,7 @@ fn forcing_the_parent_forces_children_with_the_same_cause() {
     let root = Shutdown::new();
     let child = root.child();
     let _w = child.guard();
-    root.request();
+    root.trigger(Reason::requested());
     root.force(ForceCause::Signal(Signal::Terminate));
     assert_eq!(
         child.force_cause(),
@@ -249,13 +249,13 @@ fn stage_after_starts_only_when_earlier_stages_drained() {
         ("telemetry", &telemetry),
     ] {
         let order = order.clone();
-        stage.on_shutdown(move |_| order.lock().unwrap().push(name));
+        stage.on_triggered(move |_| order.lock().unwrap().push(name));
     }
     let request = http.guard();
     let job = workers.guard();
     let pool_open = pool.guard();
 
-    root.request();
+    root.trigger(Reason::requested());
     assert_eq!(*order.lock().unwrap(), ["http", "workers"]);
     drop(job);
     assert!(!pool.is_triggered(), "http still has a request");
@@ -273,25 +273,9 @@ fn stage_after_starts_only_when_earlier_stages_drained() {
 }
 
 #[test]
-fn force_does_not_start_a_stage_early_but_start_waiting_stages_does() {
-    let root = Shutdown::new();
-    let http = root.stage("http");
-    let pool = root.stage_after("pool", [&http]);
-    let stuck = http.guard();
-    root.request();
-    root.force(ForceCause::Deadline);
-    assert!(pool.is_forced());
-    assert!(!pool.is_triggered(), "forced work has not ended yet");
-    assert_eq!(root.start_waiting_stages(), 1);
-    assert!(pool.is_triggered());
-    drop(stuck);
-    assert!(root.is_drained());
-}
-
-#[test]
 fn report_names_what_is_held_and_prints_a_table() {
     let root = Shutdown::named("service");
-    let http = root.child_named("http");
+    let http = root.stage("http");
     let _a = http.guard_named("conn 10.0.0.7:5100");
     let _b = http.guard();
     let _c = root.guard_here();
@@ -347,7 +331,7 @@ fn many_threads_trigger_once() {
 fn drained_before_the_force_stays_drained_in_time() {
     let s = Shutdown::new();
     let g = s.guard();
-    s.request();
+    s.trigger(Reason::requested());
     drop(g);
     s.force(ForceCause::Deadline);
     assert!(s.is_drained_in_time());
@@ -355,7 +339,7 @@ fn drained_before_the_force_stays_drained_in_time() {
 
     let s = Shutdown::new();
     let g = s.guard();
-    s.request();
+    s.trigger(Reason::requested());
     s.force(ForceCause::Deadline);
     drop(g);
     assert!(!s.is_drained_in_time());
@@ -369,11 +353,11 @@ fn drained_hooks_run_before_the_stages_that_wait_for_this_one() {
     let pool = root.stage_after("pool", [&http]);
     let order = Arc::new(Mutex::new(Vec::new()));
     let o = order.clone();
-    pool.on_shutdown(move |_| o.lock().unwrap().push("pool starts"));
+    pool.on_triggered(move |_| o.lock().unwrap().push("pool starts"));
     // Registered after the dependency: still runs first.
     let o = order.clone();
     http.on_drained(move || o.lock().unwrap().push("http drained"));
-    root.request();
+    root.trigger(Reason::requested());
     assert_eq!(*order.lock().unwrap(), ["http drained", "pool starts"]);
 }
 
@@ -389,7 +373,7 @@ fn drained_hooks_run_once_in_order_before_the_parent_drains() {
     let o = order.clone();
     root.on_drained(move || o.lock().unwrap().push("root"));
     let g = stage.guard();
-    root.request();
+    root.trigger(Reason::requested());
     assert!(order.lock().unwrap().is_empty());
     drop(g);
     assert_eq!(*order.lock().unwrap(), ["first", "second", "root"]);
@@ -406,7 +390,7 @@ fn drained_hooks_run_once_in_order_before_the_parent_drains() {
 fn a_drained_wait_returns_after_the_hooks_of_the_ancestors_it_completed() {
     within(10, || {
         let root = Shutdown::new();
-        let server = root.child_named("server");
+        let server = root.stage("server");
         let flushed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let f = flushed.clone();
         root.on_drained(move || {
@@ -414,7 +398,7 @@ fn a_drained_wait_returns_after_the_hooks_of_the_ancestors_it_completed() {
             f.store(true, Ordering::SeqCst);
         });
         let conn = server.guard();
-        root.request();
+        root.trigger(Reason::requested());
         let releaser = std::thread::spawn(move || drop(conn));
         server.wait_drained();
         assert!(
@@ -433,7 +417,7 @@ fn a_drained_wait_returns_after_the_hooks_of_the_ancestors_it_completed() {
 fn no_drained_wait_returns_while_a_drained_hook_runs() {
     within(10, || {
         let root = Shutdown::new();
-        let server = root.child_named("server");
+        let server = root.stage("server");
         let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
         let (release, blocked) = std::sync::mpsc::channel::<()>();
         let flushed = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -444,7 +428,7 @@ fn no_drained_wait_returns_while_a_drained_hook_runs() {
             f.store(true, Ordering::SeqCst);
         });
         let conn = server.guard();
-        root.request();
+        root.trigger(Reason::requested());
         let releaser = std::thread::spawn(move || drop(conn));
         entered.recv().unwrap();
         // The hook is running now.
@@ -466,7 +450,7 @@ fn no_drained_wait_returns_while_a_drained_hook_runs() {
 #[test]
 fn a_late_drained_hook_that_panics_is_isolated() {
     let s = Shutdown::new();
-    s.request();
+    s.trigger(Reason::requested());
     assert!(s.is_drained());
     s.on_drained(|| panic!("late hook"));
     let ran = Arc::new(AtomicUsize::new(0));
@@ -510,7 +494,7 @@ fn a_panicking_waker_does_not_drop_the_other_wake_ups() {
         .as_mut()
         .poll(&mut Context::from_waker(&good))
         .is_pending());
-    s.request();
+    s.trigger(Reason::requested());
     assert_eq!(counts.0.load(Ordering::SeqCst), 1);
 }
 
@@ -525,14 +509,14 @@ fn children_are_triggered_with_their_parent_before_its_hooks() {
     let child = root.child();
     let order = Arc::new(Mutex::new(Vec::new()));
     let (c, o) = (child.clone(), order.clone());
-    root.on_shutdown(move |_| {
+    root.on_triggered(move |_| {
         o.lock()
             .unwrap()
             .push(format!("root hook, child triggered: {}", c.is_triggered()));
     });
     let o = order.clone();
-    child.on_shutdown(move |_| o.lock().unwrap().push("child hook".to_string()));
-    root.request();
+    child.on_triggered(move |_| o.lock().unwrap().push("child hook".to_string()));
+    root.trigger(Reason::requested());
     assert_eq!(
         *order.lock().unwrap(),
         ["root hook, child triggered: true", "child hook"]

@@ -36,14 +36,14 @@ fn first_triggers_second_forces_third_exits() {
 }
 
 /// `handle` (what the OS listener calls) acts on the second and third
-/// signal while an `on_shutdown` hook of the first still blocks.
+/// signal while an `on_triggered` hook of the first still blocks.
 #[test]
 fn a_blocking_hook_never_holds_back_the_next_signal() {
     let s = Shutdown::new();
     let _work = s.guard();
     let (release, blocked) = std::sync::mpsc::channel::<()>();
     let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
-    s.on_shutdown(move |_| {
+    s.on_triggered(move |_| {
         entered_tx.send(()).unwrap();
         // Blocks until the test ends (or 10 s).
         let _ = blocked.recv_timeout(Duration::from_secs(10));
@@ -71,14 +71,14 @@ fn a_blocking_hook_never_holds_back_the_next_signal() {
 }
 
 /// A burst (two signals handled back to back, before the first signal's
-/// thread ran) while an `on_shutdown` hook blocks: the force does not wait
+/// thread ran) while an `on_triggered` hook blocks: the force does not wait
 /// for the hook, and the reason is the first signal.
 #[test]
 fn a_burst_forces_at_once_with_the_first_signal_as_reason() {
     let s = Shutdown::new();
     let _work = s.guard();
     let (release, blocked) = std::sync::mpsc::channel::<()>();
-    s.on_shutdown(move |_| {
+    s.on_triggered(move |_| {
         let _ = blocked.recv_timeout(Duration::from_secs(10));
     });
     let (config, _) = recording();
@@ -160,7 +160,7 @@ fn a_burst_counts_each_signal_and_never_triggers_twice() {
     let _work = s.guard();
     let triggers = Arc::new(Mutex::new(0));
     let t = triggers.clone();
-    s.on_shutdown(move |_| *t.lock().unwrap() += 1);
+    s.on_triggered(move |_| *t.lock().unwrap() += 1);
     let (config, exits) = recording();
     let esc = Escalation::new(s.clone(), config.exit_after(Some(5)));
     block_on(esc.clone().run(stream::iter([Signal::Terminate; 4])));
@@ -179,7 +179,7 @@ fn a_burst_counts_each_signal_and_never_triggers_twice() {
 fn a_signal_after_a_code_request_still_counts_as_the_first() {
     let s = Shutdown::new();
     let _work = s.guard();
-    s.request();
+    s.trigger(Reason::requested());
     let (config, _) = recording();
     let esc = Escalation::new(s.clone(), config);
     assert_eq!(esc.on_signal(Signal::Terminate), SignalAction::Triggered);

@@ -15,7 +15,35 @@
 //! HTTP/2 implementation (h2) depends on tokio's I/O traits, not on its
 //! runtime.
 
+//!
+//! # When not to use it
+//!
+//! Applications call `graceful_tokio::http::serve` or
+//! `graceful_smol::http::serve`, which bind this crate to their runtime;
+//! depend on this crate directly only to bind it to another runtime, or to
+//! serve connections accepted elsewhere with [`serve_connection`]. Unix
+//! only, as the core.
+//!
+//! # Example
+//!
+//! A readiness endpoint next to the application's routes, as an adapter's
+//! `http::serve` takes it (`service_fn` from hyper):
+//!
+//! ```
+//! use graceful_core::{Reason, Shutdown};
+//! use graceful_http::Readiness;
+//!
+//! let shutdown = Shutdown::new();
+//! let ready = Readiness::new(&shutdown);
+//! assert!(ready.is_ready());
+//! shutdown.trigger(Reason::requested());
+//! assert!(!ready.is_ready()); // `/healthz` now answers 503
+//! ```
+
 #![forbid(unsafe_code)]
+
+#[cfg(not(unix))]
+compile_error!("graceful-http supports Unix only, as graceful-core");
 
 mod bounds;
 mod connection;

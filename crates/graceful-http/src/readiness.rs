@@ -2,18 +2,18 @@ use graceful_core::Shutdown;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Response, StatusCode};
 
-/// A readiness endpoint (B14): `200 ok` before the trigger, `503 stopping`
+/// A readiness endpoint: `200 ok` before the trigger, `503 stopping`
 /// after it, so load balancers and Kubernetes stop routing to the process
 /// while it drains. Mount it on any route.
 ///
 /// ```
-/// use graceful_core::Shutdown;
+/// use graceful_core::{Reason, Shutdown};
 /// use graceful_http::Readiness;
 ///
 /// let shutdown = Shutdown::new();
 /// let ready = Readiness::new(&shutdown);
 /// assert_eq!(ready.response::<String>().status(), 200);
-/// shutdown.request();
+/// shutdown.trigger(Reason::requested());
 /// assert_eq!(ready.response::<String>().status(), 503);
 /// ```
 #[derive(Clone, Debug)]

@@ -77,9 +77,9 @@ impl Activity {
 ///
 /// - puts the connection's [`Conn`] in each request's extensions (peer
 ///   address, the server's shutdown for long-lived handlers);
-/// - counts requests, for the first-request grace (B7);
+/// - counts requests, for the first-request grace;
 /// - marks an HTTP/1 response whose head is produced after the trigger with
-///   `Connection: close` (B12, B15), except a `101 Switching Protocols`,
+///   `Connection: close`, except a `101 Switching Protocols`,
 ///   which keeps its `Connection: Upgrade`.
 #[derive(Clone)]
 pub(crate) struct GracefulService<S> {

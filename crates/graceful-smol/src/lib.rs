@@ -16,7 +16,52 @@
 //! crate's dependency tree has no tokio; with it, tokio appears only as the
 //! I/O traits hyper's HTTP/2 (h2) is written against, never as a runtime.
 
+//!
+//! # When not to use it
+//!
+//! With tokio in the program already, use `graceful-tokio` (one runtime is
+//! enough); with no async code at all, `graceful-std`. Unix only: it relies
+//! on POSIX signals and `shutdown(2)` on sockets.
+//!
+//! # Example
+//!
+//! The line echo server of `graceful-tokio`'s docs, on smol: only the `use`
+//! line differs.
+//!
+//! ```no_run
+//! use futures::io::BufReader;
+//! use futures::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, StreamExt};
+//! use graceful_smol as rt;
+//! use rt::{ServeConfig, Shutdown, SignalConfig};
+//!
+//! fn main() -> std::io::Result<()> {
+//!     let runtime = rt::Runtime::new()?;
+//!     let shutdown = Shutdown::new();
+//!     rt::signals(&shutdown, SignalConfig::default())?;
+//!     let listener = std::net::TcpListener::bind("127.0.0.1:7000")?;
+//!     let outcome = runtime.block_on(rt::serve(
+//!         listener,
+//!         &shutdown,
+//!         ServeConfig::default(),
+//!         |stream, _conn| async move {
+//!             let (r, mut w) = stream.split();
+//!             let mut lines = BufReader::new(r).lines();
+//!             while let Some(line) = lines.next().await {
+//!                 w.write_all(format!("{}\n", line?).as_bytes()).await?;
+//!             }
+//!             Ok::<_, std::io::Error>(())
+//!         },
+//!     ))?;
+//!     std::process::exit(outcome.exit_code());
+//! }
+//! ```
+
 #![forbid(unsafe_code)]
+
+#[cfg(not(unix))]
+compile_error!(
+    "graceful-smol supports Unix only: it relies on POSIX signals and shutdown(2) on sockets"
+);
 
 #[cfg(feature = "http")]
 pub mod http;
@@ -28,13 +73,13 @@ mod stream;
 /// process, then stop (the same for every adapter).
 #[cfg(unix)]
 pub use graceful_core::restart;
-pub use graceful_core::{Conn, Outcome, ServeConfig, Shutdown, SignalConfig};
+pub use graceful_core::{Conn, ForceCause, Outcome, Reason, ServeConfig, Shutdown, SignalConfig};
 pub use runtime::{Runtime, Sleep};
 pub use serve::{serve, serve_on};
 pub use stream::Stream;
 
 /// Stops `shutdown` on the configured OS signals: the first triggers it,
-/// the second forces it, the third exits the process at once (B1–B3). See
+/// the second forces it, the third exits the process at once. See
 /// [`graceful_core::listen_signals`].
 ///
 /// Installing the handlers is explicit: nothing happens until this is

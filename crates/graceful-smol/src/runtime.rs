@@ -87,3 +87,4 @@ fn executor() -> &'static smol::Executor<'static> {
     });
     &EXECUTOR
 }
+graceful_core::inherent_runtime_methods!(Runtime);

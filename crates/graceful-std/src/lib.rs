@@ -17,7 +17,49 @@
 //! `wait_drained_until`, ...). The same names as `graceful-tokio` and
 //! `graceful-smol`; this crate depends on neither tokio nor smol.
 
+//!
+//! # When not to use it
+//!
+//! A thread per connection costs a thread's stack per client: for
+//! thousands of mostly idle connections an async adapter is cheaper. Unix
+//! only: it relies on POSIX signals and `shutdown(2)` on sockets.
+//!
+//! # Example
+//!
+//! A blocking line echo server: each connection on a thread of its own,
+//! its blocking read ending at the stop; exits with the outcome's code.
+//!
+//! ```no_run
+//! use std::io::{BufRead, BufReader, Write};
+//! use graceful_std as rt;
+//! use rt::{ServeConfig, Shutdown, SignalConfig};
+//!
+//! fn main() -> std::io::Result<()> {
+//!     let shutdown = Shutdown::new();
+//!     rt::signals(&shutdown, SignalConfig::default())?;
+//!     let listener = std::net::TcpListener::bind("127.0.0.1:7000")?;
+//!     let outcome = rt::serve_blocking(
+//!         listener,
+//!         &shutdown,
+//!         ServeConfig::default(),
+//!         |stream, _conn| -> std::io::Result<()> {
+//!             let mut writer = stream.get_ref();
+//!             for line in BufReader::new(stream.get_ref()).lines() {
+//!                 writeln!(writer, "{}", line?)?;
+//!             }
+//!             Ok(())
+//!         },
+//!     )?;
+//!     std::process::exit(outcome.exit_code());
+//! }
+//! ```
+
 #![forbid(unsafe_code)]
+
+#[cfg(not(unix))]
+compile_error!(
+    "graceful-std supports Unix only: it relies on POSIX signals and shutdown(2) on sockets"
+);
 
 mod pool;
 mod runtime;
@@ -29,14 +71,14 @@ mod threads;
 /// process, then stop (the same for every adapter).
 #[cfg(unix)]
 pub use graceful_core::restart;
-pub use graceful_core::{Conn, Outcome, ServeConfig, Shutdown, SignalConfig};
+pub use graceful_core::{Conn, ForceCause, Outcome, Reason, ServeConfig, Shutdown, SignalConfig};
 pub use pool::WorkerPool;
 pub use runtime::Runtime;
 pub use serve::{serve, serve_blocking, serve_on};
 pub use stream::Stream;
 
 /// Stops `shutdown` on the configured OS signals: the first triggers it,
-/// the second forces it, the third exits the process at once (B1–B3). See
+/// the second forces it, the third exits the process at once. See
 /// [`graceful_core::listen_signals`].
 ///
 /// Installing the handlers is explicit: nothing happens until this is

@@ -43,7 +43,7 @@ impl<J: Send + 'static> WorkerPool<J> {
         });
         {
             let shared = shared.clone();
-            stage.on_shutdown(move |_| {
+            stage.on_triggered(move |_| {
                 shared.changed.notify(usize::MAX);
             });
         }

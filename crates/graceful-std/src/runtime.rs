@@ -42,3 +42,4 @@ impl graceful_core::Runtime for Runtime {
         graceful_core::block_on(future)
     }
 }
+graceful_core::inherent_runtime_methods!(Runtime);

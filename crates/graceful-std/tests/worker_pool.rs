@@ -1,6 +1,7 @@
 //! The worker pool: jobs run until the trigger, the running ones finish,
 //! the queued ones are handed back.
 
+use graceful_core::Reason;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -33,7 +34,7 @@ fn running_jobs_finish_queued_jobs_are_returned() {
     assert_eq!(running, [0, 1]);
     assert_eq!(pool.queued(), 3);
 
-    shutdown.request();
+    shutdown.trigger(Reason::requested());
     assert_eq!(pool.submit(99), Err(99), "refused after the trigger");
     assert!(!shutdown.is_drained(), "jobs are running");
     let report = shutdown.report();
@@ -56,7 +57,7 @@ fn idle_workers_exit_at_once_on_the_trigger() {
     let shutdown = Shutdown::new();
     let pool = WorkerPool::new(&shutdown, "idle", 4, |_: (), _| {}).unwrap();
     let t0 = Instant::now();
-    shutdown.request();
+    shutdown.trigger(Reason::requested());
     assert!(pool
         .join(Some(Instant::now() + Duration::from_secs(5)))
         .is_empty());
@@ -84,7 +85,7 @@ fn no_job_starts_after_its_stage_drained() {
         for job in 0..50 {
             let _ = pool.submit(job);
         }
-        shutdown.request();
+        shutdown.trigger(Reason::requested());
         pool.join(Some(Instant::now() + Duration::from_secs(10)));
         assert_eq!(
             late.load(Ordering::SeqCst),

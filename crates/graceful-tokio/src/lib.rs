@@ -15,26 +15,41 @@
 //! `graceful-std`: code written against them compiles unchanged when the
 //! adapter is swapped with a Cargo rename (`rt = { package = "graceful-smol" }`).
 //!
+//! # When not to use it
+//!
+//! A service already shaped by a framework's own shutdown (tonic's
+//! `serve_with_shutdown`, axum's `with_graceful_shutdown`) and content with
+//! it needs only [`signals`] and a [`Shutdown`] to await. A program with no
+//! async code is better served by `graceful-std`. Unix only: it relies on
+//! POSIX signals and `shutdown(2)` on sockets.
+//!
 //! # Example
 //!
+//! A line echo server that drains on SIGTERM or Ctrl+C and exits with the
+//! outcome's code (0 drained, 1 forced at the deadline, 128+signo on a
+//! second signal). Swapping `graceful_tokio` for `graceful_smol` or
+//! `graceful_std` in the `use` line is the only change another runtime
+//! needs.
+//!
 //! ```no_run
-//! use futures::{AsyncBufReadExt, AsyncWriteExt, io::BufReader, AsyncReadExt};
-//! use graceful_core::{ServeConfig, Shutdown, SignalConfig};
+//! use futures::io::BufReader;
+//! use futures::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, StreamExt};
 //! use graceful_tokio as rt;
+//! use rt::{ServeConfig, Shutdown, SignalConfig};
 //!
 //! fn main() -> std::io::Result<()> {
 //!     let runtime = rt::Runtime::new()?;
 //!     let shutdown = Shutdown::new();
 //!     rt::signals(&shutdown, SignalConfig::default())?;
 //!     let listener = std::net::TcpListener::bind("127.0.0.1:7000")?;
-//!     let outcome = graceful_core::Runtime::block_on(&runtime, rt::serve(
+//!     let outcome = runtime.block_on(rt::serve(
 //!         listener,
 //!         &shutdown,
 //!         ServeConfig::default(),
 //!         |stream, _conn| async move {
 //!             let (r, mut w) = stream.split();
 //!             let mut lines = BufReader::new(r).lines();
-//!             while let Some(line) = futures::StreamExt::next(&mut lines).await {
+//!             while let Some(line) = lines.next().await {
 //!                 w.write_all(format!("{}\n", line?).as_bytes()).await?;
 //!             }
 //!             Ok::<_, std::io::Error>(())
@@ -46,6 +61,11 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(not(unix))]
+compile_error!(
+    "graceful-tokio supports Unix only: it relies on POSIX signals and shutdown(2) on sockets"
+);
+
 pub mod http;
 mod runtime;
 mod serve;
@@ -55,13 +75,13 @@ mod stream;
 /// process, then stop (the same for every adapter).
 #[cfg(unix)]
 pub use graceful_core::restart;
-pub use graceful_core::{Conn, Outcome, ServeConfig, Shutdown, SignalConfig};
+pub use graceful_core::{Conn, ForceCause, Outcome, Reason, ServeConfig, Shutdown, SignalConfig};
 pub use runtime::Runtime;
 pub use serve::{serve, serve_on};
 pub use stream::Stream;
 
 /// Stops `shutdown` on the configured OS signals: the first triggers it,
-/// the second forces it, the third exits the process at once (B1–B3). See
+/// the second forces it, the third exits the process at once. See
 /// [`graceful_core::listen_signals`].
 ///
 /// Installing the handlers is explicit: nothing happens until this is
@@ -69,3 +89,9 @@ pub use stream::Stream;
 pub fn signals(shutdown: &Shutdown, config: SignalConfig) -> std::io::Result<()> {
     graceful_core::listen_signals(shutdown, config)
 }
+
+/// The README's code blocks, compiled (and run unless marked `no_run`) as
+/// doctests, so the snippets a user copies stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -98,3 +98,4 @@ impl fmt::Debug for Runtime {
             .finish()
     }
 }
+graceful_core::inherent_runtime_methods!(Runtime);

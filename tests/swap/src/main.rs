@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::io::BufReader as AsyncBufReader;
 use futures::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-use graceful_core::{Conn, Reason, Runtime as _, ServeConfig, Shutdown};
+use rt::{Conn, Reason, ServeConfig, Shutdown};
 
 async fn echo(stream: rt::Stream, _conn: Conn, runtime: rt::Runtime) -> std::io::Result<()> {
     let (r, mut w) = stream.split();

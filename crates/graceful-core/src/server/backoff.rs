@@ -1,7 +1,7 @@
 use std::io;
 use std::time::Duration;
 
-/// Back-off after a failed `accept` (B11): 5 ms, doubling, at most 1 s, reset
+/// Back-off after a failed `accept`: 5 ms, doubling, at most 1 s, reset
 /// by the next success. A server that runs out of file descriptors waits
 /// for some to be freed instead of spinning.
 #[derive(Debug, Clone)]

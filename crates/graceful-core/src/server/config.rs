@@ -21,7 +21,7 @@ pub struct ServeConfig {
     pub timeout: Duration,
     /// How long to keep accepting and serving after the trigger, so that load
     /// balancers see the readiness change before the listeners close
-    /// (default 0; B15).
+    /// (default 0).
     pub pre_drain: Duration,
     /// How long a connection that has sent nothing when its server winds
     /// it down (accepted but silent, during the pre-drain delay, or from the
@@ -37,7 +37,7 @@ pub struct ServeConfig {
     /// ordinary case the connection closes at once.
     pub linger: Duration,
     /// How often to log progress while draining (default 1 s; `None`:
-    /// never; B18).
+    /// never).
     pub progress_every: Option<Duration>,
     /// After forcing, how long to wait for forced work to end before giving
     /// up on it (default 500 ms).

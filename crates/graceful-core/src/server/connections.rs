@@ -37,8 +37,8 @@ use crate::shutdown::Shutdown;
 use crate::slab::Slab;
 
 /// The registry of a server's live connections, for ending them from
-/// outside their handlers: their reads at the trigger (TCP, B7/B8), both
-/// directions at the force (B9). Shared by every adapter's server.
+/// outside their handlers: their reads at the trigger (TCP), both
+/// directions at the force. Shared by every adapter's server.
 pub struct Connections {
     live: Mutex<Slab<Entry>>,
     next_id: std::sync::atomic::AtomicU64,

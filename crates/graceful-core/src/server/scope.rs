@@ -1,3 +1,4 @@
+use crate::reason::Reason;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -77,7 +78,7 @@ impl ServerScope {
         else {
             return;
         };
-        self.closed.request();
+        self.closed.trigger(Reason::requested());
         if self.config.close_idle {
             // The grace is timed from here, before any read ends.
             let (conns, grace, sleep) = (

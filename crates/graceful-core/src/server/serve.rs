@@ -32,7 +32,7 @@ pub trait Accept: std::os::fd::AsFd + Send + 'static {
 
     /// Accepts a connection the kernel already completed, without waiting:
     /// `Ok(None)` when the backlog is empty. Used to serve the backlog before
-    /// the listener closes (B4): closing a listener resets the connections
+    /// the listener closes: closing a listener resets the connections
     /// queued in it, whose clients have already sent their requests.
     fn accept_queued(&mut self) -> io::Result<Option<(Arc<Self::Socket>, SocketAddr)>>;
 
@@ -49,16 +49,14 @@ const MAX_QUEUED: usize = 4096;
 ///
 /// 1. serves a child of `shutdown` named after the listener, accepting
 ///    connections and spawning `handler(stream, track, conn)` for each, with
-///    a named guard and a registry entry in `track` (B5);
-/// 2. backs off on accept errors (B11); a fatal one triggers `shutdown` with
+///    a named guard and a registry entry in `track`;
+/// 2. backs off on accept errors; a fatal one triggers `shutdown` with
 ///    [`Reason::Error`];
-/// 3. at the trigger, keeps accepting for `config.pre_drain` (B15), then
-///    serves the connections already queued and closes the listener, once
-///    (B4);
-/// 4. drains with `config.timeout` as the deadline, logging progress (B18);
+/// 3. at the trigger, keeps accepting for `config.pre_drain`, then
+///    serves the connections already queued and closes the listener, once;
+/// 4. drains with `config.timeout` as the deadline, logging progress;
 ///    when forced, every connection is shut down and every handler future
-///    dropped (B9); a handler that panics only loses its own connection
-///    (B10).
+///    dropped; a handler that panics only loses its own connection.
 ///
 /// Returns only once the connections drained or were forced.
 #[cfg(unix)]
@@ -228,7 +226,7 @@ fn restarted(server: &Shutdown) -> bool {
 }
 
 /// Resolves when a server's listener should close: at the trigger plus the
-/// pre-drain delay (B15; at least [`RESTART_PRE_DRAIN`] after a restart),
+/// pre-drain delay (at least [`RESTART_PRE_DRAIN`] after a restart),
 /// or at once if the server is forced.
 pub async fn close_signal<R: Runtime>(rt: &R, server: &Shutdown, pre_drain: Duration, name: &str) {
     server.triggered().await;
@@ -247,8 +245,8 @@ pub async fn close_signal<R: Runtime>(rt: &R, server: &Shutdown, pre_drain: Dura
     select(wait, forced).await;
 }
 
-/// One connection's task: the handler, isolated from panics (B10), cut
-/// short when the server is forced (B9), its result logged.
+/// One connection's task: the handler, isolated from panics, cut
+/// short when the server is forced, its result logged.
 pub async fn run_conn<F>(work: F, server: Shutdown, peer: SocketAddr)
 where
     F: Future,
