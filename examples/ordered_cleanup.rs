@@ -69,47 +69,55 @@ fn run_job(ms: u64, stage: &Shutdown, db: &DbPool) {
 }
 
 fn main() {
+    let db = DbPool {
+        open: Arc::new(AtomicBool::new(true)),
+    };
+    // The stages live as long as `main`: a dropped stage runs no hook.
+    let (started, (http, pool, _db_stage, _telemetry, starting)) = cli::start_with(
+        "ordered_cleanup",
+        2000,
+        graceful_tokio::Runtime::new,
+        graceful_tokio::signals,
+        |shutdown| {
+            // The order, declared before any signal is handled: http and
+            // workers first, then the pool, then telemetry.
+            let http = shutdown.stage("http");
+            // Held until the server returns: a stop that comes while the
+            // server starts must not find http drained (and the db closed)
+            // before the server serves its backlog.
+            let starting = http.guard_named("http server");
+            let pool = {
+                let db = db.clone();
+                WorkerPool::new(shutdown, "workers", 2, move |ms: u64, stage| {
+                    run_job(ms, stage, &db)
+                })
+                .unwrap_or_else(|e| cli::fail(format!("cannot start the workers: {e}")))
+            };
+            let db_stage = shutdown.stage_after("db pool", [&http, pool.stage()]);
+            let telemetry = shutdown.stage_after("telemetry", [&db_stage]);
+
+            http.on_drained(|| tracing::info!("cleanup: http drained"));
+            pool.stage()
+                .on_drained(|| tracing::info!("cleanup: workers drained"));
+            let db_open = db_stage.guard_named("db pool open");
+            {
+                let db = db.clone();
+                db_stage.on_triggered(move |_| {
+                    db.close();
+                    tracing::info!("cleanup: db pool closed");
+                    drop(db_open);
+                });
+            }
+            telemetry.on_triggered(|_| tracing::info!("cleanup: telemetry flushed"));
+            (http, pool, db_stage, telemetry, starting)
+        },
+    );
     let cli::Started {
         args,
         runtime,
         shutdown,
         listener,
-    } = cli::start(
-        "ordered_cleanup",
-        2000,
-        graceful_tokio::Runtime::new,
-        graceful_tokio::signals,
-    );
-
-    let db = DbPool {
-        open: Arc::new(AtomicBool::new(true)),
-    };
-    // The order, declared: http and workers first, then the pool, then
-    // telemetry.
-    let http = shutdown.stage("http");
-    let pool = {
-        let db = db.clone();
-        WorkerPool::new(&shutdown, "workers", 2, move |ms: u64, stage| {
-            run_job(ms, stage, &db)
-        })
-        .unwrap_or_else(|e| cli::fail(format!("cannot start the workers: {e}")))
-    };
-    let db_stage = shutdown.stage_after("db pool", [&http, pool.stage()]);
-    let telemetry = shutdown.stage_after("telemetry", [&db_stage]);
-
-    http.on_drained(|| tracing::info!("cleanup: http drained"));
-    pool.stage()
-        .on_drained(|| tracing::info!("cleanup: workers drained"));
-    let db_open = db_stage.guard_named("db pool open");
-    {
-        let db = db.clone();
-        db_stage.on_triggered(move |_| {
-            db.close();
-            tracing::info!("cleanup: db pool closed");
-            drop(db_open);
-        });
-    }
-    telemetry.on_triggered(|_| tracing::info!("cleanup: telemetry flushed"));
+    } = started;
 
     let pool = Arc::new(pool);
     let ready = Readiness::new(&shutdown);
@@ -149,7 +157,11 @@ fn main() {
     let http_config = args.serve_config();
     let server = runtime.handle().spawn({
         let http = http.clone();
-        async move { graceful_tokio::http::serve(listener, &http, http_config, service).await }
+        async move {
+            let served = graceful_tokio::http::serve(listener, &http, http_config, service).await;
+            drop(starting);
+            served
+        }
     });
     let outcome = shutdown
         .drain(&runtime, args.pre_drain + args.timeout)

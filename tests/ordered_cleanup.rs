@@ -87,3 +87,22 @@ fn cleanup_runs_in_order_when_the_stop_is_forced() {
     );
     assert_order(&log);
 }
+
+/// A stop that comes while the program starts (the signal right after
+/// `listening on`, with a request already in the listener's backlog): the
+/// server, started under an already-triggered `http` stage, still serves
+/// that request before the pool closes, and the order holds.
+#[test]
+fn a_stop_during_start_up_serves_the_backlog_before_the_pool_closes() {
+    for _ in 0..5 {
+        let mut s = Service::start("ordered_cleanup", &["--delay-ms", "50"]);
+        let request = get(s.addr, "/");
+        s.signal("TERM");
+        let answer = body(request);
+        assert!(answer.ends_with("hello\n"), "{answer}");
+        assert_eq!(s.exit_code(), 0, "{}", s.stderr());
+        let log = s.stderr();
+        assert!(!log.contains("ORDER VIOLATION"), "{log}");
+        assert_order(&log);
+    }
+}

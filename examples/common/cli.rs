@@ -26,6 +26,8 @@ pub(crate) struct Args {
     pub(crate) pid_file: Option<std::path::PathBuf>,
     /// `--restart-timeout-ms`: how long a successor has to be ready.
     pub(crate) restart_timeout: Duration,
+    /// The listener was bound here, not passed by socket activation.
+    pub(crate) bound_here: bool,
 }
 
 impl Args {
@@ -34,6 +36,7 @@ impl Args {
         ServeConfig::default()
             .timeout(self.timeout)
             .pre_drain(self.pre_drain)
+            .exclusive_listener(self.bound_here)
     }
 }
 
@@ -82,6 +85,7 @@ pub(crate) fn parse_from(
         restart_signal: None,
         pid_file: None,
         restart_timeout: Duration::from_secs(60),
+        bound_here: false,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -152,16 +156,18 @@ pub(crate) fn init_logging() {
 /// named `http` or else the first), or else `addr` bound here; exits 1 with
 /// a message if it cannot listen. Call it before starting threads: taking
 /// activated sockets clears their environment variables.
-pub(crate) fn listen(addr: SocketAddr) -> TcpListener {
+pub(crate) fn listen(addr: SocketAddr) -> (TcpListener, bool) {
     let activated = graceful_core::systemd::activated_listener("http")
         .unwrap_or_else(|e| fail(format!("bad socket activation: {e}")));
     match activated {
         Some(listener) => {
             tracing::info!("using the listening socket passed by socket activation");
-            listener
+            (listener, false)
         }
-        None => TcpListener::bind(addr)
-            .unwrap_or_else(|e| fail(format!("cannot listen on {addr}: {e}"))),
+        None => match TcpListener::bind(addr) {
+            Ok(listener) => (listener, true),
+            Err(e) => fail(format!("cannot listen on {addr}: {e}")),
+        },
     }
 }
 
@@ -194,22 +200,38 @@ pub(crate) fn start<R: graceful_core::Runtime>(
     runtime: fn() -> std::io::Result<R>,
     signals: fn(&graceful_core::Shutdown, graceful_core::SignalConfig) -> std::io::Result<()>,
 ) -> Started<R> {
-    let args = parse(name, delay_default_ms);
+    start_with(name, delay_default_ms, runtime, signals, |_| ()).0
+}
+
+/// [`start`], with `setup` run on the shutdown before any signal is
+/// handled: stages and the guards that keep them open while the program
+/// starts, so a stop that comes during start-up cannot find them drained.
+pub(crate) fn start_with<R: graceful_core::Runtime, T>(
+    name: &str,
+    delay_default_ms: u64,
+    runtime: fn() -> std::io::Result<R>,
+    signals: fn(&graceful_core::Shutdown, graceful_core::SignalConfig) -> std::io::Result<()>,
+    setup: impl FnOnce(&graceful_core::Shutdown) -> T,
+) -> (Started<R>, T) {
+    let mut args = parse(name, delay_default_ms);
     init_logging();
-    let listener = listen(args.addr);
+    let (listener, bound_here) = listen(args.addr);
+    args.bound_here = bound_here;
     let runtime = runtime().unwrap_or_else(|e| fail(format!("cannot start the runtime: {e}")));
     let shutdown = graceful_core::Shutdown::named(name.to_string());
+    let set_up = setup(&shutdown);
     signals(&shutdown, graceful_core::SignalConfig::default())
         .unwrap_or_else(|e| fail(format!("cannot listen for signals: {e}")));
     restarts(&shutdown, &listener, &args);
     announce(&listener);
     serving(&runtime, &shutdown, &args);
-    Started {
+    let started = Started {
         args,
         runtime,
         shutdown,
         listener,
-    }
+    };
+    (started, set_up)
 }
 
 /// With `--restart-signal` or `--pid-file`: restarts on the signal, handing

@@ -298,7 +298,9 @@ enum BurstEnd {
 }
 
 fn burst(addr: SocketAddr, index: usize, attempted: mpsc::Sender<()>) -> Result<BurstEnd, String> {
+    let start = std::time::Instant::now();
     let connected = Client::try_connect(addr);
+    let took = start.elapsed();
     let _ = attempted.send(());
     let mut client = match connected {
         Ok(c) => c,
@@ -323,7 +325,8 @@ fn burst(addr: SocketAddr, index: usize, attempted: mpsc::Sender<()>) -> Result<
             ) =>
         {
             Err(format!(
-                "burst {index}: no reply and no close within {PATIENCE:?}"
+                "burst {index}: no reply and no close within {PATIENCE:?} \
+                 (from {me}; its connect took {took:?})"
             ))
         }
         Err(_) => Ok(BurstEnd::Ended(me)),

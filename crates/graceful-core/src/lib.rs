@@ -7,6 +7,10 @@
 //! model; `graceful-tokio`, `graceful-smol` and `graceful-std` bind it to a
 //! runtime, OS signals and servers.
 //!
+//! Unix only (Linux, macOS, the BSDs): the model relies on POSIX signals and
+//! `shutdown(2)` on sockets; a build for another target stops with that
+//! message.
+//!
 //! # Concepts
 //!
 //! - [`Shutdown`]: a cheap, cloneable handle with three sticky phases —

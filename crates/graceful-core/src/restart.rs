@@ -409,6 +409,8 @@ impl Inner {
         };
         let mut mappings = Vec::with_capacity(listeners.len());
         for (i, (_, l)) in listeners.iter().enumerate() {
+            // From now on the successor may hold it too.
+            crate::server::mark_shared(l);
             mappings.push(FdMapping {
                 parent_fd: OwnedFd::from(l.try_clone()?),
                 child_fd: 3 + i as i32,

@@ -392,18 +392,30 @@ impl Shutdown {
         name: impl Into<Cow<'static, str>>,
         guard: impl Into<Cow<'static, str>>,
     ) -> (Shutdown, NamedGuard) {
-        let child = Shutdown {
-            inner: Inner::new(Some(name.into()), Some(self.guard()), false),
-        };
-        let held = child.guard_named(guard);
-        self.inner.adopt(&child.inner, true);
-        (child, held)
+        let at = Location::caller();
+        self.make_child_with(Some(name.into()), true, |child| {
+            child.named_guard(guard.into(), at)
+        })
     }
 
     fn make_child(&self, name: Option<Cow<'static, str>>, follows_trigger: bool) -> Shutdown {
-        let child = Inner::new(name, Some(self.guard()), !follows_trigger);
-        self.inner.adopt(&child, follows_trigger);
-        Shutdown { inner: child }
+        self.make_child_with(name, follows_trigger, |_| ()).0
+    }
+
+    /// A new child, with `first` run on it before it is adopted (and so
+    /// before it can be triggered).
+    fn make_child_with<T>(
+        &self,
+        name: Option<Cow<'static, str>>,
+        follows_trigger: bool,
+        first: impl FnOnce(&Shutdown) -> T,
+    ) -> (Shutdown, T) {
+        let child = Shutdown {
+            inner: Inner::new(name, Some(self.guard()), !follows_trigger),
+        };
+        let made = first(&child);
+        self.inner.adopt(&child.inner, follows_trigger);
+        (child, made)
     }
 
     /// Starts every stage that still waits for earlier stages, because the

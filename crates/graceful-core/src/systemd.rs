@@ -156,7 +156,7 @@ pub fn activated_listeners() -> io::Result<Vec<ActivatedListener>> {
     let mut out = Vec::with_capacity(fds.len());
     for i in 0..fds.len() {
         if let Some(listener) = fds.take_tcp_listener(i)? {
-            crate::server::mark_inherited(&listener);
+            crate::server::mark_shared(&listener);
             out.push(ActivatedListener {
                 name: names.get(i).filter(|n| !n.is_empty()).cloned(),
                 listener,

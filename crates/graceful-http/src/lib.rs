@@ -42,9 +42,6 @@
 
 #![forbid(unsafe_code)]
 
-#[cfg(not(unix))]
-compile_error!("graceful-http supports Unix only, as graceful-core");
-
 mod bounds;
 mod connection;
 mod exec;

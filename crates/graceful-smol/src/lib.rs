@@ -58,11 +58,6 @@
 
 #![forbid(unsafe_code)]
 
-#[cfg(not(unix))]
-compile_error!(
-    "graceful-smol supports Unix only: it relies on POSIX signals and shutdown(2) on sockets"
-);
-
 #[cfg(feature = "http")]
 pub mod http;
 mod runtime;

@@ -56,11 +56,6 @@
 
 #![forbid(unsafe_code)]
 
-#[cfg(not(unix))]
-compile_error!(
-    "graceful-std supports Unix only: it relies on POSIX signals and shutdown(2) on sockets"
-);
-
 mod pool;
 mod runtime;
 mod serve;

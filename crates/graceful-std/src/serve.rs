@@ -76,6 +76,7 @@ where
         listener,
         root: shutdown.clone(),
         max: config.max_connections,
+        exclusive: config.exclusive_listener,
         handler,
     };
     std::thread::Builder::new()
@@ -193,6 +194,7 @@ struct AcceptLoop<R, H> {
     listener: TcpListener,
     root: Shutdown,
     max: Option<usize>,
+    exclusive: bool,
     handler: H,
 }
 
@@ -254,12 +256,14 @@ where
             listener,
             ctx,
             handler,
+            exclusive,
             ..
         } = self;
         let queued = take_backlog(
             &ctx.scope.name,
             &mut &*listener,
             &ctx.scope.shutdown,
+            *exclusive,
             |listener| match listener.accept() {
                 Ok(conn) => Ok(Some(conn)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),

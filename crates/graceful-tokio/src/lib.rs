@@ -61,11 +61,6 @@
 
 #![forbid(unsafe_code)]
 
-#[cfg(not(unix))]
-compile_error!(
-    "graceful-tokio supports Unix only: it relies on POSIX signals and shutdown(2) on sockets"
-);
-
 pub mod http;
 mod runtime;
 mod serve;

@@ -52,6 +52,20 @@ pub struct ServeConfig {
     pub max_connections: Option<usize>,
     /// The server's name in logs and reports (default: `server ADDR`).
     pub name: Option<String>,
+    /// The listening socket is this process's alone: bound here, not
+    /// inherited from systemd or another process, not part of an
+    /// `SO_REUSEPORT` group (default false). Then, on Linux, just before its
+    /// last accept the server asks the kernel to complete no more handshakes
+    /// on it, so the close resets no connection the kernel completed after
+    /// that accept; a client connecting in that instant is refused on its
+    /// SYN's retransmission (about a second later) instead. This attaches a
+    /// socket filter that stays on the socket: never set it for a socket
+    /// another process may still hold (systemd's socket units keep theirs
+    /// and would never see a connection again). Sockets taken through
+    /// [`systemd::activated_listeners`](crate::systemd::activated_listeners),
+    /// and sockets handed to a successor by a restart, are left alone
+    /// anyway.
+    pub exclusive_listener: bool,
 }
 
 impl Default for ServeConfig {
@@ -66,6 +80,7 @@ impl Default for ServeConfig {
             close_idle: true,
             max_connections: None,
             name: None,
+            exclusive_listener: false,
         }
     }
 }
@@ -109,6 +124,12 @@ impl ServeConfig {
     /// Sets [`settle`](Self::settle).
     pub fn settle(mut self, settle: Duration) -> Self {
         self.settle = settle;
+        self
+    }
+
+    /// Sets [`exclusive_listener`](Self::exclusive_listener).
+    pub fn exclusive_listener(mut self, exclusive: bool) -> Self {
+        self.exclusive_listener = exclusive;
         self
     }
 

@@ -5,54 +5,72 @@
 //! queues the connections for `accept`. A listener closing after its
 //! backlog was taken still resets the connections completed in between
 //! (microseconds, but a client reconnecting under load hits it): that
-//! client sees its new connection reset, a failed request. Before the last
-//! look at the backlog, the closing server attaches a filter that drops
-//! every packet arriving at the listening socket (never at its accepted
-//! connections, which are sockets of their own): a client's SYN goes
-//! unanswered, its retransmission (a second later) finds the port closed
-//! and is refused, which every client treats as "nothing listens here".
+//! client sees its new connection reset, a failed request. With
+//! [`ServeConfig::exclusive_listener`](super::ServeConfig::exclusive_listener),
+//! before the last look at the backlog the closing server attaches a
+//! filter that drops every packet arriving at the listening socket (never
+//! at its accepted connections, which are sockets of their own): a new
+//! client's SYN goes unanswered, and its retransmission, a second later,
+//! finds the port closed and is refused. A handshake caught half done (the
+//! client got its SYN-ACK, the kernel had not yet taken its ACK) is not
+//! completed either: that client is reset, as it would have been.
 //!
 //! The filter stays on the socket, so it is attached only to a socket this
-//! process alone holds: not to one inherited by socket activation (systemd
-//! keeps it and queues connections for the next start), nor to one handed
-//! to a successor by a zero-downtime restart.
+//! process alone holds: never to one recorded by [`mark_shared`] (inherited
+//! by socket activation, or handed to a successor by a restart), nor to a
+//! member of an `SO_REUSEPORT` group, nor when the socket's identity cannot
+//! be read.
 
-/// The socket cookies (Linux's unique socket ids) of the listeners this
-/// process inherited.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-static INHERITED: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
-
-/// Records that `listener` was inherited from another process, which may
-/// still hold it: its handshakes are never stopped. Called for every
-/// listener taken by [`systemd::activated_listeners`](crate::systemd::activated_listeners).
-pub fn mark_inherited<S: std::os::fd::AsFd>(listener: &S) {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    if let Ok(cookie) = socket2::SockRef::from(listener).cookie() {
-        INHERITED
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(cookie);
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = listener;
+/// Records that another process may hold `listener` (it was inherited, or
+/// handed over): its handshakes are never stopped. Called for every
+/// listener taken by [`systemd::activated_listeners`](crate::systemd::activated_listeners)
+/// and every listener a restart hands to its successor.
+pub fn mark_shared<S: std::os::fd::AsFd>(listener: &S) {
+    imp::mark_shared(listener.as_fd());
 }
 
 /// Stops the kernel completing new connections on `listener`, which is about
-/// to close (see the module docs): returns whether it did. It does not when
-/// `shared` (the listener was handed to a successor), when the listener
-/// was inherited, and off Linux.
-pub(crate) fn stop_handshakes<S: std::os::fd::AsFd>(listener: &S, shared: bool) -> bool {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        let socket = socket2::SockRef::from(listener);
-        if shared {
+/// to close, if the server said it is `exclusive` and nothing says it is
+/// shared (see the module docs): returns whether it did.
+pub(crate) fn stop_handshakes<S: std::os::fd::AsFd>(listener: &S, exclusive: bool) -> bool {
+    exclusive && imp::stop_handshakes(listener.as_fd())
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod imp {
+    use std::os::fd::BorrowedFd;
+    use std::sync::Mutex;
+
+    /// The socket cookies (Linux's unique socket ids) of the listeners
+    /// another process may hold.
+    static SHARED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+    pub(super) fn mark_shared(fd: BorrowedFd<'_>) {
+        if let Ok(cookie) = socket2::SockRef::from(&fd).cookie() {
+            SHARED
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(cookie);
+        }
+    }
+
+    pub(super) fn stop_handshakes(fd: BorrowedFd<'_>) -> bool {
+        let socket = socket2::SockRef::from(&fd);
+        let Ok(cookie) = socket.cookie() else {
+            return false;
+        };
+        if SHARED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&cookie)
+        {
             return false;
         }
-        if let Ok(cookie) = socket.cookie() {
-            let inherited = INHERITED.lock().unwrap_or_else(|p| p.into_inner());
-            if inherited.contains(&cookie) {
-                return false;
-            }
+        // A sibling in the group would take these clients; the kernel moves
+        // the queued ones to it (with `tcp_migrate_req`), not a filtered
+        // socket's.
+        if socket.reuse_port().unwrap_or(true) {
+            return false;
         }
         // One classic BPF instruction, `ret #0`: keep no byte of any packet.
         const BPF_RET_K: u16 = 0x06;
@@ -65,9 +83,15 @@ pub(crate) fn stop_handshakes<S: std::os::fd::AsFd>(listener: &S, shared: bool) 
             }
         }
     }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    {
-        let _ = (listener, shared);
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+mod imp {
+    use std::os::fd::BorrowedFd;
+
+    pub(super) fn mark_shared(_: BorrowedFd<'_>) {}
+
+    pub(super) fn stop_handshakes(_: BorrowedFd<'_>) -> bool {
         false
     }
 }
@@ -75,9 +99,9 @@ pub(crate) fn stop_handshakes<S: std::os::fd::AsFd>(listener: &S, shared: bool) 
 #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     fn connects(listener: &TcpListener) -> bool {
         let addr = listener.local_addr().unwrap();
@@ -88,26 +112,62 @@ mod tests {
     fn a_stopped_listener_completes_no_connection_and_keeps_its_queue() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut queued = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        assert!(stop_handshakes(&listener, false));
+        assert!(stop_handshakes(&listener, true));
         assert!(!connects(&listener), "a handshake completed after the stop");
         // What was queued before the stop is still there to take, and its
         // connection works: the filter is on the listener only.
         let (mut accepted, _) = listener.accept().unwrap();
-        std::io::Write::write_all(&mut accepted, b"x").unwrap();
+        accepted.write_all(b"x").unwrap();
         let mut b = [0u8; 1];
         queued.read_exact(&mut b).unwrap();
         assert_eq!(&b, b"x");
     }
 
     #[test]
-    fn an_inherited_or_shared_listener_is_left_alone() {
+    fn a_client_caught_by_the_stop_is_refused_once_the_listener_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert!(stop_handshakes(&listener, true));
+        let client = std::thread::spawn(move || {
+            let start = Instant::now();
+            (
+                TcpStream::connect_timeout(&addr, Duration::from_secs(10)),
+                start.elapsed(),
+            )
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        drop(listener);
+        let (connected, took) = client.join().unwrap();
+        let e = connected.expect_err("connected to a closed listener");
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+        assert!(took < Duration::from_secs(5), "refused only after {took:?}");
+    }
+
+    #[test]
+    fn a_listener_not_exclusive_shared_or_in_a_reuseport_group_is_left_alone() {
+        let not_exclusive = TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(!stop_handshakes(&not_exclusive, false));
+        assert!(connects(&not_exclusive));
+
         let shared = TcpListener::bind("127.0.0.1:0").unwrap();
+        mark_shared(&shared);
         assert!(!stop_handshakes(&shared, true));
         assert!(connects(&shared));
 
-        let inherited = TcpListener::bind("127.0.0.1:0").unwrap();
-        mark_inherited(&inherited);
-        assert!(!stop_handshakes(&inherited, false));
-        assert!(connects(&inherited));
+        let grouped =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        grouped.set_reuse_port(true).unwrap();
+        grouped
+            .bind(
+                &"127.0.0.1:0"
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap()
+                    .into(),
+            )
+            .unwrap();
+        grouped.listen(16).unwrap();
+        let grouped = TcpListener::from(grouped);
+        assert!(!stop_handshakes(&grouped, true));
+        assert!(connects(&grouped));
     }
 }

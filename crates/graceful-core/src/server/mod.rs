@@ -19,7 +19,7 @@ pub use config::ServeConfig;
 pub use conn::{Conn, HandlerOutput};
 pub use connections::{Closer, ConnTrack, Connections, SharedSocket};
 #[cfg(unix)]
-pub use handshakes::mark_inherited;
+pub use handshakes::mark_shared;
 pub use scope::ServerScope;
 #[cfg(unix)]
 pub use serve::{close_signal, run_conn, serve, take_backlog, Accept, RESTART_PRE_DRAIN};

@@ -137,6 +137,7 @@ where
         name,
         &mut listener,
         server,
+        config.exclusive_listener,
         |listener: &mut A| listener.accept_queued(),
         |(stream, peer)| spawn_conn(stream, peer),
     );
@@ -152,10 +153,11 @@ const MAX_BACKLOG_TIME: Duration = Duration::from_millis(200);
 
 /// Takes the connections already queued in the backlog of `listener`, the
 /// closing listener of `server` (`accept` returns `Ok(None)` when it is
-/// empty) and hands each to `serve`; returns how many it took. First, unless
-/// the listener may be held by another process, the kernel is asked to
-/// complete no more handshakes on it, so that no connection is queued after
-/// the last look and reset by the close. Bounded: at most 4096 connections, 16 failed
+/// empty) and hands each to `serve`; returns how many it took. First, if
+/// the listener is `exclusive` (see [`ServeConfig::exclusive_listener`])
+/// and was not handed to a successor, the kernel is asked to complete no
+/// more handshakes on it, so that no connection is queued after the last
+/// look and reset by the close. Bounded: at most 4096 connections, 16 failed
 /// attempts and 200 ms; it gives up at once when out of descriptors
 /// (EMFILE, ENFILE: no accept can succeed until a connection ends, and
 /// waiting would hold the stop), and logs what it left. Never spins: every
@@ -164,10 +166,11 @@ pub fn take_backlog<L: std::os::fd::AsFd, C>(
     name: &str,
     listener: &mut L,
     server: &Shutdown,
+    exclusive: bool,
     mut accept: impl FnMut(&mut L) -> io::Result<Option<C>>,
     mut serve: impl FnMut(C),
 ) -> usize {
-    super::handshakes::stop_handshakes(listener, restarted(server));
+    super::handshakes::stop_handshakes(listener, exclusive && !restarted(server));
     let start = std::time::Instant::now();
     let (mut taken, mut errors) = (0, 0);
     loop {
@@ -283,6 +286,7 @@ mod tests {
             "test",
             &mut listener(),
             &Shutdown::new(),
+            false,
             |_| {
                 calls += 1;
                 match calls {
@@ -302,6 +306,7 @@ mod tests {
             "test",
             &mut listener(),
             &Shutdown::new(),
+            false,
             |_| {
                 calls += 1;
                 Err(io::Error::from_raw_os_error(103))
@@ -319,6 +324,7 @@ mod tests {
             "test",
             &mut listener(),
             &Shutdown::new(),
+            false,
             |_| {
                 std::thread::sleep(Duration::from_millis(20));
                 Ok(Some(()))
@@ -340,6 +346,7 @@ mod tests {
             "test",
             &mut listener(),
             &Shutdown::new(),
+            false,
             |_| Ok(Some(())),
             |()| served += 1,
         );
