@@ -257,6 +257,8 @@ fn stop(mut child: Child) -> i32 {
 fn serves_on_the_activated_socket(example: &str) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
+    // systemd keeps its copy of the socket across the service's stop.
+    let kept = listener.try_clone().unwrap();
     let (child, line) = activated(example, listener, None);
     assert_eq!(
         line,
@@ -278,6 +280,15 @@ fn serves_on_the_activated_socket(example: &str) {
     }
     drop(c);
     assert_eq!(stop(child), 0);
+    // The stopped service left the socket as it found it: a client still
+    // connects (queued for the next start), not dropped by a filter.
+    let next = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+    assert!(
+        next.is_ok(),
+        "the socket no longer completes handshakes: {next:?}"
+    );
+    kept.set_nonblocking(false).unwrap();
+    assert!(kept.accept().is_ok());
 }
 
 fn ignores_activation_meant_for_another_process(example: &str) {

@@ -141,7 +141,19 @@ fn examples_dir() -> PathBuf {
     dir
 }
 
-fn spawn(server: Server, delay_ms: u64) -> (Child, SocketAddr) {
+/// A server process, killed (and reaped) when dropped, so a round that
+/// panics leaves nothing running.
+struct Spawned(Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        // Nothing is sent to a child already waited for.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(server: Server, delay_ms: u64) -> (Spawned, SocketAddr) {
     let mut cmd = match server.example {
         Some(example) => {
             let mut cmd = Command::new(examples_dir().join(example));
@@ -170,7 +182,7 @@ fn spawn(server: Server, delay_ms: u64) -> (Child, SocketAddr) {
         .unwrap_or_else(|| panic!("{}: {line:?}", server.name))
         .parse()
         .unwrap();
-    (child, addr)
+    (Spawned(child), addr)
 }
 
 fn descriptors(pid: u32) -> usize {
@@ -199,22 +211,31 @@ pub(crate) fn sigterm(child: &Child) {
 
 /// Opens a connection and completes one request on it (an HTTP `GET` or
 /// an echoed line), leaving it open and idle.
-async fn open(addr: SocketAddr, http: bool) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
+async fn open(addr: SocketAddr, server: Server) -> TcpStream {
+    match try_open(addr, server.http).await {
+        Ok(stream) => stream,
+        Err(e) => panic!("{}: opening an idle connection: {e}", server.name),
+    }
+}
+
+async fn try_open(addr: SocketAddr, http: bool) -> std::io::Result<TcpStream> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
     let (request, end): (&[u8], &[u8]) = match http {
         true => (b"GET / HTTP/1.1\r\nhost: bench\r\n\r\n", b"hello\n"),
         false => (b"hi\n", b"hi\n"),
     };
-    stream.write_all(request).await.unwrap();
+    stream.write_all(request).await?;
     let mut got = Vec::new();
     let mut buf = [0u8; 512];
     while !got.ends_with(end) {
-        let n = stream.read(&mut buf).await.unwrap();
-        assert!(n > 0, "closed before the response");
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::Error::other("closed before the response"));
+        }
         got.extend_from_slice(&buf[..n]);
     }
-    stream
+    Ok(stream)
 }
 
 /// Reads until the server ends the connection; returns when it did, and
@@ -239,15 +260,13 @@ struct IdleRound {
 
 fn idle_round(client: &tokio::runtime::Runtime, server: Server) -> IdleRound {
     let (mut child, addr) = spawn(server, 0);
-    let pid = child.id();
+    let pid = child.0.id();
     // Warm up (first-use allocations, worker threads), then the baseline.
-    client.block_on(open(addr, server.http));
+    client.block_on(open(addr, server));
     std::thread::sleep(Duration::from_millis(50));
     let (fds0, rss0) = (descriptors(pid), rss_kib(pid));
     let streams = client.block_on(async move {
-        let tasks: Vec<_> = (0..N)
-            .map(|_| tokio::spawn(open(addr, server.http)))
-            .collect();
+        let tasks: Vec<_> = (0..N).map(|_| tokio::spawn(open(addr, server))).collect();
         let mut streams = Vec::with_capacity(N);
         for t in tasks {
             streams.push(t.await.unwrap());
@@ -262,7 +281,7 @@ fn idle_round(client: &tokio::runtime::Runtime, server: Server) -> IdleRound {
             .map(|s| tokio::spawn(closed(s)))
             .collect();
         let t0 = Instant::now();
-        sigterm(&child);
+        sigterm(&child.0);
         let (mut first, mut last) = (Duration::MAX, Duration::ZERO);
         let mut ended = Vec::with_capacity(N);
         for w in waits {
@@ -273,7 +292,7 @@ fn idle_round(client: &tokio::runtime::Runtime, server: Server) -> IdleRound {
         }
         (first, last)
     });
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert!(status.success(), "{}: {status}", server.name);
     IdleRound {
         // The warm-up connection is still counted in the baseline if the
@@ -290,13 +309,13 @@ fn idle_round(client: &tokio::runtime::Runtime, server: Server) -> IdleRound {
 fn exit_after_last_response(client: &tokio::runtime::Runtime, server: Server) -> f64 {
     let (mut child, addr) = spawn(server, 200);
     let (answered, stream) = client.block_on(async {
-        let pending = tokio::spawn(open(addr, server.http));
+        let pending = tokio::spawn(open(addr, server));
         tokio::time::sleep(Duration::from_millis(50)).await;
-        sigterm(&child);
+        sigterm(&child.0);
         let stream = pending.await.unwrap();
         (Instant::now(), stream)
     });
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     let took = answered.elapsed();
     assert!(status.success(), "{}: {status}", server.name);
     drop(stream);
