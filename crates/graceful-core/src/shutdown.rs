@@ -268,8 +268,10 @@ impl Shutdown {
         NamedGuard::new(self.inner.clone(), slot, guard)
     }
 
-    /// How many guards are held (a child or stage that has not drained
-    /// counts as one).
+    /// How many guards this shutdown holds itself, plus one for each child
+    /// or stage that has not drained (cheap: no allocation). Not the
+    /// guards inside those children: [`report`](Self::report)'s
+    /// [`total`](Report::total) counts every guard of the tree, by name.
     pub fn held(&self) -> usize {
         self.inner.held()
     }
@@ -322,6 +324,10 @@ impl Shutdown {
 
     /// A child shutdown: triggered and forced with this one, and this one
     /// does not count as drained before the child is.
+    ///
+    /// A child (or stage) lives as long as a handle to it: once every
+    /// handle is dropped it is gone, with its hooks, and holds nothing up.
+    /// Keep the handle for as long as its hooks matter.
     pub fn child(&self) -> Shutdown {
         self.make_child(None, true)
     }

@@ -282,6 +282,9 @@ fn report_names_what_is_held_and_prints_a_table() {
     std::thread::sleep(Duration::from_millis(5));
     let report = root.report();
     assert_eq!(report.total(), 3);
+    // `held` counts its own guard and one for the undrained stage.
+    assert_eq!(root.held(), 2);
+    assert_eq!(http.held(), 2);
     assert_eq!(report.all_named().len(), 2);
     assert!(report.oldest().unwrap() >= Duration::from_millis(5));
     let table = report.to_string();
@@ -521,4 +524,26 @@ fn children_are_triggered_with_their_parent_before_its_hooks() {
         *order.lock().unwrap(),
         ["root hook, child triggered: true", "child hook"]
     );
+}
+
+#[test]
+fn a_stage_lives_as_long_as_a_handle_to_it() {
+    use std::sync::atomic::AtomicBool;
+    let root = Shutdown::new();
+    let ran = Arc::new(AtomicBool::new(false));
+    {
+        let dropped = root.stage("dropped");
+        let ran = ran.clone();
+        dropped.on_triggered(move |_| ran.store(true, Ordering::SeqCst));
+    }
+    let kept = root.stage("kept");
+    let kept_ran = Arc::new(AtomicBool::new(false));
+    {
+        let kept_ran = kept_ran.clone();
+        kept.on_triggered(move |_| kept_ran.store(true, Ordering::SeqCst));
+    }
+    root.trigger(Reason::requested());
+    assert!(!ran.load(Ordering::SeqCst), "a dropped stage is gone, hooks and all");
+    assert!(kept_ran.load(Ordering::SeqCst));
+    assert!(root.is_drained(), "a dropped stage holds nothing up");
 }
