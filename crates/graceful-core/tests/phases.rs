@@ -543,7 +543,10 @@ fn a_stage_lives_as_long_as_a_handle_to_it() {
         kept.on_triggered(move |_| kept_ran.store(true, Ordering::SeqCst));
     }
     root.trigger(Reason::requested());
-    assert!(!ran.load(Ordering::SeqCst), "a dropped stage is gone, hooks and all");
+    assert!(
+        !ran.load(Ordering::SeqCst),
+        "a dropped stage is gone, hooks and all"
+    );
     assert!(kept_ran.load(Ordering::SeqCst));
     assert!(root.is_drained(), "a dropped stage holds nothing up");
 }

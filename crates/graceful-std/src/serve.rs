@@ -86,12 +86,12 @@ where
             let _ = done_tx.send(());
         })?;
 
-    close_signal(rt, &scope.shutdown, config.pre_drain, &scope.name).await;
-    closing.close(&scope.conns);
+    close_signal(rt, scope.shutdown(), config.pre_drain, scope.name()).await;
+    closing.close(scope.conns());
     if done_rx.await.is_err() {
         // The accept thread died (a panic while accepting): the listener is
         // gone with it; release it so the drain does not wait for it.
-        tracing::error!("{}: the accept thread ended abnormally", scope.name);
+        tracing::error!("{}: the accept thread ended abnormally", scope.name());
         scope.listener_closed(rt, 0);
     }
     Ok(scope.drain(rt).await)
@@ -219,7 +219,7 @@ where
             if let Some(max) = self.max {
                 // `wait_below` returns false once closing started, also when
                 // it started between the loop's check and this wait.
-                if !self.ctx.scope.conns.wait_below(max, None) {
+                if !self.ctx.scope.conns().wait_below(max, None) {
                     break 'accepting;
                 }
             }
@@ -236,7 +236,7 @@ where
                 Err(e) if is_fatal_accept_error(&e) => {
                     tracing::error!(
                         "{}: accept failed, the listener is unusable: {e}; stopping",
-                        self.ctx.scope.name
+                        self.ctx.scope.name()
                     );
                     self.root.trigger(Reason::error(e));
                     break;
@@ -245,7 +245,7 @@ where
                     let delay = backoff.next_delay();
                     tracing::warn!(
                         "{}: accept failed: {e}; retrying in {delay:?}",
-                        self.ctx.scope.name
+                        self.ctx.scope.name()
                     );
                     self.ctx.closing.pause(delay);
                 }
@@ -260,9 +260,9 @@ where
             ..
         } = self;
         let queued = take_backlog(
-            &ctx.scope.name,
+            ctx.scope.name(),
             &mut &*listener,
-            &ctx.scope.shutdown,
+            ctx.scope.shutdown(),
             *exclusive,
             |listener| match listener.accept() {
                 Ok(conn) => Ok(Some(conn)),
@@ -284,20 +284,23 @@ impl<R: graceful_core::Runtime> Ctx<R> {
         Fut::Output: HandlerOutput,
     {
         if let Err(e) = stream.set_nonblocking(false) {
-            tracing::warn!("{}: dropping connection {peer}: {e}", self.scope.name);
+            tracing::warn!("{}: dropping connection {peer}: {e}", self.scope.name());
             return;
         }
         let stream = Arc::new(stream);
-        let track = self
-            .scope
-            .conns
-            .register(&self.scope.shutdown, stream.clone(), peer, "conn");
+        let track =
+            self.scope
+                .conns()
+                .register(self.scope.shutdown(), stream.clone(), peer, "conn");
         let conn = self.scope.conn(peer, self.local);
         let work = handler(Stream::new(stream, track), conn);
-        let server = self.scope.shutdown.clone();
+        let server = self.scope.shutdown().clone();
         let spawned = crate::threads::run(move || block_on(run_conn(work, server, peer)));
         if let Err(e) = spawned {
-            tracing::error!("{}: no thread for connection {peer}: {e}", self.scope.name);
+            tracing::error!(
+                "{}: no thread for connection {peer}: {e}",
+                self.scope.name()
+            );
         }
     }
 }

@@ -14,12 +14,9 @@ use crate::shutdown::Shutdown;
 /// at the force), and its drain with the configured deadline.
 #[derive(Debug)]
 pub struct ServerScope {
-    /// The server's name in logs and reports (`server ADDR` by default).
-    pub name: String,
-    /// The server's child of the shutdown passed to `serve`.
-    pub shutdown: Shutdown,
-    /// Its live connections.
-    pub conns: Arc<Connections>,
+    name: String,
+    shutdown: Shutdown,
+    conns: Arc<Connections>,
     /// The listener is work in flight until it is closed: without this
     /// guard, a triggered server whose last connection ended just before a
     /// backlog connection was registered would count as drained, and that
@@ -51,6 +48,21 @@ impl ServerScope {
             closed: Shutdown::new(),
             config: config.clone(),
         }
+    }
+
+    /// The server's name in logs and reports (`server ADDR` by default).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The server's child of the shutdown passed to `serve`.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// Its live connections.
+    pub fn conns(&self) -> &Arc<Connections> {
+        &self.conns
     }
 
     /// What the handler of a connection from `peer` to `local` knows of it

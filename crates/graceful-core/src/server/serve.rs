@@ -76,7 +76,7 @@ where
 {
     let local = listener.local_addr()?;
     let scope = ServerScope::new(shutdown, &config, local);
-    let (name, server, conns) = (&scope.name, &scope.shutdown, &scope.conns);
+    let (name, server, conns) = (scope.name(), scope.shutdown(), scope.conns());
 
     let mut spawn_conn = |stream: Arc<A::Socket>, peer: SocketAddr| {
         let track = conns.register(server, stream.clone(), peer, "conn");
