@@ -286,15 +286,23 @@ impl Group {
 type Done = Arc<(AtomicUsize, Event, Mutex<Option<Instant>>)>;
 
 /// Spawns `n` tasks of `group` on `exec` and waits until each has been
-/// polled and parked on the trigger. Returns the completion counter.
+/// polled once (and so has registered its waker on the trigger): counted,
+/// not guessed with a sleep. Returns the completion counter.
 fn spawn_waiters(group: &Group, exec: &dyn Exec, n: usize, hold: bool) -> Done {
     let done = Arc::new((AtomicUsize::new(n), Event::new(), Mutex::new(None)));
-    let started = Arc::new(AtomicUsize::new(0));
+    let parked = Arc::new(AtomicUsize::new(0));
     for _ in 0..n {
-        let body = group.task(hold);
-        let (done, started) = (done.clone(), started.clone());
+        let mut body = group.task(hold);
+        let (done, parked) = (done.clone(), parked.clone());
+        let mut first = true;
+        let body = std::future::poll_fn(move |cx| {
+            let polled = body.as_mut().poll(cx);
+            if std::mem::take(&mut first) {
+                parked.fetch_add(1, Ordering::SeqCst);
+            }
+            polled
+        });
         exec.spawn(Box::pin(async move {
-            started.fetch_add(1, Ordering::SeqCst);
             body.await;
             if done.0.fetch_sub(1, Ordering::AcqRel) == 1 {
                 *done.2.lock().unwrap() = Some(Instant::now());
@@ -302,11 +310,9 @@ fn spawn_waiters(group: &Group, exec: &dyn Exec, n: usize, hold: bool) -> Done {
             }
         }));
     }
-    while started.load(Ordering::SeqCst) < n {
+    while parked.load(Ordering::SeqCst) < n {
         std::thread::sleep(Duration::from_millis(1));
     }
-    // Let every task reach its await and park.
-    std::thread::sleep(Duration::from_millis(20));
     done
 }
 
