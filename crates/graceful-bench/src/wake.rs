@@ -149,8 +149,89 @@ impl Drop for FloorGuard {
     }
 }
 
+/// The true floor's one-shot signal: a flag, and the wakers of those
+/// waiting, taken out under the lock and woken after it.
+#[derive(Default)]
+pub(crate) struct Flag {
+    set: AtomicBool,
+    wakers: Mutex<Vec<std::task::Waker>>,
+}
+
+impl Flag {
+    fn fire(&self) {
+        self.set.store(true, Ordering::Release);
+        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap());
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// Resolves once fired; a re-poll replaces its waker in place.
+    fn wait(self: Arc<Self>) -> impl std::future::Future<Output = ()> {
+        let mut slot: Option<usize> = None;
+        std::future::poll_fn(move |cx| {
+            if self.set.load(Ordering::Acquire) {
+                return std::task::Poll::Ready(());
+            }
+            let mut wakers = self.wakers.lock().unwrap();
+            // Checked again under the lock, which `fire` takes after
+            // setting the flag: no wake-up is lost in between.
+            if self.set.load(Ordering::Acquire) {
+                return std::task::Poll::Ready(());
+            }
+            match slot {
+                Some(i) => wakers[i].clone_from(cx.waker()),
+                None => {
+                    slot = Some(wakers.len());
+                    wakers.push(cx.waker().clone());
+                }
+            }
+            std::task::Poll::Pending
+        })
+    }
+}
+
+/// The true floor: a [`Flag`] for the trigger, one counter for the guards
+/// and a [`Flag`] for the drain (no event-listener).
+#[derive(Default)]
+pub(crate) struct TrueFloor {
+    triggered: Arc<Flag>,
+    count: AtomicUsize,
+    drained: Arc<Flag>,
+}
+
+impl TrueFloor {
+    fn new() -> Arc<TrueFloor> {
+        let floor = TrueFloor::default();
+        floor.count.store(1, Ordering::Relaxed);
+        Arc::new(floor)
+    }
+    fn acquire(self: &Arc<Self>) -> TrueFloorGuard {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        TrueFloorGuard(self.clone())
+    }
+    fn release(&self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.drained.fire();
+        }
+    }
+    fn trigger(&self) {
+        self.triggered.fire();
+        self.release();
+    }
+}
+
+pub(crate) struct TrueFloorGuard(Arc<TrueFloor>);
+
+impl Drop for TrueFloorGuard {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
 /// One implementation's trigger, waiters, guards and drain.
 enum Group {
+    TrueFloor(Arc<TrueFloor>),
     Floor(Arc<FloorGroup>),
     Graceful(graceful_core::Shutdown),
     TokioUtil(
@@ -164,7 +245,10 @@ enum Group {
     AsyncShutdown(async_shutdown::ShutdownManager<()>),
 }
 
-const IMPLS: [(&str, Kind); 5] = [
+/// The first floor is the one ratios are taken against; the
+/// event-listener one is kept as a baseline next to it.
+const IMPLS: [(&str, Kind); 6] = [
+    ("AtomicBool + Mutex<Vec<Waker>>", Kind::Floor),
     ("Arc<AtomicUsize> + Event", Kind::Floor),
     ("graceful-core", Kind::Ours),
     ("tokio-util CancellationToken + TaskTracker", Kind::Peer),
@@ -175,13 +259,14 @@ const IMPLS: [(&str, Kind); 5] = [
 impl Group {
     fn new(i: usize, exec: &dyn Exec) -> Option<Group> {
         Some(match i {
-            0 => Group::Floor(FloorGroup::new()),
-            1 => Group::Graceful(graceful_core::Shutdown::new()),
-            2 => Group::TokioUtil(
+            0 => Group::TrueFloor(TrueFloor::new()),
+            1 => Group::Floor(FloorGroup::new()),
+            2 => Group::Graceful(graceful_core::Shutdown::new()),
+            3 => Group::TokioUtil(
                 tokio_util::sync::CancellationToken::new(),
                 tokio_util::task::TaskTracker::new(),
             ),
-            3 => {
+            4 => {
                 // Builds on a tokio runtime (it spawns its signal task).
                 let rt = exec.tokio_context()?;
                 let _enter = rt.enter();
@@ -196,6 +281,14 @@ impl Group {
     /// `hold`), then releases it.
     fn task(&self, hold: bool) -> BoxFut {
         match self {
+            Group::TrueFloor(g) => {
+                let guard = hold.then(|| g.acquire());
+                let w = g.triggered.clone().wait();
+                Box::pin(async move {
+                    w.await;
+                    drop(guard);
+                })
+            }
             Group::Floor(g) => {
                 let guard = hold.then(|| g.acquire());
                 let w = g.clone().triggered();
@@ -246,6 +339,7 @@ impl Group {
 
     fn trigger(&mut self) {
         match self {
+            Group::TrueFloor(g) => g.trigger(),
             Group::Floor(g) => g.trigger(),
             Group::Graceful(s) => {
                 s.trigger(Reason::requested());
@@ -265,6 +359,7 @@ impl Group {
 
     fn drained(&mut self) -> BoxFut {
         match self {
+            Group::TrueFloor(g) => Box::pin(g.drained.clone().wait()),
             Group::Floor(g) => Box::pin(g.clone().drained()),
             Group::Graceful(s) => Box::pin(s.drained()),
             Group::TokioUtil(_, tracker) => {
