@@ -72,11 +72,12 @@ pub(crate) fn parse(name: &str, delay_default_ms: u64) -> Args {
     }
 }
 
-/// Parses `args`: `Ok(None)` for `--help`.
+/// Parses `args` (with `lexopt`): `Ok(None)` for `--help`.
 pub(crate) fn parse_from(
     args: impl IntoIterator<Item = String>,
     delay_default_ms: u64,
 ) -> Result<Option<Args>, String> {
+    use lexopt::prelude::*;
     let mut parsed = Args {
         addr: "127.0.0.1:8080".parse().unwrap(),
         timeout: Duration::from_millis(30_000),
@@ -87,53 +88,40 @@ pub(crate) fn parse_from(
         restart_timeout: Duration::from_secs(60),
         bound_here: false,
     };
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        if arg == "-h" || arg == "--help" {
-            return Ok(None);
-        }
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        if !matches!(
-            flag.as_str(),
-            "--addr"
-                | "--delay-ms"
-                | "--timeout-ms"
-                | "--pre-drain-ms"
-                | "--restart-signal"
-                | "--restart-timeout-ms"
-                | "--pid-file"
-        ) {
-            return Err(format!("unknown argument {arg:?}"));
-        }
-        let value = match inline {
-            Some(v) => v,
-            None => args.next().ok_or_else(|| format!("{flag} needs a value"))?,
-        };
-        let millis = |v: &str| -> Result<Duration, String> {
-            v.parse::<u64>()
-                .map(Duration::from_millis)
-                .map_err(|_| format!("{flag} takes a whole number of milliseconds, not {v:?}"))
-        };
-        match flag.as_str() {
-            "--addr" => {
-                parsed.addr = value.parse().map_err(|_| {
-                    format!("--addr takes HOST:PORT (like 127.0.0.1:8080), not {value:?}")
-                })?
+    let mut parser = lexopt::Parser::from_args(args);
+    let value = |parser: &mut lexopt::Parser| -> Result<String, String> {
+        let raw = parser.value().map_err(|e| e.to_string())?;
+        raw.string().map_err(|e| e.to_string())
+    };
+    let millis = |parser: &mut lexopt::Parser, flag: &str| -> Result<Duration, String> {
+        let v = value(parser)?;
+        v.parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("{flag} takes a whole number of milliseconds, not {v:?}"))
+    };
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('h') | Long("help") => return Ok(None),
+            Long("addr") => {
+                let v = value(&mut parser)?;
+                parsed.addr = v.parse().map_err(|_| {
+                    format!("--addr takes HOST:PORT (like 127.0.0.1:8080), not {v:?}")
+                })?;
             }
-            "--delay-ms" => parsed.delay = millis(&value)?,
-            "--timeout-ms" => parsed.timeout = millis(&value)?,
-            "--pre-drain-ms" => parsed.pre_drain = millis(&value)?,
-            "--restart-signal" => {
-                parsed.restart_signal = Some(RestartSignal::from_name(&value).ok_or_else(|| {
-                    format!("--restart-signal takes SIGHUP or SIGUSR2, not {value:?}")
-                })?)
+            Long("delay-ms") => parsed.delay = millis(&mut parser, "--delay-ms")?,
+            Long("timeout-ms") => parsed.timeout = millis(&mut parser, "--timeout-ms")?,
+            Long("pre-drain-ms") => parsed.pre_drain = millis(&mut parser, "--pre-drain-ms")?,
+            Long("restart-signal") => {
+                let v = value(&mut parser)?;
+                parsed.restart_signal = Some(RestartSignal::from_name(&v).ok_or_else(|| {
+                    format!("--restart-signal takes SIGHUP or SIGUSR2, not {v:?}")
+                })?);
             }
-            "--restart-timeout-ms" => parsed.restart_timeout = millis(&value)?,
-            "--pid-file" => parsed.pid_file = Some(value.into()),
-            _ => unreachable!(),
+            Long("restart-timeout-ms") => {
+                parsed.restart_timeout = millis(&mut parser, "--restart-timeout-ms")?
+            }
+            Long("pid-file") => parsed.pid_file = Some(value(&mut parser)?.into()),
+            other => return Err(other.unexpected().to_string()),
         }
     }
     Ok(Some(parsed))
