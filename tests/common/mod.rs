@@ -61,11 +61,20 @@ impl Service {
 
     /// Like [`start`](Self::start), letting the caller adjust the command.
     pub fn start_with(name: &str, args: &[&str], adjust: impl FnOnce(&mut Command)) -> Service {
+        Service::launch(name, &[&["--addr", "127.0.0.1:0"], args].concat(), adjust)
+    }
+
+    /// Starts example `name` with exactly `args` (which must make it listen
+    /// on a free loopback port), and waits for its `listening on` line.
+    pub fn start_exactly(name: &str, args: &[&str]) -> Service {
+        Service::launch(name, args, |_| {})
+    }
+
+    fn launch(name: &str, args: &[&str], adjust: impl FnOnce(&mut Command)) -> Service {
         let mut cmd = Command::new(example_path(name));
         // Each unit of work read is logged (target `request`), so tests can
         // wait for a request to be in flight instead of sleeping.
         cmd.env("RUST_LOG", "info,request=debug")
-            .args(["--addr", "127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
