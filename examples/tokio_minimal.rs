@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --example tokio_minimal      # listens on 127.0.0.1:8080 (or the address given)
-//! curl localhost:8080/ & kill -TERM <pid> # curl still gets "hello"
+//! curl localhost:8080/ & sleep 0.3; kill -TERM <pid>  # curl still gets "hello"
 //! ```
 //!
 //! The first signal stops accepting, lets requests in flight finish and

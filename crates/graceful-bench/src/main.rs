@@ -248,7 +248,8 @@ fn main() {
             None => Target {
                 what,
                 holds: None,
-                detail: "not measured: valgrind is not installed".into(),
+                detail: "not measured: valgrind is missing or its output unreadable (see stderr)"
+                    .into(),
             },
         }
     };

@@ -271,7 +271,8 @@ impl Shutdown {
     /// How many guards this shutdown holds itself, plus one for each child
     /// or stage that has not drained (cheap: no allocation). Not the
     /// guards inside those children: [`report`](Self::report)'s
-    /// [`total`](Report::total) counts every guard of the tree, by name.
+    /// [`total`](Report::total) counts every guard of the tree (and lists
+    /// the named ones).
     pub fn held(&self) -> usize {
         self.inner.held()
     }
@@ -325,9 +326,12 @@ impl Shutdown {
     /// A child shutdown: triggered and forced with this one, and this one
     /// does not count as drained before the child is.
     ///
-    /// A child (or stage) lives as long as a handle to it: once every
-    /// handle is dropped it is gone, with its hooks, and holds nothing up.
-    /// Keep the handle for as long as its hooks matter.
+    /// Keep a handle to a child (or stage) for as long as it matters: the
+    /// parent holds it only weakly. When its last handle is dropped, its
+    /// trigger and force hooks are dropped unrun (the parent's trigger no
+    /// longer reaches it), and it counts as drained once the guards taken
+    /// from it are released: then its drained hooks run and the stages
+    /// after it start, even if nothing was triggered.
     pub fn child(&self) -> Shutdown {
         self.make_child(None, true)
     }

@@ -527,7 +527,7 @@ fn children_are_triggered_with_their_parent_before_its_hooks() {
 }
 
 #[test]
-fn a_stage_lives_as_long_as_a_handle_to_it() {
+fn a_dropped_stage_runs_no_trigger_hook_and_holds_nothing_up() {
     use std::sync::atomic::AtomicBool;
     let root = Shutdown::new();
     let ran = Arc::new(AtomicBool::new(false));
@@ -549,4 +549,27 @@ fn a_stage_lives_as_long_as_a_handle_to_it() {
     );
     assert!(kept_ran.load(Ordering::SeqCst));
     assert!(root.is_drained(), "a dropped stage holds nothing up");
+}
+
+#[test]
+fn a_stage_dropped_before_the_trigger_counts_as_drained_and_starts_what_follows_it() {
+    use std::sync::atomic::AtomicBool;
+    let root = Shutdown::new();
+    let drained = Arc::new(AtomicBool::new(false));
+    let server = root.stage("server");
+    {
+        let drained = drained.clone();
+        server.on_drained(move || drained.store(true, Ordering::SeqCst));
+    }
+    let pool = root.stage_after("pool", [&server]);
+    drop(server);
+    assert!(
+        drained.load(Ordering::SeqCst),
+        "its drained hooks ran at the drop"
+    );
+    assert!(
+        pool.is_triggered(),
+        "the stage after it started, before any stop"
+    );
+    assert!(!root.is_triggered());
 }
