@@ -1,14 +1,13 @@
 //! A server under test on a thread of its own, and blocking loopback
 //! clients to drive it.
 
-use graceful_core::Reason;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use graceful_core::{ForceCause, Outcome, Runtime, ServeConfig, Shutdown};
+use graceful_core::{ForceCause, Outcome, Reason, Runtime, ServeConfig, Shutdown};
 
 use crate::clock::{ManualClock, TestRuntime};
 use crate::{fixture, Adapter};

@@ -3,7 +3,6 @@
 //! the rest of HTTP against real processes; these are the behaviours that
 //! need a service of the test's own: upgrades (B16) and readiness (B14).
 
-use graceful_core::Reason;
 use std::convert::Infallible;
 use std::future::poll_fn;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -12,7 +11,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use graceful_core::{Conn, ForceCause, Outcome, Runtime, ServeConfig, Shutdown};
+use graceful_core::{Conn, ForceCause, Outcome, Reason, Runtime, ServeConfig, Shutdown};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONNECTION, UPGRADE};

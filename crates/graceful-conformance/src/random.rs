@@ -125,10 +125,23 @@ pub struct Plan {
     pub clients: Vec<Kind>,
 }
 
-impl Plan {
-    /// The plan of `seed`.
-    pub fn from_seed(seed: u64) -> Plan {
-        let mut rng = Rng::new(seed);
+/// The timing every randomized plan draws alike.
+pub(crate) struct Timing {
+    /// The pre-drain delay: none, 2 s or 5 s.
+    pub(crate) pre_drain: Duration,
+    /// How far into the delay the late clients act (before its end).
+    pub(crate) pre_drain_step: Duration,
+    /// The drain deadline, one of the given milliseconds.
+    pub(crate) timeout: Duration,
+    /// A sleep (ms) that ends well inside the deadline...
+    pub(crate) within: u64,
+    /// ...and one that ends well past it; neither at the same instant as
+    /// the delay or the deadline timers.
+    pub(crate) beyond: u64,
+}
+
+impl Timing {
+    pub(crate) fn draw(rng: &mut Rng, timeouts_ms: &[u64]) -> Timing {
         let pre_drain = match rng.below(2) {
             0 => Duration::ZERO,
             _ => Duration::from_millis(rng.pick(&[2_000, 5_000])),
@@ -136,12 +149,29 @@ impl Plan {
         let pre_drain_step =
             Duration::from_millis(250 * rng.below(pre_drain.as_millis() as u64 / 250 + 1))
                 .min(pre_drain.saturating_sub(Duration::from_millis(1)));
-        let timeout = Duration::from_millis(rng.pick(&[3_000, 10_000, 30_000]));
+        let timeout = Duration::from_millis(rng.pick(timeouts_ms));
+        Timing {
+            pre_drain,
+            pre_drain_step,
+            timeout,
+            within: timeout.as_millis() as u64 / 2 + 7,
+            beyond: (timeout + pre_drain).as_millis() as u64 + 5_003,
+        }
+    }
+}
+
+impl Plan {
+    /// The plan of `seed`.
+    pub fn from_seed(seed: u64) -> Plan {
+        let mut rng = Rng::new(seed);
+        let Timing {
+            pre_drain,
+            pre_drain_step,
+            timeout,
+            within,
+            beyond,
+        } = Timing::draw(&mut rng, &[3_000, 10_000, 30_000]);
         let grace = Duration::from_millis(rng.pick(&[500, 1_000, 2_000]));
-        // Sleeps end well inside the deadline or well past it, and never at
-        // the same instant as the delay or the deadline timers.
-        let within = timeout.as_millis() as u64 / 2 + 7;
-        let beyond = (timeout + pre_drain).as_millis() as u64 + 5_003;
         let mut clients = Vec::new();
         for _ in 0..1 + rng.below(8) {
             clients.push(match rng.below(7) {
@@ -283,6 +313,28 @@ impl Driven {
     fn send(&mut self, cmd: String) {
         self.client().send(&cmd);
         self.sent = Some(cmd.lines().next().unwrap().to_string());
+    }
+
+    /// Reads every reply still expected, in order, then sees the
+    /// connection end; `when` says by when it had to.
+    fn finish(&mut self, tally: &mut Tally, when: &str) {
+        for reply in std::mem::take(&mut self.expect) {
+            let got = self.client().read_line();
+            assert_eq!(
+                got.as_deref().ok(),
+                Some(reply.as_str()),
+                "client {} ({:?}): {got:?} instead of {reply:?}",
+                self.index,
+                self.kind
+            );
+            tally.responses += 1;
+        }
+        assert!(
+            self.client().closed_within(PATIENCE),
+            "client {} ({:?}) still open {when}",
+            self.index,
+            self.kind
+        );
     }
 }
 
@@ -641,15 +693,9 @@ fn run_plan<A: Adapter>(plan: &Plan) -> Tally {
     // itself, before any clock moves (the grace is for late ones only).
     for d in clients.iter_mut().take(room) {
         if matches!(d.kind, Kind::Idle | Kind::Reuse | Kind::WaitTrigger) {
-            for reply in std::mem::take(&mut d.expect) {
-                assert_eq!(d.client().read_line().ok(), Some(reply));
-                tally.responses += 1;
-            }
-            assert!(
-                d.client().closed_within(PATIENCE),
-                "client {} ({:?}), idle before the trigger, still open after the close",
-                d.index,
-                d.kind
+            d.finish(
+                &mut tally,
+                "after the close, though idle before the trigger",
             );
         }
     }
@@ -667,23 +713,7 @@ fn run_plan<A: Adapter>(plan: &Plan) -> Tally {
             forced.push(d.addr());
             continue;
         }
-        for reply in std::mem::take(&mut d.expect) {
-            let got = d.client().read_line();
-            assert_eq!(
-                got.as_deref().ok(),
-                Some(reply.as_str()),
-                "client {} ({:?}): {got:?} instead of {reply:?}",
-                d.index,
-                d.kind
-            );
-            tally.responses += 1;
-        }
-        assert!(
-            d.client().closed_within(PATIENCE),
-            "client {} ({:?}) not closed before the deadline",
-            d.index,
-            d.kind
-        );
+        d.finish(&mut tally, "just before the deadline");
     }
     for mut c in burst_served {
         assert!(c.closed_within(PATIENCE), "a burst connection stayed open");

@@ -16,16 +16,15 @@
 //! - the outcome names exactly the connections still working at the
 //!   deadline, and every guard is released.
 
-use graceful_core::Reason;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use graceful_core::{ForceCause, Outcome, ServeConfig};
+use graceful_core::{ForceCause, Outcome, Reason, ServeConfig};
 
 use crate::harness::{eventually, refused_within, PATIENCE};
 use crate::http::{roundtrip, upgrade, HttpAdapter, HttpServer};
-use crate::random::{assert_deadline_armed, assert_held, Rng, Tally};
+use crate::random::{assert_deadline_armed, assert_held, Rng, Tally, Timing};
 
 /// What one HTTP client does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,16 +66,13 @@ impl HttpPlan {
     /// The plan of `seed`.
     pub fn from_seed(seed: u64) -> HttpPlan {
         let mut rng = Rng::new(seed ^ 0x4854_5450);
-        let pre_drain = match rng.below(2) {
-            0 => Duration::ZERO,
-            _ => Duration::from_millis(rng.pick(&[2_000, 5_000])),
-        };
-        let pre_drain_step =
-            Duration::from_millis(250 * rng.below(pre_drain.as_millis() as u64 / 250 + 1))
-                .min(pre_drain.saturating_sub(Duration::from_millis(1)));
-        let timeout = Duration::from_millis(rng.pick(&[3_000, 10_000]));
-        let within = timeout.as_millis() as u64 / 2 + 7;
-        let beyond = (timeout + pre_drain).as_millis() as u64 + 5_003;
+        let Timing {
+            pre_drain,
+            pre_drain_step,
+            timeout,
+            within,
+            beyond,
+        } = Timing::draw(&mut rng, &[3_000, 10_000]);
         let mut clients = Vec::new();
         for _ in 0..1 + rng.below(6) {
             clients.push(match rng.below(6) {

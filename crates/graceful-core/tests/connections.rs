@@ -1,14 +1,13 @@
 //! The live-connection registry on real loopback sockets.
 #![cfg(unix)]
 
-use graceful_core::Reason;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use graceful_core::server::Connections;
-use graceful_core::{ForceCause, Shutdown};
+use graceful_core::{ForceCause, Reason, Shutdown};
 
 /// A client and the server's side of its connection, shared as a server
 /// shares it with its registry.

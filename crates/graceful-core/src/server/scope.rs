@@ -1,10 +1,10 @@
-use crate::reason::Reason;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use super::{Conn, Connections, ServeConfig};
 use crate::drain::Outcome;
 use crate::guard::NamedGuard;
+use crate::reason::Reason;
 use crate::runtime::Runtime;
 use crate::shutdown::Shutdown;
 
