@@ -31,9 +31,10 @@ fn main() -> std::io::Result<()> {
     println!("listening on {}", listener.local_addr()?);
     let config = ServeConfig::default().timeout(Duration::from_secs(30));
     let sleeper = runtime.clone();
-    let service = hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
+    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         let sleeper = sleeper.clone();
         async move {
+            tracing::info!("{} {}", req.method(), req.uri());
             sleeper.sleep(Duration::from_secs(1)).await; // the work
             Ok::<_, Infallible>(Response::new(Full::<Bytes>::from("hello\n")))
         }

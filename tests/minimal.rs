@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
 
 use common::{Service, PATIENCE};
 
@@ -17,7 +16,7 @@ fn tokio_minimal_finishes_the_request_in_flight_at_sigterm() {
     c.set_read_timeout(Some(PATIENCE)).unwrap();
     c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     // The handler takes a second: the signal lands while it works.
-    std::thread::sleep(Duration::from_millis(300));
+    s.wait_log("GET /", 1);
     s.signal("TERM");
     let mut reply = String::new();
     c.read_to_string(&mut reply).unwrap();
