@@ -139,43 +139,21 @@ fn a_closer_never_reaches_a_later_connection_in_the_same_slot() {
 
 #[test]
 fn below_waits_for_a_connection_to_end() {
+    use futures_util::FutureExt;
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let shutdown = Shutdown::new();
     let conns = Connections::new();
     let (c, s) = pair(&listener);
     let track = conns.register(&shutdown, s.clone(), c.local_addr().unwrap(), "conn");
-    assert!(!conns.wait_below(1, Some(Instant::now() + Duration::from_millis(20))));
+    assert!(conns.below(1).now_or_never().is_none(), "no room yet");
+    assert!(conns.below(2).now_or_never().is_some());
     let t = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(30));
         drop(track);
     });
-    assert!(conns.wait_below(1, Some(Instant::now() + Duration::from_secs(5))));
+    graceful_core::block_on(conns.below(1));
+    assert_eq!(conns.len(), 0);
     t.join().unwrap();
-}
-
-/// A close that lands between a waiter's own check and its wait is not
-/// lost: `wake_waiters` is sticky, and a full server's accept thread that
-/// waits for room afterwards returns at once instead of waiting forever.
-#[test]
-fn a_wait_for_room_that_starts_after_the_close_returns_at_once() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let shutdown = Shutdown::new();
-    let conns = Connections::new();
-    let (c, s) = pair(&listener);
-    let _track = conns.register(&shutdown, s.clone(), c.local_addr().unwrap(), "conn");
-    conns.wake_waiters();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let waiter = conns.clone();
-    std::thread::spawn(move || tx.send(waiter.wait_below(1, None)).unwrap());
-    assert_eq!(
-        rx.recv_timeout(Duration::from_secs(5)),
-        Ok(false),
-        "the wait for room missed the close"
-    );
-    assert!(
-        !conns.wait_empty(Duration::from_millis(20)),
-        "wait_empty still waits for the connection"
-    );
 }
 
 #[test]

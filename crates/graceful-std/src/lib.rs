@@ -56,6 +56,7 @@
 
 #![forbid(unsafe_code)]
 
+mod listener;
 mod pool;
 mod runtime;
 mod serve;

@@ -3,8 +3,8 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-/// Plain threads as the core's [`graceful_core::Runtime`]: `spawn` starts
-/// a thread that runs the future, `block_on` parks the calling thread
+/// Plain threads as the core's [`graceful_core::Runtime`]: `spawn` runs
+/// the future on a thread of its own (reused once the future ends), `block_on` parks the calling thread
 /// between wake-ups, timers come from `futures-timer`'s timer thread. No
 /// async runtime, no reactor.
 #[derive(Clone, Default)]
@@ -35,7 +35,9 @@ impl graceful_core::Runtime for Runtime {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        std::thread::spawn(move || graceful_core::block_on(future));
+        if let Err(e) = crate::threads::run(move || graceful_core::block_on(future)) {
+            tracing::error!("no thread for a spawned task: {e}");
+        }
     }
 
     fn block_on<F: Future>(&self, future: F) -> F::Output {

@@ -28,9 +28,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::sync::{lock, Mutex};
-use std::time::{Duration, Instant};
 
-use event_listener::{Event, Listener};
+use event_listener::Event;
 
 use crate::guard::NamedGuard;
 use crate::shutdown::Shutdown;
@@ -43,7 +42,6 @@ pub struct Connections {
     live: Mutex<Slab<Entry>>,
     next_id: std::sync::atomic::AtomicU64,
     ended: Event,
-    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Connections {
@@ -53,7 +51,6 @@ impl Connections {
             live: Mutex::new(Slab::default()),
             next_id: std::sync::atomic::AtomicU64::new(0),
             ended: Event::new(),
-            closing: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -153,17 +150,6 @@ impl Connections {
         }
     }
 
-    /// Marks the registry closing and wakes everything waiting in
-    /// [`below`](Self::below) or [`wait_below`](Self::wait_below), so it can
-    /// re-check its own conditions (a server that is closing). Sticky: a
-    /// [`wait_below`](Self::wait_below) that starts afterwards returns at
-    /// once, so a close that lands between a waiter's own check and its
-    /// wait is not lost.
-    pub fn wake_waiters(&self) {
-        self.closing.store(true, Ordering::SeqCst);
-        self.ended.notify(usize::MAX);
-    }
-
     /// Resolves once fewer than `max` connections are live.
     pub async fn below(&self, max: usize) {
         loop {
@@ -175,42 +161,6 @@ impl Connections {
                 return;
             }
             l.await;
-        }
-    }
-
-    /// Blocks until fewer than `max` connections are live, `until` passes,
-    /// or [`wake_waiters`](Self::wake_waiters) was called; returns whether
-    /// there is room.
-    pub fn wait_below(&self, max: usize, until: Option<Instant>) -> bool {
-        self.wait_room(max, until, true)
-    }
-
-    /// Blocks until no connection is live or `timeout` passes; returns
-    /// whether none is.
-    pub fn wait_empty(&self, timeout: Duration) -> bool {
-        self.wait_room(1, Some(Instant::now() + timeout), false)
-    }
-
-    fn wait_room(&self, max: usize, until: Option<Instant>, stop_on_close: bool) -> bool {
-        loop {
-            if self.len() < max {
-                return true;
-            }
-            let l = self.ended.listen();
-            if self.len() < max {
-                return true;
-            }
-            if stop_on_close && self.closing.load(Ordering::SeqCst) {
-                return false;
-            }
-            match until {
-                None => l.wait(),
-                Some(t) => {
-                    if l.wait_deadline(t).is_none() {
-                        return self.len() < max;
-                    }
-                }
-            }
         }
     }
 }
