@@ -1,7 +1,7 @@
 //! Every public type is Send/Sync/Unpin as intended.
 
 use graceful_core::futures::{Deadline, Drain, Drained, Forced, Triggered};
-use graceful_core::server::{Backoff, ConnTrack, Connections};
+use graceful_core::server::ConnTrack;
 use graceful_core::*;
 
 fn send_sync_unpin<T: Send + Sync + Unpin>() {}
@@ -26,9 +26,7 @@ fn public_types_are_send_sync_unpin() {
     send_sync_unpin::<SignalAction>();
     send_sync_unpin::<ServeConfig>();
     send_sync_unpin::<Conn>();
-    send_sync_unpin::<Connections>();
     send_sync_unpin::<ConnTrack>();
-    send_sync_unpin::<Backoff>();
     send_sync_unpin::<Triggered>();
     send_sync_unpin::<Forced>();
     send_sync_unpin::<Drained>();

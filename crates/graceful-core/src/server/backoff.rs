@@ -5,30 +5,30 @@ use std::time::Duration;
 /// by the next success. A server that runs out of file descriptors waits
 /// for some to be freed instead of spinning.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     next: Duration,
 }
 
 impl Backoff {
     /// The first delay.
-    pub const MIN: Duration = Duration::from_millis(5);
+    pub(crate) const MIN: Duration = Duration::from_millis(5);
     /// The longest delay.
-    pub const MAX: Duration = Duration::from_secs(1);
+    pub(crate) const MAX: Duration = Duration::from_secs(1);
 
     /// A back-off at its first delay.
-    pub fn new() -> Backoff {
+    pub(crate) fn new() -> Backoff {
         Backoff { next: Self::MIN }
     }
 
     /// The delay to wait now; doubles the next one.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let d = self.next;
         self.next = (self.next * 2).min(Self::MAX);
         d
     }
 
     /// Back to the first delay, after a success.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = Self::MIN;
     }
 }
@@ -43,7 +43,7 @@ impl Default for Backoff {
 /// descriptor, not a listening socket) rather than a passing condition
 /// (EMFILE, ENFILE, ENOBUFS, ENOMEM, ECONNABORTED, EPROTO, EINTR...), which
 /// is backed off and retried.
-pub fn is_fatal_accept_error(e: &io::Error) -> bool {
+pub(crate) fn is_fatal_accept_error(e: &io::Error) -> bool {
     #[cfg(target_os = "linux")]
     {
         const EBADF: i32 = 9;
@@ -63,7 +63,7 @@ pub fn is_fatal_accept_error(e: &io::Error) -> bool {
 /// Whether an `accept` error means the process (EMFILE) or the system
 /// (ENFILE) is out of descriptors: no accept succeeds until a connection
 /// ends.
-pub fn is_out_of_descriptors(e: &io::Error) -> bool {
+pub(crate) fn is_out_of_descriptors(e: &io::Error) -> bool {
     const ENFILE: i32 = 23;
     const EMFILE: i32 = 24;
     matches!(e.raw_os_error(), Some(ENFILE | EMFILE))

@@ -20,8 +20,9 @@ pub struct Conn {
 
 impl Conn {
     /// A connection from `peer` to `local`, served under `shutdown`, whose
-    /// listener counts as closed at the trigger. Servers with a pre-drain
-    /// delay use [`ServerScope::conn`](super::ServerScope::conn) instead.
+    /// listener counts as closed at the trigger: for calling a handler
+    /// without a server, as in its unit tests. A server gives each handler
+    /// its own, whose listener closes after the pre-drain delay.
     pub fn new(peer: SocketAddr, local: SocketAddr, shutdown: Shutdown) -> Conn {
         Conn {
             peer,
@@ -117,5 +118,21 @@ impl<E: fmt::Display> HandlerOutput for Result<(), E> {
         if let Err(e) = self {
             tracing::debug!("connection {peer} ended with an error: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Reason;
+
+    #[test]
+    fn a_conn_made_without_a_server_sees_its_listener_close_at_the_trigger() {
+        let shutdown = Shutdown::new();
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let conn = Conn::new(addr, addr, shutdown.clone());
+        assert!(!conn.is_listener_closed() && !conn.is_triggered());
+        shutdown.trigger(Reason::requested());
+        assert!(conn.is_listener_closed() && conn.is_triggered());
     }
 }

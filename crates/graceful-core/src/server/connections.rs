@@ -16,15 +16,12 @@
 //!    registration, and those of the late ones after the first-request
 //!    grace, so one accepted just after the trigger never loses the request
 //!    it is about to send.
-//! 3. Entries carry a unique id: a [`Closer`] acts only on the entry it was
-//!    made for, never on a later connection that reused the slot.
 
 use std::fmt;
 use std::io;
 use std::net::{Shutdown as How, SocketAddr};
 #[cfg(unix)]
 use std::os::fd::AsFd;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::sync::{lock, Mutex};
@@ -38,18 +35,16 @@ use crate::slab::Slab;
 /// The registry of a server's live connections, for ending them from
 /// outside their handlers: their reads at the trigger (TCP), both
 /// directions at the force. Shared by every adapter's server.
-pub struct Connections {
+pub(crate) struct Connections {
     live: Mutex<Slab<Entry>>,
-    next_id: std::sync::atomic::AtomicU64,
     ended: Event,
 }
 
 impl Connections {
     /// An empty registry.
-    pub fn new() -> Arc<Connections> {
+    pub(crate) fn new() -> Arc<Connections> {
         Arc::new(Connections {
             live: Mutex::new(Slab::default()),
-            next_id: std::sync::atomic::AtomicU64::new(0),
             ended: Event::new(),
         })
     }
@@ -57,37 +52,32 @@ impl Connections {
     /// Cuts every connection when `server` is forced. (Reads are ended by
     /// the server when its listener closes: see
     /// [`ServerScope::listener_closed`](super::ServerScope::listener_closed).)
-    pub fn attach(self: &Arc<Self>, server: &Shutdown) {
+    pub(crate) fn attach(self: &Arc<Self>, server: &Shutdown) {
         let conns = self.clone();
         server.on_forced(move |_| conns.shutdown_all());
     }
 
     /// How many connections are live.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         lock(&self.live).len()
-    }
-
-    /// Whether no connection is live.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Shuts down the read half of every live connection that is not late:
     /// a read that would wait returns end-of-stream, data already received
     /// is still read.
-    pub fn shutdown_reads(&self) {
+    pub(crate) fn shutdown_reads(&self) {
         self.shutdown_where(How::Read, |e| !e.late);
     }
 
     /// Shuts down the read half of every live late connection, once their
     /// first-request grace is over.
-    pub fn shutdown_late_reads(&self) {
+    pub(crate) fn shutdown_late_reads(&self) {
         self.shutdown_where(How::Read, |e| e.late);
     }
 
     /// Shuts down both halves of every live connection: pending reads and
     /// writes fail, and the peer sees the connection end.
-    pub fn shutdown_all(&self) {
+    pub(crate) fn shutdown_all(&self) {
         self.shutdown_where(How::Both, |_| true);
     }
 
@@ -110,7 +100,7 @@ impl Connections {
     /// Registers a connection of `server`: takes its named guard ("conn
     /// PEER") and keeps `socket`, the connection's own socket shared with
     /// it (not a duplicate descriptor), to shut it down from outside.
-    pub fn register<S: SharedSocket>(
+    pub(crate) fn register<S: SharedSocket>(
         self: &Arc<Self>,
         server: &Shutdown,
         socket: Arc<S>,
@@ -128,11 +118,10 @@ impl Connections {
         kind: &str,
     ) -> ConnTrack {
         let guard = server.guard_named(format!("{kind} {peer}"));
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (slot, late) = {
+        let slot = {
             let mut live = lock(&self.live);
             let late = server.is_triggered();
-            (live.insert(Entry { id, socket, late }), late)
+            live.insert(Entry { socket, late })
         };
         if server.is_forced() {
             let socket = lock(&self.live).get(slot).map(|e| e.socket.clone());
@@ -143,15 +132,13 @@ impl Connections {
         ConnTrack {
             conns: self.clone(),
             slot,
-            id,
             peer,
-            late,
             _guard: guard,
         }
     }
 
     /// Resolves once fewer than `max` connections are live.
-    pub async fn below(&self, max: usize) {
+    pub(crate) async fn below(&self, max: usize) {
         loop {
             if self.len() < max {
                 return;
@@ -180,9 +167,7 @@ impl fmt::Debug for Connections {
 pub struct ConnTrack {
     conns: Arc<Connections>,
     slot: usize,
-    id: u64,
     peer: SocketAddr,
-    late: bool,
     _guard: NamedGuard,
 }
 
@@ -190,57 +175,6 @@ impl ConnTrack {
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
-    }
-
-    /// Whether the connection was registered after the reads were ended
-    /// (accepted during the pre-drain delay, or from the backlog at close):
-    /// its server should end its reads after the first-request grace.
-    pub fn is_late(&self) -> bool {
-        self.late
-    }
-
-    /// A handle that can shut this connection's socket down later, from
-    /// anywhere, and does nothing once the connection is gone.
-    pub fn closer(&self) -> Closer {
-        Closer {
-            conns: Arc::downgrade(&self.conns),
-            slot: self.slot,
-            id: self.id,
-        }
-    }
-}
-
-/// Shuts one tracked connection down from outside its handler; see
-/// [`ConnTrack::closer`].
-#[derive(Clone)]
-pub struct Closer {
-    conns: std::sync::Weak<Connections>,
-    slot: usize,
-    id: u64,
-}
-
-impl Closer {
-    /// Ends the connection's reads (a waiting read returns end-of-stream).
-    pub fn shutdown_read(&self) {
-        self.shutdown(How::Read);
-    }
-
-    fn shutdown(&self, how: How) {
-        if let Some(conns) = self.conns.upgrade() {
-            let socket = lock(&conns.live)
-                .get(self.slot)
-                .filter(|e| e.id == self.id)
-                .map(|e| e.socket.clone());
-            if let Some(socket) = socket {
-                shutdown(&socket, how);
-            }
-        }
-    }
-}
-
-impl fmt::Debug for Closer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Closer").field("id", &self.id).finish()
     }
 }
 
@@ -267,10 +201,9 @@ impl<T: AsFd + Send + Sync + 'static> SharedSocket for T {
 /// A reference to a connection's socket that keeps its descriptor open.
 type Socket = Arc<dyn SharedSocket>;
 
-/// One live connection: its unique id, a reference to its socket, and
-/// whether it came after the trigger.
+/// One live connection: a reference to its socket, and whether it came
+/// after the trigger.
 struct Entry {
-    id: u64,
     socket: Socket,
     late: bool,
 }
@@ -295,3 +228,7 @@ impl fmt::Debug for ConnTrack {
             .finish()
     }
 }
+
+#[cfg(all(test, unix))]
+#[path = "connections_tests.rs"]
+mod tests;

@@ -25,7 +25,7 @@
 /// handed over): its handshakes are never stopped. Called for every
 /// listener taken by [`systemd::activated_listeners`](crate::systemd::activated_listeners)
 /// and every listener a restart hands to its successor.
-pub fn mark_shared<S: std::os::fd::AsFd>(listener: &S) {
+pub(crate) fn mark_shared<S: std::os::fd::AsFd>(listener: &S) {
     imp::mark_shared(listener.as_fd());
 }
 

@@ -13,7 +13,7 @@ use crate::shutdown::Shutdown;
 /// connections (reads ended at the trigger when `close_idle`, sockets cut
 /// at the force), and its drain with the configured deadline.
 #[derive(Debug)]
-pub struct ServerScope {
+pub(crate) struct ServerScope {
     name: String,
     shutdown: Shutdown,
     conns: Arc<Connections>,
@@ -29,7 +29,7 @@ pub struct ServerScope {
 
 impl ServerScope {
     /// The scope of a server listening on `local`, under `parent`.
-    pub fn new(parent: &Shutdown, config: &ServeConfig, local: SocketAddr) -> ServerScope {
+    pub(crate) fn new(parent: &Shutdown, config: &ServeConfig, local: SocketAddr) -> ServerScope {
         let name = config
             .name
             .clone()
@@ -51,23 +51,23 @@ impl ServerScope {
     }
 
     /// The server's name in logs and reports (`server ADDR` by default).
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
     /// The server's child of the shutdown passed to `serve`.
-    pub fn shutdown(&self) -> &Shutdown {
+    pub(crate) fn shutdown(&self) -> &Shutdown {
         &self.shutdown
     }
 
     /// Its live connections.
-    pub fn conns(&self) -> &Arc<Connections> {
+    pub(crate) fn conns(&self) -> &Arc<Connections> {
         &self.conns
     }
 
     /// What the handler of a connection from `peer` to `local` knows of it
     /// and of this server.
-    pub fn conn(&self, peer: SocketAddr, local: SocketAddr) -> Conn {
+    pub(crate) fn conn(&self, peer: SocketAddr, local: SocketAddr) -> Conn {
         Conn::with_listener(peer, local, self.shutdown.clone(), self.closed.clone())
     }
 
@@ -81,7 +81,7 @@ impl ServerScope {
     /// delay, idle connections stayed open: a pooled client may reuse one
     /// at any moment. Then releases the listener's guard. Calling it again
     /// does nothing more.
-    pub fn listener_closed<R: Runtime>(&self, rt: &R, queued: usize) {
+    pub(crate) fn listener_closed<R: Runtime>(&self, rt: &R, queued: usize) {
         let Some(listening) = self
             .listening
             .lock()
@@ -115,7 +115,7 @@ impl ServerScope {
 
     /// Drains the server's connections with the configured deadline,
     /// progress logs and settle time.
-    pub async fn drain<R: Runtime>(&self, rt: &R) -> Outcome {
+    pub(crate) async fn drain<R: Runtime>(&self, rt: &R) -> Outcome {
         self.shutdown
             .drain(rt, self.config.timeout)
             .progress_every(self.config.progress_every)

@@ -162,7 +162,7 @@ const MAX_BACKLOG_TIME: Duration = Duration::from_millis(200);
 /// (EMFILE, ENFILE: no accept can succeed until a connection ends, and
 /// waiting would hold the stop), and logs what it left. Never spins: every
 /// failure counts.
-pub fn take_backlog<L: std::os::fd::AsFd, C>(
+pub(crate) fn take_backlog<L: std::os::fd::AsFd, C>(
     name: &str,
     listener: &mut L,
     server: &Shutdown,
@@ -218,7 +218,7 @@ pub fn take_backlog<L: std::os::fd::AsFd, C>(
 /// same queue meanwhile, and the clients busy on the old one's keep-alive
 /// connections move (every response says `Connection: close`) before its
 /// idle connections close.
-pub const RESTART_PRE_DRAIN: Duration = Duration::from_secs(1);
+pub(crate) const RESTART_PRE_DRAIN: Duration = Duration::from_secs(1);
 
 /// Whether `server` stops because its process handed its listeners to a
 /// successor.
@@ -231,7 +231,12 @@ fn restarted(server: &Shutdown) -> bool {
 /// Resolves when a server's listener should close: at the trigger plus the
 /// pre-drain delay (at least [`RESTART_PRE_DRAIN`] after a restart),
 /// or at once if the server is forced.
-pub async fn close_signal<R: Runtime>(rt: &R, server: &Shutdown, pre_drain: Duration, name: &str) {
+pub(crate) async fn close_signal<R: Runtime>(
+    rt: &R,
+    server: &Shutdown,
+    pre_drain: Duration,
+    name: &str,
+) {
     server.triggered().await;
     let pre_drain = match restarted(server) {
         true => pre_drain.max(RESTART_PRE_DRAIN),
@@ -250,7 +255,7 @@ pub async fn close_signal<R: Runtime>(rt: &R, server: &Shutdown, pre_drain: Dura
 
 /// One connection's task: the handler, isolated from panics, cut
 /// short when the server is forced, its result logged.
-pub async fn run_conn<F>(work: F, server: Shutdown, peer: SocketAddr)
+pub(crate) async fn run_conn<F>(work: F, server: Shutdown, peer: SocketAddr)
 where
     F: Future,
     F::Output: HandlerOutput,
