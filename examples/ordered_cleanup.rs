@@ -164,7 +164,7 @@ fn main() {
         }
     });
     let outcome = shutdown
-        .drain(&runtime, args.pre_drain + args.timeout)
+        .enforce_deadline(&runtime, args.pre_drain + args.timeout)
         .wait();
     if let Ok(Err(e)) = runtime.block_on(server) {
         tracing::error!("the server failed: {e}");

@@ -68,7 +68,7 @@ pub fn core_waiters_wake_on_the_runtime<A: Adapter>() {
     rt.block_on(async move { late.triggered().await });
 }
 
-/// `drain` on the adapter's runtime with a manual clock: not forced a
+/// `enforce_deadline` on the adapter's runtime with a manual clock: not forced a
 /// moment before the deadline, forced at it, with the report and exit 1.
 pub fn core_drain_deadline_on_manual_clock<A: Adapter>() {
     let clock = crate::ManualClock::new();
@@ -79,7 +79,10 @@ pub fn core_drain_deadline_on_manual_clock<A: Adapter>() {
     let (tx, rx) = std::sync::mpsc::channel();
     let (s, r) = (shutdown.clone(), rt.clone());
     std::thread::spawn(move || {
-        let outcome = r.block_on(s.drain(&r, Duration::from_secs(30)).progress_every(None));
+        let outcome = r.block_on(
+            s.enforce_deadline(&r, Duration::from_secs(30))
+                .progress_every(None),
+        );
         let _ = tx.send(outcome);
     });
     assert!(clock.wait_for_sleep(Duration::from_secs(30), PATIENCE));

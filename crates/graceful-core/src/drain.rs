@@ -10,7 +10,7 @@ use crate::report::Report;
 use crate::runtime::Runtime;
 use crate::shutdown::Shutdown;
 
-/// How a drain ended. Returned by [`Shutdown::drain`] and by the adapters'
+/// How a drain ended. Returned by [`Shutdown::enforce_deadline`] and by the adapters'
 /// servers; [`exit_code`](Self::exit_code) maps it to the process's exit
 /// code.
 #[derive(Debug, Clone)]
@@ -100,7 +100,7 @@ impl fmt::Display for Outcome {
     }
 }
 
-/// The future returned by [`Shutdown::drain`]: waits for the trigger, then
+/// The future returned by [`Shutdown::enforce_deadline`]: waits for the trigger, then
 /// for the drain or the deadline.
 ///
 /// - While it waits it logs progress every [`progress_every`](Self::progress_every)
@@ -112,7 +112,7 @@ impl fmt::Display for Outcome {
 ///   wait for it, so ordered cleanup still runs.
 /// - At the end it logs a one-line summary.
 #[must_use = "futures do nothing unless polled"]
-pub struct Drain<R: Runtime> {
+pub struct EnforceDeadline<R: Runtime> {
     shutdown: Shutdown,
     rt: R,
     timeout: Duration,
@@ -121,9 +121,9 @@ pub struct Drain<R: Runtime> {
     running: Option<Pin<Box<dyn Future<Output = Outcome> + Send>>>,
 }
 
-impl<R: Runtime> Drain<R> {
+impl<R: Runtime> EnforceDeadline<R> {
     pub(crate) fn new(shutdown: Shutdown, rt: R, timeout: Duration) -> Self {
-        Drain {
+        EnforceDeadline {
             shutdown,
             rt,
             timeout,
@@ -159,9 +159,9 @@ impl<R: Runtime> Drain<R> {
 const MIN_PROGRESS_EVERY: Duration = Duration::from_millis(10);
 
 // The runtime handle is never pinned; only the boxed future is.
-impl<R: Runtime> Unpin for Drain<R> {}
+impl<R: Runtime> Unpin for EnforceDeadline<R> {}
 
-impl<R: Runtime> Future for Drain<R> {
+impl<R: Runtime> Future for EnforceDeadline<R> {
     type Output = Outcome;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
@@ -179,9 +179,9 @@ impl<R: Runtime> Future for Drain<R> {
     }
 }
 
-impl<R: Runtime> fmt::Debug for Drain<R> {
+impl<R: Runtime> fmt::Debug for EnforceDeadline<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Drain")
+        f.debug_struct("EnforceDeadline")
             .field("shutdown", &self.shutdown)
             .field("timeout", &self.timeout)
             .field("started", &self.running.is_some())

@@ -25,7 +25,7 @@
 //! - [`Shutdown::on_triggered`]: hooks for what is not a guard.
 //! - [`Shutdown::child`], [`Shutdown::stage_after`]: order — "the pool closes
 //!   after every request drained" in one line.
-//! - [`Shutdown::drain`]: wait with a deadline on any [`Runtime`], log
+//! - [`Shutdown::enforce_deadline`]: wait with a deadline on any [`Runtime`], log
 //!   progress, force and report, and return an [`Outcome`] with an exit
 //!   code.
 //! - [`SignalConfig`], [`Escalation`]: what stop signals do (first triggers,
@@ -115,6 +115,6 @@ pub use signal::{Escalation, SignalAction, SignalConfig};
 /// The named futures returned by this crate's methods.
 pub mod futures {
     pub use crate::deadline::Deadline;
-    pub use crate::drain::Drain;
+    pub use crate::drain::EnforceDeadline;
     pub use crate::phase::{Drained, Forced, Triggered};
 }

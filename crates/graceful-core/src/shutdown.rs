@@ -3,7 +3,7 @@ use std::fmt;
 use std::panic::Location;
 use std::time::{Duration, Instant};
 
-use crate::drain::Drain;
+use crate::drain::EnforceDeadline;
 use crate::guard::{Guard, NamedGuard};
 #[cfg(not(loom))]
 use crate::phase::PhaseWait;
@@ -362,7 +362,7 @@ impl Shutdown {
     ///
     /// Forcing the parent forces the stage but does not start it early: it
     /// still starts after the stages before it drained (forced work ends
-    /// quickly). If forced work never ends, [`drain`](Self::drain) starts
+    /// quickly). If forced work never ends, [`enforce_deadline`](Self::enforce_deadline) starts
     /// the waiting stages after its settle time. With no stage in `after`
     /// this is [`stage`](Self::stage).
     pub fn stage_after<'a, I>(&self, name: impl Into<Cow<'static, str>>, after: I) -> Shutdown
@@ -442,9 +442,9 @@ impl Shutdown {
     /// [`Report`] of what was left is logged and returned in the
     /// [`Outcome`](crate::Outcome). Progress is logged while it waits.
     ///
-    /// See [`Drain`] for the options.
-    pub fn drain<R: Runtime>(&self, rt: &R, timeout: Duration) -> Drain<R> {
-        Drain::new(self.clone(), rt.clone(), timeout)
+    /// See [`EnforceDeadline`] for the options.
+    pub fn enforce_deadline<R: Runtime>(&self, rt: &R, timeout: Duration) -> EnforceDeadline<R> {
+        EnforceDeadline::new(self.clone(), rt.clone(), timeout)
     }
 }
 

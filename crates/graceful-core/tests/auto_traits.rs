@@ -1,6 +1,6 @@
 //! Every public type is Send/Sync/Unpin as intended.
 
-use graceful_core::futures::{Deadline, Drain, Drained, Forced, Triggered};
+use graceful_core::futures::{Deadline, Drained, EnforceDeadline, Forced, Triggered};
 use graceful_core::server::ConnTrack;
 use graceful_core::*;
 
@@ -33,7 +33,7 @@ fn public_types_are_send_sync_unpin() {
     send_sync_unpin::<Deadline<Triggered, Forced>>();
     // A drain owns a boxed `dyn Future + Send`: Send and Unpin, not Sync.
     fn drain_of<R: Runtime>() {
-        send_unpin::<Drain<R>>();
+        send_unpin::<EnforceDeadline<R>>();
     }
     let _ = drain_of::<std::sync::Arc<DummyRt>>;
     let _ = NoRt;

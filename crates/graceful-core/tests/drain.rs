@@ -1,4 +1,4 @@
-//! `Shutdown::drain` on a real-time runtime: outcomes, exit codes, reports.
+//! `Shutdown::enforce_deadline` on a real-time runtime: outcomes, exit codes, reports.
 
 mod common;
 
@@ -18,7 +18,7 @@ fn drains_within_the_deadline_with_exit_code_zero() {
             std::thread::sleep(Duration::from_millis(50));
             drop(g);
         });
-        let outcome = rt.block_on(s.drain(&rt, Duration::from_secs(5)));
+        let outcome = rt.block_on(s.enforce_deadline(&rt, Duration::from_secs(5)));
         assert!(outcome.is_drained(), "{outcome}");
         assert_eq!(outcome.exit_code(), 0);
         assert!(outcome.took() >= Duration::from_millis(40));
@@ -37,7 +37,7 @@ fn drain_waits_for_the_trigger_first() {
             s2.trigger(Reason::Requested { code: Some(7) });
         });
         let t0 = Instant::now();
-        let outcome = s.drain(&rt, Duration::from_millis(10)).wait();
+        let outcome = s.enforce_deadline(&rt, Duration::from_millis(10)).wait();
         assert!(t0.elapsed() >= Duration::from_millis(90));
         assert!(outcome.is_drained());
         assert_eq!(outcome.exit_code(), 7, "a requested exit code is kept");
@@ -53,7 +53,7 @@ fn deadline_forces_reports_and_exits_one() {
         s.trigger(Reason::requested());
         let t0 = Instant::now();
         let outcome = s
-            .drain(&rt, Duration::from_millis(200))
+            .enforce_deadline(&rt, Duration::from_millis(200))
             .settle(Duration::from_millis(50))
             .wait();
         let elapsed = t0.elapsed();
@@ -89,7 +89,7 @@ fn second_signal_forces_with_128_plus_signo() {
             s2.force(ForceCause::Signal(Signal::Interrupt));
         });
         let outcome = s
-            .drain(&rt, Duration::from_secs(30))
+            .enforce_deadline(&rt, Duration::from_secs(30))
             .settle(Duration::from_millis(10))
             .wait();
         assert_eq!(outcome.exit_code(), 130);
@@ -107,7 +107,7 @@ fn forced_drain_starts_stages_stuck_behind_work_that_never_ends() {
         let _stuck = http.guard();
         root.trigger(Reason::requested());
         let outcome = root
-            .drain(&rt, Duration::from_millis(50))
+            .enforce_deadline(&rt, Duration::from_millis(50))
             .settle(Duration::from_millis(50))
             .wait();
         assert!(!outcome.is_drained());
@@ -123,7 +123,7 @@ fn an_error_reason_exits_one_even_when_drained() {
     let rt = ThreadRuntime;
     let s = Shutdown::new();
     s.trigger(Reason::error(std::io::Error::other("listener died")));
-    let outcome = s.drain(&rt, Duration::from_secs(1)).wait();
+    let outcome = s.enforce_deadline(&rt, Duration::from_secs(1)).wait();
     assert!(outcome.is_drained());
     assert_eq!(outcome.exit_code(), 1);
     assert!(outcome.to_string().contains("listener died"));
@@ -143,7 +143,7 @@ fn work_that_ends_because_it_was_forced_is_still_a_forced_outcome() {
             std::thread::sleep(Duration::from_millis(50));
             s2.force(ForceCause::Signal(Signal::Terminate));
         });
-        let outcome = s.drain(&rt, Duration::from_secs(30)).wait();
+        let outcome = s.enforce_deadline(&rt, Duration::from_secs(30)).wait();
         assert!(s.is_drained() && !s.is_drained_in_time());
         assert_eq!(outcome.exit_code(), 143, "{outcome}");
         let report = outcome.report().expect("forced");
@@ -167,7 +167,7 @@ fn a_zero_progress_interval_does_not_stop_the_drain_from_ending() {
             drop(g);
         });
         let outcome = s
-            .drain(&rt, Duration::from_secs(5))
+            .enforce_deadline(&rt, Duration::from_secs(5))
             .progress_every(Some(Duration::ZERO))
             .wait();
         assert!(outcome.is_drained(), "{outcome}");

@@ -117,7 +117,7 @@ impl ServerScope {
     /// progress logs and settle time.
     pub(crate) async fn drain<R: Runtime>(&self, rt: &R) -> Outcome {
         self.shutdown
-            .drain(rt, self.config.timeout)
+            .enforce_deadline(rt, self.config.timeout)
             .progress_every(self.config.progress_every)
             .settle(self.config.settle)
             .await
