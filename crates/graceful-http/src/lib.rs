@@ -55,3 +55,58 @@ pub use connection::{serve_connection, HttpOptions};
 pub use io::Io;
 pub use readiness::Readiness;
 pub use serve::serve;
+
+#[doc(hidden)]
+pub use graceful_core as __core;
+
+/// Writes an adapter's `http::serve` and `http::serve_on`, the same for
+/// every adapter: `listener` turns a `std::net::TcpListener` into the
+/// adapter's `Accept` listener, `runtime` is the default runtime
+/// expression (it may use `?`), `timer` hyper's timer, and `io` maps an
+/// accepted socket and its `ConnTrack` to hyper's I/O. Extra doc lines go
+/// before `serve;` and `serve_on;`. For adapter authors.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! http_serve_functions {
+    (
+        listener: $listener:expr,
+        runtime: $rt:expr,
+        timer: $timer:expr,
+        io: $io:expr,
+        $(#[$serve_doc:meta])*
+        serve;
+        $(#[$serve_on_doc:meta])*
+        serve_on;
+    ) => {
+        /// Serves any hyper service over HTTP/1.1 and HTTP/2 on `listener`
+        /// until `shutdown` is triggered, then drains it: `Connection:
+        /// close`, GOAWAY, pre-drain, first-request grace, upgrades left to
+        /// their handlers, forced close and report at the deadline. See
+        /// [`graceful_http::serve`] for the details.
+        ///
+        /// A tower service (an axum `Router`) works through
+        /// `hyper_util::service::TowerToHyperService`.
+        $(#[$serve_doc])*
+        pub async fn serve<S: $crate::HttpService>(
+            listener: ::std::net::TcpListener,
+            shutdown: &$crate::__core::Shutdown,
+            config: $crate::__core::ServeConfig,
+            service: S,
+        ) -> ::std::io::Result<$crate::__core::Outcome> {
+            serve_on(&$rt, listener, shutdown, config, service).await
+        }
+
+        /// [`serve`] with tasks and timers from `rt`.
+        $(#[$serve_on_doc])*
+        pub async fn serve_on<R: $crate::__core::Runtime, S: $crate::HttpService>(
+            rt: &R,
+            listener: ::std::net::TcpListener,
+            shutdown: &$crate::__core::Shutdown,
+            config: $crate::__core::ServeConfig,
+            service: S,
+        ) -> ::std::io::Result<$crate::__core::Outcome> {
+            let listener = ($listener)(listener)?;
+            $crate::serve(rt, listener, shutdown, config, service, $timer, $io).await
+        }
+    };
+}

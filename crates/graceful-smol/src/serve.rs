@@ -1,12 +1,10 @@
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use async_io::Async;
-use graceful_core::server::{self, Accept, HandlerOutput};
-use graceful_core::{Conn, Outcome, ServeConfig, Shutdown};
+use graceful_core::server::Accept;
 
 use crate::{Runtime, Stream};
 
@@ -60,50 +58,10 @@ impl Accept for Listener {
     }
 }
 
-/// Serves TCP connections on `listener` until `shutdown` is triggered, then
-/// drains them: see [`graceful_core::server::serve`] for the whole policy
-/// (pre-drain, backlog, deadline, forced close, panics, back-off).
-///
-/// `handler` gets each connection's [`Stream`] and [`Conn`]. When the listener closes,
-/// a read that would wait returns end-of-stream (unless
-/// [`ServeConfig::close_idle`] is off), so a handler that reads until the
-/// end finishes its current request and returns.
-pub async fn serve<H, Fut>(
-    listener: std::net::TcpListener,
-    shutdown: &Shutdown,
-    config: ServeConfig,
-    handler: H,
-) -> io::Result<Outcome>
-where
-    H: FnMut(Stream, Conn) -> Fut + Send,
-    Fut: Future + Send + 'static,
-    Fut::Output: HandlerOutput,
-{
-    serve_on(&Runtime::new()?, listener, shutdown, config, handler).await
-}
-
-/// [`serve`] with tasks and timers from `rt` (tests pass a runtime with a
-/// manual clock).
-pub async fn serve_on<R, H, Fut>(
-    rt: &R,
-    listener: std::net::TcpListener,
-    shutdown: &Shutdown,
-    config: ServeConfig,
-    mut handler: H,
-) -> io::Result<Outcome>
-where
-    R: graceful_core::Runtime,
-    H: FnMut(Stream, Conn) -> Fut + Send,
-    Fut: Future + Send + 'static,
-    Fut::Output: HandlerOutput,
-{
-    let listener = Listener::from_std(listener)?;
-    server::serve(
-        rt,
-        listener,
-        shutdown,
-        config,
-        move |stream, track, conn| handler(Stream::new(stream, track), conn),
-    )
-    .await
+graceful_core::tcp_serve_functions! {
+    listener: Listener::from_std,
+    stream: Stream,
+    runtime: Runtime::new()?,
+    serve;
+    serve_on;
 }

@@ -34,3 +34,72 @@ pub(crate) use handshakes::mark_shared;
 pub(crate) use scope::ServerScope;
 #[cfg(unix)]
 pub use serve::{serve, Accept};
+
+/// Writes an adapter's `serve` and `serve_on`, the same for every adapter:
+/// `listener` turns a `std::net::TcpListener` into the adapter's
+/// [`Accept`] listener, `stream` names the adapter's stream type (built
+/// with `Stream::new(socket, track)`), `runtime` is the default runtime
+/// expression (it may use `?`). Extra doc lines go before `serve;` and
+/// `serve_on;`. For adapter authors.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! tcp_serve_functions {
+    (
+        listener: $listener:expr,
+        stream: $stream:ident,
+        runtime: $rt:expr,
+        $(#[$serve_doc:meta])*
+        serve;
+        $(#[$serve_on_doc:meta])*
+        serve_on;
+    ) => {
+        /// Serves TCP connections on `listener` until `shutdown` is
+        /// triggered, then drains them: see
+        /// [`graceful_core::server::serve`] for the whole policy
+        /// (pre-drain, backlog, deadline, forced close, panics, back-off).
+        ///
+        #[doc = concat!("`handler` gets each connection's [`", stringify!($stream), "`] and")]
+        /// [`Conn`](graceful_core::Conn). When the listener closes, a read
+        /// that would wait returns end-of-stream (unless
+        /// [`ServeConfig::close_idle`](graceful_core::ServeConfig::close_idle)
+        /// is off), so a handler that reads until the end finishes its
+        /// current request and returns.
+        $(#[$serve_doc])*
+        pub async fn serve<H, Fut>(
+            listener: ::std::net::TcpListener,
+            shutdown: &$crate::Shutdown,
+            config: $crate::ServeConfig,
+            handler: H,
+        ) -> ::std::io::Result<$crate::Outcome>
+        where
+            H: FnMut($stream, $crate::Conn) -> Fut + Send,
+            Fut: ::std::future::Future + Send + 'static,
+            Fut::Output: $crate::server::HandlerOutput,
+        {
+            serve_on(&$rt, listener, shutdown, config, handler).await
+        }
+
+        /// [`serve`] with tasks and timers from `rt` (tests pass a runtime
+        /// with a manual clock).
+        $(#[$serve_on_doc])*
+        pub async fn serve_on<R, H, Fut>(
+            rt: &R,
+            listener: ::std::net::TcpListener,
+            shutdown: &$crate::Shutdown,
+            config: $crate::ServeConfig,
+            mut handler: H,
+        ) -> ::std::io::Result<$crate::Outcome>
+        where
+            R: $crate::Runtime,
+            H: FnMut($stream, $crate::Conn) -> Fut + Send,
+            Fut: ::std::future::Future + Send + 'static,
+            Fut::Output: $crate::server::HandlerOutput,
+        {
+            let listener = ($listener)(listener)?;
+            $crate::server::serve(rt, listener, shutdown, config, move |socket, track, conn| {
+                handler($stream::new(socket, track), conn)
+            })
+            .await
+        }
+    };
+}
