@@ -18,3 +18,12 @@ done
 step diff target/conformance-tokio.txt target/conformance-smol.txt
 step diff target/conformance-tokio.txt target/conformance-std.txt
 echo "conformance: $(wc -l < target/conformance-tokio.txt) scenarios, the same for every adapter"
+
+# graceful-std serves HTTP on plain threads: its dependencies (hyper's h2
+# uses tokio's I/O traits) must not bring a tokio runtime or smol executor.
+runtimes=$(cargo tree -p graceful-std --features http -e normal,features --prefix none \
+    | grep -E '^(tokio feature "(rt|rt-multi-thread|time|net)"|async-executor |smol )' | sort -u || true)
+if [ -n "$runtimes" ]; then
+    echo "graceful-std depends on an async runtime:"; echo "$runtimes"; exit 1
+fi
+echo "graceful-std (with http): no tokio runtime, no smol executor"

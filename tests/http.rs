@@ -1,6 +1,6 @@
 //! The HTTP examples as real processes, driven by hyper's client (HTTP/1.1
 //! keep-alive and HTTP/2), raw sockets and curl, with real signals. The same
-//! tests run against `tokio_http` and `smol_http`.
+//! tests run against `tokio_http`, `smol_http` and `std_http`.
 
 mod common;
 
@@ -694,4 +694,4 @@ macro_rules! http_tests {
     )*};
 }
 
-http_tests!(tokio_http, smol_http);
+http_tests!(tokio_http, smol_http, std_http);

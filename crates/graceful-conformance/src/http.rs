@@ -1,4 +1,4 @@
-//! HTTP scenarios for the adapters with `http::serve` (tokio, smol), run
+//! HTTP scenarios for the adapters with `http::serve` (every adapter), run
 //! through [`http_suite!`](crate::http_suite). The end-to-end tests cover
 //! the rest of HTTP against real processes; these are the behaviours that
 //! need a service of the test's own: upgrades (B16) and readiness (B14).

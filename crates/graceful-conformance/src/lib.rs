@@ -113,33 +113,11 @@ macro_rules! __scenario_tests {
     };
 }
 
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __ignored_tests {
-    (($reason:literal) $($name:ident,)*) => {
-        $(
-            #[test]
-            #[ignore = $reason]
-            fn $name() {}
-        )*
-    };
-}
-
 /// Instantiates the suite for the adapter crate `$rt` (its crate name, as
 /// in `use $rt;`): implements [`Adapter`] with the crate's contract names and
 /// adds one `#[test]` per scenario.
-///
-/// `suite!($rt, without_http)` is for an adapter with no `http::serve`
-/// (DESIGN §4): the HTTP scenarios are listed too, ignored with that
-/// reason, so every adapter lists the same names.
 #[macro_export]
 macro_rules! suite {
-    ($rt:ident, without_http) => {
-        $crate::suite!($rt);
-        $crate::__for_each_http_scenario!(__ignored_tests!(
-            "this adapter has no http::serve (DESIGN section 4: HTTP is for tokio and smol)"
-        ));
-    };
     ($rt:ident) => {
         /// The adapter under test, through its contract names.
         struct ContractAdapter;

@@ -56,8 +56,11 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "http")]
+pub mod http;
 mod listener;
 mod pool;
+mod reactor;
 mod runtime;
 mod serve;
 mod stream;

@@ -4,9 +4,11 @@ use std::io;
 use std::time::Duration;
 
 /// Plain threads as the core's [`graceful_core::Runtime`]: `spawn` runs
-/// the future on a thread of its own (reused once the future ends), `block_on` parks the calling thread
-/// between wake-ups, timers come from `futures-timer`'s timer thread. No
-/// async runtime, no reactor.
+/// the future on a thread of its own (reused once the future ends);
+/// `block_on` parks the calling thread between wake-ups, or waits in
+/// `poll(2)` for the sockets the future waits for (the HTTP server's); timers
+/// come from `futures-timer`'s timer thread. No async runtime, no reactor
+/// thread.
 #[derive(Clone, Default)]
 pub struct Runtime(());
 
@@ -35,13 +37,13 @@ impl graceful_core::Runtime for Runtime {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        if let Err(e) = crate::threads::run(move || graceful_core::block_on(future)) {
+        if let Err(e) = crate::threads::run(move || crate::reactor::block_on(future)) {
             tracing::error!("no thread for a spawned task: {e}");
         }
     }
 
     fn block_on<F: Future>(&self, future: F) -> F::Output {
-        graceful_core::block_on(future)
+        crate::reactor::block_on(future)
     }
 }
 graceful_core::inherent_runtime_methods!(Runtime);

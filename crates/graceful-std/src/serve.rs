@@ -3,7 +3,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use graceful_core::server::HandlerOutput;
-use graceful_core::{block_on, Conn, Outcome, ServeConfig, Shutdown};
+use graceful_core::{Conn, Outcome, ServeConfig, Shutdown};
 
 use crate::listener::Listener;
 use crate::{Runtime, Stream};
@@ -35,7 +35,7 @@ where
     O: HandlerOutput + Send + 'static,
 {
     let handler = Arc::new(handler);
-    block_on(serve(listener, shutdown, config, move |stream, conn| {
+    crate::reactor::block_on(serve(listener, shutdown, config, move |stream, conn| {
         let handler = handler.clone();
         async move { handler(stream, conn) }
     }))

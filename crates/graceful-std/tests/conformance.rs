@@ -1,4 +1,3 @@
-//! The conformance suite, run against the std-threads adapter.
+//! The conformance suite and its HTTP scenarios, run against the std-threads adapter.
 
-// No http::serve on plain threads: the HTTP scenarios are listed, ignored.
-graceful_conformance::suite!(graceful_std, without_http);
+graceful_conformance::http_suite!(graceful_std);

@@ -1,0 +1,161 @@
+//! HTTP/1.1 and HTTP/2 (h2c) on hyper 1.x, a thread per connection: see
+//! [`serve`].
+//!
+//! hyper's connection state machine runs on the connection's thread, with
+//! the socket non-blocking: when it would block, the thread waits in
+//! `poll(2)` for that socket or a wake-up (a timer, the stop), so the
+//! connection winds down at the stop exactly as on the async adapters.
+//! HTTP/2 works the same way; each of its streams runs on a thread of its
+//! own, as every spawned task does here. A connection costs its socket and
+//! its thread's wake descriptor (an `eventfd`, kept by the thread as it
+//! serves later connections).
+
+use std::fmt;
+use std::future::Future;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use graceful_core::server::ConnTrack;
+use nix::poll::PollFlags;
+
+pub use graceful_http::{HttpBody, HttpService, Readiness};
+
+use crate::listener::Listener;
+use crate::reactor::{self, Socket};
+use crate::Runtime;
+
+graceful_http::http_serve_functions! {
+    listener: Listener::new,
+    runtime: Runtime::new()?,
+    timer: Timer,
+    io: HttpIo::new,
+    serve;
+    serve_on;
+}
+
+/// One HTTP connection's socket as hyper drives it: non-blocking, waited
+/// for by the thread that polls it. Carries the connection's guard.
+struct HttpIo {
+    socket: Arc<TcpStream>,
+    waiter: Socket,
+    _track: ConnTrack,
+}
+
+impl HttpIo {
+    fn new(socket: Arc<TcpStream>, track: ConnTrack) -> HttpIo {
+        if let Err(e) = socket.set_nonblocking(true) {
+            // Blocking reads still serve the connection; they just cannot
+            // be interrupted by anything but the registry's shutdown.
+            tracing::warn!("connection {}: {e}", track.peer_addr());
+        }
+        HttpIo {
+            waiter: socket.clone(),
+            socket,
+            _track: track,
+        }
+    }
+
+    /// Runs `op` on the socket; when it would block, has this thread wait
+    /// for `flags` and returns `Pending`.
+    fn poll_io<T>(
+        &self,
+        cx: &Context<'_>,
+        flags: PollFlags,
+        mut op: impl FnMut(&TcpStream) -> io::Result<T>,
+    ) -> Poll<io::Result<T>> {
+        loop {
+            match op(&self.socket) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    reactor::wait(&self.waiter, flags, cx);
+                    return Poll::Pending;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                done => return Poll::Ready(done),
+            }
+        }
+    }
+}
+
+impl hyper::rt::Read for HttpIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut chunk = [0u8; 8192];
+        let want = buf.remaining().min(chunk.len());
+        let n = std::task::ready!(
+            self.poll_io(cx, PollFlags::POLLIN, |mut s| s.read(&mut chunk[..want]))
+        )?;
+        buf.put_slice(&chunk[..n]);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl hyper::rt::Write for HttpIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_io(cx, PollFlags::POLLOUT, |mut s| s.write(buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_io(cx, PollFlags::POLLOUT, |mut s| s.write_vectored(bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.socket.shutdown(std::net::Shutdown::Write))
+    }
+}
+
+impl fmt::Debug for HttpIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpIo")
+            .field("peer", &self.socket.peer_addr().ok())
+            .finish()
+    }
+}
+
+/// hyper's timers (header read timeout, keep-alive) on `futures-timer`.
+#[derive(Clone, Copy, Debug)]
+struct Timer;
+
+impl hyper::rt::Timer for Timer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(Sleep(futures_timer::Delay::new(duration)))
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep(deadline.saturating_duration_since(Instant::now()))
+    }
+}
+
+struct Sleep(futures_timer::Delay);
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl hyper::rt::Sleep for Sleep {}
