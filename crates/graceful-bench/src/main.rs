@@ -177,7 +177,9 @@ fn main() {
         }
     }
     if wanted("6") {
-        run(http::requests_per_second(mode));
+        for t in http::requests_per_second(mode) {
+            run(t);
+        }
     }
     if wanted("7") {
         run(stop::sigterm_to_exit(mode));

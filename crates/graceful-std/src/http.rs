@@ -134,27 +134,44 @@ impl fmt::Debug for HttpIo {
     }
 }
 
-/// hyper's timers (header read timeout, keep-alive) on `futures-timer`.
+/// hyper's timers (header read timeout, keep-alive), kept by the thread
+/// that polls them: its own wait ends at the earliest (no timer thread).
 #[derive(Clone, Copy, Debug)]
 struct Timer;
 
 impl hyper::rt::Timer for Timer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(Sleep(futures_timer::Delay::new(duration)))
+        self.sleep_until(Instant::now() + duration)
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        self.sleep(deadline.saturating_duration_since(Instant::now()))
+        Box::pin(Sleep {
+            id: reactor::timer_id(),
+            deadline,
+        })
     }
 }
 
-struct Sleep(futures_timer::Delay);
+struct Sleep {
+    id: u64,
+    deadline: Instant,
+}
 
 impl Future for Sleep {
     type Output = ();
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        Pin::new(&mut self.0).poll(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if Instant::now() >= self.deadline {
+            return Poll::Ready(());
+        }
+        reactor::wait_until(self.id, self.deadline, cx);
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        reactor::cancel_timer(self.id);
     }
 }
 

@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
+use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
@@ -44,8 +45,16 @@ struct Interest {
     waker: Waker,
 }
 
+/// A timer a future waits for: its id, deadline and who to wake.
+struct Timer {
+    id: u64,
+    deadline: Instant,
+    waker: Waker,
+}
+
 thread_local! {
     static INTERESTS: RefCell<Vec<Interest>> = const { RefCell::new(Vec::new()) };
+    static TIMERS: RefCell<Vec<Timer>> = const { RefCell::new(Vec::new()) };
     static NOTIFY: Arc<Notify> = Arc::new(Notify {
         thread: std::thread::current(),
         notified: AtomicBool::new(false),
@@ -73,6 +82,60 @@ pub(crate) fn wait(socket: &Socket, flags: PollFlags, cx: &Context<'_>) {
     });
 }
 
+/// A fresh timer id for [`wait_until`].
+pub(crate) fn timer_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, SeqCst)
+}
+
+/// Has the thread running [`block_on`] wake `cx`'s waker at `deadline`:
+/// the thread's own wait ends then, with no timer thread. Registering
+/// timer `id` again replaces its entry; [`cancel_timer`] removes it.
+pub(crate) fn wait_until(id: u64, deadline: Instant, cx: &Context<'_>) {
+    TIMERS.with(|t| {
+        let mut timers = t.borrow_mut();
+        match timers.iter_mut().find(|t| t.id == id) {
+            Some(t) => {
+                t.deadline = deadline;
+                t.waker.clone_from(cx.waker());
+            }
+            None => timers.push(Timer {
+                id,
+                deadline,
+                waker: cx.waker().clone(),
+            }),
+        }
+    });
+}
+
+/// Forgets timer `id` on this thread (a timer dropped before its deadline).
+/// One registered on another thread wakes its waker once, harmlessly.
+pub(crate) fn cancel_timer(id: u64) {
+    // `try_with`: a timer dropped while the thread's locals are destroyed.
+    let _ = TIMERS.try_with(|t| {
+        if let Ok(mut timers) = t.try_borrow_mut() {
+            timers.retain(|t| t.id != id);
+        }
+    });
+}
+
+/// Wakes the timers that are due; returns the earliest deadline left.
+fn fire_timers() -> Option<Instant> {
+    let due: Vec<Timer> = TIMERS.with(|t| {
+        let now = Instant::now();
+        let mut timers = t.borrow_mut();
+        let (due, left) = std::mem::take(&mut *timers)
+            .into_iter()
+            .partition(|t| t.deadline <= now);
+        *timers = left;
+        due
+    });
+    for timer in due {
+        timer.waker.wake();
+    }
+    TIMERS.with(|t| t.borrow().iter().map(|t| t.deadline).min())
+}
+
 /// The waker of one thread's `block_on`.
 struct Notify {
     thread: Thread,
@@ -87,7 +150,9 @@ impl Wake for Notify {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if !self.notified.swap(true, SeqCst) {
+        // A future that wakes itself while its thread polls it (a yield):
+        // the thread reads the flag before it waits, so the flag is enough.
+        if !self.notified.swap(true, SeqCst) && std::thread::current().id() != self.thread.id() {
             if let Some(fd) = self.fd.get() {
                 fd.wake();
             }
@@ -105,21 +170,28 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
     // A `block_on` inside a future polled by another keeps the outer one's
     // interests aside.
     let outer = INTERESTS.with(|i| std::mem::take(&mut *i.borrow_mut()));
+    let outer_timers = TIMERS.with(|t| std::mem::take(&mut *t.borrow_mut()));
     let out = loop {
         notify.notified.store(false, SeqCst);
         if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
             break out;
         }
+        let next_timer = fire_timers();
         let interests = INTERESTS.with(|i| std::mem::take(&mut *i.borrow_mut()));
         let waiting = match interests.is_empty() {
             true => {
                 while !notify.notified.load(SeqCst) {
-                    std::thread::park();
+                    match next_timer {
+                        None => std::thread::park(),
+                        Some(t) if t <= Instant::now() => break,
+                        Some(t) => std::thread::park_timeout(t - Instant::now()),
+                    }
                 }
                 interests
             }
-            false => wait_for(&notify, interests),
+            false => wait_for(&notify, interests, next_timer),
         };
+        fire_timers();
         INTERESTS.with(|i| {
             let mut i = i.borrow_mut();
             let added = std::mem::replace(&mut *i, waiting);
@@ -127,12 +199,13 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
         });
     };
     INTERESTS.with(|i| *i.borrow_mut() = outer);
+    TIMERS.with(|t| *t.borrow_mut() = outer_timers);
     out
 }
 
 /// Waits for one of `interests` or a wake-up, wakes the interests that are
 /// ready and returns the others.
-fn wait_for(notify: &Notify, interests: Vec<Interest>) -> Vec<Interest> {
+fn wait_for(notify: &Notify, interests: Vec<Interest>, until: Option<Instant>) -> Vec<Interest> {
     let fd = match notify.fd.get() {
         Some(fd) => Some(fd),
         None => match WakeFd::new() {
@@ -155,10 +228,19 @@ fn wait_for(notify: &Notify, interests: Vec<Interest>) -> Vec<Interest> {
     if let Some(fd) = fd {
         fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
     }
-    let timeout = match fd {
+    let mut timeout = match fd {
         Some(_) => PollTimeout::NONE,
         None => PollTimeout::from(10u8),
     };
+    if let Some(until) = until {
+        // Rounded up to the next millisecond, so the timer is due on waking.
+        let left = until.saturating_duration_since(Instant::now()) + Duration::from_micros(999);
+        let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX);
+        if timeout == PollTimeout::NONE || ms < timeout {
+            timeout = ms;
+        }
+    }
     let ready: Vec<bool> = match poll(&mut fds, timeout) {
         Ok(_) => fds
             .iter()
@@ -169,7 +251,7 @@ fn wait_for(notify: &Notify, interests: Vec<Interest>) -> Vec<Interest> {
         Err(_) => vec![true; fds.len()],
     };
     drop(fds);
-    if let Some(fd) = fd {
+    if let (Some(fd), Some(true)) = (fd, ready.last()) {
         fd.drain();
     }
     let mut waiting = Vec::with_capacity(interests.len());
@@ -235,5 +317,117 @@ impl WakeFd {
 
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.rx.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    /// Resolves at `deadline`, through the thread's own timers.
+    fn sleep_until(deadline: Instant) -> impl Future<Output = ()> {
+        let id = timer_id();
+        std::future::poll_fn(move |cx| {
+            if Instant::now() >= deadline {
+                return Poll::Ready(());
+            }
+            wait_until(id, deadline, cx);
+            Poll::Pending
+        })
+    }
+
+    /// Reads one byte from a non-blocking socket through the reactor.
+    fn read_byte(socket: Arc<TcpStream>) -> impl Future<Output = u8> {
+        let waiter: Socket = socket.clone();
+        std::future::poll_fn(move |cx| {
+            let mut b = [0u8; 1];
+            match (&*socket).read(&mut b) {
+                Ok(_) => Poll::Ready(b[0]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    wait(&waiter, PollFlags::POLLIN, cx);
+                    Poll::Pending
+                }
+                Err(e) => panic!("{e}"),
+            }
+        })
+    }
+
+    /// Runs `f` on a thread of its own, failing if it takes over 10 s.
+    fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(f()).unwrap());
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("block_on hung")
+    }
+
+    #[test]
+    fn a_timer_ends_the_wait_at_its_deadline() {
+        let took = bounded(|| {
+            let start = Instant::now();
+            block_on(sleep_until(start + Duration::from_millis(30)));
+            start.elapsed()
+        });
+        assert!(took >= Duration::from_millis(30), "{took:?}");
+    }
+
+    /// A child of a combinator that polls only its woken children is still
+    /// woken when its socket becomes ready after another child's wake-up:
+    /// the interest is kept across waits.
+    #[test]
+    fn a_socket_interest_survives_another_wake_up() {
+        use futures::stream::{FuturesUnordered, StreamExt};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let server = Arc::new(server);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            client.write_all(b"x").unwrap();
+            std::thread::sleep(Duration::from_secs(10));
+        });
+        let got = bounded(move || {
+            let timer = Box::pin(async {
+                sleep_until(Instant::now() + Duration::from_millis(20)).await;
+                0u8
+            }) as std::pin::Pin<Box<dyn Future<Output = u8> + Send>>;
+            let read = Box::pin(read_byte(server));
+            let mut all: FuturesUnordered<_> = [timer, read].into_iter().collect();
+            block_on(async move {
+                let mut got = Vec::new();
+                while let Some(b) = all.next().await {
+                    got.push(b);
+                }
+                got
+            })
+        });
+        assert_eq!(got, vec![0, b'x']);
+    }
+
+    /// A wake-up from another thread ends a wait for a socket.
+    #[test]
+    fn a_wake_from_another_thread_ends_a_wait_for_a_socket() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let server = Arc::new(server);
+        let woken = bounded(move || {
+            let (tx, rx) = futures::channel::oneshot::channel::<()>();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                tx.send(()).unwrap();
+            });
+            block_on(async move {
+                let read = std::pin::pin!(read_byte(server));
+                matches!(
+                    futures::future::select(read, rx).await,
+                    futures::future::Either::Right(_)
+                )
+            })
+        });
+        assert!(woken, "the socket was never readable; the channel must win");
     }
 }
