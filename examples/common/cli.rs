@@ -152,11 +152,26 @@ pub(crate) fn listen(addr: SocketAddr) -> (TcpListener, bool) {
             tracing::info!("using the listening socket passed by socket activation");
             (listener, false)
         }
-        None => match TcpListener::bind(addr) {
+        None => match bind(addr) {
             Ok(listener) => (listener, true),
             Err(e) => fail(format!("cannot listen on {addr}: {e}")),
         },
     }
+}
+
+/// The accept queue's length: as tokio's `TcpListener::bind` (std's is
+/// 128, which a burst of connects overflows: the kernel then answers with
+/// SYN cookies, and a connection whose cookie fails is reset).
+const BACKLOG: i32 = 1024;
+
+/// Binds `addr` as `TcpListener::bind` does, with a [`BACKLOG`]-long queue.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// Prints the one `listening on ADDR` line (the real address) on stdout.

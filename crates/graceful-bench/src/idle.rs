@@ -30,6 +30,8 @@ use crate::Mode;
 
 /// Idle connections per round.
 const N: usize = 2000;
+/// Connections being opened at once.
+const OPENING: usize = 128;
 
 /// A server under test: an example, or this binary's hand-wired peer.
 #[derive(Clone, Copy)]
@@ -41,7 +43,7 @@ struct Server {
     http: bool,
 }
 
-const SERVERS: [Server; 6] = [
+const SERVERS: [Server; 7] = [
     Server {
         name: "tokio + hyper-util, hand-wired (GracefulShutdown)",
         kind: Kind::Floor,
@@ -58,6 +60,12 @@ const SERVERS: [Server; 6] = [
         name: "smol_http",
         kind: Kind::Ours,
         example: Some("smol_http"),
+        http: true,
+    },
+    Server {
+        name: "std_http",
+        kind: Kind::Ours,
+        example: Some("std_http"),
         http: true,
     },
     Server {
@@ -266,7 +274,19 @@ fn idle_round(client: &tokio::runtime::Runtime, server: Server) -> IdleRound {
     std::thread::sleep(Duration::from_millis(50));
     let (fds0, rss0) = (descriptors(pid), rss_kib(pid));
     let streams = client.block_on(async move {
-        let tasks: Vec<_> = (0..N).map(|_| tokio::spawn(open(addr, server))).collect();
+        // At most OPENING connects at once: 2000 at once overflow a
+        // listener's accept queue, the kernel falls back to SYN cookies, and
+        // a connection whose cookie fails is reset: a client-side artifact.
+        let opening = std::sync::Arc::new(tokio::sync::Semaphore::new(OPENING));
+        let tasks: Vec<_> = (0..N)
+            .map(|_| {
+                let opening = opening.clone();
+                tokio::spawn(async move {
+                    let _permit = opening.acquire().await.unwrap();
+                    open(addr, server).await
+                })
+            })
+            .collect();
         let mut streams = Vec::with_capacity(N);
         for t in tasks {
             streams.push(t.await.unwrap());

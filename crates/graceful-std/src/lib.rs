@@ -10,6 +10,10 @@
 //!   [`Shutdown`]; the second forces, the third exits;
 //! - [`serve`] / [`serve_blocking`]: a TCP server with a thread per
 //!   connection, woken by the shutdown itself (no polling timeouts);
+//! - `http::serve` (feature `http`): any hyper service over HTTP/1.1 and
+//!   HTTP/2, a thread per connection, with the same stop as the async
+//!   adapters' (`Connection: close`, GOAWAY, first-request grace,
+//!   readiness);
 //! - [`WorkerPool`]: threads that take jobs until the trigger and finish
 //!   the one they run.
 //!
