@@ -6,9 +6,11 @@
 //! `poll(2)` for that socket or a wake-up (a timer, the stop), so the
 //! connection winds down at the stop exactly as on the async adapters.
 //! HTTP/2 works the same way; each of its streams runs on a thread of its
-//! own, as every spawned task does here. A connection costs its socket and
-//! its thread's wake descriptor (an `eventfd`, kept by the thread as it
-//! serves later connections).
+//! own, as every spawned task does here. A connection costs one
+//! descriptor, its socket: on Linux a waiting thread is woken by a signal
+//! sent to it alone (SIGURG, which the thread keeps blocked outside its
+//! wait; threads it starts inherit that mask), elsewhere by a socket pair
+//! of the thread's own.
 
 use std::fmt;
 use std::future::Future;

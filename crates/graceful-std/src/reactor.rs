@@ -17,23 +17,23 @@
 //!   `FuturesUnordered`) must still be woken for a child whose socket
 //!   becomes ready later. Registering the same socket and direction again
 //!   replaces the waker instead of adding an entry;
-//! - a wake-up is never lost: the waker sets `notified` and then writes to
-//!   the thread's wake descriptor if it exists; the thread creates the
-//!   descriptor, then reads `notified`, then waits on the descriptor (both
-//!   sides `SeqCst`), so either the waker sees the descriptor or the
-//!   thread sees the flag.
+//! - a wake-up is never lost: the waker sets `notified` and then sends the
+//!   thread's wake-up if the thread armed it; the thread arms it, then
+//!   reads `notified`, then waits (both sides `SeqCst`), so either the
+//!   waker sees it armed or the thread sees the flag. An armed wake-up
+//!   sent before the wait starts ends the wait at once.
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags};
 
 /// A socket a future waits for, as the waiting thread holds it (keeping its
 /// descriptor open while it is polled).
@@ -58,8 +58,18 @@ thread_local! {
     static NOTIFY: Arc<Notify> = Arc::new(Notify {
         thread: std::thread::current(),
         notified: AtomicBool::new(false),
-        fd: OnceLock::new(),
+        wake: ThreadWake::new(),
     });
+    /// Tells the thread's [`ThreadWake`] that the thread is exiting.
+    static EXIT: Exit = Exit(NOTIFY.with(Arc::clone));
+}
+
+struct Exit(Arc<Notify>);
+
+impl Drop for Exit {
+    fn drop(&mut self) {
+        self.0.wake.exit();
+    }
 }
 
 /// Has the thread running [`block_on`] wait for `socket` to become
@@ -140,8 +150,8 @@ fn fire_timers() -> Option<Instant> {
 struct Notify {
     thread: Thread,
     notified: AtomicBool,
-    /// Created the first time the thread waits for a socket.
-    fd: OnceLock<WakeFd>,
+    /// How a wake-up ends the thread's wait for sockets.
+    wake: ThreadWake,
 }
 
 impl Wake for Notify {
@@ -153,9 +163,7 @@ impl Wake for Notify {
         // A future that wakes itself while its thread polls it (a yield):
         // the thread reads the flag before it waits, so the flag is enough.
         if !self.notified.swap(true, SeqCst) && std::thread::current().id() != self.thread.id() {
-            if let Some(fd) = self.fd.get() {
-                fd.wake();
-            }
+            self.wake.wake();
             self.thread.unpark();
         }
     }
@@ -206,17 +214,16 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
 /// Waits for one of `interests` or a wake-up, wakes the interests that are
 /// ready and returns the others.
 fn wait_for(notify: &Notify, interests: Vec<Interest>, until: Option<Instant>) -> Vec<Interest> {
-    let fd = match notify.fd.get() {
-        Some(fd) => Some(fd),
-        None => match WakeFd::new() {
-            Ok(fd) => Some(notify.fd.get_or_init(|| fd)),
-            Err(e) => {
-                // Out of descriptors: wait for the sockets with a short
-                // timeout instead, re-checking for wake-ups between waits.
-                tracing::debug!("no wake descriptor ({e}): waiting with a timeout");
-                None
-            }
-        },
+    // Registers the thread's exit with its wake-up before it can be sent.
+    EXIT.with(|_| ());
+    let armed = match notify.wake.arm() {
+        Ok(()) => true,
+        Err(e) => {
+            // Cannot be woken in the wait (out of descriptors): wait for the
+            // sockets with a short timeout, re-checking between waits.
+            tracing::debug!("no wake-up for the socket wait ({e}): waiting with a timeout");
+            false
+        }
     };
     if notify.notified.load(SeqCst) {
         return interests;
@@ -225,34 +232,30 @@ fn wait_for(notify: &Notify, interests: Vec<Interest>, until: Option<Instant>) -
         .iter()
         .map(|i| PollFd::new(i.socket.as_fd(), i.flags))
         .collect();
-    if let Some(fd) = fd {
-        fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+    let extra = notify.wake.fd();
+    if let Some(fd) = extra {
+        fds.push(PollFd::new(fd, PollFlags::POLLIN));
     }
-    let mut timeout = match fd {
-        Some(_) => PollTimeout::NONE,
-        None => PollTimeout::from(10u8),
-    };
+    let mut timeout = (!armed).then_some(Duration::from_millis(10));
     if let Some(until) = until {
         // Rounded up to the next millisecond, so the timer is due on waking.
         let left = until.saturating_duration_since(Instant::now()) + Duration::from_micros(999);
-        let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
-            .unwrap_or(PollTimeout::MAX);
-        if timeout == PollTimeout::NONE || ms < timeout {
-            timeout = ms;
-        }
+        timeout = Some(timeout.map_or(left, |t| t.min(left)));
     }
-    let ready: Vec<bool> = match poll(&mut fds, timeout) {
+    let ready: Vec<bool> = match notify.wake.poll(&mut fds, timeout) {
         Ok(_) => fds
             .iter()
             .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
             .collect(),
-        // Interrupted or failed: wake every interest, whose futures retry
-        // their I/O and see what is wrong.
+        // Woken by the wake-up signal: no socket is known to be ready.
+        Err(nix::errno::Errno::EINTR) => vec![false; fds.len()],
+        // Failed: wake every interest, whose futures retry their I/O and
+        // see what is wrong.
         Err(_) => vec![true; fds.len()],
     };
     drop(fds);
-    if let (Some(fd), Some(true)) = (fd, ready.last()) {
-        fd.drain();
+    if extra.is_some() && ready.last() == Some(&true) {
+        notify.wake.drain();
     }
     let mut waiting = Vec::with_capacity(interests.len());
     for (interest, ready) in interests.into_iter().zip(ready) {
@@ -264,59 +267,176 @@ fn wait_for(notify: &Notify, interests: Vec<Interest>, until: Option<Instant>) -
     waiting
 }
 
-/// A descriptor that becomes readable when the thread is woken.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-struct WakeFd(nix::sys::eventfd::EventFd);
+use signal_wake::ThreadWake;
 
+/// On Linux a thread waiting for sockets is woken by a signal sent to it
+/// alone (`pthread_kill`), which ends its `ppoll`: no descriptor per
+/// thread, so an HTTP connection costs one descriptor, its socket.
+///
+/// Invariants: the signal (SIGURG, ignored by default and otherwise unused
+/// here) is blocked on the thread from its first socket wait on, and
+/// unblocked only inside `ppoll`, so a signal sent before the wait starts
+/// stays pending and ends the wait at once; a signal is sent only to a
+/// thread that armed (blocked it, with the handler installed) and has not
+/// exited: `alive` is cleared, under its lock, by the thread's exit before
+/// its id can be reused.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-impl WakeFd {
-    fn new() -> std::io::Result<WakeFd> {
-        use nix::sys::eventfd::{EfdFlags, EventFd};
-        let flags = EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK;
-        Ok(WakeFd(EventFd::from_value_and_flags(0, flags)?))
+mod signal_wake {
+    use std::os::fd::BorrowedFd;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::sync::{Arc, Mutex, OnceLock};
+    use std::time::Duration;
+
+    use nix::poll::PollFd;
+    use nix::sys::pthread::{pthread_kill, pthread_self, Pthread};
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+    use nix::sys::time::TimeSpec;
+
+    const SIGNAL: Signal = Signal::SIGURG;
+
+    pub(super) struct ThreadWake {
+        pthread: Pthread,
+        /// Set once the thread blocked the signal, never cleared.
+        armed: AtomicBool,
+        /// The mask to wait with: the thread's own, the signal unblocked.
+        waiting_mask: OnceLock<SigSet>,
+        /// Cleared when the thread exits.
+        alive: Mutex<bool>,
     }
 
-    fn wake(&self) {
-        let _ = self.0.write(1);
-    }
+    impl ThreadWake {
+        /// Made on the thread it wakes.
+        pub(super) fn new() -> ThreadWake {
+            ThreadWake {
+                pthread: pthread_self(),
+                armed: AtomicBool::new(false),
+                waiting_mask: OnceLock::new(),
+                alive: Mutex::new(true),
+            }
+        }
 
-    fn drain(&self) {
-        let _ = self.0.read();
-    }
+        /// Installs the handler (once per process) and blocks the signal on
+        /// this thread (once per thread).
+        pub(super) fn arm(&self) -> std::io::Result<()> {
+            if self.armed.load(SeqCst) {
+                return Ok(());
+            }
+            static HANDLER: OnceLock<Result<(), String>> = OnceLock::new();
+            HANDLER
+                .get_or_init(|| {
+                    // The handler only sets a flag nobody reads: its job is
+                    // to interrupt `ppoll`.
+                    signal_hook::flag::register(SIGNAL as i32, Arc::new(AtomicBool::new(false)))
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                })
+                .clone()
+                .map_err(std::io::Error::other)?;
+            let mut block = SigSet::empty();
+            block.add(SIGNAL);
+            let mut old = SigSet::empty();
+            nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&block), Some(&mut old))?;
+            old.remove(SIGNAL);
+            let _ = self.waiting_mask.set(old);
+            self.armed.store(true, SeqCst);
+            Ok(())
+        }
 
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.0.as_fd()
+        /// Ends the thread's wait, or its next one.
+        pub(super) fn wake(&self) {
+            if self.armed.load(SeqCst) {
+                let alive = self.alive.lock().unwrap_or_else(|p| p.into_inner());
+                if *alive {
+                    let _ = pthread_kill(self.pthread, SIGNAL);
+                }
+            }
+        }
+
+        /// Called by the thread as it exits.
+        pub(super) fn exit(&self) {
+            *self.alive.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        }
+
+        pub(super) fn fd(&self) -> Option<BorrowedFd<'_>> {
+            None
+        }
+
+        pub(super) fn drain(&self) {}
+
+        /// Waits for `fds`, at most `timeout`, or until woken (`EINTR`).
+        pub(super) fn poll(
+            &self,
+            fds: &mut [PollFd<'_>],
+            timeout: Option<Duration>,
+        ) -> nix::Result<i32> {
+            let timeout = timeout.map(TimeSpec::from_duration);
+            nix::poll::ppoll(fds, timeout, self.waiting_mask.get().copied())
+        }
     }
 }
 
-/// A descriptor that becomes readable when the thread is woken.
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-struct WakeFd {
-    tx: std::os::unix::net::UnixStream,
-    rx: std::os::unix::net::UnixStream,
-}
+use pipe_wake::ThreadWake;
 
+/// Elsewhere a thread waiting for sockets also waits for its own socket
+/// pair, made at its first socket wait, which a wake-up writes to.
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-impl WakeFd {
-    fn new() -> std::io::Result<WakeFd> {
-        let (tx, rx) = std::os::unix::net::UnixStream::pair()?;
-        tx.set_nonblocking(true)?;
-        rx.set_nonblocking(true)?;
-        Ok(WakeFd { tx, rx })
-    }
+mod pipe_wake {
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+    use std::sync::OnceLock;
+    use std::time::Duration;
 
-    fn wake(&self) {
-        use std::io::Write;
-        let _ = (&self.tx).write(&[1]);
-    }
+    use nix::poll::{PollFd, PollTimeout};
 
-    fn drain(&self) {
-        use std::io::Read;
-        let _ = (&self.rx).read(&mut [0; 64]);
-    }
+    pub(super) struct ThreadWake(OnceLock<(UnixStream, UnixStream)>);
 
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.rx.as_fd()
+    impl ThreadWake {
+        pub(super) fn new() -> ThreadWake {
+            ThreadWake(OnceLock::new())
+        }
+
+        pub(super) fn arm(&self) -> std::io::Result<()> {
+            if self.0.get().is_none() {
+                let (tx, rx) = UnixStream::pair()?;
+                tx.set_nonblocking(true)?;
+                rx.set_nonblocking(true)?;
+                let _ = self.0.set((tx, rx));
+            }
+            Ok(())
+        }
+
+        pub(super) fn wake(&self) {
+            if let Some((tx, _)) = self.0.get() {
+                let _ = (&*tx).write(&[1]);
+            }
+        }
+
+        pub(super) fn exit(&self) {}
+
+        pub(super) fn fd(&self) -> Option<BorrowedFd<'_>> {
+            self.0.get().map(|(_, rx)| rx.as_fd())
+        }
+
+        pub(super) fn drain(&self) {
+            if let Some((_, rx)) = self.0.get() {
+                let _ = (&*rx).read(&mut [0; 64]);
+            }
+        }
+
+        pub(super) fn poll(
+            &self,
+            fds: &mut [PollFd<'_>],
+            timeout: Option<Duration>,
+        ) -> nix::Result<i32> {
+            let timeout = match timeout {
+                None => PollTimeout::NONE,
+                Some(t) => PollTimeout::try_from(t).unwrap_or(PollTimeout::MAX),
+            };
+            nix::poll::poll(fds, timeout)
+        }
     }
 }
 
