@@ -36,6 +36,10 @@ graceful_http::http_serve_functions! {
     timer: Timer,
     io: HttpIo::new,
     serve;
+    /// `rt` must run its tasks with [`Runtime`]'s `spawn` and `block_on`
+    /// (a wrapper that delegates to them, as the conformance suite's
+    /// manual clock does): a connection waits for its socket and hyper's
+    /// timers in that `block_on`, and nothing else wakes it.
     serve_on;
 }
 

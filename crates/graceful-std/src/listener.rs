@@ -117,7 +117,8 @@ fn wait_for_connections(listener: &TcpListener, waiter: &Waiter, mut stop_rx: Un
             continue;
         }
         if ready[0] {
-            if let Some(waker) = waiter.state().waker.take() {
+            let waker = waiter.state().waker.take();
+            if let Some(waker) = waker {
                 waker.wake();
             }
         }

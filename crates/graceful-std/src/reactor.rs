@@ -15,8 +15,8 @@
 //!   waker is woken and it is removed) or the `block_on` returns: a
 //!   combinator that polls only its woken children (a `select`, a
 //!   `FuturesUnordered`) must still be woken for a child whose socket
-//!   becomes ready later. Registering the same socket and direction again
-//!   replaces the waker instead of adding an entry;
+//!   becomes ready later. Registering the same socket, direction and
+//!   waker again adds nothing; another waker gets an entry of its own;
 //! - a wake-up is never lost: the waker sets `notified` and then sends the
 //!   thread's wake-up if the thread armed it; the thread arms it, then
 //!   reads `notified`, then waits (both sides `SeqCst`), so either the
@@ -53,6 +53,8 @@ struct Timer {
 }
 
 thread_local! {
+    /// How many `block_on` calls run on this thread (nested ones count).
+    static DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     static INTERESTS: RefCell<Vec<Interest>> = const { RefCell::new(Vec::new()) };
     static TIMERS: RefCell<Vec<Timer>> = const { RefCell::new(Vec::new()) };
     static NOTIFY: Arc<Notify> = Arc::new(Notify {
@@ -78,18 +80,34 @@ impl Drop for Exit {
 pub(crate) fn wait(socket: &Socket, flags: PollFlags, cx: &Context<'_>) {
     INTERESTS.with(|i| {
         let mut interests = i.borrow_mut();
-        let same = |i: &&mut Interest| {
-            i.flags == flags && std::ptr::addr_eq(Arc::as_ptr(&i.socket), Arc::as_ptr(socket))
+        let same = |i: &Interest| {
+            i.flags == flags
+                && std::ptr::addr_eq(Arc::as_ptr(&i.socket), Arc::as_ptr(socket))
+                && i.waker.will_wake(cx.waker())
         };
-        match interests.iter_mut().find(|i| same(i)) {
-            Some(i) => i.waker.clone_from(cx.waker()),
-            None => interests.push(Interest {
+        if !interests.iter().any(same) {
+            interests.push(Interest {
                 socket: socket.clone(),
                 flags,
                 waker: cx.waker().clone(),
-            }),
+            });
         }
     });
+    outside_block_on();
+}
+
+/// Says once, loudly, that a socket or timer wait was registered on a
+/// thread that runs no [`block_on`] of this crate: nothing will service it.
+fn outside_block_on() {
+    if DEPTH.with(|d| d.get()) == 0 {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::error!(
+                "a graceful-std socket or timer was polled outside graceful-std's runtime; \
+                 it will not be woken: run it with graceful_std::Runtime"
+            )
+        });
+    }
 }
 
 /// A fresh timer id for [`wait_until`].
@@ -116,6 +134,7 @@ pub(crate) fn wait_until(id: u64, deadline: Instant, cx: &Context<'_>) {
             }),
         }
     });
+    outside_block_on();
 }
 
 /// Forgets timer `id` on this thread (a timer dropped before its deadline).
@@ -131,6 +150,9 @@ pub(crate) fn cancel_timer(id: u64) {
 
 /// Wakes the timers that are due; returns the earliest deadline left.
 fn fire_timers() -> Option<Instant> {
+    if TIMERS.with(|t| t.borrow().is_empty()) {
+        return None;
+    }
     let due: Vec<Timer> = TIMERS.with(|t| {
         let now = Instant::now();
         let mut timers = t.borrow_mut();
@@ -175,14 +197,12 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
     let waker = Waker::from(notify.clone());
     let mut cx = Context::from_waker(&waker);
     let mut future = pin!(future);
-    // A `block_on` inside a future polled by another keeps the outer one's
-    // interests aside.
-    let outer = INTERESTS.with(|i| std::mem::take(&mut *i.borrow_mut()));
-    let outer_timers = TIMERS.with(|t| std::mem::take(&mut *t.borrow_mut()));
-    let out = loop {
+    let _lists = Lists::enter();
+    DEPTH.with(|d| d.set(d.get() + 1));
+    loop {
         notify.notified.store(false, SeqCst);
         if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            break out;
+            return out;
         }
         let next_timer = fire_timers();
         let interests = INTERESTS.with(|i| std::mem::take(&mut *i.borrow_mut()));
@@ -205,10 +225,39 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
             let added = std::mem::replace(&mut *i, waiting);
             i.extend(added);
         });
-    };
-    INTERESTS.with(|i| *i.borrow_mut() = outer);
-    TIMERS.with(|t| *t.borrow_mut() = outer_timers);
-    out
+    }
+}
+
+/// The interests and timers of one `block_on`. A `block_on` inside a
+/// future polled by another keeps the outer one's aside and gives them
+/// back when it returns or unwinds (a panicking task on a reused thread
+/// leaves nothing behind, so no socket of its stays open). Its wake-ups
+/// are the outer one's too (one waker per thread): on return it leaves the
+/// thread marked woken, so the outer loop polls again rather than miss
+/// one.
+struct Lists {
+    interests: Vec<Interest>,
+    timers: Vec<Timer>,
+}
+
+impl Lists {
+    fn enter() -> Lists {
+        Lists {
+            interests: INTERESTS.with(|i| std::mem::take(&mut *i.borrow_mut())),
+            timers: TIMERS.with(|t| std::mem::take(&mut *t.borrow_mut())),
+        }
+    }
+}
+
+impl Drop for Lists {
+    fn drop(&mut self) {
+        let interests = std::mem::take(&mut self.interests);
+        let timers = std::mem::take(&mut self.timers);
+        let _ = INTERESTS.try_with(|i| *i.borrow_mut() = interests);
+        let _ = TIMERS.try_with(|t| *t.borrow_mut() = timers);
+        let _ = DEPTH.try_with(|d| d.set(d.get() - 1));
+        let _ = NOTIFY.try_with(|n| n.notified.store(true, SeqCst));
+    }
 }
 
 /// Waits for one of `interests` or a wake-up, wakes the interests that are
@@ -219,9 +268,13 @@ fn wait_for(notify: &Notify, interests: Vec<Interest>, until: Option<Instant>) -
     let armed = match notify.wake.arm() {
         Ok(()) => true,
         Err(e) => {
-            // Cannot be woken in the wait (out of descriptors): wait for the
-            // sockets with a short timeout, re-checking between waits.
-            tracing::debug!("no wake-up for the socket wait ({e}): waiting with a timeout");
+            // Cannot be woken in the wait (no signal handler, or no socket
+            // pair): wait for the sockets with a short timeout, re-checking
+            // between waits.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::warn!("no wake-up for socket waits ({e}): re-checking every 10 ms")
+            });
             false
         }
     };
@@ -380,48 +433,61 @@ mod signal_wake {
 use pipe_wake::ThreadWake;
 
 /// Elsewhere a thread waiting for sockets also waits for its own socket
-/// pair, made at its first socket wait, which a wake-up writes to.
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
+/// pair, made at its first socket wait, which a wake-up writes to. (Built
+/// everywhere, so that it is compiled and tested on Linux too.)
+#[cfg_attr(any(target_os = "linux", target_os = "android"), allow(dead_code))]
 mod pipe_wake {
     use std::io::{Read, Write};
-    use std::os::fd::AsFd;
+    use std::os::fd::{AsFd, BorrowedFd};
     use std::os::unix::net::UnixStream;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
     use std::sync::OnceLock;
     use std::time::Duration;
 
     use nix::poll::{PollFd, PollTimeout};
 
-    pub(super) struct ThreadWake(OnceLock<(UnixStream, UnixStream)>);
+    pub(super) struct ThreadWake {
+        pair: OnceLock<(UnixStream, UnixStream)>,
+        /// Set (`SeqCst`) once the pair exists, so that a waker's check and
+        /// the thread's check of its `notified` flag cannot both miss.
+        armed: AtomicBool,
+    }
 
     impl ThreadWake {
         pub(super) fn new() -> ThreadWake {
-            ThreadWake(OnceLock::new())
+            ThreadWake {
+                pair: OnceLock::new(),
+                armed: AtomicBool::new(false),
+            }
         }
 
         pub(super) fn arm(&self) -> std::io::Result<()> {
-            if self.0.get().is_none() {
+            if self.pair.get().is_none() {
                 let (tx, rx) = UnixStream::pair()?;
                 tx.set_nonblocking(true)?;
                 rx.set_nonblocking(true)?;
-                let _ = self.0.set((tx, rx));
+                let _ = self.pair.set((tx, rx));
             }
+            self.armed.store(true, SeqCst);
             Ok(())
         }
 
         pub(super) fn wake(&self) {
-            if let Some((tx, _)) = self.0.get() {
-                let _ = (&*tx).write(&[1]);
+            if self.armed.load(SeqCst) {
+                if let Some((tx, _)) = self.pair.get() {
+                    let _ = (&*tx).write(&[1]);
+                }
             }
         }
 
         pub(super) fn exit(&self) {}
 
         pub(super) fn fd(&self) -> Option<BorrowedFd<'_>> {
-            self.0.get().map(|(_, rx)| rx.as_fd())
+            self.pair.get().map(|(_, rx)| rx.as_fd())
         }
 
         pub(super) fn drain(&self) {
-            if let Some((_, rx)) = self.0.get() {
+            if let Some((_, rx)) = self.pair.get() {
                 let _ = (&*rx).read(&mut [0; 64]);
             }
         }
@@ -436,6 +502,28 @@ mod pipe_wake {
                 Some(t) => PollTimeout::try_from(t).unwrap_or(PollTimeout::MAX),
             };
             nix::poll::poll(fds, timeout)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use nix::poll::PollFlags;
+
+        #[test]
+        fn a_wake_makes_the_pair_readable_until_drained() {
+            let wake = ThreadWake::new();
+            wake.wake(); // not armed: nothing to write to, nothing breaks
+            wake.arm().unwrap();
+            let ready = |wake: &ThreadWake| {
+                let mut fds = [PollFd::new(wake.fd().unwrap(), PollFlags::POLLIN)];
+                wake.poll(&mut fds, Some(Duration::ZERO)).unwrap() == 1
+            };
+            assert!(!ready(&wake));
+            wake.wake();
+            assert!(ready(&wake));
+            wake.drain();
+            assert!(!ready(&wake));
         }
     }
 }
@@ -549,5 +637,99 @@ mod tests {
             })
         });
         assert!(woken, "the socket was never readable; the channel must win");
+    }
+
+    /// A wake-up that lands while a nested `block_on` runs is not lost to
+    /// the outer one.
+    #[test]
+    fn a_wake_during_a_nested_block_on_reaches_the_outer_one() {
+        let done = bounded(|| {
+            let (tx, rx) = futures::channel::oneshot::channel::<()>();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                tx.send(()).unwrap();
+            });
+            block_on(async move {
+                let mut rx = rx;
+                let mut nested = false;
+                std::future::poll_fn(|cx| {
+                    if let Poll::Ready(r) = std::pin::Pin::new(&mut rx).poll(cx) {
+                        return Poll::Ready(r.is_ok());
+                    }
+                    if !nested {
+                        nested = true;
+                        // The send lands during this.
+                        block_on(sleep_until(Instant::now() + Duration::from_millis(100)));
+                    }
+                    Poll::Pending
+                })
+                .await
+            })
+        });
+        assert!(done);
+    }
+
+    /// A task that panics while it waits for a socket leaves nothing on its
+    /// thread: the next `block_on` there does not keep its socket open.
+    #[test]
+    fn a_panicking_task_leaves_no_interest_behind() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let server = Arc::new(server);
+        let weak = Arc::downgrade(&server);
+        let left = bounded(move || {
+            let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                block_on(async move {
+                    let mut read = std::pin::pin!(read_byte(server));
+                    std::future::poll_fn(|cx| -> Poll<()> {
+                        assert!(read.as_mut().poll(cx).is_pending());
+                        panic!("the handler panics while its read waits");
+                    })
+                    .await
+                })
+            }));
+            assert!(panicked.is_err());
+            INTERESTS.with(|i| i.borrow().len())
+        });
+        assert_eq!(left, 0, "the panicked task's interest stayed");
+        assert!(weak.upgrade().is_none(), "its socket is still open");
+        let mut b = [0u8; 1];
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(client.read(&mut b).unwrap(), 0, "the client sees the close");
+    }
+
+    /// Two futures waiting for the same socket with different wakers are
+    /// both woken.
+    #[test]
+    fn two_waiters_on_one_socket_are_both_woken() {
+        use futures::stream::{FuturesUnordered, StreamExt};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let server = Arc::new(server);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            client.write_all(b"ab").unwrap();
+            std::thread::sleep(Duration::from_secs(10));
+        });
+        let got = bounded(move || {
+            let mut all: FuturesUnordered<_> = [read_byte(server.clone()), read_byte(server)]
+                .into_iter()
+                .collect();
+            block_on(async move {
+                let mut got = Vec::new();
+                while let Some(b) = all.next().await {
+                    got.push(b);
+                }
+                got.sort();
+                got
+            })
+        });
+        assert_eq!(got, b"ab".to_vec());
     }
 }

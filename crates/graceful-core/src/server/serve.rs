@@ -15,8 +15,8 @@ use crate::reason::Reason;
 use crate::runtime::Runtime;
 use crate::shutdown::Shutdown;
 
-/// A listening socket the core's accept loop can drive. Each async adapter
-/// implements it for its runtime's listener.
+/// A listening socket the core's accept loop can drive. Each adapter
+/// implements it for its listener.
 #[cfg(unix)]
 pub trait Accept: std::os::fd::AsFd + Send + 'static {
     /// An accepted connection's socket. It is shared (an `Arc`, one
