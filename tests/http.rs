@@ -189,6 +189,46 @@ fn idle_keep_alive_connection_closed_at_once(example: &str) {
     assert_eq!(s.exit_code(), 0);
 }
 
+/// The process's open descriptors.
+fn descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// An idle keep-alive connection costs the server one descriptor, its
+/// socket, on every adapter (std_http's connection threads included), and
+/// all of them close at the signal.
+fn idle_connections_cost_one_descriptor_each(example: &str) {
+    const N: usize = 64;
+    let mut s = Service::start(example, &[]);
+    // Warm up: first-use descriptors (the runtime's, a first thread's).
+    let mut first = TcpStream::connect(s.addr).unwrap();
+    raw_get(&mut first, "/healthz");
+    std::thread::sleep(Duration::from_millis(100));
+    let before = descriptors(s.pid());
+    let mut idle: Vec<TcpStream> = (0..N)
+        .map(|_| {
+            let mut c = TcpStream::connect(s.addr).unwrap();
+            let (head, _) = raw_get(&mut c, "/healthz");
+            assert!(head.starts_with("http/1.1 200"), "{head}");
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let added = descriptors(s.pid()) - before;
+    assert!(
+        (N..N + 4).contains(&added),
+        "{N} idle connections added {added} descriptors"
+    );
+    s.signal("TERM");
+    for c in &mut idle {
+        assert!(closed_within(c, PATIENCE));
+    }
+    assert!(closed_within(&mut first, PATIENCE));
+    assert_eq!(s.exit_code(), 0);
+}
+
 fn deadline_forces_and_exits_1_near_the_deadline(example: &str) {
     let mut s = Service::start(example, &["--delay-ms", "10000", "--timeout-ms", "700"]);
     let rt = runtime();
@@ -685,6 +725,10 @@ macro_rules! http_tests {
                 super::pre_drain_load_of_32_keep_alive_clients_fails_no_request(
                     stringify!($example),
                 );
+            }
+            #[test]
+            fn idle_connections_cost_one_descriptor_each() {
+                super::idle_connections_cost_one_descriptor_each(stringify!($example));
             }
             #[test]
             fn malformed_flags_exit_2_with_a_message() {
