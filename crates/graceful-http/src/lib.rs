@@ -59,6 +59,23 @@ pub use serve::serve;
 #[doc(hidden)]
 pub use graceful_core as __core;
 
+/// Fills hyper's read cursor through `read`, a read into an initialised
+/// byte slice, staged in an 8 KiB stack buffer: hyper's own buffer is not
+/// initialised, and zeroing it on every read would make every page of it
+/// resident (an idle connection would cost 16 KiB more than it uses). For
+/// adapter authors whose socket reads into `&mut [u8]`.
+#[doc(hidden)]
+pub fn poll_read_staged(
+    mut buf: hyper::rt::ReadBufCursor<'_>,
+    read: impl FnOnce(&mut [u8]) -> std::task::Poll<std::io::Result<usize>>,
+) -> std::task::Poll<std::io::Result<()>> {
+    let mut chunk = [0u8; 8192];
+    let want = buf.remaining().min(chunk.len());
+    let n = std::task::ready!(read(&mut chunk[..want]))?;
+    buf.put_slice(&chunk[..n]);
+    std::task::Poll::Ready(Ok(()))
+}
+
 /// Writes an adapter's `http::serve` and `http::serve_on`, the same for
 /// every adapter: `listener` turns a `std::net::TcpListener` into the
 /// adapter's `Accept` listener, `runtime` is the default runtime

@@ -101,13 +101,9 @@ impl hyper::rt::Read for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        mut buf: hyper::rt::ReadBufCursor<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        let mut chunk = [0u8; 8192];
-        let want = buf.remaining().min(chunk.len());
-        let n = std::task::ready!(AsyncRead::poll_read(self, cx, &mut chunk[..want]))?;
-        buf.put_slice(&chunk[..n]);
-        Poll::Ready(Ok(()))
+        graceful_http::poll_read_staged(buf, |chunk| AsyncRead::poll_read(self, cx, chunk))
     }
 }
 

@@ -90,15 +90,11 @@ impl hyper::rt::Read for HttpIo {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        mut buf: hyper::rt::ReadBufCursor<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        let mut chunk = [0u8; 8192];
-        let want = buf.remaining().min(chunk.len());
-        let n = std::task::ready!(
-            self.poll_io(cx, PollFlags::POLLIN, |mut s| s.read(&mut chunk[..want]))
-        )?;
-        buf.put_slice(&chunk[..n]);
-        Poll::Ready(Ok(()))
+        graceful_http::poll_read_staged(buf, |chunk| {
+            self.poll_io(cx, PollFlags::POLLIN, |mut s| s.read(chunk))
+        })
     }
 }
 

@@ -570,6 +570,27 @@ mod tests {
             .expect("block_on hung")
     }
 
+    /// A connected client, and the server's side, non-blocking.
+    fn pair() -> (TcpStream, Arc<TcpStream>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        (client, Arc::new(server))
+    }
+
+    /// The server's side of a connection whose client sends `bytes` after
+    /// `delay`, then stays open.
+    fn sent_after(delay: Duration, bytes: &'static [u8]) -> Arc<TcpStream> {
+        let (mut client, server) = pair();
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            client.write_all(bytes).unwrap();
+            std::thread::sleep(Duration::from_secs(10));
+        });
+        server
+    }
+
     #[test]
     fn a_timer_ends_the_wait_at_its_deadline() {
         let took = bounded(|| {
@@ -586,16 +607,7 @@ mod tests {
     #[test]
     fn a_socket_interest_survives_another_wake_up() {
         use futures::stream::{FuturesUnordered, StreamExt};
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        server.set_nonblocking(true).unwrap();
-        let server = Arc::new(server);
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(100));
-            client.write_all(b"x").unwrap();
-            std::thread::sleep(Duration::from_secs(10));
-        });
+        let server = sent_after(Duration::from_millis(100), b"x");
         let got = bounded(move || {
             let timer = Box::pin(async {
                 sleep_until(Instant::now() + Duration::from_millis(20)).await;
@@ -617,11 +629,7 @@ mod tests {
     /// A wake-up from another thread ends a wait for a socket.
     #[test]
     fn a_wake_from_another_thread_ends_a_wait_for_a_socket() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        server.set_nonblocking(true).unwrap();
-        let server = Arc::new(server);
+        let (_client, server) = pair();
         let woken = bounded(move || {
             let (tx, rx) = futures::channel::oneshot::channel::<()>();
             std::thread::spawn(move || {
@@ -673,11 +681,7 @@ mod tests {
     /// thread: the next `block_on` there does not keep its socket open.
     #[test]
     fn a_panicking_task_leaves_no_interest_behind() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        server.set_nonblocking(true).unwrap();
-        let server = Arc::new(server);
+        let (mut client, server) = pair();
         let weak = Arc::downgrade(&server);
         let left = bounded(move || {
             let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -707,16 +711,7 @@ mod tests {
     #[test]
     fn two_waiters_on_one_socket_are_both_woken() {
         use futures::stream::{FuturesUnordered, StreamExt};
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        server.set_nonblocking(true).unwrap();
-        let server = Arc::new(server);
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            client.write_all(b"ab").unwrap();
-            std::thread::sleep(Duration::from_secs(10));
-        });
+        let server = sent_after(Duration::from_millis(50), b"ab");
         let got = bounded(move || {
             let mut all: FuturesUnordered<_> = [read_byte(server.clone()), read_byte(server)]
                 .into_iter()
