@@ -253,8 +253,11 @@ impl Drop for Lists {
     fn drop(&mut self) {
         let interests = std::mem::take(&mut self.interests);
         let timers = std::mem::take(&mut self.timers);
-        let _ = INTERESTS.try_with(|i| *i.borrow_mut() = interests);
-        let _ = TIMERS.try_with(|t| *t.borrow_mut() = timers);
+        // The inner lists are dropped after the borrow ends: dropping a
+        // waker may run code that registers a wait.
+        let inner = INTERESTS.try_with(|i| std::mem::replace(&mut *i.borrow_mut(), interests));
+        let inner_timers = TIMERS.try_with(|t| std::mem::replace(&mut *t.borrow_mut(), timers));
+        drop((inner, inner_timers));
         let _ = DEPTH.try_with(|d| d.set(d.get() - 1));
         let _ = NOTIFY.try_with(|n| n.notified.store(true, SeqCst));
     }
@@ -607,10 +610,20 @@ mod tests {
     #[test]
     fn a_socket_interest_survives_another_wake_up() {
         use futures::stream::{FuturesUnordered, StreamExt};
-        let server = sent_after(Duration::from_millis(100), b"x");
+        let (mut client, server) = pair();
         let got = bounded(move || {
-            let timer = Box::pin(async {
+            // The client writes only once the timer has fired: the read's
+            // interest must outlive the wake-up the timer caused.
+            let (go, went) = std::sync::mpsc::channel::<()>();
+            std::thread::spawn(move || {
+                went.recv().unwrap();
+                std::thread::sleep(Duration::from_millis(30));
+                client.write_all(b"x").unwrap();
+                std::thread::sleep(Duration::from_secs(10));
+            });
+            let timer = Box::pin(async move {
                 sleep_until(Instant::now() + Duration::from_millis(20)).await;
+                go.send(()).unwrap();
                 0u8
             }) as std::pin::Pin<Box<dyn Future<Output = u8> + Send>>;
             let read = Box::pin(read_byte(server));
@@ -653,21 +666,32 @@ mod tests {
     fn a_wake_during_a_nested_block_on_reaches_the_outer_one() {
         let done = bounded(|| {
             let (tx, rx) = futures::channel::oneshot::channel::<()>();
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(20));
-                tx.send(()).unwrap();
-            });
+            let mut tx = Some(tx);
             block_on(async move {
                 let mut rx = rx;
-                let mut nested = false;
                 std::future::poll_fn(|cx| {
                     if let Poll::Ready(r) = std::pin::Pin::new(&mut rx).poll(cx) {
                         return Poll::Ready(r.is_ok());
                     }
-                    if !nested {
-                        nested = true;
-                        // The send lands during this.
-                        block_on(sleep_until(Instant::now() + Duration::from_millis(100)));
+                    if let Some(tx) = tx.take() {
+                        // The send, from another thread, lands while a
+                        // nested block_on waits, after its first poll; the
+                        // nested one then polls again and returns.
+                        let (done_tx, mut done_rx) = futures::channel::oneshot::channel::<()>();
+                        let (go, went) = std::sync::mpsc::channel::<()>();
+                        std::thread::spawn(move || {
+                            went.recv().unwrap();
+                            tx.send(()).unwrap();
+                            done_tx.send(()).unwrap();
+                        });
+                        let mut go = Some(go);
+                        block_on(std::future::poll_fn(|cx| {
+                            let done = std::pin::Pin::new(&mut done_rx).poll(cx);
+                            if let Some(go) = go.take() {
+                                go.send(()).unwrap();
+                            }
+                            done.map(drop)
+                        }));
                     }
                     Poll::Pending
                 })
