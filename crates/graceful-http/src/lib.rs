@@ -8,7 +8,9 @@
 //!   close`, GOAWAY, first-request grace, untouched upgrades);
 //! - [`Io`]: a staged close, so clients read their last response instead
 //!   of a reset;
-//! - [`Readiness`]: the 200-then-503 endpoint for load balancers.
+//! - [`Readiness`]: the 200-then-503 endpoint for load balancers;
+//! - `grpc` (feature `grpc`): the gRPC health service that answers
+//!   `NOT_SERVING` from the trigger on, for tonic servers.
 //!
 //! The accept loop, deadline, forced close and report are the core's
 //! (`graceful_core::server::serve`). This crate names no runtime; hyper's
@@ -45,6 +47,8 @@
 mod bounds;
 mod connection;
 mod exec;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 mod io;
 mod readiness;
 mod serve;

@@ -4,6 +4,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 
 pub use graceful_http::{HttpBody, HttpService, Readiness};
 
+/// gRPC health that follows the shutdown (feature `grpc`): see
+/// [`graceful_http::grpc`].
+#[cfg(feature = "grpc")]
+pub use graceful_http::grpc;
+
 use crate::serve::Listener;
 use crate::{Runtime, Stream};
 

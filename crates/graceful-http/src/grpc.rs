@@ -1,0 +1,196 @@
+//! gRPC health (`grpc.health.v1.Health`, from `tonic-health`) that follows
+//! the shutdown: what [`Readiness`](crate::Readiness) is to HTTP probes,
+//! for Kubernetes gRPC probes and gRPC load balancers.
+
+use std::pin::Pin;
+
+use futures_util::stream::{self, Stream, StreamExt};
+use graceful_core::Shutdown;
+use tonic::{Request, Response, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+use tonic_health::server::{HealthReporter, HealthService};
+
+/// `tonic_health::server::health_reporter()`, with a health service that
+/// answers `NOT_SERVING` from the trigger of `shutdown` on (see
+/// [`GrpcHealth`]): set the statuses through the reporter as with
+/// tonic-health; the stop overrides them. Add the service to the server's
+/// routes.
+pub fn health_reporter(shutdown: &Shutdown) -> (HealthReporter, HealthServer<GrpcHealth>) {
+    let reporter = HealthReporter::new();
+    let health = GrpcHealth::new(shutdown, reporter.clone());
+    (reporter, HealthServer::new(health))
+}
+
+/// The gRPC health service of a server stopped by a [`Shutdown`]: until
+/// the trigger it answers what its [`HealthReporter`] says; from the
+/// trigger on:
+///
+/// - `Check` answers `NOT_SERVING` for the whole server (`""`) and every
+///   service the reporter knows (unknown ones stay `NOT_FOUND`);
+/// - a `Watch` stream sends `NOT_SERVING` and ends, so health watchers
+///   learn of the stop at once and do not hold the drain open.
+///
+/// ```
+/// use graceful_core::{Reason, Shutdown};
+/// use graceful_http::grpc::GrpcHealth;
+/// use tonic_health::pb::health_server::Health;
+/// use tonic_health::pb::HealthCheckRequest;
+/// use tonic_health::server::HealthReporter;
+///
+/// # graceful_core::block_on(async {
+/// let shutdown = Shutdown::new();
+/// let health = GrpcHealth::new(&shutdown, HealthReporter::new());
+/// let check = || health.check(tonic::Request::new(HealthCheckRequest::default()));
+/// assert_eq!(check().await.unwrap().into_inner().status, 1); // SERVING
+/// shutdown.trigger(Reason::requested());
+/// assert_eq!(check().await.unwrap().into_inner().status, 2); // NOT_SERVING
+/// # });
+/// ```
+#[derive(Debug)]
+pub struct GrpcHealth {
+    inner: HealthService,
+    shutdown: Shutdown,
+}
+
+impl GrpcHealth {
+    /// The health of the services `reporter` reports on, overridden by the
+    /// stop of `shutdown`.
+    pub fn new(shutdown: &Shutdown, reporter: HealthReporter) -> GrpcHealth {
+        GrpcHealth {
+            inner: HealthService::from_health_reporter(reporter),
+            shutdown: shutdown.clone(),
+        }
+    }
+}
+
+fn not_serving() -> HealthCheckResponse {
+    HealthCheckResponse {
+        status: ServingStatus::NotServing as i32,
+    }
+}
+
+/// A `Watch` response stream.
+pub type WatchStream =
+    Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Health for GrpcHealth {
+    async fn check(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        let mut response = self.inner.check(request).await?;
+        if self.shutdown.is_triggered() {
+            *response.get_mut() = not_serving();
+        }
+        Ok(response)
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let statuses = self.inner.watch(request).await?.into_inner();
+        // `take_until` polls the trigger first: a watch that starts after
+        // it gets `NOT_SERVING` alone.
+        let stream = statuses
+            .take_until(self.shutdown.triggered())
+            .chain(stream::once(async { Ok(not_serving()) }));
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use graceful_core::{block_on, Reason};
+    use tonic::Code;
+
+    use super::*;
+
+    const SERVING: i32 = ServingStatus::Serving as i32;
+    const NOT_SERVING: i32 = ServingStatus::NotServing as i32;
+
+    fn request(service: &str) -> Request<HealthCheckRequest> {
+        Request::new(HealthCheckRequest {
+            service: service.to_string(),
+        })
+    }
+
+    fn statuses(health: &GrpcHealth, service: &str) -> WatchStream {
+        block_on(health.watch(request(service)))
+            .unwrap()
+            .into_inner()
+    }
+
+    fn next(stream: &mut WatchStream) -> Option<i32> {
+        block_on(stream.next()).map(|r| r.unwrap().status)
+    }
+
+    fn check(health: &GrpcHealth, service: &str) -> Result<i32, Code> {
+        let response = block_on(health.check(request(service)));
+        response
+            .map(|r| r.into_inner().status)
+            .map_err(|s| s.code())
+    }
+
+    #[test]
+    fn check_answers_the_reporter_until_the_trigger_then_not_serving() {
+        let shutdown = Shutdown::new();
+        let reporter = HealthReporter::new();
+        let health = GrpcHealth::new(&shutdown, reporter.clone());
+        block_on(reporter.set_service_status("a.Up", tonic_health::ServingStatus::Serving));
+        block_on(reporter.set_service_status("a.Down", tonic_health::ServingStatus::NotServing));
+        assert_eq!(check(&health, ""), Ok(SERVING));
+        assert_eq!(check(&health, "a.Up"), Ok(SERVING));
+        assert_eq!(check(&health, "a.Down"), Ok(NOT_SERVING));
+        assert_eq!(check(&health, "a.Unknown"), Err(Code::NotFound));
+
+        shutdown.trigger(Reason::requested());
+        assert_eq!(check(&health, ""), Ok(NOT_SERVING));
+        assert_eq!(check(&health, "a.Up"), Ok(NOT_SERVING));
+        assert_eq!(check(&health, "a.Down"), Ok(NOT_SERVING));
+        assert_eq!(check(&health, "a.Unknown"), Err(Code::NotFound));
+        // A status set after the trigger does not bring it back.
+        block_on(reporter.set_service_status("a.Up", tonic_health::ServingStatus::Serving));
+        assert_eq!(check(&health, "a.Up"), Ok(NOT_SERVING));
+    }
+
+    #[test]
+    fn a_watch_follows_the_reporter_then_ends_with_not_serving_at_the_trigger() {
+        let shutdown = Shutdown::new();
+        let reporter = HealthReporter::new();
+        let health = GrpcHealth::new(&shutdown, reporter.clone());
+        let mut watch = statuses(&health, "");
+        assert_eq!(next(&mut watch), Some(SERVING));
+        block_on(reporter.set_service_status("", tonic_health::ServingStatus::NotServing));
+        assert_eq!(next(&mut watch), Some(NOT_SERVING));
+        block_on(reporter.set_service_status("", tonic_health::ServingStatus::Serving));
+        assert_eq!(next(&mut watch), Some(SERVING));
+
+        // Triggered from another thread while the watch waits.
+        let trigger = shutdown.clone();
+        let triggering = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            trigger.trigger(Reason::requested());
+        });
+        assert_eq!(next(&mut watch), Some(NOT_SERVING));
+        assert_eq!(next(&mut watch), None, "the watch ends");
+        triggering.join().unwrap();
+    }
+
+    #[test]
+    fn a_watch_after_the_trigger_gets_not_serving_alone_and_unknown_services_not_found() {
+        let shutdown = Shutdown::new();
+        let health = GrpcHealth::new(&shutdown, HealthReporter::new());
+        shutdown.trigger(Reason::requested());
+        let mut watch = statuses(&health, "");
+        assert_eq!(next(&mut watch), Some(NOT_SERVING));
+        assert_eq!(next(&mut watch), None);
+        let unknown = block_on(health.watch(request("a.Unknown")));
+        assert_eq!(unknown.err().map(|s| s.code()), Some(Code::NotFound));
+    }
+}
