@@ -1,0 +1,333 @@
+//! The gRPC example (`examples/grpc.rs`, tonic served by
+//! `graceful_tokio::http::serve`) as a real process, driven by tonic's own
+//! client with real signals.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::load::runtime;
+use common::{run_to_exit, Service, PATIENCE};
+use tonic::transport::channel::Change;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+#[path = "../examples/common/work.rs"]
+mod work;
+use work::work_client::WorkClient;
+use work::{CountRequest, SleepRequest};
+
+fn endpoint(addr: SocketAddr) -> Endpoint {
+    Endpoint::from_shared(format!("http://{addr}")).unwrap()
+}
+
+async fn connect(addr: SocketAddr) -> Channel {
+    endpoint(addr).connect().await.expect("connect")
+}
+
+/// A count's ticks, and how its stream ended.
+async fn count(
+    mut client: WorkClient<Channel>,
+    count: u32,
+    interval_ms: u32,
+    ignore_stop: bool,
+) -> (Vec<u32>, Result<(), Status>) {
+    let request = CountRequest {
+        count,
+        interval_ms,
+        ignore_stop,
+    };
+    let mut stream = match client.count(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return (Vec::new(), Err(status)),
+    };
+    let mut ticks = Vec::new();
+    loop {
+        match stream.message().await {
+            Ok(Some(tick)) => ticks.push(tick.n),
+            Ok(None) => return (ticks, Ok(())),
+            Err(status) => return (ticks, Err(status)),
+        }
+    }
+}
+
+async fn health(channel: Channel, service: &str) -> Result<i32, Status> {
+    let request = HealthCheckRequest {
+        service: service.to_string(),
+    };
+    let response = HealthClient::new(channel).check(request).await?;
+    Ok(response.into_inner().status)
+}
+
+const SERVING: i32 = ServingStatus::Serving as i32;
+const NOT_SERVING: i32 = ServingStatus::NotServing as i32;
+
+#[test]
+fn rpcs_in_flight_at_sigterm_finish_and_an_endless_stream_ends() {
+    let rt = runtime();
+    let mut s = Service::start("grpc", &["--timeout-ms", "10000"]);
+    let channel = rt.block_on(connect(s.addr));
+    let client = WorkClient::new(channel.clone());
+
+    let mut unary = client.clone();
+    let unary = rt.spawn(async move { unary.sleep(SleepRequest { ms: 1000 }).await });
+    let finite = rt.spawn(count(client.clone(), 5, 200, false));
+    let endless = rt.spawn(count(client.clone(), 0, 50, false));
+    s.wait_log("Sleep 1000 ms", 1);
+    s.wait_log("Count 5", 1);
+    s.wait_log("Count 0", 1);
+
+    s.signal("TERM");
+    s.wait_log("SIGTERM received", 1);
+    let reply = rt
+        .block_on(unary)
+        .unwrap()
+        .expect("the unary RPC in flight finishes");
+    assert_eq!(reply.into_inner().pid, s.pid());
+    let (ticks, end) = rt.block_on(finite).unwrap();
+    assert_eq!(end.map_err(|s| s.to_string()), Ok(()));
+    assert_eq!(
+        ticks,
+        vec![1, 2, 3, 4, 5],
+        "the finite stream sends every tick"
+    );
+    let (_, end) = rt.block_on(endless).unwrap();
+    assert_eq!(
+        end.map_err(|s| s.to_string()),
+        Ok(()),
+        "the endless stream ends cleanly at the stop"
+    );
+    assert_eq!(s.exit_code(), 0, "{}", s.stderr());
+}
+
+/// Whether tonic's client failed `status` before sending it: hyper's HTTP/2
+/// client does not notice a GOAWAY until the next request, which it then
+/// drops unsent (tonic does not retry it, hyper-util's pooled client
+/// does). Retrying such an RPC is always safe.
+fn never_sent(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if let Some(error) = error.downcast_ref::<hyper::Error>() {
+            return status.code() == Code::Cancelled && error.is_canceled();
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// `sleep`, retried while tonic's client fails it unsent (at most 3
+/// times); returns the reply and how many retries it took.
+async fn sleep_retrying_unsent(
+    client: &mut WorkClient<Channel>,
+    ms: u32,
+) -> (Result<u32, Status>, usize) {
+    let mut retries = 0;
+    loop {
+        match client.sleep(SleepRequest { ms }).await {
+            Err(status) if never_sent(&status) && retries < 3 => retries += 1,
+            done => return (done.map(|reply| reply.into_inner().pid), retries),
+        }
+    }
+}
+
+#[test]
+fn a_new_rpc_after_goaway_goes_to_a_new_connection_not_the_old_one() {
+    let rt = runtime();
+    let mut s = Service::start("grpc", &["--timeout-ms", "10000"]);
+    let client = WorkClient::new(rt.block_on(connect(s.addr)));
+    // Keeps the connection open past the signal.
+    let mut slow = client.clone();
+    let slow = rt.spawn(async move { slow.sleep(SleepRequest { ms: 1500 }).await });
+    s.wait_log("Sleep 1500 ms", 1);
+    s.signal("TERM");
+    // The GOAWAY is sent at the trigger, before the listener closes.
+    assert!(common::refused_within(s.addr, PATIENCE));
+    std::thread::sleep(Duration::from_millis(100));
+    let mut late = client.clone();
+    let (reply, _) = rt.block_on(sleep_retrying_unsent(&mut late, 1));
+    // Not sent on the connection that is going away (nor reset on it): a
+    // new connection was tried, and refused.
+    let status = reply.expect_err("no server is left to answer");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let chain = format!("{status:?}");
+    assert!(chain.contains("ConnectionRefused"), "{chain}");
+    rt.block_on(slow)
+        .unwrap()
+        .expect("the RPC in flight finishes");
+    assert_eq!(s.exit_code(), 0, "{}", s.stderr());
+    assert!(!s.stderr().contains("Sleep 1 ms"), "{}", s.stderr());
+}
+
+/// A client balancing over two servers, as a gRPC load balancer does:
+/// it drops a server from its set once that server's health says
+/// `NOT_SERVING` (as Kubernetes drops a terminating pod's endpoint). The
+/// stopping server keeps serving through its pre-drain, so no RPC fails.
+#[test]
+fn a_balancing_client_moves_to_the_other_server_without_a_failed_rpc() {
+    let rt = runtime();
+    let mut a = Service::start("grpc", &["--pre-drain-ms", "300", "--timeout-ms", "10000"]);
+    let b = Service::start("grpc", &["--timeout-ms", "10000"]);
+    let (channel, endpoints) = {
+        let _in_runtime = rt.enter();
+        Channel::balance_channel::<SocketAddr>(8)
+    };
+    rt.block_on(async {
+        for addr in [a.addr, b.addr] {
+            endpoints
+                .send(Change::Insert(addr, endpoint(addr)))
+                .await
+                .unwrap();
+        }
+    });
+    let health_of_a = rt.block_on(connect(a.addr));
+    let a_addr = a.addr;
+    let dropped_a = rt.spawn(async move {
+        let request = HealthCheckRequest::default();
+        let mut watch = HealthClient::new(health_of_a)
+            .watch(request)
+            .await
+            .unwrap()
+            .into_inner();
+        while let Some(health) = watch.message().await.unwrap() {
+            if health.status == NOT_SERVING {
+                endpoints.send(Change::Remove(a_addr)).await.unwrap();
+                return Instant::now();
+            }
+        }
+        panic!("the watch ended without NOT_SERVING");
+    });
+
+    let client = WorkClient::new(channel);
+    let stop = Arc::new(AtomicBool::new(false));
+    let served: Arc<Mutex<Vec<(Instant, u32)>>> = Arc::default();
+    let failed: Arc<Mutex<Vec<Status>>> = Arc::default();
+    let retried = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (mut client, stop) = (client.clone(), stop.clone());
+            let (served, failed, retried) = (served.clone(), failed.clone(), retried.clone());
+            rt.spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let (reply, retries) = sleep_retrying_unsent(&mut client, 20).await;
+                    retried.fetch_add(retries, Ordering::Relaxed);
+                    match reply {
+                        Ok(pid) => served.lock().unwrap().push((started, pid)),
+                        Err(status) => failed.lock().unwrap().push(status),
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    a.signal("TERM");
+    let dropped_a = rt.block_on(dropped_a).unwrap();
+    assert_eq!(a.exit_code(), 0, "{}", a.stderr());
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        rt.block_on(worker).unwrap();
+    }
+
+    let failed = failed.lock().unwrap();
+    assert!(failed.is_empty(), "failed RPCs: {failed:?}");
+    // At most one RPC per worker found A's connection going away.
+    let retried = retried.load(Ordering::Relaxed);
+    assert!(retried <= 8, "{retried} retries");
+    let served = served.lock().unwrap();
+    let by: BTreeSet<u32> = served.iter().map(|(_, pid)| *pid).collect();
+    assert_eq!(by, BTreeSet::from([a.pid(), b.pid()]), "both served");
+    let after: Vec<u32> = served
+        .iter()
+        .filter(|(started, _)| *started > dropped_a)
+        .map(|(_, pid)| *pid)
+        .collect();
+    assert!(
+        after.len() > 20,
+        "too little served after the stop: {after:?}"
+    );
+    assert!(after.iter().all(|pid| *pid == b.pid()), "{after:?}");
+}
+
+#[test]
+fn health_answers_not_serving_from_the_signal_through_the_pre_drain() {
+    let rt = runtime();
+    let mut s = Service::start("grpc", &["--pre-drain-ms", "1500", "--timeout-ms", "10000"]);
+    let channel = rt.block_on(connect(s.addr));
+    assert_eq!(rt.block_on(health(channel.clone(), "")).unwrap(), SERVING);
+    let work = "graceful.example.Work";
+    assert_eq!(rt.block_on(health(channel.clone(), work)).unwrap(), SERVING);
+    let unknown = rt.block_on(health(channel.clone(), "no.Such")).unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    let mut watch = rt
+        .block_on(HealthClient::new(channel).watch(HealthCheckRequest::default()))
+        .unwrap()
+        .into_inner();
+    let first = rt.block_on(watch.message()).unwrap().unwrap();
+    assert_eq!(first.status, SERVING);
+
+    let signalled = Instant::now();
+    s.signal("TERM");
+    // A watcher learns at once, and its stream ends: it does not hold the
+    // drain open.
+    let next = rt.block_on(watch.message()).unwrap().unwrap();
+    assert_eq!(next.status, NOT_SERVING);
+    assert!(rt.block_on(watch.message()).unwrap().is_none());
+    // A probe during the pre-drain (a new connection each, as kubelet's).
+    for service in ["", work] {
+        let fresh = rt.block_on(connect(s.addr));
+        assert_eq!(rt.block_on(health(fresh, service)).unwrap(), NOT_SERVING);
+    }
+    assert!(
+        signalled.elapsed() < Duration::from_millis(1500),
+        "probed after the pre-drain"
+    );
+    assert_eq!(s.exit_code(), 0, "{}", s.stderr());
+    assert!(signalled.elapsed() >= Duration::from_millis(1500));
+}
+
+#[test]
+fn a_stream_that_ignores_the_stop_is_cut_at_the_deadline_and_named() {
+    let rt = runtime();
+    let mut s = Service::start("grpc", &["--timeout-ms", "1000"]);
+    let client = WorkClient::new(rt.block_on(connect(s.addr)));
+    let stubborn = rt.spawn(count(client, 0, 50, true));
+    s.wait_log("Count 0", 1);
+    let signalled = Instant::now();
+    s.signal("TERM");
+    assert_eq!(s.exit_code(), 1, "{}", s.stderr());
+    let took = signalled.elapsed();
+    assert!(
+        took >= Duration::from_millis(1000),
+        "cut before the deadline: {took:?}"
+    );
+    assert!(took < Duration::from_millis(3000), "cut late: {took:?}");
+    let (ticks, end) = rt.block_on(stubborn).unwrap();
+    assert!(
+        ticks.len() >= 10,
+        "ticks went on after the signal: {ticks:?}"
+    );
+    assert!(end.is_err(), "the stream was cut, not ended");
+    let stderr = s.stderr();
+    let (_, report) = stderr
+        .split_once("what was left:")
+        .unwrap_or_else(|| panic!("no report:\n{stderr}"));
+    let named = report
+        .lines()
+        .any(|l| l.trim_start().starts_with("Count stream to 127.0.0.1:") && l.contains("grpc.rs"));
+    assert!(named, "the report names the stream:\n{stderr}");
+}
+
+#[test]
+fn malformed_flags_exit_2_with_a_message() {
+    let (code, stderr) = run_to_exit("grpc", &["--timeout-ms", "soon"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--timeout-ms"), "{stderr}");
+}
