@@ -9,7 +9,8 @@
 //! At SIGTERM or Ctrl+C every connection gets GOAWAY, so clients open new
 //! RPCs elsewhere; the RPCs in flight finish: a `Sleep`, a `Count` with a
 //! number of ticks. An endless `Count` (a subscription) sees the stop
-//! through the shutdown handle in its request and ends its stream; one that
+//! through the shutdown handle in its request and ends its stream with
+//! `UNAVAILABLE` (so its client subscribes again, elsewhere); one that
 //! ignores the stop is cut at the deadline, named in the report, and the
 //! process exits 1.
 //!
@@ -84,22 +85,23 @@ impl Work for Service {
         // A count of ticks is work in flight: it finishes. An endless one
         // ends at the stop, unless told to ignore it.
         let ends_at_stop = count == 0 && !ignore_stop;
-        let ticks = stream::unfold((1, guard), move |(n, guard)| {
+        let ticks = stream::unfold((Some(1), guard), move |(next, guard)| {
             let conn = conn.clone();
             async move {
-                if count != 0 && n > count {
-                    return None;
-                }
+                let n = next.filter(|n| count == 0 || *n <= count)?;
                 let tick = pin!(tokio::time::sleep(interval));
                 if ends_at_stop {
                     if let Either::Right(_) = select(tick, pin!(conn.triggered())).await {
+                        // UNAVAILABLE: the client may subscribe again,
+                        // elsewhere.
                         tracing::info!("ending the Count stream to {peer}: stopping");
-                        return None;
+                        let stopping = Status::unavailable("server stopping");
+                        return Some((Err(stopping), (None, guard)));
                     }
                 } else {
                     tick.await;
                 }
-                Some((Ok(Tick { n }), (n + 1, guard)))
+                Some((Ok(Tick { n }), (Some(n + 1), guard)))
             }
         });
         Ok(Response::new(Box::pin(ticks)))

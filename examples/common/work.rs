@@ -21,8 +21,8 @@ pub struct SleepReply {
 }
 
 /// Send a tick every `interval_ms`: `count` of them, or with `count` 0
-/// until the server stops (then the stream ends), or with `ignore_stop`
-/// until the client goes away or the server is forced.
+/// until the server stops (then the stream ends with `UNAVAILABLE`), or
+/// with `ignore_stop` until the client goes away or the server is forced.
 #[derive(Clone, Copy, PartialEq, prost::Message)]
 pub struct CountRequest {
     #[prost(uint32, tag = "1")]

@@ -4,8 +4,9 @@
 
 use std::pin::Pin;
 
+use futures_util::future;
 use futures_util::stream::{self, Stream, StreamExt};
-use graceful_core::Shutdown;
+use graceful_core::{Conn, Shutdown};
 use tonic::{Request, Response, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
@@ -29,8 +30,12 @@ pub fn health_reporter(shutdown: &Shutdown) -> (HealthReporter, HealthServer<Grp
 ///
 /// - `Check` answers `NOT_SERVING` for the whole server (`""`) and every
 ///   service the reporter knows (unknown ones stay `NOT_FOUND`);
-/// - a `Watch` stream sends `NOT_SERVING` and ends, so health watchers
-///   learn of the stop at once and do not hold the drain open.
+/// - a `Watch` stream sends `NOT_SERVING` at once, and ends when the
+///   server's listener closes (after the pre-drain delay, if any; at the
+///   trigger for a request that carries no graceful
+///   [`Conn`](graceful_core::Conn)), so health watchers learn of the stop
+///   at once, do not watch again in a loop while the server still accepts,
+///   and do not hold the drain open.
 ///
 /// ```
 /// use graceful_core::{Reason, Shutdown};
@@ -94,13 +99,30 @@ impl Health for GrpcHealth {
         &self,
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<WatchStream>, Status> {
+        let listener_closed = match request.extensions().get::<Conn>() {
+            Some(conn) => conn.listener_closed(),
+            None => self.shutdown.triggered(),
+        };
         let statuses = self.inner.watch(request).await?.into_inner();
         // `take_until` polls the trigger first: a watch that starts after
         // it gets `NOT_SERVING` alone.
-        let stream = statuses
-            .take_until(self.shutdown.triggered())
-            .chain(stream::once(async { Ok(not_serving()) }));
-        Ok(Response::new(Box::pin(stream)))
+        let following = statuses.take_until(self.shutdown.triggered());
+        // The reporter's statuses end at the trigger, or when the service
+        // is cleared from the reporter: then the watch ends with them.
+        let shutdown = self.shutdown.clone();
+        let stopped = stream::once(async move {
+            if !shutdown.is_triggered() {
+                return stream::empty().right_stream();
+            }
+            // `NOT_SERVING`, then the stream stays open until no client is
+            // routed here any more.
+            let hold = stream::once(listener_closed).filter_map(|_| future::ready(None));
+            stream::once(future::ready(Ok(not_serving())))
+                .chain(hold)
+                .left_stream()
+        })
+        .flatten();
+        Ok(Response::new(Box::pin(following.chain(stopped))))
     }
 }
 
@@ -178,8 +200,22 @@ mod tests {
             trigger.trigger(Reason::requested());
         });
         assert_eq!(next(&mut watch), Some(NOT_SERVING));
+        // Served without a listener to wait for: it ends at the trigger.
         assert_eq!(next(&mut watch), None, "the watch ends");
         triggering.join().unwrap();
+    }
+
+    #[test]
+    fn a_watch_of_a_service_cleared_before_the_trigger_ends_without_not_serving() {
+        let shutdown = Shutdown::new();
+        let mut reporter = HealthReporter::new();
+        let health = GrpcHealth::new(&shutdown, reporter.clone());
+        block_on(reporter.set_service_status("a.Up", tonic_health::ServingStatus::Serving));
+        let mut watch = statuses(&health, "a.Up");
+        assert_eq!(next(&mut watch), Some(SERVING));
+        block_on(reporter.clear_service_status("a.Up"));
+        assert_eq!(next(&mut watch), None);
+        assert!(!shutdown.is_triggered());
     }
 
     #[test]
