@@ -85,15 +85,17 @@ impl Connections {
     /// taken under the lock and shut down after it: a connection that ends
     /// (and removes its entry) meanwhile is not held up by thousands of
     /// system calls, and the reference taken keeps its descriptor open, so
-    /// the call still reaches the right socket.
+    /// the call still reaches the right socket. Each reference is dropped
+    /// right after its call: a connection that has ended meanwhile closes
+    /// then (its peer sees the end), not after the last of thousands.
     fn shutdown_where(&self, how: How, which: impl Fn(&Entry) -> bool) {
         let sockets: Vec<Socket> = lock(&self.live)
             .iter()
             .filter(|e| which(e))
             .map(|e| e.socket.clone())
             .collect();
-        for socket in &sockets {
-            shutdown(socket, how);
+        for socket in sockets {
+            shutdown(&socket, how);
         }
     }
 

@@ -159,3 +159,54 @@ fn a_connection_registered_during_the_trigger_is_late_and_keeps_its_reads() {
     (&*server_side).read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"late request\n");
 }
+
+/// A socket that logs its shutdowns and its close, and ends its own
+/// connection when its read is ended, as a handler does.
+struct Logged {
+    id: usize,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+    track: std::sync::Mutex<Option<super::ConnTrack>>,
+}
+
+impl super::SharedSocket for Logged {
+    fn shutdown(&self, _how: std::net::Shutdown) -> std::io::Result<()> {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("shutdown {}", self.id));
+        drop(self.track.lock().unwrap().take());
+        Ok(())
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        self.log.lock().unwrap().push(format!("closed {}", self.id));
+    }
+}
+
+#[test]
+fn a_connection_that_ends_as_reads_are_ended_closes_before_the_next_is_shut_down() {
+    let shutdown = Shutdown::new();
+    let conns = Connections::new();
+    conns.attach(&shutdown);
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let peer = "127.0.0.1:1".parse().unwrap();
+    for id in [1, 2] {
+        let socket = Arc::new(Logged {
+            id,
+            log: log.clone(),
+            track: std::sync::Mutex::new(None),
+        });
+        let track = conns.register(&shutdown, socket.clone(), peer, "conn");
+        *socket.track.lock().unwrap() = Some(track);
+        // The handler's own reference is gone: the registry's is the last.
+    }
+    conns.shutdown_reads();
+    // The first closes (its peer sees the end) before the second is even
+    // shut down, not after the last of all.
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log, ["shutdown 1", "closed 1", "shutdown 2", "closed 2"]);
+    assert_eq!(conns.len(), 0);
+    assert_eq!(shutdown.held(), 0);
+}
