@@ -32,10 +32,9 @@ pub fn health_reporter(shutdown: &Shutdown) -> (HealthReporter, HealthServer<Grp
 ///   service the reporter knows (unknown ones stay `NOT_FOUND`);
 /// - a `Watch` stream sends `NOT_SERVING` at once, and ends when the
 ///   server's listener closes (after the pre-drain delay, if any; at the
-///   trigger for a request that carries no graceful
-///   [`Conn`]), so health watchers learn of the stop
-///   at once, do not watch again in a loop while the server still accepts,
-///   and do not hold the drain open.
+///   trigger for a request that carries no graceful [`Conn`]), so health
+///   watchers learn of the stop at once, do not watch again in a loop
+///   while the server still accepts, and do not hold the drain open.
 ///
 /// ```
 /// use graceful_core::{Reason, Shutdown};
