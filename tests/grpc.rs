@@ -305,7 +305,7 @@ fn health_answers_not_serving_from_the_signal_through_the_pre_drain() {
     assert!(rt.block_on(watch.message()).unwrap().is_none());
     let ended = signalled.elapsed();
     assert!(
-        ended >= Duration::from_millis(1400),
+        ended >= Duration::from_millis(1500),
         "ended in the pre-drain: {ended:?}"
     );
     assert_eq!(s.exit_code(), 0, "{}", s.stderr());
