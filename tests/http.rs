@@ -506,6 +506,32 @@ fn idle_http2_connection_gets_goaway_at_the_signal(example: &str) {
     assert_eq!(s.exit_within(PATIENCE), Some(0));
 }
 
+/// An HTTP/2 connection opened during the pre-drain delay gets its GOAWAY
+/// as soon as its preface is read, not when the listener closes: its
+/// client moves to another instance after its first streams, as an
+/// HTTP/1 client does after a `Connection: close` response.
+fn http2_connection_opened_during_pre_drain_gets_goaway_at_its_preface(example: &str) {
+    const SETTINGS: u8 = 0x4;
+    const GOAWAY: u8 = 0x7;
+    let mut s = Service::start(example, &["--pre-drain-ms", "3000"]);
+    s.signal("TERM");
+    s.wait_log("SIGTERM received", 1);
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    // Accepted and polled before its first bytes arrive.
+    std::thread::sleep(Duration::from_millis(100));
+    let t0 = Instant::now();
+    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    assert!(h2_frame_within(&mut c, SETTINGS, PATIENCE), "no SETTINGS");
+    assert!(
+        h2_frame_within(&mut c, GOAWAY, Duration::from_millis(1500)),
+        "no GOAWAY within 1.5 s of the preface (the pre-drain has 2.9 s left)"
+    );
+    assert!(t0.elapsed() < Duration::from_millis(1500));
+    drop(c);
+    assert_eq!(s.exit_within(PATIENCE), Some(0));
+}
+
 fn silent_connection_gets_the_first_request_grace(example: &str) {
     let mut s = Service::start(example, &["--delay-ms", "50"]);
     let mut late = TcpStream::connect(s.addr).unwrap();
@@ -705,6 +731,12 @@ macro_rules! http_tests {
             #[test]
             fn idle_http2_connection_gets_goaway_at_the_signal() {
                 super::idle_http2_connection_gets_goaway_at_the_signal(stringify!($example));
+            }
+            #[test]
+            fn http2_connection_opened_during_pre_drain_gets_goaway_at_its_preface() {
+                super::http2_connection_opened_during_pre_drain_gets_goaway_at_its_preface(
+                    stringify!($example),
+                );
             }
             #[test]
             fn silent_connection_gets_the_first_request_grace() {

@@ -1,4 +1,5 @@
-use std::pin::pin;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,8 @@ use crate::{BoxError, HttpService};
 /// stops:
 ///
 /// - at the trigger, an HTTP/2 connection gets GOAWAY and its open streams
-///   finish; an HTTP/1 connection keeps serving, each response marked
+///   finish (one opened later gets it as soon as its preface is read); an
+///   HTTP/1 connection keeps serving, each response marked
 ///   `Connection: close` (so pooled clients move elsewhere, and the
 ///   connection closes after it);
 /// - when the listener closes (at the trigger, or after the pre-drain
@@ -74,17 +76,17 @@ where
     let io = Io::with_activity(io, rt.clone(), options.linger, activity.clone());
     let mut connection = pin!(builder.serve_connection_with_upgrades(io, service));
 
-    // Serve until the server starts to stop.
-    if let Either::Left((done, _)) = select(connection.as_mut(), pin!(conn.triggered())).await {
+    // Serve until the server starts to stop: HTTP/2 at the trigger (its
+    // GOAWAY), HTTP/1 when the listener closes (until then its responses
+    // carry `Connection: close`, which needs no wake-up). An HTTP/1
+    // connection is woken once, not at the trigger and again at the close.
+    let (mut triggered, mut closed) = (conn.triggered(), conn.listener_closed());
+    let stop = poll_fn(|cx| match activity.is_http2() {
+        true => Pin::new(&mut triggered).poll(cx),
+        false => Pin::new(&mut closed).poll(cx),
+    });
+    if let Either::Left((done, _)) = select(connection.as_mut(), stop).await {
         return done;
-    }
-    // HTTP/1 keeps serving until the listener closes (its responses now
-    // carry `Connection: close`); HTTP/2 gets its GOAWAY now.
-    if !activity.is_http2() {
-        let closed = pin!(conn.listener_closed());
-        if let Either::Left((done, _)) = select(connection.as_mut(), closed).await {
-            return done;
-        }
     }
 
     // Nothing sent yet: the grace to send a first request.
