@@ -52,10 +52,29 @@ impl<R: Runtime> Runtime for std::sync::Arc<R> {
 
 /// Gives an adapter's runtime type the [`Runtime`] trait's methods as
 /// inherent ones, so its users call `runtime.block_on(..)` without
-/// importing the trait. For adapter authors.
+/// importing the trait. With `unit: "name"`, for a runtime that is a unit
+/// struct (`struct Runtime(())`), also its `new` and a `Debug` that shows
+/// `Runtime(name)`. For adapter authors.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! inherent_runtime_methods {
+    ($ty:ident, unit: $name:literal) => {
+        impl $ty {
+            /// The runtime. Never fails; returns a `Result` to match the
+            /// other adapters' `Runtime::new`.
+            pub fn new() -> ::std::io::Result<$ty> {
+                Ok($ty(()))
+            }
+        }
+
+        impl ::std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(concat!("Runtime(", $name, ")"))
+            }
+        }
+
+        $crate::inherent_runtime_methods!($ty);
+    };
     ($ty:ty) => {
         impl $ty {
             /// Runs `future` to completion on the current thread.

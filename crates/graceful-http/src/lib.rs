@@ -8,6 +8,8 @@
 //!   close`, GOAWAY, first-request grace, untouched upgrades);
 //! - [`Io`]: a staged close, so clients read their last response instead
 //!   of a reset;
+//! - [`FuturesIo`]: hyper's I/O for a stream with the `futures` I/O
+//!   traits, without making hyper's read buffer resident;
 //! - [`Readiness`]: the 200-then-503 endpoint for load balancers;
 //! - `grpc` (feature `grpc`): the gRPC health service that answers
 //!   `NOT_SERVING` from the trigger on, for tonic servers.
@@ -45,6 +47,7 @@
 #![forbid(unsafe_code)]
 
 mod bounds;
+mod compat;
 mod connection;
 mod exec;
 #[cfg(feature = "grpc")]
@@ -55,6 +58,7 @@ mod serve;
 mod service;
 
 pub use bounds::{BoxError, HttpBody, HttpService};
+pub use compat::FuturesIo;
 pub use connection::{serve_connection, HttpOptions};
 pub use io::Io;
 pub use readiness::Readiness;

@@ -11,7 +11,7 @@ graceful_http::http_serve_functions! {
     listener: Listener::from_std,
     runtime: Runtime::new()?,
     timer: SmolTimer::new(),
-    io: Stream::new,
+    io: |socket, track| graceful_http::FuturesIo::new(Stream::new(socket, track)),
     serve;
     serve_on;
 }

@@ -1,6 +1,4 @@
-use std::fmt;
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -14,20 +12,6 @@ use std::time::Duration;
 /// them down on one core.
 #[derive(Clone, Default)]
 pub struct Runtime(());
-
-impl Runtime {
-    /// The smol runtime. Never fails; returns a `Result` to match the other
-    /// adapters' `Runtime::new`.
-    pub fn new() -> io::Result<Runtime> {
-        Ok(Runtime(()))
-    }
-}
-
-impl fmt::Debug for Runtime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Runtime(smol)")
-    }
-}
 
 /// A sleep on `async-io`'s timer.
 #[must_use = "futures do nothing unless polled"]
@@ -87,4 +71,4 @@ fn executor() -> &'static smol::Executor<'static> {
     });
     &EXECUTOR
 }
-graceful_core::inherent_runtime_methods!(Runtime);
+graceful_core::inherent_runtime_methods!(Runtime, unit: "smol");

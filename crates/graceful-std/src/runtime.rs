@@ -1,6 +1,4 @@
-use std::fmt;
 use std::future::Future;
-use std::io;
 use std::time::Duration;
 
 /// Plain threads as the core's [`graceful_core::Runtime`]: `spawn` runs
@@ -11,20 +9,6 @@ use std::time::Duration;
 /// thread.
 #[derive(Clone, Default)]
 pub struct Runtime(());
-
-impl Runtime {
-    /// The thread runtime. Never fails; returns a `Result` to match the
-    /// other adapters' `Runtime::new`.
-    pub fn new() -> io::Result<Runtime> {
-        Ok(Runtime(()))
-    }
-}
-
-impl fmt::Debug for Runtime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Runtime(threads)")
-    }
-}
 
 impl graceful_core::Runtime for Runtime {
     type Sleep = futures_timer::Delay;
@@ -46,4 +30,4 @@ impl graceful_core::Runtime for Runtime {
         crate::reactor::block_on(future)
     }
 }
-graceful_core::inherent_runtime_methods!(Runtime);
+graceful_core::inherent_runtime_methods!(Runtime, unit: "threads");

@@ -1,55 +1,29 @@
-use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use graceful_core::server::ConnTrack;
-
-/// An accepted connection, served on a thread of its own. It carries the
-/// connection's guard: the server's drain waits for it to be dropped.
-///
-/// Implements `std::io::Read` and `Write`, and also the `futures` crate's
-/// `AsyncRead` and `AsyncWrite` by blocking the thread, so that handlers
-/// written once for every adapter run here too (each on its own thread, as
-/// [`serve`](crate::serve) runs them). When its listener closes the server ends a
-/// read that waits for input, and at the force it shuts the socket down,
-/// so a blocked call never outlives the drain.
-///
-/// The socket is shared with the server's registry of connections, not
-/// duplicated: a connection costs one descriptor.
-pub struct Stream {
-    inner: Arc<TcpStream>,
-    track: ConnTrack,
+graceful_core::stream_type! {
+    /// An accepted connection, served on a thread of its own. It carries the
+    /// connection's guard: the server's drain waits for it to be dropped.
+    ///
+    /// Implements `std::io::Read` and `Write`, and also the `futures` crate's
+    /// `AsyncRead` and `AsyncWrite` by blocking the thread, so that handlers
+    /// written once for every adapter run here too (each on its own thread, as
+    /// [`serve`](crate::serve) runs them). When its listener closes the server
+    /// ends a read that waits for input, and at the force it shuts the socket
+    /// down, so a blocked call never outlives the drain.
+    ///
+    /// The socket is shared with the server's registry of connections, not
+    /// duplicated: a connection costs one descriptor.
+    socket: TcpStream,
+    local_addr: |s| s.local_addr(),
 }
 
 impl Stream {
-    pub(crate) fn new(inner: Arc<TcpStream>, track: ConnTrack) -> Stream {
-        Stream { inner, track }
-    }
-
-    /// The client's address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.track.peer_addr()
-    }
-
-    /// The server's address.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-
     /// The socket inside.
     pub fn get_ref(&self) -> &TcpStream {
         &self.inner
-    }
-}
-
-impl fmt::Debug for Stream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Stream")
-            .field("peer", &self.track.peer_addr())
-            .finish()
     }
 }
 

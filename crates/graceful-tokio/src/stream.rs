@@ -1,27 +1,11 @@
-use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
 
-use graceful_core::server::{ConnTrack, SharedSocket};
+use graceful_core::server::SharedSocket;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-
-/// An accepted connection. It carries the connection's guard: the server's
-/// drain waits for it to be dropped, wherever it was moved.
-///
-/// Implements tokio's and the `futures` crate's `AsyncRead` and
-/// `AsyncWrite`, so handlers can be written once for every adapter.
-///
-/// The socket is shared with the server's registry of connections (which
-/// shuts it down when the listener closes or the drain is forced), not
-/// duplicated: a connection costs one descriptor.
-pub struct Stream {
-    inner: Arc<Shared>,
-    track: ConnTrack,
-}
 
 /// A tokio socket shared by its connection and the server's registry. The
 /// lock is held only inside one non-blocking poll or one `shutdown(2)`, so
@@ -44,32 +28,24 @@ impl SharedSocket for Shared {
     }
 }
 
+graceful_core::stream_type! {
+    /// An accepted connection. It carries the connection's guard: the server's
+    /// drain waits for it to be dropped, wherever it was moved.
+    ///
+    /// Implements tokio's and the `futures` crate's `AsyncRead` and
+    /// `AsyncWrite`, so handlers can be written once for every adapter.
+    ///
+    /// The socket is shared with the server's registry of connections (which
+    /// shuts it down when the listener closes or the drain is forced), not
+    /// duplicated: a connection costs one descriptor.
+    socket: Shared,
+    local_addr: |s| s.lock().local_addr(),
+}
+
 impl Stream {
-    pub(crate) fn new(inner: Arc<Shared>, track: ConnTrack) -> Stream {
-        Stream { inner, track }
-    }
-
-    /// The client's address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.track.peer_addr()
-    }
-
-    /// The server's address.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.lock().local_addr()
-    }
-
     /// Sets `TCP_NODELAY` on the socket.
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         self.inner.lock().set_nodelay(nodelay)
-    }
-}
-
-impl fmt::Debug for Stream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Stream")
-            .field("peer", &self.track.peer_addr())
-            .finish()
     }
 }
 

@@ -103,3 +103,53 @@ macro_rules! tcp_serve_functions {
         }
     };
 }
+
+/// Writes an adapter's connection type, `Stream`: the socket it shares
+/// with the server's registry (an `Arc<socket>`, so a connection costs one
+/// descriptor) and the connection's guard, with `new(socket, track)`,
+/// `peer_addr`, `local_addr` (`local_addr` reads it from the socket) and a
+/// `Debug` that names the peer. Doc lines go first. The adapter adds its
+/// I/O traits. For adapter authors.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! stream_type {
+    (
+        $(#[$doc:meta])*
+        socket: $socket:ty,
+        local_addr: |$s:ident| $local:expr $(,)?
+    ) => {
+        $(#[$doc])*
+        pub struct Stream {
+            inner: ::std::sync::Arc<$socket>,
+            track: $crate::server::ConnTrack,
+        }
+
+        impl Stream {
+            pub(crate) fn new(
+                inner: ::std::sync::Arc<$socket>,
+                track: $crate::server::ConnTrack,
+            ) -> Stream {
+                Stream { inner, track }
+            }
+
+            /// The client's address.
+            pub fn peer_addr(&self) -> ::std::net::SocketAddr {
+                self.track.peer_addr()
+            }
+
+            /// The server's address.
+            pub fn local_addr(&self) -> ::std::io::Result<::std::net::SocketAddr> {
+                let $s: &$socket = &self.inner;
+                $local
+            }
+        }
+
+        impl ::std::fmt::Debug for Stream {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.debug_struct("Stream")
+                    .field("peer", &self.track.peer_addr())
+                    .finish()
+            }
+        }
+    };
+}
