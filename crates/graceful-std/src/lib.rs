@@ -64,6 +64,8 @@
 pub mod http;
 mod listener;
 mod pool;
+// Without `http` nothing waits for a socket or a timer in it.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 mod reactor;
 mod runtime;
 mod serve;
