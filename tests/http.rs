@@ -483,24 +483,38 @@ fn h2_frame_within(stream: &mut TcpStream, kind: u8, within: Duration) -> bool {
     }
 }
 
+/// Sends the HTTP/2 preface and an empty SETTINGS frame on `stream`, and
+/// reads until the server's SETTINGS.
+fn h2_preface(stream: &mut TcpStream) {
+    const SETTINGS: u8 = 0x4;
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    assert!(h2_frame_within(stream, SETTINGS, PATIENCE), "no SETTINGS");
+}
+
+/// Asserts that a GOAWAY arrives on `stream` within 1.5 s of `since`, the
+/// moment of `what`.
+fn assert_goaway_soon(stream: &mut TcpStream, since: Instant, what: &str) {
+    const GOAWAY: u8 = 0x7;
+    let within = Duration::from_millis(1500);
+    let left = within.saturating_sub(since.elapsed());
+    assert!(
+        h2_frame_within(stream, GOAWAY, left) && since.elapsed() < within,
+        "no GOAWAY within {within:?} of {what}"
+    );
+}
+
 /// An HTTP/2 connection that has not sent a request yet is known as one by
 /// its preface: at the signal it gets its GOAWAY at once, even during the
 /// pre-drain delay, so its client moves to another instance early.
 fn idle_http2_connection_gets_goaway_at_the_signal(example: &str) {
-    const SETTINGS: u8 = 0x4;
-    const GOAWAY: u8 = 0x7;
     let mut s = Service::start(example, &["--pre-drain-ms", "3000"]);
     let mut c = TcpStream::connect(s.addr).unwrap();
-    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .unwrap();
-    assert!(h2_frame_within(&mut c, SETTINGS, PATIENCE), "no SETTINGS");
+    h2_preface(&mut c);
     let t0 = Instant::now();
     s.signal("TERM");
-    assert!(
-        h2_frame_within(&mut c, GOAWAY, Duration::from_millis(1500)),
-        "no GOAWAY within 1.5 s of the signal (pre-drain is 3 s)"
-    );
-    assert!(t0.elapsed() < Duration::from_millis(1500));
+    assert_goaway_soon(&mut c, t0, "the signal (pre-drain is 3 s)");
     // A client with no stream open closes on GOAWAY.
     drop(c);
     assert_eq!(s.exit_within(PATIENCE), Some(0));
@@ -511,8 +525,6 @@ fn idle_http2_connection_gets_goaway_at_the_signal(example: &str) {
 /// client moves to another instance after its first streams, as an
 /// HTTP/1 client does after a `Connection: close` response.
 fn http2_connection_opened_during_pre_drain_gets_goaway_at_its_preface(example: &str) {
-    const SETTINGS: u8 = 0x4;
-    const GOAWAY: u8 = 0x7;
     let mut s = Service::start(example, &["--pre-drain-ms", "3000"]);
     s.signal("TERM");
     s.wait_log("SIGTERM received", 1);
@@ -520,14 +532,8 @@ fn http2_connection_opened_during_pre_drain_gets_goaway_at_its_preface(example: 
     // Accepted and polled before its first bytes arrive.
     std::thread::sleep(Duration::from_millis(100));
     let t0 = Instant::now();
-    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .unwrap();
-    assert!(h2_frame_within(&mut c, SETTINGS, PATIENCE), "no SETTINGS");
-    assert!(
-        h2_frame_within(&mut c, GOAWAY, Duration::from_millis(1500)),
-        "no GOAWAY within 1.5 s of the preface (the pre-drain has 2.9 s left)"
-    );
-    assert!(t0.elapsed() < Duration::from_millis(1500));
+    h2_preface(&mut c);
+    assert_goaway_soon(&mut c, t0, "the preface (the pre-drain has 2.9 s left)");
     drop(c);
     assert_eq!(s.exit_within(PATIENCE), Some(0));
 }

@@ -8,18 +8,27 @@
 //! client sees its new connection reset, a failed request. With
 //! [`ServeConfig::exclusive_listener`](super::ServeConfig::exclusive_listener),
 //! before the last look at the backlog the closing server attaches a
-//! filter that drops every packet arriving at the listening socket (never
-//! at its accepted connections, which are sockets of their own): a new
-//! client's SYN goes unanswered, and its retransmission, a second later,
-//! finds the port closed and is refused. A handshake caught half done (the
-//! client got its SYN-ACK, the kernel had not yet taken its ACK) is not
-//! completed either: that client is reset, as it would have been.
+//! filter to the listening socket that drops every segment opening a
+//! connection (a SYN; never anything at its accepted connections, which
+//! are sockets of their own): a new client's SYN goes unanswered, and its
+//! retransmission, a second later, finds the port closed and is refused.
+//! A handshake caught half done (the client got its SYN-ACK, the kernel
+//! had not yet taken its ACK) still completes, and the server keeps
+//! looking at the backlog until it has been empty for [`SETTLE`]: longer
+//! than a loopback or datacenter round trip, so that client is served. A
+//! handshake whose ACK comes later still is reset by the close, as it
+//! would have been.
 //!
 //! The filter stays on the socket, so it is attached only to a socket this
 //! process alone holds: never to one recorded by [`mark_shared`] (inherited
 //! by socket activation, or handed to a successor by a restart), nor to a
 //! member of an `SO_REUSEPORT` group, nor when the socket's identity cannot
 //! be read.
+
+/// How long a listener whose handshakes were stopped must show an empty
+/// backlog before it closes: the time a handshake caught half done has to
+/// complete.
+pub(crate) const SETTLE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Records that another process may hold `listener` (it was inherited, or
 /// handed over): its handshakes are never stopped. Called for every
@@ -72,10 +81,7 @@ mod imp {
         if socket.reuse_port().unwrap_or(true) {
             return false;
         }
-        // One classic BPF instruction, `ret #0`: keep no byte of any packet.
-        const BPF_RET_K: u16 = 0x06;
-        let drop_all = [socket2::SockFilter::new(BPF_RET_K, 0, 0, 0)];
-        match socket.attach_filter(&drop_all) {
+        match socket.attach_filter(&super::DROP_SYN) {
             Ok(()) => true,
             Err(e) => {
                 tracing::debug!("cannot stop handshakes on a closing listener: {e}");
@@ -84,6 +90,26 @@ mod imp {
         }
     }
 }
+
+/// A classic BPF socket filter that drops a TCP segment with the SYN flag
+/// and keeps any other whole. A TCP socket's filter sees the segment from
+/// its TCP header on, whose byte 13 holds the flags.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const DROP_SYN: [socket2::SockFilter; 4] = {
+    use socket2::SockFilter;
+    const BPF_LD_B_ABS: u16 = 0x30;
+    const BPF_JMP_JSET_K: u16 = 0x45;
+    const BPF_RET_K: u16 = 0x06;
+    const TCP_FLAGS: u32 = 13;
+    const SYN: u32 = 0x02;
+    [
+        SockFilter::new(BPF_LD_B_ABS, 0, 0, TCP_FLAGS),
+        // SYN set: the next instruction; otherwise skip it.
+        SockFilter::new(BPF_JMP_JSET_K, 0, 1, SYN),
+        SockFilter::new(BPF_RET_K, 0, 0, 0),
+        SockFilter::new(BPF_RET_K, 0, 0, u32::MAX),
+    ]
+};
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 mod imp {
@@ -120,6 +146,50 @@ mod tests {
         accepted.write_all(b"x").unwrap();
         let mut b = [0u8; 1];
         queued.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"x");
+    }
+
+    /// Takes a connection from `listener` within `within`.
+    fn accept_within(listener: &TcpListener, within: Duration) -> Option<TcpStream> {
+        listener.set_nonblocking(true).unwrap();
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            if let Ok((stream, _)) = listener.accept() {
+                stream.set_nonblocking(false).unwrap();
+                return Some(stream);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
+    #[test]
+    fn a_handshake_half_done_at_the_stop_completes_and_is_queued() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        // A filter of the test's own that keeps SYNs alone: the client's
+        // ACK is lost, so its connect returns while the listener still
+        // waits for the handshake's end.
+        let syn_only = [
+            socket2::SockFilter::new(0x30, 0, 0, 13),
+            socket2::SockFilter::new(0x45, 0, 1, 0x02),
+            socket2::SockFilter::new(0x06, 0, 0, u32::MAX),
+            socket2::SockFilter::new(0x06, 0, 0, 0),
+        ];
+        socket2::SockRef::from(&listener)
+            .attach_filter(&syn_only)
+            .unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        assert!(
+            accept_within(&listener, Duration::from_millis(100)).is_none(),
+            "the handshake is not half done"
+        );
+        assert!(stop_handshakes(&listener, true));
+        // Its first data carries the ACK, which the stop lets through.
+        client.write_all(b"x").unwrap();
+        let mut accepted = accept_within(&listener, Duration::from_secs(5))
+            .expect("a handshake half done at the stop was never completed");
+        let mut b = [0u8; 1];
+        accepted.read_exact(&mut b).unwrap();
         assert_eq!(&b, b"x");
     }
 

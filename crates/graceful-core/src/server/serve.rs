@@ -155,8 +155,10 @@ const MAX_BACKLOG_TIME: Duration = Duration::from_millis(200);
 /// closing listener of `server` (`accept` returns `Ok(None)` when it is
 /// empty) and hands each to `serve`; returns how many it took. First, if
 /// the listener is `exclusive` (see [`ServeConfig::exclusive_listener`])
-/// and was not handed to a successor, the kernel is asked to complete no
-/// more handshakes on it, so that no connection is queued after the last
+/// and was not handed to a successor, the kernel is asked to start no more
+/// handshakes on it, and the backlog is taken until it has stayed empty
+/// for 2 ms (the handshakes already started complete meanwhile; a blocking
+/// wait, once per stop), so that no connection is queued after the last
 /// look and reset by the close. Bounded: at most 4096 connections, 16 failed
 /// attempts and 200 ms; it gives up at once when out of descriptors
 /// (EMFILE, ENFILE: no accept can succeed until a connection ends, and
@@ -170,9 +172,11 @@ pub(crate) fn take_backlog<L: std::os::fd::AsFd, C>(
     mut accept: impl FnMut(&mut L) -> io::Result<Option<C>>,
     mut serve: impl FnMut(C),
 ) -> usize {
-    super::handshakes::stop_handshakes(listener, exclusive && !restarted(server));
+    let stopped = super::handshakes::stop_handshakes(listener, exclusive && !restarted(server));
     let start = std::time::Instant::now();
     let (mut taken, mut errors) = (0, 0);
+    // Since when the backlog was seen empty, once handshakes are stopped.
+    let mut empty_since = None;
     loop {
         if taken >= MAX_QUEUED {
             tracing::warn!("{name}: took {taken} queued connections at close; closing on the rest");
@@ -187,7 +191,16 @@ pub(crate) fn take_backlog<L: std::os::fd::AsFd, C>(
         match accept(listener) {
             Ok(Some(conn)) => {
                 taken += 1;
+                empty_since = None;
                 serve(conn);
+            }
+            // Handshakes caught half done by the stop may still complete.
+            Ok(None) if stopped => {
+                let since = *empty_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= super::handshakes::SETTLE {
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(200));
             }
             Ok(None) => break,
             Err(e) if super::is_out_of_descriptors(&e) => {
@@ -342,6 +355,52 @@ mod tests {
             took >= MAX_BACKLOG_TIME && took < MAX_BACKLOG_TIME + Duration::from_secs(1),
             "{took:?}"
         );
+    }
+
+    /// An accept that finds the backlog empty until 1 ms after its first
+    /// call, then one connection, then none.
+    fn one_connection_after_1ms() -> impl FnMut(&mut std::net::TcpListener) -> io::Result<Option<()>>
+    {
+        let (mut first, mut given) = (None, false);
+        move |_| {
+            let first = *first.get_or_insert_with(std::time::Instant::now);
+            if !given && first.elapsed() >= Duration::from_millis(1) {
+                given = true;
+                return Ok(Some(()));
+            }
+            Ok(None)
+        }
+    }
+
+    #[test]
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn a_listener_whose_handshakes_stopped_is_taken_until_empty_for_the_settle_time() {
+        let start = std::time::Instant::now();
+        let taken = take_backlog(
+            "test",
+            &mut listener(),
+            &Shutdown::new(),
+            true,
+            one_connection_after_1ms(),
+            |()| {},
+        );
+        let took = start.elapsed();
+        assert_eq!(taken, 1, "a connection completed after the stop was left");
+        assert!(
+            took >= Duration::from_millis(1) + super::super::handshakes::SETTLE
+                && took < Duration::from_secs(1),
+            "{took:?}"
+        );
+        // Without the stop, an empty backlog ends it at once.
+        let taken = take_backlog(
+            "test",
+            &mut listener(),
+            &Shutdown::new(),
+            false,
+            one_connection_after_1ms(),
+            |()| {},
+        );
+        assert_eq!(taken, 0);
     }
 
     #[test]
