@@ -56,10 +56,11 @@ pub struct ServeConfig {
     /// inherited from systemd or another process, not part of an
     /// `SO_REUSEPORT` group (default false). Then, on Linux, just before its
     /// last accept the server asks the kernel to start no more handshakes
-    /// on it and takes those already started (waiting 2 ms for them), so
-    /// the close resets no connection the kernel completed after that
-    /// accept; a client connecting in that instant is refused on its SYN's
-    /// retransmission (about a second later) instead. This attaches a
+    /// on it and takes those already started (looking again 2 ms later,
+    /// until a look finds none), so the close resets no connection whose
+    /// client saw it open, unless its handshake's last packet took longer
+    /// than that; a client connecting after that instant is refused on its
+    /// SYN's retransmission (about a second later) instead. This attaches a
     /// socket filter that stays on the socket: never set it for a socket
     /// another process may still hold (systemd's socket units keep theirs
     /// and would never see a connection again). Sockets taken through

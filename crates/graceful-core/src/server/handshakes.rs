@@ -9,15 +9,17 @@
 //! [`ServeConfig::exclusive_listener`](super::ServeConfig::exclusive_listener),
 //! before the last look at the backlog the closing server attaches a
 //! filter to the listening socket that drops every segment opening a
-//! connection (a SYN; never anything at its accepted connections, which
-//! are sockets of their own): a new client's SYN goes unanswered, and its
+//! connection (a SYN): a new client's SYN goes unanswered, and its
 //! retransmission, a second later, finds the port closed and is refused.
 //! A handshake caught half done (the client got its SYN-ACK, the kernel
-//! had not yet taken its ACK) still completes, and the server keeps
-//! looking at the backlog until it has been empty for [`SETTLE`]: longer
-//! than a loopback or datacenter round trip, so that client is served. A
-//! handshake whose ACK comes later still is reset by the close, as it
-//! would have been.
+//! had not yet taken its ACK) still completes: the server looks at the
+//! backlog again [`SETTLE`] later, longer than a loopback or datacenter
+//! round trip, and again until a look finds none, so that client is
+//! served. A handshake whose ACK comes later still is reset by the close,
+//! as it would have been. The connections accepted before the filter are
+//! sockets of their own, without it; those the kernel completes after it
+//! inherit it, which only drops the SYNs an established connection never
+//! needs.
 //!
 //! The filter stays on the socket, so it is attached only to a socket this
 //! process alone holds: never to one recorded by [`mark_shared`] (inherited
@@ -25,9 +27,9 @@
 //! member of an `SO_REUSEPORT` group, nor when the socket's identity cannot
 //! be read.
 
-/// How long a listener whose handshakes were stopped must show an empty
-/// backlog before it closes: the time a handshake caught half done has to
-/// complete.
+/// How long after a look that found connections (the first look included)
+/// the backlog of a listener whose handshakes were stopped is looked at
+/// again: the time a handshake caught half done has to complete.
 pub(crate) const SETTLE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Records that another process may hold `listener` (it was inherited, or

@@ -134,13 +134,15 @@ where
     // Serve what the kernel already queued, then close the listener: it is
     // owned here and dropped exactly once.
     let queued = take_backlog(
+        rt,
         name,
         &mut listener,
         server,
         config.exclusive_listener,
         |listener: &mut A| listener.accept_queued(),
         |(stream, peer)| spawn_conn(stream, peer),
-    );
+    )
+    .await;
     drop(listener);
     scope.listener_closed(rt, queued);
     Ok(scope.drain(rt).await)
@@ -156,15 +158,16 @@ const MAX_BACKLOG_TIME: Duration = Duration::from_millis(200);
 /// empty) and hands each to `serve`; returns how many it took. First, if
 /// the listener is `exclusive` (see [`ServeConfig::exclusive_listener`])
 /// and was not handed to a successor, the kernel is asked to start no more
-/// handshakes on it, and the backlog is taken until it has stayed empty
-/// for 2 ms (the handshakes already started complete meanwhile; a blocking
-/// wait, once per stop), so that no connection is queued after the last
-/// look and reset by the close. Bounded: at most 4096 connections, 16 failed
-/// attempts and 200 ms; it gives up at once when out of descriptors
-/// (EMFILE, ENFILE: no accept can succeed until a connection ends, and
-/// waiting would hold the stop), and logs what it left. Never spins: every
-/// failure counts.
-pub(crate) fn take_backlog<L: std::os::fd::AsFd, C>(
+/// handshakes on it; the handshakes already started complete within a
+/// round trip, so the backlog is looked at again after 2 ms (on `rt`'s
+/// timer), until a look finds it empty: no connection is queued after the
+/// last look and reset by the close. Bounded: at most 4096 connections, 16
+/// failed attempts per look and 200 ms; it gives up at once when out of
+/// descriptors (EMFILE, ENFILE: no accept can succeed until a connection
+/// ends, and waiting would hold the stop), and logs what it left. Never
+/// spins: every failure counts.
+pub(crate) async fn take_backlog<R: Runtime, L: std::os::fd::AsFd, C>(
+    rt: &R,
     name: &str,
     listener: &mut L,
     server: &Shutdown,
@@ -174,43 +177,56 @@ pub(crate) fn take_backlog<L: std::os::fd::AsFd, C>(
 ) -> usize {
     let stopped = super::handshakes::stop_handshakes(listener, exclusive && !restarted(server));
     let start = std::time::Instant::now();
-    let (mut taken, mut errors) = (0, 0);
-    // Since when the backlog was seen empty, once handshakes are stopped.
-    let mut empty_since = None;
+    let mut taken = 0;
+    let mut open = take_queued(name, listener, start, &mut taken, &mut accept, &mut serve);
+    // Handshakes the stop caught half done: look again, until a look finds
+    // none.
+    while stopped && open {
+        rt.sleep(super::handshakes::SETTLE).await;
+        let before = taken;
+        open = take_queued(name, listener, start, &mut taken, &mut accept, &mut serve)
+            && taken > before;
+    }
+    taken
+}
+
+/// One look at the backlog for [`take_backlog`]: takes connections until
+/// it is empty, adding them to `taken`; returns whether it found it empty
+/// (rather than stopping at a bound).
+fn take_queued<L, C>(
+    name: &str,
+    listener: &mut L,
+    start: std::time::Instant,
+    taken: &mut usize,
+    accept: &mut impl FnMut(&mut L) -> io::Result<Option<C>>,
+    serve: &mut impl FnMut(C),
+) -> bool {
+    let mut errors = 0;
     loop {
-        if taken >= MAX_QUEUED {
+        if *taken >= MAX_QUEUED {
             tracing::warn!("{name}: took {taken} queued connections at close; closing on the rest");
-            break;
+            return false;
         }
         if start.elapsed() > MAX_BACKLOG_TIME {
             tracing::warn!(
                 "{name}: taking the backlog at close took over {MAX_BACKLOG_TIME:?}; closing on the rest"
             );
-            break;
+            return false;
         }
         match accept(listener) {
             Ok(Some(conn)) => {
-                taken += 1;
-                empty_since = None;
+                *taken += 1;
                 serve(conn);
             }
-            // Handshakes caught half done by the stop may still complete.
-            Ok(None) if stopped => {
-                let since = *empty_since.get_or_insert_with(std::time::Instant::now);
-                if since.elapsed() >= super::handshakes::SETTLE {
-                    break;
-                }
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            Ok(None) => break,
+            Ok(None) => return true,
             Err(e) if super::is_out_of_descriptors(&e) => {
                 tracing::warn!(
                     "{name}: out of descriptors while taking the backlog at close ({e}); \
                      took {taken}, the connections still queued are reset"
                 );
-                break;
+                return false;
             }
-            Err(e) if super::is_fatal_accept_error(&e) => break,
+            Err(e) if super::is_fatal_accept_error(&e) => return false,
             Err(e) => {
                 errors += 1;
                 if errors >= MAX_BACKLOG_ERRORS {
@@ -218,12 +234,11 @@ pub(crate) fn take_backlog<L: std::os::fd::AsFd, C>(
                         "{name}: {errors} failed accepts while taking the backlog at close ({e}); \
                          took {taken}, the connections still queued are reset"
                     );
-                    break;
+                    return false;
                 }
             }
         }
     }
-    taken
 }
 
 /// The least pre-drain delay of a server whose process handed its listeners
@@ -292,6 +307,25 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::block_on;
+
+    /// A runtime whose sleep blocks the thread, for `take_backlog`'s looks.
+    #[derive(Clone)]
+    struct BlockingRt;
+
+    impl Runtime for BlockingRt {
+        type Sleep = std::future::Ready<()>;
+        fn sleep(&self, duration: Duration) -> Self::Sleep {
+            std::thread::sleep(duration);
+            std::future::ready(())
+        }
+        fn spawn<F: Future<Output = ()> + Send + 'static>(&self, _: F) {
+            unreachable!("take_backlog spawns nothing")
+        }
+        fn block_on<F: Future>(&self, future: F) -> F::Output {
+            block_on(future)
+        }
+    }
 
     fn listener() -> std::net::TcpListener {
         std::net::TcpListener::bind("127.0.0.1:0").unwrap()
@@ -300,7 +334,8 @@ mod tests {
     #[test]
     fn the_backlog_stops_at_once_when_out_of_descriptors() {
         let mut calls = 0;
-        let taken = take_backlog(
+        let taken = block_on(take_backlog(
+            &BlockingRt,
             "test",
             &mut listener(),
             &Shutdown::new(),
@@ -313,14 +348,15 @@ mod tests {
                 }
             },
             |_| {},
-        );
+        ));
         assert_eq!((taken, calls), (2, 3), "one EMFILE ends it");
     }
 
     #[test]
     fn the_backlog_counts_transient_failures_instead_of_spinning() {
         let mut calls = 0;
-        let taken = take_backlog::<_, ()>(
+        let taken = block_on(take_backlog::<_, _, ()>(
+            &BlockingRt,
             "test",
             &mut listener(),
             &Shutdown::new(),
@@ -330,7 +366,7 @@ mod tests {
                 Err(io::Error::from_raw_os_error(103))
             },
             |_| {},
-        );
+        ));
         assert_eq!(taken, 0);
         assert_eq!(calls, MAX_BACKLOG_ERRORS);
     }
@@ -338,7 +374,8 @@ mod tests {
     #[test]
     fn the_backlog_is_bounded_in_time() {
         let start = std::time::Instant::now();
-        let taken = take_backlog(
+        let taken = block_on(take_backlog(
+            &BlockingRt,
             "test",
             &mut listener(),
             &Shutdown::new(),
@@ -348,7 +385,7 @@ mod tests {
                 Ok(Some(()))
             },
             |()| {},
-        );
+        ));
         assert!(taken < MAX_QUEUED, "took {taken}");
         let took = start.elapsed();
         assert!(
@@ -374,46 +411,50 @@ mod tests {
 
     #[test]
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn a_listener_whose_handshakes_stopped_is_taken_until_empty_for_the_settle_time() {
+    fn a_listener_whose_handshakes_stopped_is_looked_at_again_until_a_look_finds_none() {
         let start = std::time::Instant::now();
-        let taken = take_backlog(
+        let taken = block_on(take_backlog(
+            &BlockingRt,
             "test",
             &mut listener(),
             &Shutdown::new(),
             true,
             one_connection_after_1ms(),
             |()| {},
-        );
+        ));
         let took = start.elapsed();
         assert_eq!(taken, 1, "a connection completed after the stop was left");
+        // Empty, then one after the settle time, then empty after it.
+        let settle = super::super::handshakes::SETTLE;
         assert!(
-            took >= Duration::from_millis(1) + super::super::handshakes::SETTLE
-                && took < Duration::from_secs(1),
+            took >= 2 * settle && took < Duration::from_secs(1),
             "{took:?}"
         );
         // Without the stop, an empty backlog ends it at once.
-        let taken = take_backlog(
+        let taken = block_on(take_backlog(
+            &BlockingRt,
             "test",
             &mut listener(),
             &Shutdown::new(),
             false,
             one_connection_after_1ms(),
             |()| {},
-        );
+        ));
         assert_eq!(taken, 0);
     }
 
     #[test]
     fn the_backlog_is_bounded_in_connections() {
         let mut served = 0;
-        let taken = take_backlog(
+        let taken = block_on(take_backlog(
+            &BlockingRt,
             "test",
             &mut listener(),
             &Shutdown::new(),
             false,
             |_| Ok(Some(())),
             |()| served += 1,
-        );
+        ));
         assert_eq!((taken, served), (MAX_QUEUED, MAX_QUEUED));
     }
 }
