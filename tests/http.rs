@@ -506,24 +506,26 @@ fn assert_goaway_soon(stream: &mut TcpStream, since: Instant, what: &str) {
 }
 
 /// An HTTP/2 connection that has not sent a request yet is known as one by
-/// its preface: at the signal it gets its GOAWAY at once, even during the
-/// pre-drain delay, so its client moves to another instance early.
+/// its preface: from the signal on it gets its GOAWAY as soon as its
+/// first-request grace (1 s) is over, even during the pre-drain delay, so
+/// its client moves to another instance early.
 fn idle_http2_connection_gets_goaway_at_the_signal(example: &str) {
     let mut s = Service::start(example, &["--pre-drain-ms", "3000"]);
     let mut c = TcpStream::connect(s.addr).unwrap();
     h2_preface(&mut c);
     let t0 = Instant::now();
     s.signal("TERM");
-    assert_goaway_soon(&mut c, t0, "the signal (pre-drain is 3 s)");
+    assert_goaway_soon(&mut c, t0, "the signal (1 s grace; pre-drain is 3 s)");
     // A client with no stream open closes on GOAWAY.
     drop(c);
     assert_eq!(s.exit_within(PATIENCE), Some(0));
 }
 
 /// An HTTP/2 connection opened during the pre-drain delay gets its GOAWAY
-/// as soon as its preface is read, not when the listener closes: its
-/// client moves to another instance after its first streams, as an
-/// HTTP/1 client does after a `Connection: close` response.
+/// once it is known as HTTP/2 (by its preface) and its first-request grace
+/// is over, not when the listener closes: its client moves to another
+/// instance, as an HTTP/1 client does after a `Connection: close`
+/// response.
 fn http2_connection_opened_during_pre_drain_gets_goaway_at_its_preface(example: &str) {
     let mut s = Service::start(example, &["--pre-drain-ms", "3000"]);
     s.signal("TERM");
@@ -533,7 +535,11 @@ fn http2_connection_opened_during_pre_drain_gets_goaway_at_its_preface(example: 
     std::thread::sleep(Duration::from_millis(100));
     let t0 = Instant::now();
     h2_preface(&mut c);
-    assert_goaway_soon(&mut c, t0, "the preface (the pre-drain has 2.9 s left)");
+    assert_goaway_soon(
+        &mut c,
+        t0,
+        "the preface (1 s grace; the pre-drain has 2.9 s left)",
+    );
     drop(c);
     assert_eq!(s.exit_within(PATIENCE), Some(0));
 }

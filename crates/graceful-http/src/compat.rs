@@ -11,25 +11,43 @@ use futures_io::{AsyncRead, AsyncWrite};
 /// uninitialised buffer (16 KiB for an HTTP/1 connection), and a futures
 /// reader needs an initialised one. Zeroing hyper's buffer on every read
 /// (what a generic wrapper must do) makes every page of it resident; an
-/// idle connection then costs 16 KiB more than it uses. Writes, vectored
-/// ones included, go straight to the stream; hyper's shutdown closes it.
+/// idle connection then costs 16 KiB more than it uses. Writes go straight
+/// to the stream; hyper's shutdown closes it.
 #[derive(Debug)]
-pub struct FuturesIo<T>(T);
+pub struct FuturesIo<T> {
+    stream: T,
+    vectored: bool,
+}
 
 impl<T> FuturesIo<T> {
-    /// Wraps `stream`.
+    /// Wraps `stream`; hyper sends a response's head and body in one
+    /// buffer, as it must to a stream whose vectored write writes its
+    /// first buffer alone (the `futures` traits' default).
     pub fn new(stream: T) -> Self {
-        FuturesIo(stream)
+        FuturesIo {
+            stream,
+            vectored: false,
+        }
+    }
+
+    /// Wraps `stream`, whose vectored write writes every buffer it can
+    /// (`writev(2)`, as `async-io`'s sockets do): hyper hands it a
+    /// response's head and body together, without copying them into one.
+    pub fn vectored(stream: T) -> Self {
+        FuturesIo {
+            stream,
+            vectored: true,
+        }
     }
 
     /// The stream inside.
     pub fn inner(&self) -> &T {
-        &self.0
+        &self.stream
     }
 
     /// Unwraps the stream.
     pub fn into_inner(self) -> T {
-        self.0
+        self.stream
     }
 }
 
@@ -39,7 +57,7 @@ impl<T: AsyncRead + Unpin> hyper::rt::Read for FuturesIo<T> {
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        crate::poll_read_staged(buf, |chunk| Pin::new(&mut self.0).poll_read(cx, chunk))
+        crate::poll_read_staged(buf, |chunk| Pin::new(&mut self.stream).poll_read(cx, chunk))
     }
 }
 
@@ -49,23 +67,23 @@ impl<T: AsyncWrite + Unpin> hyper::rt::Write for FuturesIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
-        true
+        self.vectored
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_close(cx)
+        Pin::new(&mut self.stream).poll_close(cx)
     }
 }
 
@@ -89,6 +107,9 @@ mod tests {
         assert_eq!(buf.filled(), b"hello");
         let wrote = pin!(&mut io).poll_write(&mut cx, b"!");
         assert!(matches!(wrote, Poll::Ready(Ok(1))));
+        assert!(!io.is_write_vectored());
         assert_eq!(io.into_inner().into_inner(), b"hello!");
+        let cursor = futures_util::io::Cursor::new(Vec::new());
+        assert!(FuturesIo::vectored(cursor).is_write_vectored());
     }
 }

@@ -18,7 +18,8 @@ use crate::{BoxError, HttpService};
 /// stops:
 ///
 /// - at the trigger, an HTTP/2 connection gets GOAWAY and its open streams
-///   finish (one opened later gets it as soon as its preface is read); an
+///   finish (one opened later gets it once its preface is read and it
+///   sent a first request, or its first-request grace is over); an
 ///   HTTP/1 connection keeps serving, each response marked
 ///   `Connection: close` (so pooled clients move elsewhere, and the
 ///   connection closes after it);
@@ -78,15 +79,16 @@ where
 
     // Serve until the server starts to stop: HTTP/2 at the trigger (its
     // GOAWAY), HTTP/1 when the listener closes (until then its responses
-    // carry `Connection: close`, which needs no wake-up). An HTTP/1
-    // connection is woken once, not at the trigger and again at the close.
-    let (mut triggered, mut closed) = (conn.triggered(), conn.listener_closed());
-    let stop = poll_fn(|cx| match activity.is_http2() {
-        true => Pin::new(&mut triggered).poll(cx),
-        false => Pin::new(&mut closed).poll(cx),
-    });
-    if let Either::Left((done, _)) = select(connection.as_mut(), stop).await {
-        return done;
+    // carry `Connection: close`, which needs no wake-up at the trigger).
+    {
+        let (mut triggered, mut closed) = (conn.triggered(), conn.listener_closed());
+        let stop = poll_fn(|cx| match activity.is_http2() {
+            true => Pin::new(&mut triggered).poll(cx),
+            false => Pin::new(&mut closed).poll(cx),
+        });
+        if let Either::Left((done, _)) = select(connection.as_mut(), stop).await {
+            return done;
+        }
     }
 
     // Nothing sent yet: the grace to send a first request.

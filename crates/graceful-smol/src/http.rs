@@ -2,7 +2,7 @@
 
 use smol_hyper::rt::SmolTimer;
 
-pub use graceful_http::{HttpBody, HttpService, Readiness};
+pub use graceful_http::{FuturesIo, HttpBody, HttpService, Readiness};
 
 use crate::serve::Listener;
 use crate::{Runtime, Stream};
@@ -11,7 +11,7 @@ graceful_http::http_serve_functions! {
     listener: Listener::from_std,
     runtime: Runtime::new()?,
     timer: SmolTimer::new(),
-    io: |socket, track| graceful_http::FuturesIo::new(Stream::new(socket, track)),
+    io: |socket, track| FuturesIo::vectored(Stream::new(socket, track)),
     serve;
     serve_on;
 }

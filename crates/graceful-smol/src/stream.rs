@@ -10,7 +10,9 @@ graceful_core::stream_type! {
     /// An accepted connection. It carries the connection's guard: the server's
     /// drain waits for it to be dropped, wherever it was moved.
     ///
-    /// Implements the `futures` crate's `AsyncRead` and `AsyncWrite`.
+    /// Implements the `futures` crate's `AsyncRead` and `AsyncWrite`; for
+    /// hyper's I/O traits, wrap it in `http::FuturesIo::vectored` (feature
+    /// `http`).
     ///
     /// The socket is shared with the server's registry of connections (which
     /// shuts it down when the listener closes or the drain is forced), not
