@@ -11,8 +11,10 @@ use futures_io::{AsyncRead, AsyncWrite};
 /// uninitialised buffer (16 KiB for an HTTP/1 connection), and a futures
 /// reader needs an initialised one. Zeroing hyper's buffer on every read
 /// (what a generic wrapper must do) makes every page of it resident; an
-/// idle connection then costs 16 KiB more than it uses. Writes go straight
-/// to the stream; hyper's shutdown closes it.
+/// idle connection then costs 16 KiB more than it uses (the benchmark's
+/// scenario 8b measures smol's HTTP server, which reads through this, next
+/// to a hand-wired tokio one). Writes go straight to the stream; hyper's
+/// shutdown closes it.
 #[derive(Debug)]
 pub struct FuturesIo<T> {
     stream: T,
