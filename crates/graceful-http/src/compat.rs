@@ -22,9 +22,10 @@ pub struct FuturesIo<T> {
 }
 
 impl<T> FuturesIo<T> {
-    /// Wraps `stream`; hyper sends a response's head and body in one
-    /// buffer, as it must to a stream whose vectored write writes its
-    /// first buffer alone (the `futures` traits' default).
+    /// Wraps `stream`; hyper copies a response's head and body into one
+    /// buffer, so one write carries both (a stream whose vectored write
+    /// writes its first buffer alone, the `futures` traits' default, would
+    /// take two).
     pub fn new(stream: T) -> Self {
         FuturesIo {
             stream,

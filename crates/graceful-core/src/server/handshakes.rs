@@ -27,9 +27,10 @@
 //! member of an `SO_REUSEPORT` group, nor when the socket's identity cannot
 //! be read.
 
-/// How long after a look that found connections (the first look included)
-/// the backlog of a listener whose handshakes were stopped is looked at
-/// again: the time a handshake caught half done has to complete.
+/// How long after a look the backlog of a listener whose handshakes were
+/// stopped is looked at again (after the first look, and after every look
+/// that took connections): the time a handshake caught half done has to
+/// complete.
 pub(crate) const SETTLE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Records that another process may hold `listener` (it was inherited, or

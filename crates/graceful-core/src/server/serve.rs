@@ -159,13 +159,16 @@ const MAX_BACKLOG_TIME: Duration = Duration::from_millis(200);
 /// the listener is `exclusive` (see [`ServeConfig::exclusive_listener`])
 /// and was not handed to a successor, the kernel is asked to start no more
 /// handshakes on it; the handshakes already started complete within a
-/// round trip, so the backlog is looked at again after 2 ms (on `rt`'s
-/// timer), until a look finds it empty: no connection is queued after the
-/// last look and reset by the close. Bounded: at most 4096 connections, 16
-/// failed attempts per look and 200 ms; it gives up at once when out of
-/// descriptors (EMFILE, ENFILE: no accept can succeed until a connection
-/// ends, and waiting would hold the stop), and logs what it left. Never
-/// spins: every failure counts.
+/// round trip, so the backlog is looked at again 2 ms later (on `rt`'s
+/// timer), and again after every look that took connections: a
+/// connection whose handshake ends within 2 ms of a look is taken, one
+/// whose last packet comes later still (a slow network, an ACK dropped on
+/// a full queue) is reset by the close. Bounded: at most 4096
+/// connections, 16 failed attempts per look, no look after 200 ms nor
+/// once the server is forced; it gives up at once when out of descriptors
+/// (EMFILE, ENFILE: no accept can succeed until a connection ends, and
+/// waiting would hold the stop), and logs what it left. Never spins: every
+/// failure counts.
 pub(crate) async fn take_backlog<R: Runtime, L: std::os::fd::AsFd, C>(
     rt: &R,
     name: &str,
@@ -181,7 +184,7 @@ pub(crate) async fn take_backlog<R: Runtime, L: std::os::fd::AsFd, C>(
     let mut open = take_queued(name, listener, start, &mut taken, &mut accept, &mut serve);
     // Handshakes the stop caught half done: look again, until a look finds
     // none.
-    while stopped && open {
+    while stopped && open && start.elapsed() < MAX_BACKLOG_TIME && !server.is_forced() {
         rt.sleep(super::handshakes::SETTLE).await;
         let before = taken;
         open = take_queued(name, listener, start, &mut taken, &mut accept, &mut serve)
@@ -192,7 +195,7 @@ pub(crate) async fn take_backlog<R: Runtime, L: std::os::fd::AsFd, C>(
 
 /// One look at the backlog for [`take_backlog`]: takes connections until
 /// it is empty, adding them to `taken`; returns whether it found it empty
-/// (rather than stopping at a bound).
+/// (rather than stopping at a bound). Makes at least one accept.
 fn take_queued<L, C>(
     name: &str,
     listener: &mut L,
@@ -203,20 +206,23 @@ fn take_queued<L, C>(
 ) -> bool {
     let mut errors = 0;
     loop {
-        if *taken >= MAX_QUEUED {
-            tracing::warn!("{name}: took {taken} queued connections at close; closing on the rest");
-            return false;
-        }
-        if start.elapsed() > MAX_BACKLOG_TIME {
-            tracing::warn!(
-                "{name}: taking the backlog at close took over {MAX_BACKLOG_TIME:?}; closing on the rest"
-            );
-            return false;
-        }
         match accept(listener) {
             Ok(Some(conn)) => {
                 *taken += 1;
                 serve(conn);
+                if *taken >= MAX_QUEUED {
+                    tracing::warn!(
+                        "{name}: took {taken} queued connections at close; closing on the rest"
+                    );
+                    return false;
+                }
+                if start.elapsed() > MAX_BACKLOG_TIME {
+                    tracing::warn!(
+                        "{name}: taking the backlog at close took over {MAX_BACKLOG_TIME:?}; \
+                         closing on the rest"
+                    );
+                    return false;
+                }
             }
             Ok(None) => return true,
             Err(e) if super::is_out_of_descriptors(&e) => {
@@ -331,15 +337,23 @@ mod tests {
         std::net::TcpListener::bind("127.0.0.1:0").unwrap()
     }
 
+    // The bounds hold whether the listener's handshakes were stopped or not.
+
     #[test]
     fn the_backlog_stops_at_once_when_out_of_descriptors() {
+        for exclusive in [false, true] {
+            the_backlog_stops_at_once_when_out_of_descriptors_(exclusive);
+        }
+    }
+
+    fn the_backlog_stops_at_once_when_out_of_descriptors_(exclusive: bool) {
         let mut calls = 0;
         let taken = block_on(take_backlog(
             &BlockingRt,
             "test",
             &mut listener(),
             &Shutdown::new(),
-            false,
+            exclusive,
             |_| {
                 calls += 1;
                 match calls {
@@ -354,13 +368,19 @@ mod tests {
 
     #[test]
     fn the_backlog_counts_transient_failures_instead_of_spinning() {
+        for exclusive in [false, true] {
+            the_backlog_counts_transient_failures_instead_of_spinning_(exclusive);
+        }
+    }
+
+    fn the_backlog_counts_transient_failures_instead_of_spinning_(exclusive: bool) {
         let mut calls = 0;
         let taken = block_on(take_backlog::<_, _, ()>(
             &BlockingRt,
             "test",
             &mut listener(),
             &Shutdown::new(),
-            false,
+            exclusive,
             |_| {
                 calls += 1;
                 Err(io::Error::from_raw_os_error(103))
@@ -373,13 +393,19 @@ mod tests {
 
     #[test]
     fn the_backlog_is_bounded_in_time() {
+        for exclusive in [false, true] {
+            the_backlog_is_bounded_in_time_(exclusive);
+        }
+    }
+
+    fn the_backlog_is_bounded_in_time_(exclusive: bool) {
         let start = std::time::Instant::now();
         let taken = block_on(take_backlog(
             &BlockingRt,
             "test",
             &mut listener(),
             &Shutdown::new(),
-            false,
+            exclusive,
             |_| {
                 std::thread::sleep(Duration::from_millis(20));
                 Ok(Some(()))
@@ -395,11 +421,14 @@ mod tests {
     }
 
     /// An accept that finds the backlog empty until 1 ms after its first
-    /// call, then one connection, then none.
-    fn one_connection_after_1ms() -> impl FnMut(&mut std::net::TcpListener) -> io::Result<Option<()>>
-    {
+    /// call, then one connection, then none; counts its calls.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn one_connection_after_1ms(
+        calls: &mut usize,
+    ) -> impl FnMut(&mut std::net::TcpListener) -> io::Result<Option<()>> + '_ {
         let (mut first, mut given) = (None, false);
         move |_| {
+            *calls += 1;
             let first = *first.get_or_insert_with(std::time::Instant::now);
             if !given && first.elapsed() >= Duration::from_millis(1) {
                 given = true;
@@ -412,46 +441,51 @@ mod tests {
     #[test]
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn a_listener_whose_handshakes_stopped_is_looked_at_again_until_a_look_finds_none() {
-        let start = std::time::Instant::now();
-        let taken = block_on(take_backlog(
-            &BlockingRt,
-            "test",
-            &mut listener(),
-            &Shutdown::new(),
-            true,
-            one_connection_after_1ms(),
-            |()| {},
-        ));
-        let took = start.elapsed();
+        let take = |exclusive: bool, server: &Shutdown| {
+            let mut calls = 0;
+            let start = std::time::Instant::now();
+            let taken = block_on(take_backlog(
+                &BlockingRt,
+                "test",
+                &mut listener(),
+                server,
+                exclusive,
+                one_connection_after_1ms(&mut calls),
+                |()| {},
+            ));
+            (taken, calls, start.elapsed())
+        };
+        // Empty; 2 ms later one, then empty; 2 ms later empty: done.
+        let (taken, calls, took) = take(true, &Shutdown::new());
         assert_eq!(taken, 1, "a connection completed after the stop was left");
-        // Empty, then one after the settle time, then empty after it.
+        assert_eq!(calls, 4, "looks: empty, one then empty, empty");
         let settle = super::super::handshakes::SETTLE;
         assert!(
-            took >= 2 * settle && took < Duration::from_secs(1),
+            took >= 2 * settle && took < Duration::from_millis(100),
             "{took:?}"
         );
-        // Without the stop, an empty backlog ends it at once.
-        let taken = block_on(take_backlog(
-            &BlockingRt,
-            "test",
-            &mut listener(),
-            &Shutdown::new(),
-            false,
-            one_connection_after_1ms(),
-            |()| {},
-        ));
-        assert_eq!(taken, 0);
+        // Without the stop, or once forced, an empty backlog ends it at once.
+        assert_eq!(take(false, &Shutdown::new()).0, 0);
+        let forced = Shutdown::new();
+        forced.force(crate::ForceCause::Requested);
+        assert_eq!(take(true, &forced).1, 1, "a forced server looked again");
     }
 
     #[test]
     fn the_backlog_is_bounded_in_connections() {
+        for exclusive in [false, true] {
+            the_backlog_is_bounded_in_connections_(exclusive);
+        }
+    }
+
+    fn the_backlog_is_bounded_in_connections_(exclusive: bool) {
         let mut served = 0;
         let taken = block_on(take_backlog(
             &BlockingRt,
             "test",
             &mut listener(),
             &Shutdown::new(),
-            false,
+            exclusive,
             |_| Ok(Some(())),
             |()| served += 1,
         ));
