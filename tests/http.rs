@@ -493,9 +493,9 @@ fn h2_preface(stream: &mut TcpStream) {
     assert!(h2_frame_within(stream, SETTINGS, PATIENCE), "no SETTINGS");
 }
 
-/// Asserts that a GOAWAY arrives on `stream` within 1.5 s of `since`, the
-/// moment of `what`.
-fn assert_goaway_soon(stream: &mut TcpStream, since: Instant, what: &str) {
+/// Asserts that a GOAWAY arrives on `stream` after the 1 s first-request
+/// grace that follows `since`, the moment of `what`, and within 1.5 s.
+fn assert_goaway_after_the_grace(stream: &mut TcpStream, since: Instant, what: &str) {
     const GOAWAY: u8 = 0x7;
     let within = Duration::from_millis(1500);
     let left = within.saturating_sub(since.elapsed());
@@ -503,19 +503,24 @@ fn assert_goaway_soon(stream: &mut TcpStream, since: Instant, what: &str) {
         h2_frame_within(stream, GOAWAY, left) && since.elapsed() < within,
         "no GOAWAY within {within:?} of {what}"
     );
+    let at = since.elapsed();
+    assert!(
+        at >= Duration::from_millis(900),
+        "GOAWAY {at:?} after {what}, before the grace"
+    );
 }
 
 /// An HTTP/2 connection that has not sent a request yet is known as one by
 /// its preface: from the signal on it gets its GOAWAY as soon as its
 /// first-request grace (1 s) is over, even during the pre-drain delay, so
 /// its client moves to another instance early.
-fn idle_http2_connection_gets_goaway_at_the_signal(example: &str) {
+fn idle_http2_connection_gets_goaway_during_the_pre_drain(example: &str) {
     let mut s = Service::start(example, &["--pre-drain-ms", "3000"]);
     let mut c = TcpStream::connect(s.addr).unwrap();
     h2_preface(&mut c);
     let t0 = Instant::now();
     s.signal("TERM");
-    assert_goaway_soon(&mut c, t0, "the signal (1 s grace; pre-drain is 3 s)");
+    assert_goaway_after_the_grace(&mut c, t0, "the signal (1 s grace; pre-drain is 3 s)");
     // A client with no stream open closes on GOAWAY.
     drop(c);
     assert_eq!(s.exit_within(PATIENCE), Some(0));
@@ -526,7 +531,7 @@ fn idle_http2_connection_gets_goaway_at_the_signal(example: &str) {
 /// is over, not when the listener closes: its client moves to another
 /// instance, as an HTTP/1 client does after a `Connection: close`
 /// response.
-fn http2_connection_opened_during_pre_drain_gets_goaway_at_its_preface(example: &str) {
+fn http2_connection_opened_during_pre_drain_gets_goaway_after_its_grace(example: &str) {
     let mut s = Service::start(example, &["--pre-drain-ms", "3000"]);
     s.signal("TERM");
     s.wait_log("SIGTERM received", 1);
@@ -535,13 +540,49 @@ fn http2_connection_opened_during_pre_drain_gets_goaway_at_its_preface(example: 
     std::thread::sleep(Duration::from_millis(100));
     let t0 = Instant::now();
     h2_preface(&mut c);
-    assert_goaway_soon(
+    assert_goaway_after_the_grace(
         &mut c,
         t0,
         "the preface (1 s grace; the pre-drain has 2.9 s left)",
     );
     drop(c);
     assert_eq!(s.exit_within(PATIENCE), Some(0));
+}
+
+/// An HTTP/2 connection opened during the pre-drain delay that sends a
+/// request gets its GOAWAY with that request in flight: the request is
+/// answered, and the connection ends after it, before both its
+/// first-request grace and the listener's close.
+fn http2_connection_opened_during_pre_drain_ends_after_its_first_request(example: &str) {
+    let mut s = Service::start(example, &["--delay-ms", "50", "--pre-drain-ms", "3000"]);
+    s.signal("TERM");
+    s.wait_log("SIGTERM received", 1);
+    let rt = runtime();
+    let addr = s.addr;
+    let (reply, ended) = rt.block_on(async {
+        let t0 = Instant::now();
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Accepted and polled before its first bytes arrive.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (mut sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        let reply = get2(&mut sender, addr, "/").await;
+        let ended = tokio::time::timeout(PATIENCE, conn).await;
+        (reply, ended.map(|_| t0.elapsed()))
+    });
+    let reply = reply.expect("a request on a connection opened during the pre-drain");
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, "hello\n")
+    );
+    let ended = ended.expect("the connection was never ended");
+    assert!(
+        ended < Duration::from_millis(800),
+        "ended {ended:?} after its connect (the grace is 1 s, the pre-drain 3 s)"
+    );
+    assert_eq!(s.exit_code(), 0);
 }
 
 fn silent_connection_gets_the_first_request_grace(example: &str) {
@@ -741,12 +782,18 @@ macro_rules! http_tests {
                 super::unread_request_body_is_drained_before_the_close(stringify!($example));
             }
             #[test]
-            fn idle_http2_connection_gets_goaway_at_the_signal() {
-                super::idle_http2_connection_gets_goaway_at_the_signal(stringify!($example));
+            fn idle_http2_connection_gets_goaway_during_the_pre_drain() {
+                super::idle_http2_connection_gets_goaway_during_the_pre_drain(stringify!($example));
             }
             #[test]
-            fn http2_connection_opened_during_pre_drain_gets_goaway_at_its_preface() {
-                super::http2_connection_opened_during_pre_drain_gets_goaway_at_its_preface(
+            fn http2_connection_opened_during_pre_drain_gets_goaway_after_its_grace() {
+                super::http2_connection_opened_during_pre_drain_gets_goaway_after_its_grace(
+                    stringify!($example),
+                );
+            }
+            #[test]
+            fn http2_connection_opened_during_pre_drain_ends_after_its_first_request() {
+                super::http2_connection_opened_during_pre_drain_ends_after_its_first_request(
                     stringify!($example),
                 );
             }
