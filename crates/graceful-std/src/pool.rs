@@ -72,7 +72,10 @@ impl<J: Send + 'static> WorkerPool<J> {
             return Err(job);
         }
         self.shared.lock().push_back(job);
-        self.shared.changed.notify(1);
+        // One more worker than were woken already: `notify(1)` only makes
+        // sure one is, so a second job queued before the first woken worker
+        // ran would wake nobody and wait with a worker idle.
+        self.shared.changed.notify_additional(1);
         Ok(())
     }
 

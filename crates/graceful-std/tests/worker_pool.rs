@@ -94,3 +94,32 @@ fn no_job_starts_after_its_stage_drained() {
         );
     }
 }
+
+/// Jobs submitted back to back to workers that all wait for one each get a
+/// worker: a submit wakes a worker no other submit woke yet.
+#[test]
+fn jobs_submitted_together_to_idle_workers_all_start() {
+    for _ in 0..20 {
+        let shutdown = Shutdown::new();
+        let (tx, rx) = mpsc::channel();
+        // Each job waits for the other: both must run at once.
+        let both = Arc::new(std::sync::Barrier::new(2));
+        let pool = WorkerPool::new(&shutdown, "jobs", 2, move |_: u32, _stage| {
+            both.wait();
+            tx.send(()).unwrap();
+        })
+        .unwrap();
+        // Both workers wait for a job.
+        std::thread::sleep(Duration::from_millis(20));
+        pool.submit(1).unwrap();
+        pool.submit(2).unwrap();
+        for _ in 0..2 {
+            rx.recv_timeout(Duration::from_secs(5))
+                .expect("a job never started while a worker was idle");
+        }
+        shutdown.trigger(Reason::requested());
+        assert!(pool
+            .join(Some(Instant::now() + Duration::from_secs(5)))
+            .is_empty());
+    }
+}
