@@ -101,6 +101,8 @@ pub use block_on::block_on;
 pub use deadline::block_on_until;
 pub use deadline::{deadline, Elapsed};
 pub use drain::Outcome;
+#[doc(hidden)]
+pub use futures_util::io as __futures_io;
 pub use guard::{Guard, NamedGuard};
 pub use kill_budget::{check_kill_budget, KillBudget};
 pub use reason::{ForceCause, Reason, Signal};

@@ -1,10 +1,8 @@
-use std::io;
 use std::net::TcpStream;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::Poll;
 
 use async_io::Async;
-use futures_io::{AsyncRead, AsyncWrite};
 
 graceful_core::stream_type! {
     /// An accepted connection. It carries the connection's guard: the server's
@@ -28,42 +26,14 @@ impl Stream {
     }
 }
 
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut &*self.inner).poll_read(cx, buf)
-    }
-    fn poll_read_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &mut [io::IoSliceMut<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut &*self.inner).poll_read_vectored(cx, bufs)
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut &*self.inner).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut &*self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut &*self.inner).poll_flush(cx)
-    }
-    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.inner.get_ref().shutdown(std::net::Shutdown::Write))
+graceful_core::futures_io_impls! {
+    Stream,
+    |this, cx| {
+        read(buf) => Pin::new(&mut &*this.inner).poll_read(cx, buf),
+        read_vectored(bufs) => Pin::new(&mut &*this.inner).poll_read_vectored(cx, bufs),
+        write(buf) => Pin::new(&mut &*this.inner).poll_write(cx, buf),
+        write_vectored(bufs) => Pin::new(&mut &*this.inner).poll_write_vectored(cx, bufs),
+        flush => Pin::new(&mut &*this.inner).poll_flush(cx),
+        close => Poll::Ready(this.inner.get_ref().shutdown(std::net::Shutdown::Write)),
     }
 }

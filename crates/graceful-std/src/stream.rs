@@ -1,7 +1,6 @@
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::Poll;
 
 graceful_core::stream_type! {
     /// An accepted connection, served on a thread of its own. It carries the
@@ -42,28 +41,12 @@ impl Write for Stream {
     }
 }
 
-impl futures_io::AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        Poll::Ready((&*self.inner).read(buf))
-    }
-}
-
-impl futures_io::AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Poll::Ready((&*self.inner).write(buf))
-    }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready((&*self.inner).flush())
-    }
-    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.inner.shutdown(std::net::Shutdown::Write))
+graceful_core::futures_io_impls! {
+    Stream,
+    |this, cx| {
+        read(buf) => Poll::Ready((&*this.inner).read(buf)),
+        write(buf) => Poll::Ready((&*this.inner).write(buf)),
+        flush => Poll::Ready((&*this.inner).flush()),
+        close => Poll::Ready(this.inner.shutdown(std::net::Shutdown::Write)),
     }
 }

@@ -85,37 +85,17 @@ impl AsyncWrite for Stream {
     }
 }
 
-impl futures_io::AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        let mut buf = ReadBuf::new(buf);
-        ready!(AsyncRead::poll_read(self, cx, &mut buf))?;
-        Poll::Ready(Ok(buf.filled().len()))
-    }
-}
-
-impl futures_io::AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        AsyncWrite::poll_write(self, cx, buf)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        AsyncWrite::poll_write_vectored(self, cx, bufs)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        AsyncWrite::poll_flush(self, cx)
-    }
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        AsyncWrite::poll_shutdown(self, cx)
+graceful_core::futures_io_impls! {
+    Stream,
+    |this, cx| {
+        read(buf) => {
+            let mut buf = ReadBuf::new(buf);
+            ready!(AsyncRead::poll_read(this, cx, &mut buf))?;
+            Poll::Ready(Ok(buf.filled().len()))
+        },
+        write(buf) => AsyncWrite::poll_write(this, cx, buf),
+        write_vectored(bufs) => AsyncWrite::poll_write_vectored(this, cx, bufs),
+        flush => AsyncWrite::poll_flush(this, cx),
+        close => AsyncWrite::poll_shutdown(this, cx),
     }
 }

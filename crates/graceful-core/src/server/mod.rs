@@ -153,3 +153,84 @@ macro_rules! stream_type {
         }
     };
 }
+
+/// Writes the `futures` crate's `AsyncRead` and `AsyncWrite` for an
+/// adapter's stream type, each method an expression over `this` (the
+/// pinned stream), `cx` and the method's buffer; `read_vectored` and
+/// `write_vectored` are optional (the traits' defaults otherwise). For
+/// adapter authors.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! futures_io_impls {
+    (
+        $ty:ty,
+        |$this:ident, $cx:ident| {
+            read($rbuf:ident) => $read:expr,
+            $(read_vectored($rbufs:ident) => $read_v:expr,)?
+            write($wbuf:ident) => $write:expr,
+            $(write_vectored($wbufs:ident) => $write_v:expr,)?
+            flush => $flush:expr,
+            close => $close:expr $(,)?
+        }
+    ) => {
+        impl $crate::__futures_io::AsyncRead for $ty {
+            fn poll_read(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+                buf: &mut [u8],
+            ) -> ::std::task::Poll<::std::io::Result<usize>> {
+                let ($this, $cx, $rbuf) = (self, cx, buf);
+                let _ = &$cx;
+                $read
+            }
+            $(
+                fn poll_read_vectored(
+                    self: ::std::pin::Pin<&mut Self>,
+                    cx: &mut ::std::task::Context<'_>,
+                    bufs: &mut [::std::io::IoSliceMut<'_>],
+                ) -> ::std::task::Poll<::std::io::Result<usize>> {
+                    let ($this, $cx, $rbufs) = (self, cx, bufs);
+                    $read_v
+                }
+            )?
+        }
+
+        impl $crate::__futures_io::AsyncWrite for $ty {
+            fn poll_write(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+                buf: &[u8],
+            ) -> ::std::task::Poll<::std::io::Result<usize>> {
+                let ($this, $cx, $wbuf) = (self, cx, buf);
+                let _ = &$cx;
+                $write
+            }
+            $(
+                fn poll_write_vectored(
+                    self: ::std::pin::Pin<&mut Self>,
+                    cx: &mut ::std::task::Context<'_>,
+                    bufs: &[::std::io::IoSlice<'_>],
+                ) -> ::std::task::Poll<::std::io::Result<usize>> {
+                    let ($this, $cx, $wbufs) = (self, cx, bufs);
+                    $write_v
+                }
+            )?
+            fn poll_flush(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+            ) -> ::std::task::Poll<::std::io::Result<()>> {
+                let ($this, $cx) = (self, cx);
+                let _ = &$cx;
+                $flush
+            }
+            fn poll_close(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+            ) -> ::std::task::Poll<::std::io::Result<()>> {
+                let ($this, $cx) = (self, cx);
+                let _ = &$cx;
+                $close
+            }
+        }
+    };
+}
