@@ -92,27 +92,86 @@ impl<T: AsyncWrite + Unpin> hyper::rt::Write for FuturesIo<T> {
 
 #[cfg(test)]
 mod tests {
-    use std::pin::pin;
+    use std::io;
+    use std::pin::{pin, Pin};
     use std::task::{Context, Poll, Waker};
 
     use hyper::rt::{Read, ReadBuf, Write};
 
     use super::FuturesIo;
 
+    /// A stream that records the calls it gets: each read's buffer length,
+    /// and the write-side methods by name.
+    #[derive(Default)]
+    struct Recorder {
+        reads: Vec<usize>,
+        calls: Vec<&'static str>,
+    }
+
+    impl futures_io::AsyncRead for Recorder {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            self.reads.push(buf.len());
+            buf[..5].copy_from_slice(b"hello");
+            Poll::Ready(Ok(5))
+        }
+    }
+
+    impl futures_io::AsyncWrite for Recorder {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.calls.push("write");
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            self.calls.push("write_vectored");
+            Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()))
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.calls.push("flush");
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.calls.push("close");
+            Poll::Ready(Ok(()))
+        }
+    }
+
     #[test]
-    fn reads_and_writes_reach_the_stream() {
+    fn reads_are_staged_and_writes_flushes_and_shutdowns_reach_the_stream() {
         let mut cx = Context::from_waker(Waker::noop());
-        let mut io = FuturesIo::new(futures_util::io::Cursor::new(b"hello".to_vec()));
-        let mut storage = [std::mem::MaybeUninit::uninit(); 16];
+        let mut io = FuturesIo::new(Recorder::default());
+        // hyper's buffer is larger than the stage: the stream is handed
+        // the 8 KiB stage, never hyper's uninitialised buffer.
+        let mut storage = vec![std::mem::MaybeUninit::uninit(); 64 * 1024];
         let mut buf = ReadBuf::uninit(&mut storage);
         let read = pin!(&mut io).poll_read(&mut cx, buf.unfilled());
         assert!(matches!(read, Poll::Ready(Ok(()))));
         assert_eq!(buf.filled(), b"hello");
-        let wrote = pin!(&mut io).poll_write(&mut cx, b"!");
-        assert!(matches!(wrote, Poll::Ready(Ok(1))));
+
+        let bufs = [io::IoSlice::new(b"head"), io::IoSlice::new(b"body")];
+        assert!(matches!(
+            pin!(&mut io).poll_write(&mut cx, b"!"),
+            Poll::Ready(Ok(1))
+        ));
+        let wrote = pin!(&mut io).poll_write_vectored(&mut cx, &bufs);
+        assert!(matches!(wrote, Poll::Ready(Ok(8))));
+        assert!(pin!(&mut io).poll_flush(&mut cx).is_ready());
+        assert!(pin!(&mut io).poll_shutdown(&mut cx).is_ready());
         assert!(!io.is_write_vectored());
-        assert_eq!(io.into_inner().into_inner(), b"hello!");
-        let cursor = futures_util::io::Cursor::new(Vec::new());
-        assert!(FuturesIo::vectored(cursor).is_write_vectored());
+        let stream = io.into_inner();
+        assert_eq!(stream.reads, [8192]);
+        assert_eq!(stream.calls, ["write", "write_vectored", "flush", "close"]);
+        assert!(FuturesIo::vectored(Recorder::default()).is_write_vectored());
     }
 }
