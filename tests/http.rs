@@ -536,7 +536,8 @@ fn http2_connection_opened_during_pre_drain_gets_goaway_after_its_grace(example:
     s.signal("TERM");
     s.wait_log("SIGTERM received", 1);
     let mut c = TcpStream::connect(s.addr).unwrap();
-    // Accepted and polled before its first bytes arrive.
+    // Its first bytes come after the server first read it (with all
+    // likelihood): the protocol is unknown when the stop is first polled.
     std::thread::sleep(Duration::from_millis(100));
     let t0 = Instant::now();
     h2_preface(&mut c);
@@ -562,7 +563,8 @@ fn http2_connection_opened_during_pre_drain_ends_after_its_first_request(example
     let (reply, ended) = rt.block_on(async {
         let t0 = Instant::now();
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        // Accepted and polled before its first bytes arrive.
+        // Its first bytes come after the server first read it (with all
+        // likelihood): the protocol is unknown when the stop is first polled.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let (mut sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await

@@ -53,8 +53,8 @@ impl<R: Runtime> Runtime for std::sync::Arc<R> {
 /// Gives an adapter's runtime type the [`Runtime`] trait's methods as
 /// inherent ones, so its users call `runtime.block_on(..)` without
 /// importing the trait. With `unit: "name"`, for a runtime that is a unit
-/// struct (`struct Runtime(())`), also its `new` and a `Debug` that shows
-/// `Runtime(name)`. For adapter authors.
+/// struct (`struct Runtime(())`), also its `new` and `Debug`. For adapter
+/// authors.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! inherent_runtime_methods {

@@ -18,8 +18,8 @@
 //! served. A handshake whose ACK comes later still is reset by the close,
 //! as it would have been. The connections accepted before the filter are
 //! sockets of their own, without it; those the kernel completes after it
-//! inherit it, which only drops the SYNs an established connection never
-//! needs.
+//! inherit it, and carry their data as any other (an established
+//! connection has no use for a SYN).
 //!
 //! The filter stays on the socket, so it is attached only to a socket this
 //! process alone holds: never to one recorded by [`mark_shared`] (inherited
@@ -194,6 +194,14 @@ mod tests {
         let mut b = [0u8; 1];
         accepted.read_exact(&mut b).unwrap();
         assert_eq!(&b, b"x");
+        // The connection inherited the listener's filter, and still carries
+        // data both ways.
+        client.write_all(b"y").unwrap();
+        accepted.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"y");
+        accepted.write_all(b"z").unwrap();
+        client.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"z");
     }
 
     #[test]

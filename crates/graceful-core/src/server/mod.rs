@@ -107,9 +107,9 @@ macro_rules! tcp_serve_functions {
 /// Writes an adapter's connection type, `Stream`: the socket it shares
 /// with the server's registry (an `Arc<socket>`, so a connection costs one
 /// descriptor) and the connection's guard, with `new(socket, track)`,
-/// `peer_addr`, `local_addr` (`local_addr` reads it from the socket) and a
-/// `Debug` that names the peer. Doc lines go first. The adapter adds its
-/// I/O traits. For adapter authors.
+/// `peer_addr`, `local_addr` (`local_addr` reads it from the socket) and
+/// `Debug`. Doc lines go first. The adapter adds its I/O traits. For
+/// adapter authors.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! stream_type {
