@@ -38,60 +38,81 @@ const OPENING: usize = 128;
 struct Server {
     name: &'static str,
     kind: Kind,
-    /// The example's name, or `None` for the hand-wired peer.
-    example: Option<&'static str>,
+    program: Program,
     http: bool,
 }
+
+#[derive(Clone, Copy)]
+enum Program {
+    /// The example of this name.
+    Example(&'static str),
+    /// This binary as the hand-wired peer.
+    HandWired,
+    /// This binary as the hand-wired peer that exits at SIGTERM without
+    /// closing anything itself: the kernel closes every socket at the exit.
+    /// What nothing in user space can beat: the floor of scenario 8c.
+    ExitAtSigterm,
+}
+
+/// The floor of 8c: how fast the kernel closes N connections (and this
+/// client sees them closed) when the server leaves it all to the exit.
+const KERNEL: Server = Server {
+    name: "no server close: exit at SIGTERM, the kernel closes every socket",
+    kind: Kind::Floor,
+    program: Program::ExitAtSigterm,
+    http: true,
+};
 
 const SERVERS: [Server; 7] = [
     Server {
         name: "tokio + hyper-util, hand-wired (GracefulShutdown)",
         kind: Kind::Floor,
-        example: None,
+        program: Program::HandWired,
         http: true,
     },
     Server {
         name: "tokio_http",
         kind: Kind::Ours,
-        example: Some("tokio_http"),
+        program: Program::Example("tokio_http"),
         http: true,
     },
     Server {
         name: "smol_http",
         kind: Kind::Ours,
-        example: Some("smol_http"),
+        program: Program::Example("smol_http"),
         http: true,
     },
     Server {
         name: "std_http",
         kind: Kind::Ours,
-        example: Some("std_http"),
+        program: Program::Example("std_http"),
         http: true,
     },
     Server {
         name: "tokio_echo",
         kind: Kind::Ours,
-        example: Some("tokio_echo"),
+        program: Program::Example("tokio_echo"),
         http: false,
     },
     Server {
         name: "smol_echo",
         kind: Kind::Ours,
-        example: Some("smol_echo"),
+        program: Program::Example("smol_echo"),
         http: false,
     },
     Server {
         name: "std_echo",
         kind: Kind::Ours,
-        example: Some("std_echo"),
+        program: Program::Example("std_echo"),
         http: false,
     },
 ];
 
 /// Runs as the hand-wired peer: tokio, hyper-util's auto builder, and its
 /// `GracefulShutdown` at SIGTERM (stop accepting, graceful shutdown of every
-/// connection, exit 0). `GET` answers `hello` after `delay`.
-pub(crate) fn serve_hand_wired(delay: Duration) -> ! {
+/// connection, exit 0), or, with `exit_at_sigterm`, exit 0 at once.
+/// `GET` answers `hello` after `delay`.
+pub(crate) fn serve_hand_wired(delay: Duration, exit_at_sigterm: bool) -> ! {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -117,6 +138,9 @@ pub(crate) fn serve_hand_wired(delay: Duration) -> ! {
                 _ = term.recv() => break,
             }
         }
+        if exit_at_sigterm {
+            std::process::exit(0);
+        }
         drop(listener);
         tokio::select! {
             _ = graceful.shutdown() => {}
@@ -132,10 +156,10 @@ fn examples_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().to_path_buf();
     let dir = profile_dir.join("examples");
-    let missing = SERVERS
-        .iter()
-        .filter_map(|s| s.example)
-        .any(|e| !dir.join(e).exists());
+    let missing = SERVERS.iter().any(|s| match s.program {
+        Program::Example(e) => !dir.join(e).exists(),
+        _ => false,
+    });
     if missing {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         eprintln!("building the examples for scenario 8");
@@ -162,15 +186,19 @@ impl Drop for Spawned {
 }
 
 fn spawn(server: Server, delay_ms: u64) -> (Spawned, SocketAddr) {
-    let mut cmd = match server.example {
-        Some(example) => {
+    let delay_ms = delay_ms.to_string();
+    let mut cmd = match server.program {
+        Program::Example(example) => {
             let mut cmd = Command::new(examples_dir().join(example));
-            cmd.args(["--addr", "127.0.0.1:0", "--delay-ms", &delay_ms.to_string()]);
+            cmd.args(["--addr", "127.0.0.1:0", "--delay-ms", &delay_ms]);
             cmd
         }
-        None => {
+        Program::HandWired | Program::ExitAtSigterm => {
             let mut cmd = Command::new(std::env::current_exe().unwrap());
-            cmd.args(["--serve-hand-wired", &delay_ms.to_string()]);
+            cmd.args(["--serve-hand-wired", &delay_ms]);
+            if let Program::ExitAtSigterm = server.program {
+                cmd.arg("exit-at-sigterm");
+            }
             cmd
         }
     };
@@ -208,13 +236,11 @@ fn rss_kib(pid: u32) -> f64 {
         .unwrap()
 }
 
-/// Sends SIGTERM to `child` with the `kill` command.
+/// Sends SIGTERM to `child` with the `kill` system call (not the `kill`
+/// command, whose fork and exec would be counted in what is measured).
 pub(crate) fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
 }
 
 /// Opens a connection and completes one request on it (an HTTP `GET` or
@@ -246,17 +272,44 @@ async fn try_open(addr: SocketAddr, http: bool) -> std::io::Result<TcpStream> {
     Ok(stream)
 }
 
-/// Reads until the server ends the connection; returns when it did, and
-/// the stream (closed later, so that the client's own closes do not slow
-/// the detection of the server's).
-async fn closed(mut stream: TcpStream) -> (Instant, TcpStream) {
-    let mut buf = [0u8; 512];
-    loop {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return (Instant::now(), stream),
-            Ok(_) => {}
+/// Sends SIGTERM to `child` and watches `streams` for the server's close
+/// (a FIN or a reset) on this thread alone, with one edge-triggered epoll
+/// set: a few hundred ns per connection, where a task per connection on the
+/// client's runtime added a wake-up, a poll and a read to every close.
+/// Returns the times from the signal to the first and the last close.
+///
+/// The streams stay open until the caller drops them, so that the client's
+/// own closes do not slow the detection of the server's.
+fn sigterm_and_watch(child: &Child, streams: &[std::net::TcpStream]) -> (Duration, Duration) {
+    use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+    let ended = EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
+    for (i, s) in streams.iter().enumerate() {
+        // Each stream's response was read in full, so nothing but the end
+        // of the connection can make it ready.
+        let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+        epoll.add(s, EpollEvent::new(interest, i as u64)).unwrap();
+    }
+    let mut seen = vec![false; streams.len()];
+    let mut left = streams.len();
+    let mut events = vec![EpollEvent::empty(); 256];
+    let (mut first, mut last) = (None, Duration::ZERO);
+    let t0 = Instant::now();
+    sigterm(child);
+    while left > 0 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{left} connections never closed");
+        let n = epoll.wait(&mut events, EpollTimeout::from(1000u16)).unwrap();
+        let at = t0.elapsed();
+        for e in &events[..n] {
+            let i = e.data() as usize;
+            if e.events().intersects(ended) && !std::mem::replace(&mut seen[i], true) {
+                left -= 1;
+                first.get_or_insert(at);
+                last = at;
+            }
         }
     }
+    (first.unwrap_or(last), last)
 }
 
 struct IdleRound {
@@ -295,24 +348,13 @@ fn idle_round(client: &tokio::runtime::Runtime, server: Server) -> IdleRound {
     });
     std::thread::sleep(Duration::from_millis(100));
     let (fds1, rss1) = (descriptors(pid), rss_kib(pid));
-    let (first, last) = client.block_on(async {
-        let waits: Vec<_> = streams
-            .into_iter()
-            .map(|s| tokio::spawn(closed(s)))
-            .collect();
-        let t0 = Instant::now();
-        sigterm(&child.0);
-        let (mut first, mut last) = (Duration::MAX, Duration::ZERO);
-        let mut ended = Vec::with_capacity(N);
-        for w in waits {
-            let (t, stream) = w.await.unwrap();
-            ended.push(stream);
-            first = first.min(t - t0);
-            last = last.max(t - t0);
-        }
-        (first, last)
-    });
+    let streams: Vec<_> = streams
+        .into_iter()
+        .map(|s| s.into_std().unwrap())
+        .collect();
+    let (first, last) = sigterm_and_watch(&child.0, &streams);
     let status = child.0.wait().unwrap();
+    drop(streams);
     assert!(status.success(), "{}: {status}", server.name);
     IdleRound {
         // The warm-up connection is still counted in the baseline if the
@@ -351,7 +393,9 @@ pub(crate) fn idle_connections(mode: Mode) -> Vec<Table> {
     let rows = || -> Vec<Row> { SERVERS.iter().map(|s| Row::new(s.name, s.kind)).collect() };
     let (mut fds, mut kib, mut close, mut exit) = (rows(), rows(), rows(), rows());
     let mut firsts = vec![Vec::new(); SERVERS.len()];
+    let mut kernel = Row::new(KERNEL.name, KERNEL.kind);
     for _ in 0..mode.pick(3, 7) {
+        kernel.samples.push(idle_round(&client, KERNEL).close_ms);
         for (i, &server) in SERVERS.iter().enumerate() {
             let r = idle_round(&client, server);
             fds[i].samples.push(r.fds_per_conn);
@@ -373,6 +417,9 @@ pub(crate) fn idle_connections(mode: Mode) -> Vec<Table> {
             crate::stats::median(&first)
         );
     }
+    // In 8c the kernel is the floor and the hand-wired server a peer.
+    close[0].kind = Kind::Peer;
+    close.insert(0, kernel);
     vec![
         Table {
             title: format!("8a. descriptors per idle connection ({N} open)"),

@@ -107,7 +107,8 @@ fn main() {
     }
     if let Some(pos) = args.iter().position(|a| a == "--serve-hand-wired") {
         let ms = args.get(pos + 1).and_then(|v| v.parse().ok()).unwrap_or(0);
-        idle::serve_hand_wired(std::time::Duration::from_millis(ms));
+        let exit_at_sigterm = args.get(pos + 2).is_some_and(|a| a == "exit-at-sigterm");
+        idle::serve_hand_wired(std::time::Duration::from_millis(ms), exit_at_sigterm);
     }
     if let Some(pos) = args.iter().position(|a| a == "--serve") {
         stop::serve(args.get(pos + 1).map(String::as_str).unwrap_or("graceful"));
@@ -337,11 +338,16 @@ fn main() {
         holds: Some(holds),
         detail: format!("{detail} (hand-wired {kib_floor:.2} KiB)"),
     });
-    let (holds, detail) = all(by_title("8c."), &|v| v <= 20.0, " ms");
+    let close = by_title("8c.");
+    let (holds, detail) = all(close, &|v| v <= 20.0, " ms");
     targets.push(Target {
         what: "8. SIGTERM to the last idle connection closed within 20 ms, every adapter",
         holds: Some(holds),
-        detail,
+        detail: format!(
+            "{detail} (the kernel alone {:.1} ms, hand-wired {:.1} ms)",
+            floor_of(close),
+            close.rows[1].median()
+        ),
     });
     let (holds, detail) = all(by_title("8d."), &|v| v <= 10.0, " ms");
     targets.push(Target {
