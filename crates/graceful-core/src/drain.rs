@@ -216,6 +216,11 @@ async fn run<R: Runtime>(
         let mut forced = pin!(shutdown.forced());
         let mut timer = pin!(rt.sleep(timeout));
         let mut tick = progress_every.map(|every| Box::pin(rt.sleep(every)));
+        // Set when the deadline passed after the drain had begun in time:
+        // its drained hooks are running, and the outcome waits for them.
+        let mut hooks_past_deadline = false;
+        // Set if this drain forced the shutdown itself.
+        let mut forced_here = false;
         poll_fn(|cx| {
             // Forced work ends quickly and drains: `drained` alone does not
             // mean "in time"; the clean bit says whether the force came first.
@@ -225,19 +230,39 @@ async fn run<R: Runtime>(
                     false => Some(shutdown.force_cause().unwrap_or(ForceCause::Requested)),
                 });
             }
-            if forced.as_mut().poll(cx).is_ready() {
+            // A force from elsewhere (a second signal, a parent) ends the
+            // wait, even for drained hooks: hooks never delay escalation.
+            if !forced_here && forced.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Some(
                     shutdown.force_cause().unwrap_or(ForceCause::Requested),
                 ));
             }
-            if timer.as_mut().poll(cx).is_ready() {
-                shutdown.force(ForceCause::Deadline);
-                return Poll::Ready(match shutdown.is_drained_in_time() {
-                    true => None,
-                    false => Some(shutdown.force_cause().unwrap_or(ForceCause::Deadline)),
-                });
+            if !hooks_past_deadline && timer.as_mut().poll(cx).is_ready() {
+                // A drain that began in time (the clean bit) has nothing
+                // left to force; if it begins between this check and the
+                // force, the clean bit is still set after it.
+                if !shutdown.is_drained_in_time() {
+                    forced_here = shutdown.force(ForceCause::Deadline);
+                }
+                if !shutdown.is_drained_in_time() {
+                    return Poll::Ready(Some(
+                        shutdown.force_cause().unwrap_or(ForceCause::Deadline),
+                    ));
+                }
+                // Its drained hooks still run (`drained` was not ready):
+                // the outcome is observed only after they return (DESIGN
+                // §3). `drained` has registered this task's waker.
+                hooks_past_deadline = true;
+                tracing::info!(
+                    target: "graceful",
+                    "{}: deadline passed while the drained hooks run; waiting for them",
+                    label(&shutdown),
+                );
+                return Poll::Pending;
             }
-            if let (Some(every), Some(t)) = (progress_every, tick.as_mut()) {
+            if let (Some(every), Some(t), false) =
+                (progress_every, tick.as_mut(), hooks_past_deadline)
+            {
                 if t.as_mut().poll(cx).is_ready() {
                     let left = timeout.saturating_sub(rt.now().saturating_duration_since(start));
                     log_progress(&shutdown, left);

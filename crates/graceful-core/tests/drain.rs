@@ -173,3 +173,84 @@ fn a_zero_progress_interval_does_not_stop_the_drain_from_ending() {
         assert!(outcome.is_drained(), "{outcome}");
     });
 }
+
+/// The deadline passes while the drained hooks of a drain that ended in
+/// time still run: the outcome waits for them (DESIGN §3: a drained wait of
+/// any kind is observed only after the drained hooks returned), and the
+/// deadline forces nothing.
+#[test]
+fn a_deadline_passing_while_drained_hooks_run_waits_for_them() {
+    within(10, || {
+        let rt = ThreadRuntime;
+        let root = Shutdown::named("root");
+        let server = root.stage("server");
+        let hook_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = hook_done.clone();
+        root.on_drained(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let forced_hook_ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let forced = forced_hook_ran.clone();
+        server.on_forced(move |_| forced.store(true, std::sync::atomic::Ordering::SeqCst));
+        let g = server.guard();
+        root.trigger(Reason::requested());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            // The root's drained hook runs here, on this thread.
+            drop(g);
+        });
+        let outcome = server
+            .enforce_deadline(&rt, Duration::from_millis(100))
+            .wait();
+        assert!(outcome.is_drained(), "{outcome}");
+        assert!(
+            hook_done.load(std::sync::atomic::Ordering::SeqCst),
+            "the outcome came before the drained hook returned"
+        );
+        assert!(server.is_drained() && root.is_drained());
+        assert!(!server.is_forced());
+        assert!(!forced_hook_ran.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(outcome.took() >= Duration::from_millis(300), "{:?}", outcome.took());
+    });
+}
+
+/// The same wait for the drained hooks past the deadline still gives way
+/// to a force from elsewhere (a second signal): hooks never delay
+/// escalation.
+#[test]
+fn a_force_ends_the_wait_for_drained_hooks_past_the_deadline() {
+    within(10, || {
+        let rt = ThreadRuntime;
+        let root = Shutdown::named("root");
+        let server = root.stage("server");
+        let release = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let hook_release = release.clone();
+        root.on_drained(move || {
+            hook_release.wait();
+        });
+        let g = server.guard();
+        root.trigger(Reason::Signal(Signal::Terminate));
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            drop(g);
+        });
+        let forcer = root.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            forcer.force(ForceCause::Signal(Signal::Interrupt));
+        });
+        let t0 = Instant::now();
+        let outcome = server
+            .enforce_deadline(&rt, Duration::from_millis(100))
+            .settle(Duration::from_millis(10))
+            .wait();
+        let elapsed = t0.elapsed();
+        release.wait();
+        assert!(!outcome.is_drained(), "{outcome}");
+        assert!(
+            elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(2),
+            "{elapsed:?}"
+        );
+    });
+}
