@@ -299,7 +299,10 @@ impl Shutdown {
 
     /// Runs `hook` once, when the shutdown is forced (at once if it already
     /// was), with the cause. For cutting what cannot be dropped from here:
-    /// servers shut their sockets down through it.
+    /// servers shut their sockets down through it. A force marks every
+    /// shutdown below this one forced before any hook runs, and runs the
+    /// hooks of children before their parent's, so a slow hook here never
+    /// delays the cut of a server below.
     pub fn on_forced<F>(&self, hook: F)
     where
         F: FnOnce(ForceCause) + Send + 'static,

@@ -51,6 +51,14 @@ type Callback = Box<dyn FnOnce() + Send + 'static>;
 pub(crate) type Hook = Box<dyn FnOnce(&Reason) + Send + 'static>;
 pub(crate) type ForcedHook = Box<dyn FnOnce(ForceCause) + Send + 'static>;
 
+/// What a force runs once every bit in the tree is set.
+enum AfterForce {
+    /// The forced hooks of one shutdown.
+    Hooks(Vec<ForcedHook>),
+    /// The trigger hooks of a child the force started.
+    Trigger(Arc<Inner>, Reason),
+}
+
 /// The three sticky phases, their events, and what runs once drained.
 pub(crate) struct Phases {
     state: AtomicU8,
@@ -372,20 +380,38 @@ impl Inner {
 
     /// Forces this shutdown and its descendants, starting it with `reason`
     /// first unless it was started already or is a stage waiting for others
-    /// (see `waits_for_deps`). The force is complete (bit, report, forced
-    /// hooks, children) before the trigger hooks of a start made here run,
-    /// so a slow trigger hook never delays it. Returns false if it was
-    /// already forced.
+    /// (see `waits_for_deps`). The force has two halves, as a trigger has:
+    /// first the bits and reports of the whole tree, which run no user code,
+    /// then the forced hooks, a child's before its parent's (a server's cut
+    /// of its connections is not held up by a slow hook on the root), then
+    /// the trigger hooks of the starts made here. So no hook delays the
+    /// force of any shutdown in the tree. Returns false if it was already
+    /// forced.
     pub(crate) fn force_with(&self, reason: Reason, cause: ForceCause) -> bool {
         let started = !self.waits_for_deps && self.start(&reason);
-        let forced = self.force_started(cause);
+        let mut then = Vec::new();
+        let forced = self.force_started(cause, &mut then);
+        for step in then {
+            match step {
+                AfterForce::Hooks(hooks) => {
+                    for hook in hooks {
+                        if catch_unwind(AssertUnwindSafe(|| hook(cause))).is_err() {
+                            tracing::error!("a forced hook panicked; the other hooks still run");
+                        }
+                    }
+                }
+                AfterForce::Trigger(child, reason) => child.finish_trigger(reason),
+            }
+        }
         if started {
             self.finish_trigger(reason);
         }
         forced
     }
 
-    fn force_started(&self, cause: ForceCause) -> bool {
+    /// The first half of a force: the cause, the report and the bit, here
+    /// and below; what runs user code is pushed to `then`.
+    fn force_started(&self, cause: ForceCause, then: &mut Vec<AfterForce>) -> bool {
         {
             let mut c = lock(&self.force_cause);
             if c.is_some() {
@@ -397,11 +423,6 @@ impl Inner {
         *lock(&self.forced_report) = Some(report);
         self.phases.set(FORCED);
         let hooks = lock(&self.forced_hooks).take().unwrap_or_default();
-        for hook in hooks {
-            if catch_unwind(AssertUnwindSafe(|| hook(cause))).is_err() {
-                tracing::error!("a forced hook panicked; the other hooks still run");
-            }
-        }
         let children: Vec<Arc<Inner>> = {
             let mut c = lock(&self.children);
             c.forced = Some(cause);
@@ -412,8 +433,14 @@ impl Inner {
         };
         let parent = std::sync::Arc::new(self.reason().unwrap_or(Reason::Forced));
         for child in children {
-            child.force_with(Reason::Parent(parent.clone()), cause);
+            let reason = Reason::Parent(parent.clone());
+            let started = !child.waits_for_deps && child.start(&reason);
+            child.force_started(cause, then);
+            if started {
+                then.push(AfterForce::Trigger(child, reason));
+            }
         }
+        then.push(AfterForce::Hooks(hooks));
         true
     }
 

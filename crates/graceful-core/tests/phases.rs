@@ -573,3 +573,39 @@ fn a_stage_dropped_before_the_trigger_counts_as_drained_and_starts_what_follows_
     );
     assert!(!root.is_triggered());
 }
+
+/// A slow forced hook on the root delays the force of no shutdown below it:
+/// every bit in the tree is set before any hook runs, and a child's hooks
+/// (a server's cut of its connections) run before its parent's.
+#[test]
+fn a_slow_forced_hook_on_the_root_delays_no_force_below_it() {
+    within(10, || {
+        let root = Shutdown::named("root");
+        let early = root.stage("early");
+        let server = root.stage("server");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let o = order.clone();
+        root.on_forced(move |_| {
+            std::thread::sleep(Duration::from_millis(1000));
+            o.lock().unwrap().push("root");
+        });
+        let o = order.clone();
+        early.on_forced(move |_| o.lock().unwrap().push("early"));
+        let (cut_tx, cut_rx) = std::sync::mpsc::channel();
+        server.on_forced(move |_| cut_tx.send(Instant::now()).unwrap());
+        root.trigger(Reason::requested());
+        let forcer = root.clone();
+        let t0 = Instant::now();
+        let forcing =
+            std::thread::spawn(move || forcer.force(ForceCause::Signal(Signal::Interrupt)));
+        let cut = cut_rx.recv().unwrap();
+        assert!(
+            cut.duration_since(t0) < Duration::from_millis(500),
+            "the server's forced hook ran {:?} after the force",
+            cut.duration_since(t0)
+        );
+        assert!(server.is_forced() && early.is_forced());
+        assert!(forcing.join().unwrap());
+        assert_eq!(*order.lock().unwrap(), ["early", "root"]);
+    });
+}
