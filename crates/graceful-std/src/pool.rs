@@ -137,6 +137,10 @@ fn worker<J, F: Fn(J, &Shutdown)>(shared: &Shared<J>, name: &str, work: &F) {
         let job = shared.lock().pop_front();
         match job {
             Some(job) => {
+                // No subscription while busy: a submit wakes the first
+                // subscriber not yet woken, which must be an idle worker.
+                // Dropping a woken subscriber passes its wake-up on.
+                drop(l);
                 work(job, &shared.stage);
                 drop(running);
             }

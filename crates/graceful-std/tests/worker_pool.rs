@@ -123,3 +123,42 @@ fn jobs_submitted_together_to_idle_workers_all_start() {
             .is_empty());
     }
 }
+
+/// A job submitted while one worker runs a long job and the other waits
+/// idle starts on the idle one: a busy worker's subscription to the queue
+/// does not take the wake-up meant for an idle worker.
+#[test]
+fn a_job_starts_on_the_idle_worker_while_the_other_is_busy() {
+    let shutdown = Shutdown::new();
+    let (done_tx, done) = mpsc::channel();
+    let (release_tx, release) = mpsc::channel::<()>();
+    let release = std::sync::Mutex::new(release);
+    let pool = WorkerPool::new(&shutdown, "jobs", 2, move |job: u32, _stage| {
+        if job == 1 {
+            release.lock().unwrap().recv().unwrap();
+        }
+        done_tx.send(job).unwrap();
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    // Job 1 holds one worker; job 2 runs on the other, which then waits.
+    pool.submit(1).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    pool.submit(2).unwrap();
+    assert_eq!(done.recv_timeout(Duration::from_secs(5)), Ok(2));
+    for job in 3..6 {
+        std::thread::sleep(Duration::from_millis(50));
+        pool.submit(job).unwrap();
+        assert_eq!(
+            done.recv_timeout(Duration::from_secs(2)),
+            Ok(job),
+            "job {job} waited for the busy worker while the other was idle"
+        );
+    }
+    release_tx.send(()).unwrap();
+    assert_eq!(done.recv_timeout(Duration::from_secs(5)), Ok(1));
+    shutdown.trigger(Reason::requested());
+    assert!(pool
+        .join(Some(Instant::now() + Duration::from_secs(5)))
+        .is_empty());
+}
