@@ -71,7 +71,9 @@ impl Outcome {
 
     /// The exit code for the process: 0 when drained in time (or the code a
     /// [`Reason::Requested`] carried, or 1 after a [`Reason::Error`]); 1 when
-    /// the deadline passed; `128 + signo` when a second signal forced it.
+    /// the deadline passed, this shutdown's or that of a stage below it
+    /// which was forced during the stop; `128 + signo` when a second signal
+    /// forced it.
     pub fn exit_code(&self) -> i32 {
         match self {
             Outcome::Drained { reason, .. } => reason.exit_code(),
@@ -227,7 +229,14 @@ async fn run<R: Runtime>(
             if drained.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(match shutdown.is_drained_in_time() {
                     true => None,
-                    false => Some(shutdown.force_cause().unwrap_or(ForceCause::Requested)),
+                    // Forced here, or below (a stage forced by its own
+                    // deadline during this stop).
+                    false => Some(
+                        shutdown
+                            .force_cause()
+                            .or_else(|| shutdown.forced_cause_here_or_below())
+                            .unwrap_or(ForceCause::Requested),
+                    ),
                 });
             }
             // A force from elsewhere (a second signal, a parent) ends the

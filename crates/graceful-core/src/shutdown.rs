@@ -146,13 +146,20 @@ impl Shutdown {
     }
 
     /// Whether the shutdown drained with nothing abandoned: it drained
-    /// before any force, or the force found nothing held any more (the last
-    /// release and the force raced).
+    /// before any force (of it, or of a shutdown below it during its stop:
+    /// a server cut at its own deadline), or the force found nothing held
+    /// any more (the last release and the force raced).
     pub fn is_drained_in_time(&self) -> bool {
         if self.inner.phases.is(CLEAN) {
             return true;
         }
         self.is_drained() && self.inner.forced_report().is_some_and(|r| r.is_empty())
+    }
+
+    /// The cause this shutdown, or the first shutdown below it that drained
+    /// forced during its stop, was forced with.
+    pub(crate) fn forced_cause_here_or_below(&self) -> Option<ForceCause> {
+        self.inner.phases.forced_cause()
     }
 
     /// What was held when the shutdown was forced (taken before anything
@@ -424,7 +431,11 @@ impl Shutdown {
         first: impl FnOnce(&Shutdown) -> T,
     ) -> (Shutdown, T) {
         let child = Shutdown {
-            inner: Inner::new(name, Some(self.guard()), !follows_trigger),
+            inner: Inner::new(
+                name,
+                Some((self.guard(), self.inner.phases.clone())),
+                !follows_trigger,
+            ),
         };
         let made = first(&child);
         self.inner.adopt(&child.inner, follows_trigger);

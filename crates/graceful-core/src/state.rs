@@ -46,6 +46,11 @@ pub(crate) const CLEAN: u8 = 8;
 /// hooks and dependents run; `DRAINED` is published only after them, so a
 /// drained wait or check that starts while a hook runs still waits for it.
 const DRAINING: u8 = 16;
+/// Set on a triggered shutdown when a shutdown below it drained after it
+/// was forced (a server cut at its own deadline during the stop): work was
+/// cut, so this one's drain is not clean either, and its outcome is forced
+/// (B17's exit code 1 reaches the level the process exits on).
+const FORCED_BELOW: u8 = 32;
 
 type Callback = Box<dyn FnOnce() + Send + 'static>;
 pub(crate) type Hook = Box<dyn FnOnce(&Reason) + Send + 'static>;
@@ -69,10 +74,15 @@ pub(crate) struct Phases {
     /// stages that wait for this one; `None` once drained.
     after_drained: Mutex<Option<AfterDrained>>,
     parent: Mutex<Option<Guard>>,
+    /// The parent's phases, told when this shutdown drains forced.
+    parent_phases: Option<Arc<Phases>>,
+    /// The cause this shutdown, or the first one below it, was forced with.
+    forced_cause: Mutex<Option<ForceCause>>,
 }
 
 impl Phases {
-    fn new(parent: Option<Guard>) -> Self {
+    fn new(parent: Option<(Guard, Arc<Phases>)>) -> Self {
+        let (parent, parent_phases) = parent.unzip();
         Phases {
             state: AtomicU8::new(0),
             triggered: WakerSet::default(),
@@ -80,7 +90,18 @@ impl Phases {
             drained: WakerSet::default(),
             after_drained: Mutex::new(Some(AfterDrained::default())),
             parent: Mutex::new(parent),
+            parent_phases,
+            forced_cause: Mutex::new(None),
         }
+    }
+
+    /// The cause this shutdown or the first one below it was forced with.
+    pub(crate) fn forced_cause(&self) -> Option<ForceCause> {
+        *lock(&self.forced_cause)
+    }
+
+    fn note_forced(&self, cause: ForceCause) {
+        lock(&self.forced_cause).get_or_insert(cause);
     }
 
     #[inline]
@@ -138,7 +159,11 @@ impl Phases {
             if prev & DRAINING != 0 {
                 return;
             }
-            let clean = if prev & FORCED == 0 { CLEAN } else { 0 };
+            let clean = if prev & (FORCED | FORCED_BELOW) == 0 {
+                CLEAN
+            } else {
+                0
+            };
             match this.state.compare_exchange(
                 prev,
                 prev | DRAINING | clean,
@@ -155,6 +180,16 @@ impl Phases {
         }
         chain.dependents.extend(after.dependents);
         chain.completed.push(this.clone());
+        // Drained forced during the parent's stop: the parent's drain is
+        // not clean either. Told before the parent guard is released.
+        if prev & (FORCED | FORCED_BELOW) != 0 {
+            if let Some(parent) = this.parent_phases.as_ref().filter(|p| p.is(TRIGGERED)) {
+                if let Some(cause) = this.forced_cause() {
+                    parent.note_forced(cause);
+                }
+                parent.state.fetch_or(FORCED_BELOW, Ordering::SeqCst);
+            }
+        }
         let parent = lock(&this.parent).take();
         if let Some(token) = parent
             .and_then(Guard::into_token)
@@ -259,7 +294,7 @@ pub(crate) struct Inner {
 impl Inner {
     pub(crate) fn new(
         name: Option<Cow<'static, str>>,
-        parent: Option<Guard>,
+        parent: Option<(Guard, Arc<Phases>)>,
         waits_for_deps: bool,
     ) -> Arc<Inner> {
         let phases = Arc::new(Phases::new(parent));
@@ -421,6 +456,7 @@ impl Inner {
         }
         let report = self.report();
         *lock(&self.forced_report) = Some(report);
+        self.phases.note_forced(cause);
         self.phases.set(FORCED);
         let hooks = lock(&self.forced_hooks).take().unwrap_or_default();
         let children: Vec<Arc<Inner>> = {

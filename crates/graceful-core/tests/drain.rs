@@ -254,3 +254,60 @@ fn a_force_ends_the_wait_for_drained_hooks_past_the_deadline() {
         );
     });
 }
+
+/// A server forced by its own deadline during the stop makes the root's
+/// drain a forced one too (B17: exit 1, the deadline passed and work was
+/// cut), though the root drained well within its own deadline.
+#[test]
+fn a_stage_forced_by_its_own_deadline_makes_the_roots_outcome_forced() {
+    within(10, || {
+        let rt = ThreadRuntime;
+        let root = Shutdown::named("root");
+        let server = root.stage("server");
+        let held = std::sync::Arc::new(std::sync::Mutex::new(Some(server.guard_named("hung"))));
+        let cut = held.clone();
+        server.on_forced(move |_| drop(cut.lock().unwrap().take()));
+        root.trigger(Reason::Signal(Signal::Terminate));
+        let server_outcome = std::thread::spawn({
+            let server = server.clone();
+            move || {
+                server
+                    .enforce_deadline(&ThreadRuntime, Duration::from_millis(100))
+                    .wait()
+            }
+        });
+        let outcome = root.enforce_deadline(&rt, Duration::from_secs(5)).wait();
+        let server_outcome = server_outcome.join().unwrap();
+        assert!(!server_outcome.is_drained(), "{server_outcome}");
+        assert!(!outcome.is_drained(), "{outcome}");
+        assert!(!root.is_drained_in_time());
+        assert_eq!(outcome.exit_code(), 1);
+        assert!(matches!(
+            outcome,
+            Outcome::Forced {
+                cause: ForceCause::Deadline,
+                ..
+            }
+        ));
+        assert!(outcome.took() < Duration::from_secs(2), "{:?}", outcome.took());
+    });
+}
+
+/// A child forced before the stop (a job cancelled at its own timeout)
+/// leaves the later stop clean.
+#[test]
+fn a_child_forced_before_the_stop_leaves_the_stop_clean() {
+    within(10, || {
+        let rt = ThreadRuntime;
+        let root = Shutdown::named("root");
+        let job = root.child();
+        let g = job.guard();
+        job.force(ForceCause::Deadline);
+        drop(g);
+        assert!(job.is_drained());
+        root.trigger(Reason::requested());
+        let outcome = root.enforce_deadline(&rt, Duration::from_secs(5)).wait();
+        assert!(outcome.is_drained(), "{outcome}");
+        assert_eq!(outcome.exit_code(), 0);
+    });
+}

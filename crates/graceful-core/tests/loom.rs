@@ -195,3 +195,24 @@ fn drained_wait_racing_a_drained_hook() {
         t.join().unwrap();
     });
 }
+
+/// A stage forced during the stop drains while the root's other guard is
+/// released on another thread: whichever release is the root's last, the
+/// root's drain is never clean, and it reports the stage's cause.
+#[test]
+fn stage_drained_forced_racing_the_roots_last_release() {
+    loom::model(|| {
+        let root = Shutdown::new();
+        let stage = root.stage("server");
+        let held = stage.guard();
+        let other = root.guard();
+        root.trigger(Reason::requested());
+        stage.force(ForceCause::Deadline);
+        let t = thread::spawn(move || drop(other));
+        drop(held);
+        drop(stage);
+        t.join().unwrap();
+        block_on(root.drained());
+        assert!(!root.is_drained_in_time());
+    });
+}
