@@ -361,6 +361,64 @@ fn failed_restarts_keep_serving(example: &str) {
     );
 }
 
+/// Three stop signals at once while a successor is starting: the process
+/// exits at the third (128 + SIGTERM) without waiting for its restart to
+/// notice the stop, and still stops the successor, which is not ready yet,
+/// rather than leave it to become ready and serve after the service was
+/// told to stop.
+fn a_third_signal_during_a_restart_leaves_no_successor(example: &str) {
+    let dir = TempDir::new(&format!("restart-third-{example}"));
+    let binary = dir.0.join("server");
+    install(&example_path(example), &binary);
+    let mut servers = Servers::start(
+        &dir.0,
+        &binary,
+        "SIGHUP",
+        &["--delay-ms", "0", "--restart-timeout-ms", "30000"],
+    );
+    let pid = servers.current();
+    // A successor that never says it is ready (it stands for one that
+    // would, later).
+    install_script(&binary, "exec sleep 600");
+    servers.signal(pid, nix::sys::signal::Signal::SIGHUP);
+    wait_for(&servers, "started successor", 1);
+    let successor: i32 = servers
+        .log()
+        .rsplit("started successor ")
+        .next()
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|pid| pid.parse().ok())
+        .expect("the successor's PID in the log");
+    // Killed and reaped by the servers' drop if the test fails.
+    servers.pids.push(successor);
+    // Two different signals, so that the kernel does not merge them; the
+    // third once both were taken (a signal already pending would merge).
+    servers.signal(pid, nix::sys::signal::Signal::SIGTERM);
+    servers.signal(pid, nix::sys::signal::Signal::SIGINT);
+    let until = Instant::now() + PATIENCE;
+    while !servers.log().contains("received again") {
+        assert!(Instant::now() < until, "{}", servers.log());
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    servers.signal(pid, nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(
+        servers.wait(pid),
+        WaitStatus::Exited(Pid::from_raw(pid), 128 + 15),
+        "{}",
+        servers.log()
+    );
+    // Reparented to this subreaper when its parent exited.
+    assert_eq!(
+        servers.wait(successor),
+        WaitStatus::Signaled(
+            Pid::from_raw(successor),
+            nix::sys::signal::Signal::SIGTERM,
+            false
+        ),
+        "the successor was left running"
+    );
+}
+
 /// Waits until the log holds `needle` `count` times.
 fn wait_for(servers: &Servers, needle: &str, count: usize) {
     let until = Instant::now() + PATIENCE;
@@ -397,4 +455,9 @@ fn std_echo_restarts_on_sigusr2_lose_no_line() {
 #[test]
 fn failed_restarts_keep_serving_tokio_http() {
     failed_restarts_keep_serving("tokio_http");
+}
+
+#[test]
+fn a_third_signal_during_a_restart_leaves_no_successor_tokio_http() {
+    a_third_signal_during_a_restart_leaves_no_successor("tokio_http");
 }

@@ -25,7 +25,8 @@
 //! One restart at a time: a request while one runs is refused and logged,
 //! and so is one after the handover. A stop of the parent while its
 //! successor is not ready yet stops the successor too (SIGTERM, then a
-//! wait). Under systemd (`NOTIFY_SOCKET`), the parent tells the manager
+//! wait); an exit at once on a third stop signal, which waits for
+//! nothing, still sends it SIGTERM. Under systemd (`NOTIFY_SOCKET`), the parent tells the manager
 //! the successor's PID (`MAINPID=`) once it is ready, so a `Type=notify`
 //! unit with `NotifyAccess=all` follows the new process. A PID file, when
 //! configured, is replaced atomically by whichever process is current.
@@ -48,6 +49,42 @@ use crate::shutdown::Shutdown;
 
 /// The variable naming the socket a restarting parent waits on.
 pub const READY_ENV: &str = "GRACEFUL_RESTART_READY";
+
+/// The successors started and not handed over yet (not ready), by PID.
+static STARTING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Sends SIGTERM to every successor that is starting: the process is about
+/// to exit at once (a third stop signal) and will not stop them itself, so
+/// none is left behind to become ready and serve after this process was
+/// told to stop. Called by the signal handling just before that exit.
+pub(crate) fn stop_starting_successors() {
+    for &pid in STARTING.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    }
+}
+
+/// Lists a starting successor in [`STARTING`] while it lives.
+struct Starting(u32);
+
+impl Starting {
+    fn new(pid: u32) -> Starting {
+        STARTING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(pid);
+        Starting(pid)
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        STARTING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|&pid| pid != self.0);
+    }
+}
 
 /// The signal that asks for a restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,6 +354,8 @@ impl Inner {
         let ready = ReadySocket::new().map_err(RestartError::Spawn)?;
         let mut child = self.spawn(ready.path()).map_err(RestartError::Spawn)?;
         let pid = child.id();
+        // Listed until it is handed over, or stopped and reaped.
+        let starting = Starting::new(pid);
         tracing::info!(
             "started successor {pid}; waiting up to {:?} for it to be ready",
             self.config.ready_timeout
@@ -347,6 +386,7 @@ impl Inner {
         if !self.shutdown.trigger(Reason::Restarted { successor: pid }) {
             return Err(self.stopping(&mut child));
         }
+        drop(starting);
         tracing::info!("successor {pid} is ready; handing over");
         if let Some(path) = &self.config.pid_file {
             if let Err(e) = write_pid_file(path, pid) {
@@ -516,6 +556,62 @@ fn write_pid_file(path: &Path, pid: u32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The exit at the third stop signal sends SIGTERM to a successor that
+    /// is starting, and to none once it was handed over.
+    #[test]
+    fn the_exit_at_the_third_signal_stops_a_starting_successor() {
+        use crate::reason::Signal;
+        use crate::signal::{Escalation, SignalConfig};
+        use std::os::unix::process::ExitStatusExt;
+        let spawn = || {
+            Command::new("sleep")
+                .arg("600")
+                .spawn()
+                .expect("spawn sleep")
+        };
+        let (mut starting_child, mut handed_over) = (spawn(), spawn());
+        let listed = Starting::new(starting_child.id());
+        drop(Starting::new(handed_over.id()));
+        let exits = Arc::new(Mutex::new(Vec::new()));
+        let e = exits.clone();
+        let shutdown = Shutdown::new();
+        let _work = shutdown.guard();
+        let esc = Escalation::new(
+            shutdown,
+            SignalConfig::default().on_exit(move |code| e.lock().unwrap().push(code)),
+        );
+        for _ in 0..3 {
+            esc.handle(Signal::Terminate);
+        }
+        assert_eq!(*exits.lock().unwrap(), [143]);
+        let until = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            match starting_child.try_wait().unwrap() {
+                Some(status) => break status,
+                None if Instant::now() < until => std::thread::sleep(Duration::from_millis(5)),
+                None => {
+                    let _ = starting_child.kill();
+                    let _ = starting_child.wait();
+                    let _ = handed_over.kill();
+                    let _ = handed_over.wait();
+                    panic!("the starting successor was not stopped");
+                }
+            }
+        };
+        assert_eq!(
+            status.signal(),
+            Some(nix::sys::signal::Signal::SIGTERM as i32),
+            "{status}"
+        );
+        drop(listed);
+        assert!(
+            handed_over.try_wait().unwrap().is_none(),
+            "a successor no longer starting was signalled"
+        );
+        handed_over.kill().unwrap();
+        handed_over.wait().unwrap();
+    }
 
     #[test]
     fn signal_names() {

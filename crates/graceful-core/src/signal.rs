@@ -212,6 +212,8 @@ impl Escalation {
         let (action, first) = self.count_signal(signal);
         let work: Box<dyn FnOnce() + Send> = match action {
             SignalAction::Exit(code) => {
+                #[cfg(all(unix, feature = "restart"))]
+                crate::restart::stop_starting_successors();
                 (self.config.exit)(code);
                 return action;
             }
