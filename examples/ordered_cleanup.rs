@@ -1,7 +1,8 @@
 //! A service with an HTTP server, a background worker pool and a database
 //! pool stand-in, stopped in order:
 //!
-//! 1. the HTTP server and the workers drain (in parallel);
+//! 1. the HTTP server and the workers drain (in parallel): running jobs
+//!    finish, jobs still queued are not started and are named in the log;
 //! 2. only then the database pool closes (requests and jobs use it);
 //! 3. telemetry is flushed last, also when the drain was forced.
 //!
@@ -120,6 +121,7 @@ fn main() {
     } = started;
 
     let pool = Arc::new(pool);
+    let jobs = pool.clone();
     let ready = Readiness::new(&shutdown);
     let (service_rt, delay) = (runtime.clone(), args.delay);
     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -168,6 +170,15 @@ fn main() {
         .wait();
     if let Ok(Err(e)) = runtime.block_on(server) {
         tracing::error!("the server failed: {e}");
+    }
+    // The server has returned and dropped its service's handles: the pool
+    // is ours alone. Jobs queued and never started were answered "queued":
+    // `join` hands them back and logs how many (a real service would store
+    // them for the next process).
+    if let Ok(pool) = Arc::try_unwrap(jobs) {
+        for ms in pool.join(Some(std::time::Instant::now())) {
+            tracing::warn!("job of {ms} ms not started: queued at the stop");
+        }
     }
     std::process::exit(outcome.exit_code());
 }
