@@ -297,8 +297,13 @@ fn sigterm_and_watch(child: &Child, streams: &[std::net::TcpStream]) -> (Duratio
     let t0 = Instant::now();
     sigterm(child);
     while left > 0 {
-        assert!(t0.elapsed() < Duration::from_secs(30), "{left} connections never closed");
-        let n = epoll.wait(&mut events, EpollTimeout::from(1000u16)).unwrap();
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{left} connections never closed"
+        );
+        let n = epoll
+            .wait(&mut events, EpollTimeout::from(1000u16))
+            .unwrap();
         let at = t0.elapsed();
         for e in &events[..n] {
             let i = e.data() as usize;
@@ -348,10 +353,7 @@ fn idle_round(client: &tokio::runtime::Runtime, server: Server) -> IdleRound {
     });
     std::thread::sleep(Duration::from_millis(100));
     let (fds1, rss1) = (descriptors(pid), rss_kib(pid));
-    let streams: Vec<_> = streams
-        .into_iter()
-        .map(|s| s.into_std().unwrap())
-        .collect();
+    let streams: Vec<_> = streams.into_iter().map(|s| s.into_std().unwrap()).collect();
     let (first, last) = sigterm_and_watch(&child.0, &streams);
     let status = child.0.wait().unwrap();
     drop(streams);
