@@ -213,64 +213,62 @@ async fn run<R: Runtime>(
         reason.root(),
     );
 
-    let cause = {
+    let end = {
         let mut drained = pin!(shutdown.drained());
         let mut forced = pin!(shutdown.forced());
         let mut timer = pin!(rt.sleep(timeout));
         let mut tick = progress_every.map(|every| Box::pin(rt.sleep(every)));
-        // Set when the deadline passed after the drain had begun in time:
-        // its drained hooks are running, and the outcome waits for them.
-        let mut hooks_past_deadline = false;
-        // Set if this drain forced the shutdown itself.
-        let mut forced_here = false;
+        // Armed when the deadline passed after the drain had begun: its
+        // drained hooks still run, and the outcome waits for them (DESIGN
+        // §3), at most `settle` more.
+        let mut hooks_overrun: Option<Pin<Box<R::Sleep>>> = None;
         poll_fn(|cx| {
             // Forced work ends quickly and drains: `drained` alone does not
             // mean "in time"; the clean bit says whether the force came first.
             if drained.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(match shutdown.is_drained_in_time() {
-                    true => None,
-                    // Forced here, or below (a stage forced by its own
-                    // deadline during this stop).
-                    false => Some(
-                        shutdown
-                            .force_cause()
-                            .or_else(|| shutdown.forced_cause_here_or_below())
-                            .unwrap_or(ForceCause::Requested),
-                    ),
+                if shutdown.is_drained_in_time() {
+                    return Poll::Ready(End::Drained);
+                }
+                return Poll::Ready(match (shutdown.force_cause(), shutdown.forced_below()) {
+                    (Some(cause), _) => End::Forced(cause),
+                    // Drained, but a stage below was forced during the stop.
+                    (None, Some((cause, report))) => End::ForcedBelow(cause, report),
+                    (None, None) => End::Forced(ForceCause::Requested),
                 });
             }
             // A force from elsewhere (a second signal, a parent) ends the
             // wait, even for drained hooks: hooks never delay escalation.
-            if !forced_here && forced.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Some(
+            if forced.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(End::Forced(
                     shutdown.force_cause().unwrap_or(ForceCause::Requested),
                 ));
             }
-            if !hooks_past_deadline && timer.as_mut().poll(cx).is_ready() {
-                // A drain that began in time (the clean bit) has nothing
-                // left to force; if it begins between this check and the
-                // force, the clean bit is still set after it.
-                if !shutdown.is_drained_in_time() {
-                    forced_here = shutdown.force(ForceCause::Deadline);
+            if let Some(overrun) = hooks_overrun.as_mut() {
+                if overrun.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(End::HooksOverran);
                 }
-                if !shutdown.is_drained_in_time() {
-                    return Poll::Ready(Some(
+            } else if timer.as_mut().poll(cx).is_ready() {
+                // Forced only if the drain has not begun; one that begins
+                // after the claim is not clean.
+                if shutdown.claim_deadline_force() {
+                    shutdown.force(ForceCause::Deadline);
+                    return Poll::Ready(End::Forced(
                         shutdown.force_cause().unwrap_or(ForceCause::Deadline),
                     ));
                 }
-                // Its drained hooks still run (`drained` was not ready):
-                // the outcome is observed only after they return (DESIGN
-                // §3). `drained` has registered this task's waker.
-                hooks_past_deadline = true;
                 tracing::info!(
                     target: "graceful",
-                    "{}: deadline passed while the drained hooks run; waiting for them",
+                    "{}: deadline passed while the drained hooks run; waiting up to {settle:?} for them",
                     label(&shutdown),
                 );
-                return Poll::Pending;
+                let mut overrun = Box::pin(rt.sleep(settle));
+                if overrun.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(End::HooksOverran);
+                }
+                hooks_overrun = Some(overrun);
             }
-            if let (Some(every), Some(t), false) =
-                (progress_every, tick.as_mut(), hooks_past_deadline)
+            if let (Some(every), Some(t), true) =
+                (progress_every, tick.as_mut(), hooks_overrun.is_none())
             {
                 if t.as_mut().poll(cx).is_ready() {
                     let left = timeout.saturating_sub(rt.now().saturating_duration_since(start));
@@ -286,9 +284,38 @@ async fn run<R: Runtime>(
     };
     let took = rt.now().saturating_duration_since(start);
 
-    let outcome = match cause {
-        None => Outcome::Drained { reason, took },
-        Some(cause) => {
+    let outcome = match end {
+        End::Drained => Outcome::Drained { reason, took },
+        End::ForcedBelow(cause, report) => {
+            tracing::warn!(
+                target: "graceful",
+                "{}: drained after {took:.3?}, but work below was forced ({cause}); what was cut:\n{report}",
+                label(&shutdown),
+            );
+            Outcome::Forced {
+                reason,
+                cause,
+                took,
+                report,
+            }
+        }
+        End::HooksOverran => {
+            // Nothing is held: the drained hooks are what overran. Forced
+            // all the same, so that forced hooks may unblock them.
+            shutdown.force(ForceCause::Deadline);
+            tracing::warn!(
+                target: "graceful",
+                "{}: drained hooks still running {settle:?} after the deadline; not waiting for them",
+                label(&shutdown),
+            );
+            Outcome::Forced {
+                reason,
+                cause: ForceCause::Deadline,
+                took,
+                report: shutdown.report(),
+            }
+        }
+        End::Forced(cause) => {
             let report = shutdown
                 .forced_report()
                 .unwrap_or_else(|| shutdown.report());
@@ -297,9 +324,13 @@ async fn run<R: Runtime>(
                 "{}: forced ({cause}) after {took:.3?}; what was left:\n{report}",
                 label(&shutdown),
             );
-            if deadline(shutdown.drained(), rt.sleep(settle))
-                .await
-                .is_err()
+            // Forced work ends quickly: wait for it, but not for drained
+            // hooks that run already (nothing is held; hooks never delay
+            // escalation).
+            if !shutdown.is_draining()
+                && deadline(shutdown.drained(), rt.sleep(settle))
+                    .await
+                    .is_err()
             {
                 let started = shutdown.start_waiting_stages();
                 tracing::warn!(
@@ -322,6 +353,18 @@ async fn run<R: Runtime>(
         label(&shutdown)
     );
     outcome
+}
+
+/// How the wait of [`run`] ended.
+enum End {
+    Drained,
+    /// Forced here (or before the drain ended), with this cause.
+    Forced(ForceCause),
+    /// Drained, after a stage below was forced during the stop.
+    ForcedBelow(ForceCause, Report),
+    /// The deadline passed during the drained hooks, and they still ran
+    /// `settle` later.
+    HooksOverran,
 }
 
 fn log_progress(shutdown: &Shutdown, left: Duration) {

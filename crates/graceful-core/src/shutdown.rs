@@ -156,10 +156,21 @@ impl Shutdown {
         self.is_drained() && self.inner.forced_report().is_some_and(|r| r.is_empty())
     }
 
-    /// The cause this shutdown, or the first shutdown below it that drained
-    /// forced during its stop, was forced with.
-    pub(crate) fn forced_cause_here_or_below(&self) -> Option<ForceCause> {
-        self.inner.phases.forced_cause()
+    /// The cause and report of the first force during this shutdown's stop
+    /// of a shutdown below it that has drained since (a server cut at its
+    /// own deadline).
+    pub(crate) fn forced_below(&self) -> Option<(ForceCause, Report)> {
+        self.inner.phases.forced_below()
+    }
+
+    /// Whether the drain began (the drained hooks run or ran).
+    pub(crate) fn is_draining(&self) -> bool {
+        self.inner.phases.is_draining()
+    }
+
+    /// Claims the right to force at a deadline, unless the drain began.
+    pub(crate) fn claim_deadline_force(&self) -> bool {
+        self.inner.phases.claim_deadline_force()
     }
 
     /// What was held when the shutdown was forced (taken before anything

@@ -47,21 +47,31 @@ pub(crate) const CLEAN: u8 = 8;
 /// drained wait or check that starts while a hook runs still waits for it.
 const DRAINING: u8 = 16;
 /// Set on a triggered shutdown when a shutdown below it drained after it
-/// was forced (a server cut at its own deadline during the stop): work was
-/// cut, so this one's drain is not clean either, and its outcome is forced
-/// (B17's exit code 1 reaches the level the process exits on).
+/// was forced during this one's stop (a server cut at its own deadline):
+/// work was cut, so this one's drain is not clean either, and its outcome
+/// is forced (B17's exit code 1 reaches the level the process exits on).
 const FORCED_BELOW: u8 = 32;
+/// Set, before `FORCED`, on a shutdown forced on its own (by its deadline
+/// or a signal, not by code nor by its parent's force) while its parent
+/// was stopping: its drain then marks the parent `FORCED_BELOW`.
+const FORCED_IN_STOP: u8 = 64;
+/// Claimed by a deadline before it forces, and only if the drain has not
+/// begun: a drain that begins after it is not clean.
+const FORCING: u8 = 128;
+/// What makes a drain not clean.
+const UNCLEAN: u8 = FORCED | FORCED_BELOW | FORCED_IN_STOP | FORCING;
 
 type Callback = Box<dyn FnOnce() + Send + 'static>;
 pub(crate) type Hook = Box<dyn FnOnce(&Reason) + Send + 'static>;
 pub(crate) type ForcedHook = Box<dyn FnOnce(ForceCause) + Send + 'static>;
 
-/// What a force runs once every bit in the tree is set.
-enum AfterForce {
-    /// The forced hooks of one shutdown.
-    Hooks(Vec<ForcedHook>),
-    /// The trigger hooks of a child the force started.
-    Trigger(Arc<Inner>, Reason),
+/// What a force runs once every bit in the tree is set: every forced hook
+/// (a child's before its parent's), then the trigger hooks of the children
+/// the force started.
+#[derive(Default)]
+struct AfterForce {
+    hooks: Vec<Vec<ForcedHook>>,
+    triggers: Vec<(Arc<Inner>, Reason)>,
 }
 
 /// The three sticky phases, their events, and what runs once drained.
@@ -76,8 +86,9 @@ pub(crate) struct Phases {
     parent: Mutex<Option<Guard>>,
     /// The parent's phases, told when this shutdown drains forced.
     parent_phases: Option<Arc<Phases>>,
-    /// The cause this shutdown, or the first one below it, was forced with.
-    forced_cause: Mutex<Option<ForceCause>>,
+    /// The cause and report of this shutdown's force during its parent's
+    /// stop, or of the first such force below it.
+    forced_in_stop: Mutex<Option<(ForceCause, Report)>>,
 }
 
 impl Phases {
@@ -91,17 +102,41 @@ impl Phases {
             after_drained: Mutex::new(Some(AfterDrained::default())),
             parent: Mutex::new(parent),
             parent_phases,
-            forced_cause: Mutex::new(None),
+            forced_in_stop: Mutex::new(None),
         }
     }
 
-    /// The cause this shutdown or the first one below it was forced with.
-    pub(crate) fn forced_cause(&self) -> Option<ForceCause> {
-        *lock(&self.forced_cause)
+    /// The cause and report of the first force below this shutdown (or of
+    /// its own, on its own) during the stop.
+    pub(crate) fn forced_below(&self) -> Option<(ForceCause, Report)> {
+        lock(&self.forced_in_stop).clone()
     }
 
-    fn note_forced(&self, cause: ForceCause) {
-        lock(&self.forced_cause).get_or_insert(cause);
+    /// Whether the drain began: the last guard was released, and the
+    /// drained hooks run or ran.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.is(DRAINING)
+    }
+
+    /// Claims the right to force for a deadline, unless the drain began
+    /// (then it is left to finish, drained hooks included). A drain that
+    /// begins after the claim is not clean.
+    pub(crate) fn claim_deadline_force(&self) -> bool {
+        let mut prev = self.state.load(Ordering::SeqCst);
+        loop {
+            if prev & DRAINING != 0 {
+                return false;
+            }
+            match self.state.compare_exchange(
+                prev,
+                prev | FORCING,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => prev = actual,
+            }
+        }
     }
 
     #[inline]
@@ -159,11 +194,7 @@ impl Phases {
             if prev & DRAINING != 0 {
                 return;
             }
-            let clean = if prev & (FORCED | FORCED_BELOW) == 0 {
-                CLEAN
-            } else {
-                0
-            };
+            let clean = if prev & UNCLEAN == 0 { CLEAN } else { 0 };
             match this.state.compare_exchange(
                 prev,
                 prev | DRAINING | clean,
@@ -180,12 +211,13 @@ impl Phases {
         }
         chain.dependents.extend(after.dependents);
         chain.completed.push(this.clone());
-        // Drained forced during the parent's stop: the parent's drain is
-        // not clean either. Told before the parent guard is released.
-        if prev & (FORCED | FORCED_BELOW) != 0 {
-            if let Some(parent) = this.parent_phases.as_ref().filter(|p| p.is(TRIGGERED)) {
-                if let Some(cause) = this.forced_cause() {
-                    parent.note_forced(cause);
+        // Drained after a force during the parent's stop, here or below:
+        // the parent's drain is not clean either. Told before the parent's
+        // guard is released.
+        if prev & (FORCED_IN_STOP | FORCED_BELOW) != 0 {
+            if let Some(parent) = &this.parent_phases {
+                if let Some(first) = this.forced_below() {
+                    lock(&parent.forced_in_stop).get_or_insert(first);
                 }
                 parent.state.fetch_or(FORCED_BELOW, Ordering::SeqCst);
             }
@@ -424,19 +456,15 @@ impl Inner {
     /// forced.
     pub(crate) fn force_with(&self, reason: Reason, cause: ForceCause) -> bool {
         let started = !self.waits_for_deps && self.start(&reason);
-        let mut then = Vec::new();
+        let mut then = AfterForce::default();
         let forced = self.force_started(cause, &mut then);
-        for step in then {
-            match step {
-                AfterForce::Hooks(hooks) => {
-                    for hook in hooks {
-                        if catch_unwind(AssertUnwindSafe(|| hook(cause))).is_err() {
-                            tracing::error!("a forced hook panicked; the other hooks still run");
-                        }
-                    }
-                }
-                AfterForce::Trigger(child, reason) => child.finish_trigger(reason),
+        for hook in then.hooks.into_iter().flatten() {
+            if catch_unwind(AssertUnwindSafe(|| hook(cause))).is_err() {
+                tracing::error!("a forced hook panicked; the other hooks still run");
             }
+        }
+        for (child, reason) in then.triggers {
+            child.finish_trigger(reason);
         }
         if started {
             self.finish_trigger(reason);
@@ -446,7 +474,7 @@ impl Inner {
 
     /// The first half of a force: the cause, the report and the bit, here
     /// and below; what runs user code is pushed to `then`.
-    fn force_started(&self, cause: ForceCause, then: &mut Vec<AfterForce>) -> bool {
+    fn force_started(&self, cause: ForceCause, then: &mut AfterForce) -> bool {
         {
             let mut c = lock(&self.force_cause);
             if c.is_some() {
@@ -455,8 +483,19 @@ impl Inner {
             *c = Some(cause);
         }
         let report = self.report();
+        // Forced on its own while its parent stops (a server's deadline):
+        // recorded before the bit, so a drain that follows sees it.
+        let in_stop = !matches!(cause, ForceCause::Requested)
+            && self
+                .phases
+                .parent_phases
+                .as_ref()
+                .is_some_and(|p| p.is(TRIGGERED) && !p.is(FORCED));
+        if in_stop {
+            lock(&self.phases.forced_in_stop).get_or_insert((cause, report.clone()));
+            self.phases.state.fetch_or(FORCED_IN_STOP, Ordering::SeqCst);
+        }
         *lock(&self.forced_report) = Some(report);
-        self.phases.note_forced(cause);
         self.phases.set(FORCED);
         let hooks = lock(&self.forced_hooks).take().unwrap_or_default();
         let children: Vec<Arc<Inner>> = {
@@ -473,10 +512,10 @@ impl Inner {
             let started = !child.waits_for_deps && child.start(&reason);
             child.force_started(cause, then);
             if started {
-                then.push(AfterForce::Trigger(child, reason));
+                then.triggers.push((child, reason));
             }
         }
-        then.push(AfterForce::Hooks(hooks));
+        then.hooks.push(hooks);
         true
     }
 

@@ -2,6 +2,9 @@
 
 mod common;
 
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{within, ThreadRuntime};
@@ -174,97 +177,168 @@ fn a_zero_progress_interval_does_not_stop_the_drain_from_ending() {
     });
 }
 
-/// The deadline passes while the drained hooks of a drain that ended in
+/// A root whose drained hook blocks until released, and reports that it
+/// started; its stage "server" with one guard.
+struct HookedRoot {
+    root: Shutdown,
+    server: Shutdown,
+    guard: Option<graceful_core::NamedGuard>,
+    started: mpsc::Receiver<()>,
+    release: mpsc::Sender<()>,
+    done: Arc<AtomicBool>,
+}
+
+impl HookedRoot {
+    fn new() -> HookedRoot {
+        let root = Shutdown::named("root");
+        let server = root.stage("server");
+        let (started_tx, started) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        let release_rx = Mutex::new(release_rx);
+        root.on_drained(move || {
+            started_tx.send(()).unwrap();
+            let _ = release_rx.lock().unwrap().recv();
+            d.store(true, SeqCst);
+        });
+        let guard = Some(server.guard_named("request"));
+        HookedRoot {
+            root,
+            server,
+            guard,
+            started,
+            release,
+            done,
+        }
+    }
+
+    /// Releases the guard on another thread, where the root's drained hook
+    /// then runs; returns once the hook started.
+    fn drain_into_the_hook(&mut self) {
+        let guard = self.guard.take();
+        std::thread::spawn(move || drop(guard));
+        self.started.recv().unwrap();
+    }
+}
+
+/// The deadline passes while the drained hooks of a drain that began in
 /// time still run: the outcome waits for them (DESIGN §3: a drained wait of
 /// any kind is observed only after the drained hooks returned), and the
 /// deadline forces nothing.
 #[test]
 fn a_deadline_passing_while_drained_hooks_run_waits_for_them() {
     within(10, || {
-        let rt = ThreadRuntime;
-        let root = Shutdown::named("root");
-        let server = root.stage("server");
-        let hook_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let done = hook_done.clone();
-        root.on_drained(move || {
-            std::thread::sleep(Duration::from_millis(300));
-            done.store(true, std::sync::atomic::Ordering::SeqCst);
-        });
-        let forced_hook_ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let forced = forced_hook_ran.clone();
-        server.on_forced(move |_| forced.store(true, std::sync::atomic::Ordering::SeqCst));
-        let g = server.guard();
-        root.trigger(Reason::requested());
+        let mut h = HookedRoot::new();
+        h.root.trigger(Reason::requested());
+        h.drain_into_the_hook();
+        let release = h.release.clone();
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            // The root's drained hook runs here, on this thread.
-            drop(g);
+            std::thread::sleep(Duration::from_millis(200));
+            release.send(()).unwrap();
         });
-        let outcome = server
-            .enforce_deadline(&rt, Duration::from_millis(100))
+        // The deadline passes long before the hook returns.
+        let outcome = h
+            .server
+            .enforce_deadline(&ThreadRuntime, Duration::from_millis(10))
+            .settle(Duration::from_secs(5))
             .wait();
         assert!(outcome.is_drained(), "{outcome}");
         assert!(
-            hook_done.load(std::sync::atomic::Ordering::SeqCst),
-            "the outcome came before the drained hook returned"
+            h.done.load(SeqCst),
+            "the outcome came before the hook returned"
         );
-        assert!(server.is_drained() && root.is_drained());
-        assert!(!server.is_forced());
-        assert!(!forced_hook_ran.load(std::sync::atomic::Ordering::SeqCst));
-        assert!(outcome.took() >= Duration::from_millis(300), "{:?}", outcome.took());
+        assert!(h.server.is_drained() && h.root.is_drained());
+        assert!(!h.server.is_forced());
     });
 }
 
-/// The same wait for the drained hooks past the deadline still gives way
-/// to a force from elsewhere (a second signal): hooks never delay
-/// escalation.
+/// The same wait gives way to a force from elsewhere (a second signal):
+/// hooks never delay escalation.
 #[test]
 fn a_force_ends_the_wait_for_drained_hooks_past_the_deadline() {
     within(10, || {
-        let rt = ThreadRuntime;
-        let root = Shutdown::named("root");
-        let server = root.stage("server");
-        let release = std::sync::Arc::new(std::sync::Barrier::new(2));
-        let hook_release = release.clone();
-        root.on_drained(move || {
-            hook_release.wait();
-        });
-        let g = server.guard();
-        root.trigger(Reason::Signal(Signal::Terminate));
+        let mut h = HookedRoot::new();
+        h.root.trigger(Reason::Signal(Signal::Terminate));
+        h.drain_into_the_hook();
+        let forcer = h.root.clone();
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            drop(g);
-        });
-        let forcer = root.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(300));
+            std::thread::sleep(Duration::from_millis(200));
             forcer.force(ForceCause::Signal(Signal::Interrupt));
         });
         let t0 = Instant::now();
-        let outcome = server
-            .enforce_deadline(&rt, Duration::from_millis(100))
-            .settle(Duration::from_millis(10))
+        let outcome = h
+            .server
+            .enforce_deadline(&ThreadRuntime, Duration::from_millis(10))
+            .settle(Duration::from_secs(5))
             .wait();
         let elapsed = t0.elapsed();
-        release.wait();
-        assert!(!outcome.is_drained(), "{outcome}");
         assert!(
-            elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(2),
+            matches!(
+                outcome,
+                Outcome::Forced {
+                    cause: ForceCause::Signal(Signal::Interrupt),
+                    ..
+                }
+            ),
+            "{outcome}"
+        );
+        assert!(!h.done.load(SeqCst));
+        assert!(
+            elapsed >= Duration::from_millis(150) && elapsed < Duration::from_secs(2),
             "{elapsed:?}"
         );
+        h.release.send(()).unwrap();
+    });
+}
+
+/// Drained hooks that still run `settle` after the deadline no longer hold
+/// the outcome: the deadline bounds the stop. It is forced, with nothing
+/// held.
+#[test]
+fn drained_hooks_overrunning_the_deadline_by_the_settle_time_are_left() {
+    within(10, || {
+        let mut h = HookedRoot::new();
+        h.root.trigger(Reason::requested());
+        h.drain_into_the_hook();
+        let t0 = Instant::now();
+        let outcome = h
+            .server
+            .enforce_deadline(&ThreadRuntime, Duration::from_millis(10))
+            .settle(Duration::from_millis(200))
+            .wait();
+        let elapsed = t0.elapsed();
+        assert!(
+            matches!(
+                outcome,
+                Outcome::Forced {
+                    cause: ForceCause::Deadline,
+                    ..
+                }
+            ),
+            "{outcome}"
+        );
+        assert_eq!(outcome.forced_count(), 0);
+        assert_eq!(outcome.exit_code(), 1);
+        assert!(!h.done.load(SeqCst));
+        assert!(
+            elapsed >= Duration::from_millis(180) && elapsed < Duration::from_secs(3),
+            "{elapsed:?}"
+        );
+        h.release.send(()).unwrap();
     });
 }
 
 /// A server forced by its own deadline during the stop makes the root's
 /// drain a forced one too (B17: exit 1, the deadline passed and work was
-/// cut), though the root drained well within its own deadline.
+/// cut), though the root drained well within its own deadline; the root's
+/// outcome names what was cut.
 #[test]
 fn a_stage_forced_by_its_own_deadline_makes_the_roots_outcome_forced() {
     within(10, || {
-        let rt = ThreadRuntime;
         let root = Shutdown::named("root");
         let server = root.stage("server");
-        let held = std::sync::Arc::new(std::sync::Mutex::new(Some(server.guard_named("hung"))));
+        let held = Arc::new(Mutex::new(Some(server.guard_named("hung"))));
         let cut = held.clone();
         server.on_forced(move |_| drop(cut.lock().unwrap().take()));
         root.trigger(Reason::Signal(Signal::Terminate));
@@ -276,12 +350,13 @@ fn a_stage_forced_by_its_own_deadline_makes_the_roots_outcome_forced() {
                     .wait()
             }
         });
-        let outcome = root.enforce_deadline(&rt, Duration::from_secs(5)).wait();
+        let outcome = root
+            .enforce_deadline(&ThreadRuntime, Duration::from_secs(5))
+            .wait();
         let server_outcome = server_outcome.join().unwrap();
         assert!(!server_outcome.is_drained(), "{server_outcome}");
-        assert!(!outcome.is_drained(), "{outcome}");
         assert!(!root.is_drained_in_time());
-        assert_eq!(outcome.exit_code(), 1);
+        assert_eq!(outcome.exit_code(), 1, "{outcome}");
         assert!(matches!(
             outcome,
             Outcome::Forced {
@@ -289,25 +364,75 @@ fn a_stage_forced_by_its_own_deadline_makes_the_roots_outcome_forced() {
                 ..
             }
         ));
-        assert!(outcome.took() < Duration::from_secs(2), "{:?}", outcome.took());
+        assert_eq!(outcome.forced_count(), 1, "{outcome}");
+        assert!(outcome.report().unwrap().to_string().contains("hung"));
+        assert!(
+            outcome.took() < Duration::from_secs(2),
+            "{:?}",
+            outcome.took()
+        );
     });
 }
 
-/// A child forced before the stop (a job cancelled at its own timeout)
-/// leaves the later stop clean.
+/// The root's deadline passes while its drained hooks run, after a stage
+/// below was forced: the outcome still waits for the hooks, and is forced
+/// for the stage.
 #[test]
-fn a_child_forced_before_the_stop_leaves_the_stop_clean() {
+fn a_root_with_a_forced_stage_still_waits_for_its_drained_hooks() {
     within(10, || {
-        let rt = ThreadRuntime;
+        let mut h = HookedRoot::new();
+        h.root.trigger(Reason::requested());
+        h.server.force(ForceCause::Deadline);
+        h.drain_into_the_hook();
+        let release = h.release.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            release.send(()).unwrap();
+        });
+        let outcome = h
+            .root
+            .enforce_deadline(&ThreadRuntime, Duration::from_millis(10))
+            .settle(Duration::from_secs(5))
+            .wait();
+        assert!(
+            h.done.load(SeqCst),
+            "the outcome came before the hook returned"
+        );
+        assert!(
+            matches!(
+                outcome,
+                Outcome::Forced {
+                    cause: ForceCause::Deadline,
+                    ..
+                }
+            ),
+            "{outcome}"
+        );
+        assert!(!h.root.is_forced(), "nothing left to force at the root");
+    });
+}
+
+/// Forces that are not a stop's: a child forced before the stop (a job
+/// cancelled at its own timeout) whose work ends only after the trigger,
+/// and a child forced by code during the stop (one request cancelled),
+/// leave the stop clean.
+#[test]
+fn children_forced_outside_the_stop_leave_the_stop_clean() {
+    within(10, || {
         let root = Shutdown::named("root");
         let job = root.child();
-        let g = job.guard();
+        let job_work = job.guard();
         job.force(ForceCause::Deadline);
-        drop(g);
-        assert!(job.is_drained());
-        root.trigger(Reason::requested());
-        let outcome = root.enforce_deadline(&rt, Duration::from_secs(5)).wait();
+        let request = root.child();
+        let request_work = request.guard();
+        root.trigger(Reason::Requested { code: Some(3) });
+        drop(job_work);
+        request.force(ForceCause::Requested);
+        drop(request_work);
+        let outcome = root
+            .enforce_deadline(&ThreadRuntime, Duration::from_secs(5))
+            .wait();
         assert!(outcome.is_drained(), "{outcome}");
-        assert_eq!(outcome.exit_code(), 0);
+        assert_eq!(outcome.exit_code(), 3);
     });
 }

@@ -591,8 +591,15 @@ fn a_slow_forced_hook_on_the_root_delays_no_force_below_it() {
         });
         let o = order.clone();
         early.on_forced(move |_| o.lock().unwrap().push("early"));
+        let grandchild = early.stage("grandchild");
+        let o = order.clone();
+        grandchild.on_forced(move |_| o.lock().unwrap().push("grandchild"));
         let (cut_tx, cut_rx) = std::sync::mpsc::channel();
-        server.on_forced(move |_| cut_tx.send(Instant::now()).unwrap());
+        let o = order.clone();
+        server.on_forced(move |_| {
+            o.lock().unwrap().push("server");
+            cut_tx.send(Instant::now()).unwrap()
+        });
         root.trigger(Reason::requested());
         let forcer = root.clone();
         let t0 = Instant::now();
@@ -604,8 +611,11 @@ fn a_slow_forced_hook_on_the_root_delays_no_force_below_it() {
             "the server's forced hook ran {:?} after the force",
             cut.duration_since(t0)
         );
-        assert!(server.is_forced() && early.is_forced());
+        assert!(server.is_forced() && early.is_forced() && grandchild.is_forced());
         assert!(forcing.join().unwrap());
-        assert_eq!(*order.lock().unwrap(), ["early", "root"]);
+        assert_eq!(
+            *order.lock().unwrap(),
+            ["grandchild", "early", "server", "root"]
+        );
     });
 }
