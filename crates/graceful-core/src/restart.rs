@@ -69,10 +69,7 @@ struct Starting(u32);
 
 impl Starting {
     fn new(pid: u32) -> Starting {
-        STARTING
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(pid);
+        STARTING.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
         Starting(pid)
     }
 }
@@ -383,10 +380,14 @@ impl Inner {
         }
         // The handover is the trigger: a stop that came first wins, and the
         // successor stops with this process.
-        if !self.shutdown.trigger(Reason::Restarted { successor: pid }) {
+        let reason = Reason::Restarted { successor: pid };
+        if !self.shutdown.start_trigger(&reason) {
             return Err(self.stopping(&mut child));
         }
+        // Handed over before the trigger's hooks run: an exit at once
+        // during them leaves the successor serving.
         drop(starting);
+        self.shutdown.finish_trigger(reason);
         tracing::info!("successor {pid} is ready; handing over");
         if let Some(path) = &self.config.pid_file {
             if let Err(e) = write_pid_file(path, pid) {
