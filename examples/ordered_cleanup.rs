@@ -171,14 +171,11 @@ fn main() {
     if let Ok(Err(e)) = runtime.block_on(server) {
         tracing::error!("the server failed: {e}");
     }
-    // The server has returned and dropped its service's handles: the pool
-    // is ours alone. Jobs queued and never started were answered "queued":
-    // `join` hands them back and logs how many (a real service would store
-    // them for the next process).
-    if let Ok(pool) = Arc::try_unwrap(jobs) {
-        for ms in pool.join(Some(std::time::Instant::now())) {
-            tracing::warn!("job of {ms} ms not started: queued at the stop");
-        }
+    // Jobs queued and never started were answered "queued": the pool hands
+    // them back and logs how many (a real service would store them for the
+    // next process).
+    for ms in jobs.take_queued() {
+        tracing::warn!("job of {ms} ms not started: queued at the stop");
     }
     std::process::exit(outcome.exit_code());
 }

@@ -46,12 +46,12 @@ fn assert_order(log: &str) {
 #[test]
 fn cleanup_runs_in_order_when_the_stop_drains_in_time() {
     let mut s = Service::start("ordered_cleanup", &["--delay-ms", "800"]);
-    assert!(body(get(s.addr, "/job?ms=1200")).ends_with("queued\n"));
-    s.wait_log("job of 1200 ms started", 1);
+    assert!(body(get(s.addr, "/job?ms=2000")).ends_with("queued\n"));
+    s.wait_log("job of 2000 ms started", 1);
     // The second worker runs the second job; the third job waits for one.
-    assert!(body(get(s.addr, "/job?ms=1100")).ends_with("queued\n"));
-    s.wait_log("job of 1100 ms started", 1);
-    assert!(body(get(s.addr, "/job?ms=1000")).ends_with("queued\n"));
+    assert!(body(get(s.addr, "/job?ms=1900")).ends_with("queued\n"));
+    s.wait_log("job of 1900 ms started", 1);
+    assert!(body(get(s.addr, "/job?ms=1800")).ends_with("queued\n"));
     let request = get(s.addr, "/");
     // The jobs are running and the request is in flight.
     s.wait_log("GET /\n", 1);
@@ -60,13 +60,13 @@ fn cleanup_runs_in_order_when_the_stop_drains_in_time() {
     assert_eq!(s.exit_code(), 0, "{}", s.stderr());
     let log = s.stderr();
     assert!(
-        log.contains("job of 1200 ms done") && log.contains("job of 1100 ms done"),
+        log.contains("job of 2000 ms done") && log.contains("job of 1900 ms done"),
         "the running jobs finished: {log}"
     );
-    assert!(!log.contains("job of 1000 ms started"), "{log}");
+    assert!(!log.contains("job of 1800 ms started"), "{log}");
     assert!(
         log.contains("1 queued job(s) not started")
-            && log.contains("job of 1000 ms not started: queued at the stop"),
+            && log.contains("job of 1800 ms not started: queued at the stop"),
         "the queued job is named: {log}"
     );
     assert_order(&log);

@@ -93,7 +93,7 @@ impl<J: Send + 'static> WorkerPool<J> {
     /// jobs that were never started. Workers still running a job at the
     /// deadline are left to finish on their own (their guards show in the
     /// shutdown's report).
-    pub fn join(self, deadline: Option<Instant>) -> Vec<J> {
+    pub fn join(mut self, deadline: Option<Instant>) -> Vec<J> {
         let drained = match deadline {
             Some(d) => self.stage.wait_drained_until(d),
             None => {
@@ -102,10 +102,19 @@ impl<J: Send + 'static> WorkerPool<J> {
             }
         };
         if drained {
-            for t in self.threads {
+            for t in std::mem::take(&mut self.threads) {
                 let _ = t.join();
             }
         }
+        self.take_queued()
+    }
+
+    /// Takes the jobs queued and not started, and logs how many there
+    /// were, without waiting for the workers: for a pool shared with the
+    /// code that submits to it. After the trigger no worker starts a job,
+    /// and no job is queued, so once the stage drained what this returns
+    /// is final.
+    pub fn take_queued(&self) -> Vec<J> {
         let left: Vec<J> = self.shared.lock().drain(..).collect();
         if !left.is_empty() {
             tracing::warn!(
