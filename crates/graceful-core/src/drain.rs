@@ -23,7 +23,10 @@ pub enum Outcome {
         /// From the start of the drain to its end.
         took: Duration,
     },
-    /// The deadline passed, or a second signal came, with work still held.
+    /// The deadline passed, or a second signal came, with work still held;
+    /// or a stage below was forced during the stop (then `cause`, `report`
+    /// are the stage's and `took` runs to the drain's end); or drained
+    /// hooks still ran `settle` after the deadline (then nothing is held).
     Forced {
         /// Why the shutdown started.
         reason: Reason,
@@ -112,6 +115,10 @@ impl fmt::Display for Outcome {
 ///   left, and waits up to [`settle`](Self::settle) (default 500 ms) for the
 ///   forced work to end; if it does not, it starts the stages that still
 ///   wait for it, so ordered cleanup still runs.
+/// - If the drain already began when the deadline passes (its drained
+///   hooks run), it forces nothing and waits for the hooks, up to
+///   `settle`; hooks still running then are left, and the outcome is
+///   forced with nothing held.
 /// - At the end it logs a one-line summary.
 #[must_use = "futures do nothing unless polled"]
 pub struct EnforceDeadline<R: Runtime> {
@@ -143,7 +150,8 @@ impl<R: Runtime> EnforceDeadline<R> {
         self
     }
 
-    /// How long to wait, after forcing, for the forced work to end.
+    /// How long to wait, after forcing, for the forced work to end, and past
+    /// the deadline for drained hooks that run.
     pub fn settle(mut self, settle: Duration) -> Self {
         self.settle = settle;
         self
@@ -233,7 +241,8 @@ async fn run<R: Runtime>(
                     (Some(cause), _) => End::Forced(cause),
                     // Drained, but a stage below was forced during the stop.
                     (None, Some((cause, report))) => End::ForcedBelow(cause, report),
-                    (None, None) => End::Forced(ForceCause::Requested),
+                    // A deadline claimed the force and has not set it yet.
+                    (None, None) => End::Forced(ForceCause::Deadline),
                 });
             }
             // A force from elsewhere (a second signal, a parent) ends the
@@ -301,7 +310,7 @@ async fn run<R: Runtime>(
         }
         End::HooksOverran => {
             // Nothing is held: the drained hooks are what overran. Forced
-            // all the same, so that forced hooks may unblock them.
+            // all the same, so that the shutdown reads as the outcome says.
             shutdown.force(ForceCause::Deadline);
             tracing::warn!(
                 target: "graceful",

@@ -153,7 +153,9 @@ impl Shutdown {
         if self.inner.phases.is(CLEAN) {
             return true;
         }
-        self.is_drained() && self.inner.forced_report().is_some_and(|r| r.is_empty())
+        self.is_drained()
+            && !self.inner.phases.is_unclean_without_force()
+            && self.inner.forced_report().is_some_and(|r| r.is_empty())
     }
 
     /// The cause and report of the first force during this shutdown's stop
@@ -465,7 +467,9 @@ impl Shutdown {
     /// Waits for the trigger, then for the drain, at most `timeout` (timed
     /// with `rt`'s clock). At the deadline the shutdown is forced, the
     /// [`Report`] of what was left is logged and returned in the
-    /// [`Outcome`](crate::Outcome). Progress is logged while it waits.
+    /// [`Outcome`](crate::Outcome); a drain that began before the deadline
+    /// is not forced, its drained hooks get the settle time to return.
+    /// Progress is logged while it waits.
     ///
     /// See [`EnforceDeadline`] for the options.
     pub fn enforce_deadline<R: Runtime>(&self, rt: &R, timeout: Duration) -> EnforceDeadline<R> {

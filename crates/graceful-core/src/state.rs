@@ -3,8 +3,8 @@
 //! Invariants:
 //! 1. `Phases::state` bits only ever go from 0 to 1 (phases are sticky). A bit
 //!    is set with a `SeqCst` read-modify-write *before* its event is notified
-//!    (`DRAINING` with `CLEAN` in one compare-exchange, `CLEAN` only if
-//!    `FORCED` was not set yet; `DRAINED` only after the drained hooks
+//!    (`DRAINING` with `CLEAN` in one compare-exchange, `CLEAN` only if no
+//!    bit of `UNCLEAN` was set yet; `DRAINED` only after the drained hooks
 //!    returned),
 //!    and a waiter creates its listener *before* re-checking the bit, so no
 //!    wake-up is lost between a check and a subscription.
@@ -46,8 +46,9 @@ pub(crate) const CLEAN: u8 = 8;
 /// hooks and dependents run; `DRAINED` is published only after them, so a
 /// drained wait or check that starts while a hook runs still waits for it.
 const DRAINING: u8 = 16;
-/// Set on a triggered shutdown when a shutdown below it drained after it
-/// was forced during this one's stop (a server cut at its own deadline):
+/// Set on a triggered shutdown when a child drained after it was forced
+/// during this one's stop (a server cut at its own deadline), or drained
+/// with this bit set itself:
 /// work was cut, so this one's drain is not clean either, and its outcome
 /// is forced (B17's exit code 1 reaches the level the process exits on).
 const FORCED_BELOW: u8 = 32;
@@ -84,7 +85,8 @@ pub(crate) struct Phases {
     /// stages that wait for this one; `None` once drained.
     after_drained: Mutex<Option<AfterDrained>>,
     parent: Mutex<Option<Guard>>,
-    /// The parent's phases, told when this shutdown drains forced.
+    /// The parent's phases, told when this shutdown drains after a force
+    /// during the parent's stop.
     parent_phases: Option<Arc<Phases>>,
     /// The cause and report of this shutdown's force during its parent's
     /// stop, or of the first such force below it.
@@ -116,6 +118,12 @@ impl Phases {
     /// drained hooks run or ran.
     pub(crate) fn is_draining(&self) -> bool {
         self.is(DRAINING)
+    }
+
+    /// Whether the drain is not clean for a reason other than this
+    /// shutdown's own force: a force below it, or a deadline's claim.
+    pub(crate) fn is_unclean_without_force(&self) -> bool {
+        self.is(FORCED_BELOW | FORCING)
     }
 
     /// Claims the right to force for a deadline, unless the drain began
@@ -211,14 +219,17 @@ impl Phases {
         }
         chain.dependents.extend(after.dependents);
         chain.completed.push(this.clone());
-        // Drained after a force during the parent's stop, here or below:
-        // the parent's drain is not clean either. Told before the parent's
-        // guard is released.
-        if prev & (FORCED_IN_STOP | FORCED_BELOW) != 0 {
-            if let Some(parent) = &this.parent_phases {
-                if let Some(first) = this.forced_below() {
-                    lock(&parent.forced_in_stop).get_or_insert(first);
-                }
+        // Drained after a force during the parent's stop, here or below,
+        // or after a deadline claimed its force (`FORCING`, whose record
+        // may not be written yet): the parent's drain is not clean either.
+        // Told before the parent's guard is released; a parent that is not
+        // stopping (a job stopped by code) is not told.
+        if prev & (FORCED_IN_STOP | FORCED_BELOW | FORCING) != 0 {
+            if let Some(parent) = this.parent_phases.as_ref().filter(|p| p.is(TRIGGERED)) {
+                let first = this
+                    .forced_below()
+                    .unwrap_or((ForceCause::Deadline, Report::default()));
+                lock(&parent.forced_in_stop).get_or_insert(first);
                 parent.state.fetch_or(FORCED_BELOW, Ordering::SeqCst);
             }
         }

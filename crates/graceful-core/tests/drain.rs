@@ -366,6 +366,10 @@ fn a_stage_forced_by_its_own_deadline_makes_the_roots_outcome_forced() {
         ));
         assert_eq!(outcome.forced_count(), 1, "{outcome}");
         assert!(outcome.report().unwrap().to_string().contains("hung"));
+        // A force after the drain, which finds nothing held, does not make
+        // the drain read as in time.
+        root.force(ForceCause::Signal(Signal::Interrupt));
+        assert!(!root.is_drained_in_time());
         assert!(
             outcome.took() < Duration::from_secs(2),
             "{:?}",
@@ -413,9 +417,10 @@ fn a_root_with_a_forced_stage_still_waits_for_its_drained_hooks() {
 }
 
 /// Forces that are not a stop's: a child forced before the stop (a job
-/// cancelled at its own timeout) whose work ends only after the trigger,
-/// and a child forced by code during the stop (one request cancelled),
-/// leave the stop clean.
+/// cancelled at its own timeout) whose work ends only after the trigger, a
+/// child forced by code during the stop (one request cancelled), and a
+/// grandchild forced during its parent's own stop (a tenant stopped by
+/// code) leave the process's stop clean.
 #[test]
 fn children_forced_outside_the_stop_leave_the_stop_clean() {
     within(10, || {
@@ -425,6 +430,15 @@ fn children_forced_outside_the_stop_leave_the_stop_clean() {
         job.force(ForceCause::Deadline);
         let request = root.child();
         let request_work = request.guard();
+        // A tenant stopped by code, not the process: its task is forced by
+        // its own deadline during the tenant's stop, not the root's.
+        let tenant = root.child();
+        let task = tenant.child();
+        let task_work = task.guard();
+        tenant.trigger(Reason::requested());
+        task.force(ForceCause::Deadline);
+        drop(task_work);
+        assert!(tenant.is_drained() && !tenant.is_drained_in_time());
         root.trigger(Reason::Requested { code: Some(3) });
         drop(job_work);
         request.force(ForceCause::Requested);

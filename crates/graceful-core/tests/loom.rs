@@ -198,7 +198,7 @@ fn drained_wait_racing_a_drained_hook() {
 
 /// A stage forced during the stop drains while the root's other guard is
 /// released on another thread: whichever release is the root's last, the
-/// root's drain is never clean, and it reports the stage's cause.
+/// root's drain is never clean.
 #[test]
 fn stage_drained_forced_racing_the_roots_last_release() {
     loom::model(|| {
