@@ -177,6 +177,14 @@ fn a_zero_progress_interval_does_not_stop_the_drain_from_ending() {
     });
 }
 
+/// Asserts that `outcome` is forced with `cause`.
+fn assert_forced(outcome: &Outcome, cause: ForceCause) {
+    match outcome {
+        Outcome::Forced { cause: c, .. } => assert_eq!(*c, cause, "{outcome}"),
+        _ => panic!("forced with {cause} expected: {outcome}"),
+    }
+}
+
 /// A root whose drained hook blocks until released, and reports that it
 /// started; its stage "server" with one guard.
 struct HookedRoot {
@@ -213,6 +221,18 @@ impl HookedRoot {
         }
     }
 
+    /// The server's drain with a 10 ms deadline (passed while the root's
+    /// drained hook runs) and `settle`; its outcome and how long it took.
+    fn server_outcome(&self, settle: Duration) -> (Outcome, Duration) {
+        let t0 = Instant::now();
+        let outcome = self
+            .server
+            .enforce_deadline(&ThreadRuntime, Duration::from_millis(10))
+            .settle(settle)
+            .wait();
+        (outcome, t0.elapsed())
+    }
+
     /// Releases the guard on another thread, where the root's drained hook
     /// then runs; returns once the hook started.
     fn drain_into_the_hook(&mut self) {
@@ -238,11 +258,7 @@ fn a_deadline_passing_while_drained_hooks_run_waits_for_them() {
             release.send(()).unwrap();
         });
         // The deadline passes long before the hook returns.
-        let outcome = h
-            .server
-            .enforce_deadline(&ThreadRuntime, Duration::from_millis(10))
-            .settle(Duration::from_secs(5))
-            .wait();
+        let (outcome, _) = h.server_outcome(Duration::from_secs(5));
         assert!(outcome.is_drained(), "{outcome}");
         assert!(
             h.done.load(SeqCst),
@@ -266,23 +282,8 @@ fn a_force_ends_the_wait_for_drained_hooks_past_the_deadline() {
             std::thread::sleep(Duration::from_millis(200));
             forcer.force(ForceCause::Signal(Signal::Interrupt));
         });
-        let t0 = Instant::now();
-        let outcome = h
-            .server
-            .enforce_deadline(&ThreadRuntime, Duration::from_millis(10))
-            .settle(Duration::from_secs(5))
-            .wait();
-        let elapsed = t0.elapsed();
-        assert!(
-            matches!(
-                outcome,
-                Outcome::Forced {
-                    cause: ForceCause::Signal(Signal::Interrupt),
-                    ..
-                }
-            ),
-            "{outcome}"
-        );
+        let (outcome, elapsed) = h.server_outcome(Duration::from_secs(5));
+        assert_forced(&outcome, ForceCause::Signal(Signal::Interrupt));
         assert!(!h.done.load(SeqCst));
         assert!(
             elapsed >= Duration::from_millis(150) && elapsed < Duration::from_secs(2),
@@ -301,23 +302,8 @@ fn drained_hooks_overrunning_the_deadline_by_the_settle_time_are_left() {
         let mut h = HookedRoot::new();
         h.root.trigger(Reason::requested());
         h.drain_into_the_hook();
-        let t0 = Instant::now();
-        let outcome = h
-            .server
-            .enforce_deadline(&ThreadRuntime, Duration::from_millis(10))
-            .settle(Duration::from_millis(200))
-            .wait();
-        let elapsed = t0.elapsed();
-        assert!(
-            matches!(
-                outcome,
-                Outcome::Forced {
-                    cause: ForceCause::Deadline,
-                    ..
-                }
-            ),
-            "{outcome}"
-        );
+        let (outcome, elapsed) = h.server_outcome(Duration::from_millis(200));
+        assert_forced(&outcome, ForceCause::Deadline);
         assert_eq!(outcome.forced_count(), 0);
         assert_eq!(outcome.exit_code(), 1);
         assert!(!h.done.load(SeqCst));
@@ -357,13 +343,7 @@ fn a_stage_forced_by_its_own_deadline_makes_the_roots_outcome_forced() {
         assert!(!server_outcome.is_drained(), "{server_outcome}");
         assert!(!root.is_drained_in_time());
         assert_eq!(outcome.exit_code(), 1, "{outcome}");
-        assert!(matches!(
-            outcome,
-            Outcome::Forced {
-                cause: ForceCause::Deadline,
-                ..
-            }
-        ));
+        assert_forced(&outcome, ForceCause::Deadline);
         assert_eq!(outcome.forced_count(), 1, "{outcome}");
         assert!(outcome.report().unwrap().to_string().contains("hung"));
         // A force after the drain, which finds nothing held, does not make
@@ -402,16 +382,7 @@ fn a_root_with_a_forced_stage_still_waits_for_its_drained_hooks() {
             h.done.load(SeqCst),
             "the outcome came before the hook returned"
         );
-        assert!(
-            matches!(
-                outcome,
-                Outcome::Forced {
-                    cause: ForceCause::Deadline,
-                    ..
-                }
-            ),
-            "{outcome}"
-        );
+        assert_forced(&outcome, ForceCause::Deadline);
         assert!(!h.root.is_forced(), "nothing left to force at the root");
     });
 }
