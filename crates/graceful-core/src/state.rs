@@ -46,11 +46,11 @@ pub(crate) const CLEAN: u8 = 8;
 /// hooks and dependents run; `DRAINED` is published only after them, so a
 /// drained wait or check that starts while a hook runs still waits for it.
 const DRAINING: u8 = 16;
-/// Set on a triggered shutdown when a child drained after it was forced
+/// Set on a stopping shutdown when a child drained after it was forced
 /// during this one's stop (a server cut at its own deadline), or drained
-/// with this bit set itself:
-/// work was cut, so this one's drain is not clean either, and its outcome
-/// is forced (B17's exit code 1 reaches the level the process exits on).
+/// with this bit set itself: work was cut, so this one's drain is not clean
+/// either, and its outcome is forced (B17's exit code 1 reaches the level
+/// the process exits on).
 const FORCED_BELOW: u8 = 32;
 /// Set, before `FORCED`, on a shutdown forced on its own (by its deadline
 /// or a signal, not by code nor by its parent's force) while its parent
