@@ -345,12 +345,7 @@ fn failed_restarts_keep_serving(example: &str) {
     assert_eq!(servers.wait(pid), WaitStatus::Exited(Pid::from_raw(pid), 0));
     let log = servers.log();
     assert!(log.contains("stopping successor"), "{log}");
-    let successor: i32 = log
-        .rsplit("started successor ")
-        .next()
-        .and_then(|rest| rest.split(';').next())
-        .and_then(|pid| pid.parse().ok())
-        .expect("the successor's PID in the log");
+    let successor = last_successor(&log);
     assert!(
         nix::sys::signal::kill(Pid::from_raw(successor), None).is_err(),
         "successor {successor} still runs"
@@ -382,13 +377,7 @@ fn a_third_signal_during_a_restart_leaves_no_successor(example: &str) {
     install_script(&binary, "exec sleep 600");
     servers.signal(pid, nix::sys::signal::Signal::SIGHUP);
     wait_for(&servers, "started successor", 1);
-    let successor: i32 = servers
-        .log()
-        .rsplit("started successor ")
-        .next()
-        .and_then(|rest| rest.split(';').next())
-        .and_then(|pid| pid.parse().ok())
-        .expect("the successor's PID in the log");
+    let successor = last_successor(&servers.log());
     // Killed and reaped by the servers' drop if the test fails.
     servers.pids.push(successor);
     // Two different signals, so that the kernel does not merge them; the
@@ -417,6 +406,15 @@ fn a_third_signal_during_a_restart_leaves_no_successor(example: &str) {
         ),
         "the successor was left running"
     );
+}
+
+/// The PID of the last successor the log says was started.
+fn last_successor(log: &str) -> i32 {
+    log.rsplit("started successor ")
+        .next()
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|pid| pid.parse().ok())
+        .expect("the successor's PID in the log")
 }
 
 /// Waits until the log holds `needle` `count` times.

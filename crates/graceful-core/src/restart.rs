@@ -26,10 +26,11 @@
 //! and so is one after the handover. A stop of the parent while its
 //! successor is not ready yet stops the successor too (SIGTERM, then a
 //! wait); an exit at once on a third stop signal, which waits for
-//! nothing, still sends it SIGTERM. Under systemd (`NOTIFY_SOCKET`), the parent tells the manager
-//! the successor's PID (`MAINPID=`) once it is ready, so a `Type=notify`
-//! unit with `NotifyAccess=all` follows the new process. A PID file, when
-//! configured, is replaced atomically by whichever process is current.
+//! nothing, still sends it SIGTERM. Under systemd (`NOTIFY_SOCKET`), the
+//! parent tells the manager the successor's PID (`MAINPID=`) once it is
+//! ready, so a `Type=notify` unit with `NotifyAccess=all` follows the new
+//! process. A PID file, when configured, is replaced atomically by
+//! whichever process is current.
 
 use std::ffi::OsString;
 use std::io;
