@@ -293,20 +293,16 @@ async fn run<R: Runtime>(
     };
     let took = rt.now().saturating_duration_since(start);
 
-    let outcome = match end {
-        End::Drained => Outcome::Drained { reason, took },
+    // The cause and report of a forced outcome.
+    let forced = match end {
+        End::Drained => None,
         End::ForcedBelow(cause, report) => {
             tracing::warn!(
                 target: "graceful",
                 "{}: drained after {took:.3?}, but work below was forced ({cause}); what was cut:\n{report}",
                 label(&shutdown),
             );
-            Outcome::Forced {
-                reason,
-                cause,
-                took,
-                report,
-            }
+            Some((cause, report))
         }
         End::HooksOverran => {
             // Nothing is held: the drained hooks are what overran. Forced
@@ -317,12 +313,7 @@ async fn run<R: Runtime>(
                 "{}: drained hooks still running {settle:?} after the deadline; not waiting for them",
                 label(&shutdown),
             );
-            Outcome::Forced {
-                reason,
-                cause: ForceCause::Deadline,
-                took,
-                report: shutdown.report(),
-            }
+            Some((ForceCause::Deadline, shutdown.report()))
         }
         End::Forced(cause) => {
             let report = shutdown
@@ -348,13 +339,17 @@ async fn run<R: Runtime>(
                     label(&shutdown),
                 );
             }
-            Outcome::Forced {
-                reason,
-                cause,
-                took,
-                report,
-            }
+            Some((cause, report))
         }
+    };
+    let outcome = match forced {
+        None => Outcome::Drained { reason, took },
+        Some((cause, report)) => Outcome::Forced {
+            reason,
+            cause,
+            took,
+            report,
+        },
     };
     tracing::info!(
         target: "graceful",
