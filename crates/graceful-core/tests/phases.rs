@@ -585,8 +585,11 @@ fn a_slow_forced_hook_on_the_root_delays_no_force_below_it() {
         let server = root.stage("server");
         let order = Arc::new(Mutex::new(Vec::new()));
         let o = order.clone();
+        // Blocks until the test has seen the server's hook run.
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        let blocked = Mutex::new(blocked);
         root.on_forced(move |_| {
-            std::thread::sleep(Duration::from_millis(1000));
+            let _ = blocked.lock().unwrap().recv();
             o.lock().unwrap().push("root");
         });
         let o = order.clone();
@@ -598,24 +601,54 @@ fn a_slow_forced_hook_on_the_root_delays_no_force_below_it() {
         let o = order.clone();
         server.on_forced(move |_| {
             o.lock().unwrap().push("server");
-            cut_tx.send(Instant::now()).unwrap()
+            cut_tx.send(()).unwrap()
         });
         root.trigger(Reason::requested());
         let forcer = root.clone();
-        let t0 = Instant::now();
         let forcing =
             std::thread::spawn(move || forcer.force(ForceCause::Signal(Signal::Interrupt)));
-        let cut = cut_rx.recv().unwrap();
-        assert!(
-            cut.duration_since(t0) < Duration::from_millis(500),
-            "the server's forced hook ran {:?} after the force",
-            cut.duration_since(t0)
-        );
+        // The server's hook runs while the root's still blocks.
+        cut_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the server's forced hook waited for the root's");
         assert!(server.is_forced() && early.is_forced() && grandchild.is_forced());
+        assert!(!order.lock().unwrap().contains(&"root"));
+        release.send(()).unwrap();
         assert!(forcing.join().unwrap());
         assert_eq!(
             *order.lock().unwrap(),
             ["grandchild", "early", "server", "root"]
         );
     });
+}
+
+/// A force that starts a shutdown (a child of a stage still waiting for
+/// the stages before it) runs that start's trigger hooks after every
+/// forced hook of the tree.
+#[test]
+fn a_force_runs_the_trigger_hooks_it_starts_after_every_forced_hook() {
+    let root = Shutdown::named("root");
+    let first = root.stage("first");
+    let later = root.stage_after("later", [&first]);
+    let child = later.stage("child");
+    let _work = first.guard();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let o = order.clone();
+    child.on_triggered(move |_| o.lock().unwrap().push("child triggered"));
+    let o = order.clone();
+    child.on_forced(move |_| o.lock().unwrap().push("child forced"));
+    let o = order.clone();
+    root.on_forced(move |_| o.lock().unwrap().push("root forced"));
+    root.trigger(Reason::requested());
+    assert!(!later.is_triggered() && !child.is_triggered());
+    assert!(root.force(ForceCause::Deadline));
+    assert!(
+        !later.is_triggered(),
+        "a waiting stage is not started early"
+    );
+    assert!(child.is_triggered() && child.is_forced());
+    assert_eq!(
+        *order.lock().unwrap(),
+        ["child forced", "root forced", "child triggered"]
+    );
 }
