@@ -131,23 +131,26 @@ fn jobs_submitted_together_to_idle_workers_all_start() {
 fn a_job_starts_on_the_idle_worker_while_the_other_is_busy() {
     let shutdown = Shutdown::new();
     let (done_tx, done) = mpsc::channel();
+    let (started_tx, started) = mpsc::channel();
     let (release_tx, release) = mpsc::channel::<()>();
     let release = std::sync::Mutex::new(release);
     let pool = WorkerPool::new(&shutdown, "jobs", 2, move |job: u32, _stage| {
         if job == 1 {
+            started_tx.send(()).unwrap();
             release.lock().unwrap().recv().unwrap();
         }
         done_tx.send(job).unwrap();
     })
     .unwrap();
-    std::thread::sleep(Duration::from_millis(20));
     // Job 1 holds one worker; job 2 runs on the other, which then waits.
     pool.submit(1).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    started.recv_timeout(Duration::from_secs(5)).unwrap();
     pool.submit(2).unwrap();
     assert_eq!(done.recv_timeout(Duration::from_secs(5)), Ok(2));
     for job in 3..6 {
-        std::thread::sleep(Duration::from_millis(50));
+        // No event says the idle worker waits again after its job: the
+        // pause gives it the time, so that the submit is what must wake it
+        // (without it the test could pass on a pool with the bug).
         pool.submit(job).unwrap();
         assert_eq!(
             done.recv_timeout(Duration::from_secs(2)),
@@ -161,4 +164,38 @@ fn a_job_starts_on_the_idle_worker_while_the_other_is_busy() {
     assert!(pool
         .join(Some(Instant::now() + Duration::from_secs(5)))
         .is_empty());
+}
+
+/// Jobs queued behind busy workers at the trigger are never started, and
+/// `take_queued` hands them back through a shared reference.
+#[test]
+fn take_queued_hands_back_the_jobs_not_started() {
+    let shutdown = Shutdown::new();
+    let (started_tx, started) = mpsc::channel();
+    let (release_tx, release) = mpsc::channel::<()>();
+    let release = std::sync::Mutex::new(release);
+    let pool = std::sync::Arc::new(
+        WorkerPool::new(&shutdown, "jobs", 2, move |job: u32, _stage| {
+            started_tx.send(job).unwrap();
+            release.lock().unwrap().recv().unwrap();
+        })
+        .unwrap(),
+    );
+    for job in 0..5 {
+        pool.submit(job).unwrap();
+    }
+    let mut running = vec![started.recv().unwrap(), started.recv().unwrap()];
+    running.sort();
+    assert_eq!(running, [0, 1]);
+    shutdown.trigger(Reason::requested());
+    release_tx.send(()).unwrap();
+    release_tx.send(()).unwrap();
+    assert!(shutdown.wait_drained_until(Instant::now() + Duration::from_secs(5)));
+    assert!(
+        started.try_recv().is_err(),
+        "a queued job started after the trigger"
+    );
+    let shared = pool.clone();
+    assert_eq!(shared.take_queued(), [2, 3, 4]);
+    assert!(pool.take_queued().is_empty(), "taken once");
 }
