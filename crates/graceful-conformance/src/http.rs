@@ -11,9 +11,11 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use futures::StreamExt;
 use graceful_core::{Conn, ForceCause, Outcome, Reason, Runtime, ServeConfig, Shutdown};
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Bytes, Frame, Incoming};
 use hyper::header::{CONNECTION, UPGRADE};
 use hyper::rt::{Read as HRead, ReadBuf, Write as HWrite};
 use hyper::service::Service;
@@ -42,6 +44,9 @@ pub trait HttpAdapter: Adapter {
 /// - `GET /healthz`: readiness (200, then 503);
 /// - `GET /sleep?ms=N`: answers `slept N` after N ms on the runtime's
 ///   clock (recorded in `seen` once its timer is armed);
+/// - `GET /stream?ms=N`: answers at once with a body whose first line
+///   comes at once and its last (`last`) N ms later (recorded in `seen` as
+///   `/stream?ms=N` once its timer is armed);
 /// - `GET /echo` with `Upgrade: echo`: switches protocols, then echoes
 ///   lines on the raw connection; with `?polite` it watches the shutdown
 ///   and says `bye` then closes at the trigger, otherwise it ignores it;
@@ -56,28 +61,47 @@ pub struct TestService<R> {
 /// The requests a [`TestService`] read, by path and query.
 pub type Seen = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
+/// The body of [`TestService`]'s responses.
+pub type TestBody = UnsyncBoxBody<Bytes, Infallible>;
+
+fn full(body: impl Into<Bytes>) -> TestBody {
+    Full::new(body.into()).boxed_unsync()
+}
+
 impl<R: Runtime> Service<Request<Incoming>> for TestService<R> {
-    type Response = Response<Full<Bytes>>;
+    type Response = Response<TestBody>;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response<Full<Bytes>>, Infallible>>;
+    type Future = BoxFuture<'static, Result<Response<TestBody>, Infallible>>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         let (rt, ready, seen) = (self.rt.clone(), self.ready.clone(), self.seen.clone());
         Box::pin(async move {
             if req.uri().path() == "/healthz" {
-                return Ok(ready.response());
+                return Ok(ready.response::<Full<Bytes>>().map(BodyExt::boxed_unsync));
             }
+            let ms: u64 = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("ms="))
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or(0);
             if req.uri().path() == "/sleep" {
-                let ms: u64 = req
-                    .uri()
-                    .query()
-                    .and_then(|q| q.strip_prefix("ms="))
-                    .and_then(|ms| ms.parse().ok())
-                    .unwrap_or(0);
                 let sleep = rt.sleep(Duration::from_millis(ms));
                 seen.lock().unwrap().push(format!("/sleep?ms={ms}"));
                 sleep.await;
-                return Ok(Response::new(Full::new(Bytes::from(format!("slept {ms}")))));
+                return Ok(Response::new(full(format!("slept {ms}"))));
+            }
+            if req.uri().path() == "/stream" {
+                let sleep = rt.sleep(Duration::from_millis(ms));
+                seen.lock().unwrap().push(format!("/stream?ms={ms}"));
+                let first = futures::stream::iter([Ok(Frame::data(Bytes::from("first\n")))]);
+                let last = futures::stream::once(async move {
+                    sleep.await;
+                    Ok(Frame::data(Bytes::from("last\n")))
+                });
+                return Ok(Response::new(
+                    StreamBody::new(first.chain(last)).boxed_unsync(),
+                ));
             }
             let query = req.uri().query().unwrap_or("");
             let polite = query.contains("polite");
@@ -101,7 +125,7 @@ impl<R: Runtime> Service<Request<Incoming>> for TestService<R> {
                     let _ = echo_lines(upgraded, conn, polite).await;
                 }
             });
-            let mut res = Response::new(Full::new(Bytes::new()));
+            let mut res = Response::new(full(Bytes::new()));
             *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
             res.headers_mut()
                 .insert(CONNECTION, "upgrade".parse().unwrap());
@@ -337,6 +361,55 @@ pub fn http_b16_upgrade_after_the_trigger_keeps_connection_upgrade_alone<A: Http
     let mut bye = String::new();
     late.read_line(&mut bye).unwrap();
     assert_eq!(bye, "bye\n");
+    let outcome = server.outcome();
+    assert!(outcome.is_drained(), "{outcome}");
+}
+
+/// B6 x HTTP/1 pipelining: a request pipelined behind a response whose
+/// head went out before the stop, and whose body is still being produced
+/// when the listener closes, is served too (with `Connection: close`),
+/// not dropped unparsed from hyper's buffer when that response ends.
+pub fn http_b6_request_pipelined_behind_a_response_in_progress_is_served<A: HttpAdapter>() {
+    let config = ServeConfig::default().progress_every(None);
+    let server = HttpServer::start::<A>(config, true);
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.write_all(
+        b"GET /stream?ms=1000 HTTP/1.1\r\nHost: t\r\n\r\nGET /sleep?ms=0 HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .unwrap();
+    let mut r = BufReader::new(s);
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        assert!(
+            r.read_line(&mut head).unwrap() > 0,
+            "closed before the head: {head}"
+        );
+    }
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    let clock = server.clock.as_ref().unwrap();
+    assert!(clock.wait_for_sleep(Duration::from_millis(1000), PATIENCE));
+    // The listener closes with the response's body half sent.
+    server.shutdown.trigger(Reason::requested());
+    assert!(crate::harness::refused_within(server.addr, PATIENCE));
+    std::thread::sleep(Duration::from_millis(50));
+    clock.advance(Duration::from_millis(1000));
+    let mut rest = String::new();
+    r.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("last\n"), "the first response ends: {rest}");
+    assert_eq!(
+        rest.matches("HTTP/1.1 200").count(),
+        1,
+        "the pipelined request is answered: {rest}"
+    );
+    assert!(rest.contains("slept 0"), "{rest}");
+    assert!(
+        rest.to_ascii_lowercase().contains("connection: close"),
+        "{rest}"
+    );
     let outcome = server.outcome();
     assert!(outcome.is_drained(), "{outcome}");
 }

@@ -95,6 +95,7 @@ macro_rules! __for_each_http_scenario {
             http_b16_upgraded_connection_survives_trigger_and_is_forced_at_deadline,
             http_b16_upgraded_handler_sees_the_trigger_and_drains,
             http_b16_upgrade_after_the_trigger_keeps_connection_upgrade_alone,
+            http_b6_request_pipelined_behind_a_response_in_progress_is_served,
             http_randomized_stop_over_fixed_seeds,
         }
     };

@@ -101,12 +101,20 @@ where
             return done;
         }
     }
-    // An HTTP/1 response still being produced is marked `Connection:
-    // close` and ends the connection by itself; hyper's graceful shutdown
-    // would also append `close` to a `101` upgrade's `Connection: upgrade`.
-    if activity.is_http2() || activity.in_flight() == 0 {
-        connection.as_mut().graceful_shutdown();
+    // HTTP/1: first the responses in progress end (head and body). One
+    // marked `Connection: close` ends the connection by itself; one begun
+    // before the stop is followed by the requests the client pipelined
+    // behind it, which hyper holds read: its graceful shutdown of a busy
+    // connection would close after the response and drop them (and append
+    // `close` to a `101` upgrade's `Connection: upgrade`). Then an idle
+    // connection is closed.
+    if !activity.is_http2() {
+        let done = pin!(activity.responses_done());
+        if let Either::Left((done, _)) = select(connection.as_mut(), done).await {
+            return done;
+        }
     }
+    connection.as_mut().graceful_shutdown();
     connection.await
 }
 

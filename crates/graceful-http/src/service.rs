@@ -18,8 +18,11 @@ use pin_project_lite::pin_project;
 #[derive(Default)]
 pub(crate) struct Activity {
     requests: AtomicUsize,
-    /// Requests whose response head is not produced yet.
+    /// Requests whose response is not produced to its end yet (head and
+    /// body).
     in_flight: AtomicUsize,
+    /// Notified when `in_flight` falls to zero.
+    done: Event,
     http2: AtomicBool,
     /// The last HTTP/1 request came with a body (which the handler may not
     /// have read to its end).
@@ -32,9 +35,23 @@ impl Activity {
         self.requests.load(Ordering::SeqCst)
     }
 
-    /// Requests whose response is not produced yet.
+    /// Requests whose response is not produced to its end yet.
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once no response is in progress.
+    pub(crate) async fn responses_done(&self) {
+        loop {
+            if self.in_flight() == 0 {
+                return;
+            }
+            let l = self.done.listen();
+            if self.in_flight() == 0 {
+                return;
+            }
+            l.await;
+        }
     }
 
     /// Whether the connection has carried an HTTP/2 request.
@@ -77,7 +94,8 @@ impl Activity {
 ///
 /// - puts the connection's [`Conn`] in each request's extensions (peer
 ///   address, the server's shutdown for long-lived handlers);
-/// - counts requests, for the first-request grace;
+/// - counts requests, for the first-request grace, and the responses in
+///   progress (until their body's end), for the close;
 /// - marks an HTTP/1 response whose head is produced after the trigger with
 ///   `Connection: close`, except a `101 Switching Protocols`,
 ///   which keeps its `Connection: Upgrade`.
@@ -110,7 +128,7 @@ impl<S, B> Service<Request<Incoming>> for GracefulService<S>
 where
     S: Service<Request<Incoming>, Response = Response<B>>,
 {
-    type Response = Response<B>;
+    type Response = Response<Tracked<B>>;
     type Error = S::Error;
     type Future = MarkClose<S::Future>;
 
@@ -146,13 +164,49 @@ pin_project! {
     }
 }
 
-/// One request in flight until its response head is produced (or the
-/// handler is dropped).
+/// One request in flight until its response is produced to its end (or
+/// the handler, or the body, is dropped).
 pub(crate) struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.done.notify(usize::MAX);
+        }
+    }
+}
+
+pin_project! {
+    /// A response body that keeps its request in flight until its end.
+    pub(crate) struct Tracked<B> {
+        #[pin]
+        inner: B,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if frame.is_none() {
+            this.in_flight.take();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -160,14 +214,14 @@ impl<F, B, E> Future for MarkClose<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
-    type Output = Result<Response<B>, E>;
+    type Output = Result<Response<Tracked<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
-        this.in_flight.take();
+        let in_flight = this.in_flight.take();
         let mut res = match result {
-            Ok(res) => res,
+            Ok(res) => res.map(|inner| Tracked { inner, in_flight }),
             Err(e) => return Poll::Ready(Err(e)),
         };
         if let Some(conn) = this.conn {
