@@ -72,6 +72,7 @@ macro_rules! __for_each_scenario {
             b7_new_connection_gets_the_first_request_grace,
             b8_drain_seen_promptly,
             b9_deadline_cuts_remaining_connections_and_reports,
+            b9_a_force_during_pre_drain_reports_only_connections,
             b10_panicking_handler_releases_its_guard,
             b17_exit_code_zero_when_drained_and_requested_code_kept,
             conn_handler_sees_the_trigger,

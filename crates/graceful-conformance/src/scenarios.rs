@@ -503,6 +503,35 @@ pub fn b9_deadline_cuts_remaining_connections_and_reports<A: Adapter>() {
     assert_eq!(outcome.exit_code(), 1);
 }
 
+/// B9 x pre-drain: a force during the pre-drain delay (a second signal)
+/// cuts the connections and reports them, and only them: the listener,
+/// still open until the force ends the delay, is no work abandoned.
+pub fn b9_a_force_during_pre_drain_reports_only_connections<A: Adapter>() {
+    let config = ServeConfig::default()
+        .pre_drain(Duration::from_secs(5))
+        .progress_every(None);
+    let mut server = Server::<A>::start(Options::config(config).manual());
+    let mut stuck = server.connect();
+    let stuck_addr = stuck.local_addr();
+    stuck.send("hang");
+    assert!(stuck.silent_for(Duration::from_millis(20)));
+    server.stop();
+    assert!(server
+        .clock()
+        .wait_for_sleep(Duration::from_secs(5), PATIENCE));
+    server.shutdown.force(ForceCause::Signal(Signal::Interrupt));
+    assert!(stuck.closed_within(PATIENCE));
+    let outcome = server.outcome();
+    let Outcome::Forced { cause, report, .. } = &outcome else {
+        panic!("expected a forced outcome, got {outcome}");
+    };
+    assert_eq!(*cause, ForceCause::Signal(Signal::Interrupt));
+    let names: Vec<_> = report.all_named().iter().map(|g| g.name.clone()).collect();
+    assert_eq!(names, [format!("conn {stuck_addr}")], "{report}");
+    assert_eq!(outcome.forced_count(), 1, "{report}");
+    assert_eq!(outcome.exit_code(), 130);
+}
+
 /// B10: a handler that panics loses only its own connection; its guard is
 /// released and the shutdown completes.
 pub fn b10_panicking_handler_releases_its_guard<A: Adapter>() {

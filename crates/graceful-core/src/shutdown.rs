@@ -415,19 +415,19 @@ impl Shutdown {
         stage
     }
 
-    /// A named child that holds a named guard from birth: a child made
-    /// after the trigger is triggered at once, and without a guard it would
-    /// drain before its first one is taken (its later guards then count for
-    /// nothing).
-    #[track_caller]
-    pub(crate) fn child_holding(
+    /// A named child held from birth by a named child of its own, `hold`,
+    /// a stage that starts only when triggered itself: a child made after
+    /// the trigger is triggered at once, and without a hold it would drain
+    /// before its first guard is taken (its later guards then count for
+    /// nothing). The hold is no work: it holds no guard, so a report lists
+    /// it with nothing held. Triggering it releases the child.
+    pub(crate) fn child_held(
         &self,
         name: impl Into<Cow<'static, str>>,
-        guard: impl Into<Cow<'static, str>>,
-    ) -> (Shutdown, NamedGuard) {
-        let at = Location::caller();
+        hold: impl Into<Cow<'static, str>>,
+    ) -> (Shutdown, Shutdown) {
         self.make_child_with(Some(name.into()), true, |child| {
-            child.named_guard(guard.into(), at)
+            child.make_child(Some(hold.into()), false)
         })
     }
 

@@ -3,7 +3,6 @@ use std::sync::{Arc, Mutex};
 
 use super::{Conn, Connections, ServeConfig};
 use crate::drain::Outcome;
-use crate::guard::NamedGuard;
 use crate::reason::Reason;
 use crate::runtime::Runtime;
 use crate::shutdown::Shutdown;
@@ -17,11 +16,13 @@ pub(crate) struct ServerScope {
     name: String,
     shutdown: Shutdown,
     conns: Arc<Connections>,
-    /// The listener is work in flight until it is closed: without this
-    /// guard, a triggered server whose last connection ended just before a
-    /// backlog connection was registered would count as drained, and that
-    /// connection would go untracked.
-    listening: Mutex<Option<NamedGuard>>,
+    /// The listener holds the server until it is closed: without this hold,
+    /// a triggered server whose last connection ended just before a backlog
+    /// connection was registered would count as drained, and that
+    /// connection would go untracked. A child of the server's, started when
+    /// the listener closes, rather than a guard: an open listener is no
+    /// work a force abandons, so no report counts it.
+    listening: Mutex<Option<Shutdown>>,
     /// Triggered once the listener closed: the moment idle connections end.
     closed: Shutdown,
     config: ServeConfig,
@@ -34,10 +35,10 @@ impl ServerScope {
             .name
             .clone()
             .unwrap_or_else(|| format!("server {local}"));
-        // The listener's guard is taken before the child can be triggered: a
+        // The listener's hold is made before the child can be triggered: a
         // server started after the stop began (a signal while starting)
         // still serves its backlog and drains its connections.
-        let (shutdown, listening) = parent.child_holding(name.clone(), format!("listener {local}"));
+        let (shutdown, listening) = parent.child_held(name.clone(), format!("listener {local}"));
         let conns = Connections::new();
         conns.attach(&shutdown);
         ServerScope {
@@ -79,7 +80,7 @@ impl ServerScope {
     /// after it (during the pre-drain delay, from the backlog) end after the
     /// first-request grace, timed on `rt`. Until now, during the pre-drain
     /// delay, idle connections stayed open: a pooled client may reuse one
-    /// at any moment. Then releases the listener's guard. Calling it again
+    /// at any moment. Then releases the listener's hold. Calling it again
     /// does nothing more.
     pub(crate) fn listener_closed<R: Runtime>(&self, rt: &R, queued: usize) {
         let Some(listening) = self
@@ -110,7 +111,7 @@ impl ServerScope {
             self.name,
             self.conns.len()
         );
-        drop(listening);
+        listening.trigger(Reason::requested());
     }
 
     /// Drains the server's connections with the configured deadline,
