@@ -114,6 +114,12 @@ impl Phases {
         lock(&self.forced_in_stop).clone()
     }
 
+    /// Whether this shutdown still holds its parent's guard (until it
+    /// drains).
+    pub(crate) fn holds_parent(&self) -> bool {
+        lock(&self.parent).as_ref().is_some_and(Guard::is_attached)
+    }
+
     /// Whether the drain began: the last guard was released, and the
     /// drained hooks run or ran.
     pub(crate) fn is_draining(&self) -> bool {
@@ -553,15 +559,20 @@ impl Inner {
             })
             .collect();
         named.sort_by_key(|g| std::cmp::Reverse(g.age));
+        // The count first, then the children that still hold this shutdown
+        // (a child that drains releases it before it reads as drained): a
+        // child released meanwhile is then counted as held, never one of
+        // this shutdown's own guards left out.
+        let held = self.held();
         let children = self
             .children()
             .into_iter()
-            .filter(|c| !c.phases.is(DRAINED))
+            .filter(|c| c.phases.holds_parent())
             .map(|c| c.report())
             .collect();
         Report {
             name: self.name.as_ref().map(|n| n.to_string()),
-            held: self.held(),
+            held,
             named,
             children,
         }

@@ -216,3 +216,24 @@ fn stage_drained_forced_racing_the_roots_last_release() {
         assert!(!root.is_drained_in_time());
     });
 }
+
+/// A report taken while a child's last guard is released never counts
+/// less than what is held for certain (the root's own guard): a child is
+/// listed only while it still holds its parent, so the parent's own count
+/// (its guards minus those of listed children) never loses one of its own.
+#[test]
+fn report_racing_a_childs_last_release() {
+    loom::model(|| {
+        let root = Shutdown::new();
+        let _own = root.guard();
+        let child = root.child();
+        let g = child.guard();
+        root.trigger(Reason::requested());
+        let t = thread::spawn(move || drop(g));
+        let report = root.report();
+        assert!(report.total() >= 1, "{report}");
+        assert!(report.total() <= 2, "{report}");
+        t.join().unwrap();
+        drop(child);
+    });
+}
