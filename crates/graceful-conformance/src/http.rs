@@ -414,6 +414,50 @@ pub fn http_b6_request_pipelined_behind_a_response_in_progress_is_served<A: Http
     assert!(outcome.is_drained(), "{outcome}");
 }
 
+/// A `serve` cancelled (dropped, as a `select!` does) before its stop:
+/// its listener is gone, and an idle HTTP/1 keep-alive connection it left
+/// is closed rather than kept waiting for a listener close that cannot
+/// come; a later stop of the shutdown then finds nothing waiting.
+pub fn http_a_cancelled_serve_closes_its_idle_keep_alive_connections<A: HttpAdapter>() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = Shutdown::new();
+    let (cancel, cancelled) = futures::channel::oneshot::channel::<()>();
+    let (tx, returned) = std::sync::mpsc::channel();
+    let s = shutdown.clone();
+    std::thread::spawn(move || {
+        let rt = TestRuntime::new(A::runtime(), None);
+        let svc = TestService {
+            rt: rt.clone(),
+            ready: graceful_http::Readiness::new(&s),
+            seen: Seen::default(),
+        };
+        let config = ServeConfig::default().progress_every(None);
+        let serve = A::serve_http(&rt, listener, &s, config, svc);
+        rt.block_on(futures::future::select(serve, cancelled));
+        let _ = tx.send(());
+    });
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(PATIENCE)).unwrap();
+    c.write_all(b"GET /sleep?ms=0 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut r = BufReader::new(c);
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        assert!(r.read_line(&mut head).unwrap() > 0, "{head}");
+    }
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    cancel.send(()).unwrap();
+    returned.recv_timeout(PATIENCE).expect("serve was dropped");
+    let mut rest = String::new();
+    r.read_to_string(&mut rest)
+        .expect("the idle connection is closed, not left waiting");
+    assert_eq!(rest, "slept 0");
+    assert!(TcpStream::connect(addr).is_err(), "the listener is closed");
+    shutdown.trigger(Reason::requested());
+    assert!(shutdown.wait_drained_until(Instant::now() + PATIENCE));
+}
+
 /// B14: the readiness endpoint answers 200 before the trigger and 503
 /// during the pre-drain delay, marked `Connection: close`.
 pub fn http_b14_readiness_200_then_503<A: HttpAdapter>() {

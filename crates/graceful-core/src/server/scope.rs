@@ -83,15 +83,9 @@ impl ServerScope {
     /// at any moment. Then releases the listener's hold. Calling it again
     /// does nothing more.
     pub(crate) fn listener_closed<R: Runtime>(&self, rt: &R, queued: usize) {
-        let Some(listening) = self
-            .listening
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        else {
+        let Some(hold) = self.listener_gone() else {
             return;
         };
-        self.closed.trigger(Reason::requested());
         if self.config.close_idle {
             // The grace is timed from here, before any read ends.
             let (conns, grace, sleep) = (
@@ -111,7 +105,20 @@ impl ServerScope {
             self.name,
             self.conns.len()
         );
-        listening.trigger(Reason::requested());
+        hold.trigger(Reason::requested());
+    }
+
+    /// Tells the connections that the listener closed, unless that was
+    /// done already; returns the listener's hold, for the caller to
+    /// release (trigger) once done.
+    fn listener_gone(&self) -> Option<Shutdown> {
+        let hold = self
+            .listening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        self.closed.trigger(Reason::requested());
+        Some(hold)
     }
 
     /// Drains the server's connections with the configured deadline,
@@ -122,5 +129,22 @@ impl ServerScope {
             .progress_every(self.config.progress_every)
             .settle(self.config.settle)
             .await
+    }
+}
+
+impl Drop for ServerScope {
+    /// A `serve` dropped before its listener closed (cancelled, say by a
+    /// `select!`) dropped its listener too: the connections it leaves
+    /// learn that the listener closed, so an idle HTTP/1 keep-alive
+    /// connection does not wait for it forever, and the hold is released.
+    fn drop(&mut self) {
+        if let Some(hold) = self.listener_gone() {
+            hold.trigger(Reason::requested());
+            tracing::info!(
+                "{}: serve dropped before its listener closed; {} connection(s) left to end",
+                self.name,
+                self.conns.len()
+            );
+        }
     }
 }
