@@ -77,6 +77,7 @@ macro_rules! __for_each_scenario {
             b17_exit_code_zero_when_drained_and_requested_code_kept,
             conn_handler_sees_the_trigger,
             max_connections_waits_instead_of_dropping,
+            max_connections_full_at_the_close_still_serves_the_queued,
             order_stage_after_server_starts_when_it_drained,
             forced_from_code_cuts_at_once,
             signal_stops_a_server_gracefully,

@@ -599,6 +599,28 @@ pub fn max_connections_waits_instead_of_dropping<A: Adapter>() {
     assert!(server.outcome().is_drained());
 }
 
+/// B4 x the connection limit: a client queued in the backlog while the
+/// limit is full, whose request is sent, is still taken and served at the
+/// close (past the limit), not reset with the listener.
+pub fn max_connections_full_at_the_close_still_serves_the_queued<A: Adapter>() {
+    let config = ServeConfig::default()
+        .max_connections(Some(1))
+        .progress_every(None);
+    let mut server = Server::<A>::start(Options::config(config));
+    let mut first = server.connect();
+    first.roundtrip("first", "first");
+    let mut queued = server.connect();
+    queued.send("queued");
+    assert!(
+        queued.silent_for(Duration::from_millis(100)),
+        "served over the limit"
+    );
+    server.stop();
+    assert_eq!(queued.read_line().unwrap(), "queued");
+    assert!(queued.closed_within(PATIENCE) && first.closed_within(PATIENCE));
+    assert!(server.outcome().is_drained());
+}
+
 /// Ordered cleanup: a stage declared after the server starts only once the
 /// server's connections drained.
 pub fn order_stage_after_server_starts_when_it_drained<A: Adapter>() {

@@ -47,8 +47,12 @@ pub struct ServeConfig {
     /// handler waiting for input reads end-of-stream and a handler busy with
     /// a request finishes it, then reads end-of-stream (default true).
     pub close_idle: bool,
-    /// At most this many connections at once; when full, accepting waits
-    /// (accepted connections are never dropped). Default: no limit.
+    /// At most this many connections at once while serving; when full,
+    /// accepting waits (accepted connections are never dropped). At the
+    /// close, the connections already queued in the backlog are still
+    /// taken and served, past the limit if need be (their clients already
+    /// sent their requests, B4), within the backlog's own bounds (at most
+    /// 4096, while descriptors last). Default: no limit.
     pub max_connections: Option<usize>,
     /// The server's name in logs and reports (default: `server ADDR`).
     pub name: Option<String>,
