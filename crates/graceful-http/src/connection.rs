@@ -1,6 +1,7 @@
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
@@ -101,16 +102,31 @@ where
             return done;
         }
     }
-    // HTTP/1: first the responses in progress end (head and body). One
-    // marked `Connection: close` ends the connection by itself; one begun
-    // before the stop is followed by the requests the client pipelined
-    // behind it, which hyper holds read: its graceful shutdown of a busy
-    // connection would close after the response and drop them (and append
-    // `close` to a `101` upgrade's `Connection: upgrade`). Then an idle
-    // connection is closed.
+    // HTTP/1: first the responses in progress end (head and body, written
+    // out). One marked `Connection: close` ends the connection by itself;
+    // one begun before the stop is followed by the requests the client
+    // pipelined behind it, which hyper holds read: its graceful shutdown of
+    // a busy connection would close after the response and drop them (and
+    // append `close` to a `101` upgrade's `Connection: upgrade`). Then an
+    // idle connection is closed. Idle is seen twice, with hyper polled in
+    // between: going idle, it parses a request already in its buffer (and
+    // it may yield first). Every change of it happens in hyper's poll, on
+    // this task, after which `select` polls this check again.
     if !activity.is_http2() {
-        let done = pin!(activity.responses_done());
-        if let Either::Left((done, _)) = select(connection.as_mut(), done).await {
+        let mut seen_quiet = false;
+        let idle = poll_fn(|cx| {
+            if !activity.is_quiet() {
+                seen_quiet = false;
+                return Poll::Pending;
+            }
+            if seen_quiet {
+                return Poll::Ready(());
+            }
+            seen_quiet = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        });
+        if let Either::Left((done, _)) = select(connection.as_mut(), pin!(idle)).await {
             return done;
         }
     }

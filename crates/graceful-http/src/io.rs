@@ -76,6 +76,14 @@ impl<I, R: Runtime> Io<I, R> {
     pub fn get_ref(&self) -> &I {
         &self.inner
     }
+
+    /// Tells the connection's activity that a write would block: hyper
+    /// keeps what it could not write until a flush goes through.
+    fn note_write(&self, blocked: bool) {
+        if let (true, Some(activity)) = (blocked, &self.activity) {
+            activity.set_write_blocked(true);
+        }
+    }
 }
 
 impl<I, R: Runtime> fmt::Debug for Io<I, R> {
@@ -131,7 +139,10 @@ impl<I: Read + Write + Unpin, R: Runtime> Write for Io<I, R> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.note_write(written.is_pending());
+        written
     }
 
     fn poll_write_vectored(
@@ -139,7 +150,10 @@ impl<I: Read + Write + Unpin, R: Runtime> Write for Io<I, R> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.note_write(written.is_pending());
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -147,7 +161,12 @@ impl<I: Read + Write + Unpin, R: Runtime> Write for Io<I, R> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let flushed = Pin::new(&mut this.inner).poll_flush(cx);
+        if let (Poll::Ready(Ok(())), Some(activity)) = (&flushed, &this.activity) {
+            activity.set_write_blocked(false);
+        }
+        flushed
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -21,8 +21,9 @@ pub(crate) struct Activity {
     /// Requests whose response is not produced to its end yet (head and
     /// body).
     in_flight: AtomicUsize,
-    /// Notified when `in_flight` falls to zero.
-    done: Event,
+    /// The last write would have blocked, and hyper has not flushed since:
+    /// it still holds bytes of a response.
+    write_blocked: AtomicBool,
     http2: AtomicBool,
     /// The last HTTP/1 request came with a body (which the handler may not
     /// have read to its end).
@@ -40,18 +41,16 @@ impl Activity {
         self.in_flight.load(Ordering::SeqCst)
     }
 
-    /// Resolves once no response is in progress.
-    pub(crate) async fn responses_done(&self) {
-        loop {
-            if self.in_flight() == 0 {
-                return;
-            }
-            let l = self.done.listen();
-            if self.in_flight() == 0 {
-                return;
-            }
-            l.await;
-        }
+    /// Whether no response is in progress and hyper holds nothing
+    /// unwritten: an HTTP/1 connection between requests.
+    pub(crate) fn is_quiet(&self) -> bool {
+        self.in_flight() == 0 && !self.write_blocked.load(Ordering::SeqCst)
+    }
+
+    /// Records that a write would block (hyper keeps the bytes), or that a
+    /// flush went through (hyper wrote everything).
+    pub(crate) fn set_write_blocked(&self, blocked: bool) {
+        self.write_blocked.store(blocked, Ordering::SeqCst);
     }
 
     /// Whether the connection has carried an HTTP/2 request.
@@ -170,9 +169,7 @@ pub(crate) struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.done.notify(usize::MAX);
-        }
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
