@@ -529,6 +529,10 @@ pub fn b9_a_force_during_pre_drain_reports_only_connections<A: Adapter>() {
     let names: Vec<_> = report.all_named().iter().map(|g| g.name.clone()).collect();
     assert_eq!(names, [format!("conn {stuck_addr}")], "{report}");
     assert_eq!(outcome.forced_count(), 1, "{report}");
+    assert!(
+        report.children.is_empty(),
+        "the listener is not listed: {report}"
+    );
     assert_eq!(outcome.exit_code(), 130);
 }
 

@@ -11,7 +11,7 @@ use crate::phase::{Drained, Forced, Triggered};
 use crate::reason::{ForceCause, Reason};
 use crate::report::Report;
 use crate::runtime::Runtime;
-use crate::state::{Inner, NamedEntry, CLEAN, DRAINED, FORCED, TRIGGERED};
+use crate::state::{Inner, NamedEntry, Start, CLEAN, DRAINED, FORCED, TRIGGERED};
 use crate::sync::{child_ref, lock, upgrade_child, Arc, AtomicUsize, Ordering};
 
 /// A handle to one shutdown: cheap to clone, shared by everything that must
@@ -57,14 +57,14 @@ impl Shutdown {
     /// A new, untriggered shutdown.
     pub fn new() -> Shutdown {
         Shutdown {
-            inner: Inner::new(None, None, false),
+            inner: Inner::new(None, None, Start::WithParent),
         }
     }
 
     /// A new shutdown with a name, shown in its [`Report`].
     pub fn named(name: impl Into<Cow<'static, str>>) -> Shutdown {
         Shutdown {
-            inner: Inner::new(Some(name.into()), None, false),
+            inner: Inner::new(Some(name.into()), None, Start::WithParent),
         }
     }
 
@@ -356,14 +356,14 @@ impl Shutdown {
     /// from it are released: then its drained hooks run and the stages
     /// after it start, even if nothing was triggered.
     pub fn child(&self) -> Shutdown {
-        self.make_child(None, true)
+        self.make_child(None, Start::WithParent)
     }
 
     /// A named child (a stage): triggered and forced with this one, and
     /// listed by its name in reports; see [`child`](Self::child), and
     /// [`stage_after`](Self::stage_after) for one that waits for others.
     pub fn stage(&self, name: impl Into<Cow<'static, str>>) -> Shutdown {
-        self.make_child(Some(name.into()), true)
+        self.make_child(Some(name.into()), Start::WithParent)
     }
 
     /// A named stage that is triggered only once every stage in `after` has
@@ -396,7 +396,7 @@ impl Shutdown {
         if after.is_empty() {
             return self.stage(name);
         }
-        let stage = self.make_child(Some(name.into()), false);
+        let stage = self.make_child(Some(name.into()), Start::AfterDeps);
         let remaining = Arc::new(AtomicUsize::new(after.len()));
         for dep in after {
             let remaining = remaining.clone();
@@ -416,23 +416,24 @@ impl Shutdown {
     }
 
     /// A named child held from birth by a named child of its own, `hold`,
-    /// a stage that starts only when triggered itself: a child made after
-    /// the trigger is triggered at once, and without a hold it would drain
-    /// before its first guard is taken (its later guards then count for
-    /// nothing). The hold is no work: it holds no guard, so a report lists
-    /// it with nothing held. Triggering it releases the child.
+    /// which starts only when triggered itself (neither with its parent,
+    /// nor by a force, nor by the settle time's last resort): a child made
+    /// after the trigger is triggered at once, and without a hold it would
+    /// drain before its first guard is taken (its later guards then count
+    /// for nothing). The hold is no work: it holds no guard, and reports do
+    /// not list it. Triggering it releases the child.
     pub(crate) fn child_held(
         &self,
         name: impl Into<Cow<'static, str>>,
         hold: impl Into<Cow<'static, str>>,
     ) -> (Shutdown, Shutdown) {
-        self.make_child_with(Some(name.into()), true, |child| {
-            child.make_child(Some(hold.into()), false)
+        self.make_child_with(Some(name.into()), Start::WithParent, |child| {
+            child.make_child(Some(hold.into()), Start::Hold)
         })
     }
 
-    fn make_child(&self, name: Option<Cow<'static, str>>, follows_trigger: bool) -> Shutdown {
-        self.make_child_with(name, follows_trigger, |_| ()).0
+    fn make_child(&self, name: Option<Cow<'static, str>>, start: Start) -> Shutdown {
+        self.make_child_with(name, start, |_| ()).0
     }
 
     /// A new child, with `first` run on it before it is adopted (and so
@@ -440,18 +441,14 @@ impl Shutdown {
     fn make_child_with<T>(
         &self,
         name: Option<Cow<'static, str>>,
-        follows_trigger: bool,
+        start: Start,
         first: impl FnOnce(&Shutdown) -> T,
     ) -> (Shutdown, T) {
         let child = Shutdown {
-            inner: Inner::new(
-                name,
-                Some((self.guard(), self.inner.phases.clone())),
-                !follows_trigger,
-            ),
+            inner: Inner::new(name, Some((self.guard(), self.inner.phases.clone())), start),
         };
         let made = first(&child);
-        self.inner.adopt(&child.inner, follows_trigger);
+        self.inner.adopt(&child.inner, start == Start::WithParent);
         (child, made)
     }
 
@@ -507,5 +504,28 @@ mod tests {
         assert!(pool.is_triggered());
         drop(stuck);
         assert!(root.is_drained());
+    }
+
+    #[test]
+    fn a_hold_is_no_work_and_only_its_own_trigger_releases_it() {
+        let root = Shutdown::new();
+        let (server, hold) = root.child_held("server", "listener");
+        root.trigger(Reason::requested());
+        assert!(
+            !hold.is_triggered(),
+            "the parent's trigger does not start it"
+        );
+        root.force(ForceCause::Deadline);
+        assert!(!hold.is_triggered(), "nor does a force");
+        assert_eq!(root.start_waiting_stages(), 0, "nor the last resort");
+        assert!(!server.is_drained(), "it still holds its server");
+        let report = root.report();
+        assert_eq!(report.total(), 0, "{report}");
+        assert!(
+            report.children.iter().all(|c| c.children.is_empty()),
+            "{report}"
+        );
+        hold.trigger(Reason::requested());
+        assert!(server.is_drained() && root.is_drained());
     }
 }

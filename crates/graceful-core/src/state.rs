@@ -318,11 +318,23 @@ struct Children {
     list: Vec<Child>,
 }
 
+/// What starts a shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// Its parent's trigger (or its own).
+    WithParent,
+    /// A stage that starts when the stages it runs after have drained, not
+    /// when its parent is triggered; forcing it does not start it early,
+    /// the settle time's last resort does.
+    AfterDeps,
+    /// Only its own trigger: a hold on its parent that is no work (a
+    /// server's open listener), listed in no report.
+    Hold,
+}
+
 pub(crate) struct Inner {
     pub(crate) name: Option<Cow<'static, str>>,
-    /// A stage that starts when the stages it runs after have drained, not
-    /// when its parent is triggered; forcing it does not start it early.
-    waits_for_deps: bool,
+    start_by: Start,
     pub(crate) phases: Arc<Phases>,
     pub(crate) token: WeakCounted<Token>,
     holder: Mutex<Option<Counted<Token>>>,
@@ -344,7 +356,7 @@ impl Inner {
     pub(crate) fn new(
         name: Option<Cow<'static, str>>,
         parent: Option<(Guard, Arc<Phases>)>,
-        waits_for_deps: bool,
+        start_by: Start,
     ) -> Arc<Inner> {
         let phases = Arc::new(Phases::new(parent));
         let holder = Counted::new(Token {
@@ -352,7 +364,7 @@ impl Inner {
         });
         Arc::new(Inner {
             name,
-            waits_for_deps,
+            start_by,
             phases,
             token: Counted::downgrade(&holder),
             holder: Mutex::new(Some(holder)),
@@ -464,7 +476,7 @@ impl Inner {
 
     /// Forces this shutdown and its descendants, starting it with `reason`
     /// first unless it was started already or is a stage waiting for others
-    /// (see `waits_for_deps`). The force has two halves, as a trigger has:
+    /// (see [`Start`]). The force has two halves, as a trigger has:
     /// first the bits and reports of the whole tree, which run no user code,
     /// then the forced hooks, a child's before its parent's (a server's cut
     /// of its connections is not held up by a slow hook on the root), then
@@ -472,7 +484,7 @@ impl Inner {
     /// force of any shutdown in the tree. Returns false if it was already
     /// forced.
     pub(crate) fn force_with(&self, reason: Reason, cause: ForceCause) -> bool {
-        let started = !self.waits_for_deps && self.start(&reason);
+        let started = self.start_by == Start::WithParent && self.start(&reason);
         let mut then = AfterForce::default();
         let forced = self.force_started(cause, &mut then);
         for hook in then.hooks.into_iter().flatten() {
@@ -526,7 +538,7 @@ impl Inner {
         let parent = std::sync::Arc::new(self.reason().unwrap_or(Reason::Forced));
         for child in children {
             let reason = Reason::Parent(parent.clone());
-            let started = !child.waits_for_deps && child.start(&reason);
+            let started = child.start_by == Start::WithParent && child.start(&reason);
             child.force_started(cause, then);
             if started {
                 then.triggers.push((child, reason));
@@ -540,6 +552,9 @@ impl Inner {
     /// it runs after. The last resort when forced work does not end.
     /// Returns how many were started.
     pub(crate) fn start_waiting_stages(&self) -> usize {
+        if self.start_by == Start::Hold {
+            return 0;
+        }
         let mut started = usize::from(self.trigger(Reason::Forced));
         for child in self.children() {
             started += child.start_waiting_stages();
@@ -559,17 +574,21 @@ impl Inner {
             })
             .collect();
         named.sort_by_key(|g| std::cmp::Reverse(g.age));
-        // The count first, then the children that still hold this shutdown
-        // (a child that drains releases it before it reads as drained): a
-        // child released meanwhile is then counted as held, never one of
-        // this shutdown's own guards left out.
-        let held = self.held();
-        let children = self
-            .children()
-            .into_iter()
-            .filter(|c| c.phases.holds_parent())
-            .map(|c| c.report())
-            .collect();
+        // The children first, then the count, then those of the children
+        // that still hold this shutdown (a child that drains releases it
+        // just before it reads as drained): a child made or released
+        // meanwhile is at worst counted as held, never one of this
+        // shutdown's own guards left out. A hold is no work: neither
+        // listed nor counted.
+        let all = self.children();
+        let mut held = self.held();
+        let mut children = Vec::new();
+        for child in all.iter().filter(|c| c.phases.holds_parent()) {
+            match child.start_by {
+                Start::Hold => held = held.saturating_sub(1),
+                _ => children.push(child.report()),
+            }
+        }
         Report {
             name: self.name.as_ref().map(|n| n.to_string()),
             held,

@@ -218,9 +218,10 @@ fn stage_drained_forced_racing_the_roots_last_release() {
 }
 
 /// A report taken while a child's last guard is released never counts
-/// less than what is held for certain (the root's own guard): a child is
-/// listed only while it still holds its parent, so the parent's own count
-/// (its guards minus those of listed children) never loses one of its own.
+/// less than what is held for certain (the root's own guard): the children
+/// are taken first, the count next, and a child is listed only while it
+/// still holds its parent, so the parent's own count (its guards minus
+/// those of listed children) never loses one of its own.
 #[test]
 fn report_racing_a_childs_last_release() {
     loom::model(|| {
@@ -235,5 +236,21 @@ fn report_racing_a_childs_last_release() {
         assert!(report.total() <= 2, "{report}");
         t.join().unwrap();
         drop(child);
+    });
+}
+
+/// A report taken while a child is made (a server started during the
+/// stop) never counts less than the root's own guard either.
+#[test]
+fn report_racing_a_childs_creation() {
+    loom::model(|| {
+        let root = Shutdown::new();
+        let _own = root.guard();
+        let r2 = root.clone();
+        let t = thread::spawn(move || r2.child());
+        let report = root.report();
+        assert!(report.total() >= 1, "{report}");
+        assert!(report.total() <= 2, "{report}");
+        drop(t.join().unwrap());
     });
 }

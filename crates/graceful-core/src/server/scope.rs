@@ -19,9 +19,10 @@ pub(crate) struct ServerScope {
     /// The listener holds the server until it is closed: without this hold,
     /// a triggered server whose last connection ended just before a backlog
     /// connection was registered would count as drained, and that
-    /// connection would go untracked. A child of the server's, started when
-    /// the listener closes, rather than a guard: an open listener is no
-    /// work a force abandons, so no report counts it.
+    /// connection would go untracked. A hold (a child of the server's,
+    /// started only when the listener closes) rather than a guard: an open
+    /// listener is no work a force abandons, so no report lists it, and
+    /// the settle time's last resort after a force does not release it.
     listening: Mutex<Option<Shutdown>>,
     /// Triggered once the listener closed: the moment idle connections end.
     closed: Shutdown,
