@@ -34,7 +34,7 @@
 
 mod common;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -349,6 +349,15 @@ struct Log {
     events: Mutex<Vec<(u64, Ev)>>,
     violations: Mutex<Vec<String>>,
     exits: Mutex<Vec<i32>>,
+    /// When each released guard's drop began and ended, by name.
+    released: Mutex<HashMap<String, (Instant, Instant)>>,
+    /// Just before the trigger, and before the second signal.
+    triggered_at: Mutex<Option<Instant>>,
+    second_at: Mutex<Option<Instant>>,
+    /// When the root, and the node with a deadline of its own, were seen
+    /// forced (after their report was taken).
+    root_forced: Mutex<Option<Instant>>,
+    own_forced: Mutex<Option<Instant>>,
 }
 
 impl Log {
@@ -356,6 +365,19 @@ impl Log {
         let seq = self.seq.fetch_add(1, SeqCst);
         self.events.lock().unwrap().push((seq, ev));
         seq
+    }
+    fn stamp(at: &Mutex<Option<Instant>>) {
+        *at.lock().unwrap() = Some(Instant::now());
+    }
+    fn at(at: &Mutex<Option<Instant>>) -> Option<Instant> {
+        *at.lock().unwrap()
+    }
+    /// Drops `guard`, recording when.
+    fn release(&self, guard: NamedGuard, name: String) {
+        let before = Instant::now();
+        drop(guard);
+        let after = Instant::now();
+        self.released.lock().unwrap().insert(name, (before, after));
     }
     fn violation(&self, what: String) {
         self.violations.lock().unwrap().push(what);
@@ -539,19 +561,21 @@ fn run(plan: &Plan) -> Vec<String> {
     let mut leaked: Vec<NamedGuard> = Vec::new();
     for (i, spec) in plan.nodes.iter().enumerate() {
         for (k, &release) in spec.guards.iter().enumerate() {
-            let guard = nodes[i].guard_named(Plan::guard_name(i, k));
+            let name = Plan::guard_name(i, k);
+            let guard = nodes[i].guard_named(name.clone());
+            let log = log.clone();
             match release {
                 Release::Leak => leaked.push(guard),
                 Release::At(n) => threads.push(thread::spawn(move || {
                     sleep_until(start, n);
-                    drop(guard);
+                    log.release(guard, name);
                 })),
                 Release::OnForce(ms) => {
                     let node = nodes[i].clone();
                     threads.push(thread::spawn(move || {
                         node.wait_forced();
                         thread::sleep(Duration::from_millis(ms));
-                        drop(guard);
+                        log.release(guard, name);
                     }))
                 }
             }
@@ -611,8 +635,10 @@ fn run(plan: &Plan) -> Vec<String> {
         Ok(signal) => signals.push((1, signal)),
         Err(code) => {
             let root = nodes[0].clone();
+            let log = log.clone();
             threads.push(thread::spawn(move || {
                 sleep_until(start, 1);
+                Log::stamp(&log.triggered_at);
                 root.trigger(Reason::Requested { code });
             }));
         }
@@ -620,14 +646,39 @@ fn run(plan: &Plan) -> Vec<String> {
     signals.extend(plan.second);
     signals.extend(plan.third.map(|at| (at, Signal::Terminate)));
     {
-        let third_handled = third_handled.clone();
+        let (third_handled, log) = (third_handled.clone(), log.clone());
         threads.push(thread::spawn(move || {
             for (n, &(at, signal)) in signals.iter().enumerate() {
                 sleep_until(start, at);
+                match n {
+                    0 => Log::stamp(&log.triggered_at),
+                    1 => Log::stamp(&log.second_at),
+                    _ => {}
+                }
                 escalation.handle(signal);
                 if n == 2 {
                     third_handled.store(true, SeqCst);
                 }
+            }
+        }));
+    }
+
+    // Watchers of the forces, until the outcomes are in.
+    let done = Shutdown::new();
+    let watched = [(Some(0), 0), (plan.own.map(|(i, _)| i), 1)];
+    for (node, which) in watched {
+        let Some(node) = node else { continue };
+        let (node, done, log) = (nodes[node].clone(), done.clone(), log.clone());
+        threads.push(thread::spawn(move || {
+            let forced = std::pin::pin!(node.forced());
+            let over = std::pin::pin!(done.triggered());
+            graceful_core::block_on(futures::future::select(forced, over));
+            if node.is_forced() {
+                Log::stamp(if which == 0 {
+                    &log.root_forced
+                } else {
+                    &log.own_forced
+                });
             }
         }));
     }
@@ -655,13 +706,14 @@ fn run(plan: &Plan) -> Vec<String> {
     let outcome_seq = log.record(Ev::Outcome);
 
     drop(leaked);
+    let own_outcome = own_outcome.map(|t| t.join().unwrap());
+    done.trigger(Reason::requested());
     if !nodes[0].wait_drained_until(Instant::now() + STUCK) {
         log.violation("the root never drained once every guard was released".into());
     }
     for t in threads {
         t.join().unwrap();
     }
-    let own_outcome = own_outcome.map(|t| t.join().unwrap());
     // Hooks run on the core's threads too (a signal's trigger and force):
     // let those still running end before counting them.
     let until = Instant::now() + STUCK;
@@ -854,51 +906,70 @@ fn check(
         ));
     }
 
-    // The outcome, and the guards its report names (`None`: too close to
-    // the force to call).
+    // The outcome, and the guards its report names: judged from when each
+    // guard was released against when the force that took the report
+    // began and was seen done (`None`: released within that window).
     let leaky = plan.leaky();
     let own_forced = plan.own.filter(|&(i, own)| plan.holds_at(i, 1 + own));
     let below = |node: usize, of: usize| plan.subtree(of).contains(&node);
-    let (cause, code, held): (_, _, HeldAt<'_>) =
-        match (leaky, plan.second, own_forced) {
-            (_, Some((at, signal)), _) if leaky => (
+    let released = log.released.lock().unwrap().clone();
+    let triggered_at = Log::at(&log.triggered_at).expect("triggered");
+    let window = |from: Option<Instant>, seen: &Mutex<Option<Instant>>| -> Window {
+        Window {
+            from: from.expect("the force began"),
+            seen: Log::at(seen),
+            released: released.clone(),
+        }
+    };
+    let root_deadline = Some(triggered_at + slot(plan.timeout));
+    let (cause, code, held): (_, _, HeldAt<'_>) = match (leaky, plan.second, own_forced) {
+        (_, Some((_, signal)), _) if leaky => {
+            let w = window(Log::at(&log.second_at), &log.root_forced);
+            (
                 Some(ForceCause::Signal(signal)),
                 signal.exit_code(),
-                Box::new(move |_, release| held_at(release, at)),
-            ),
-            (_, _, Some((i, own))) => {
-                // Forced below: the stage's report, if the rest drains after
-                // it; else the root's deadline forces what is still held.
-                let rest_drains = plan.nodes.iter().enumerate().all(|(n, spec)| {
-                    spec.guards.iter().all(|g| match g {
-                        Release::Leak => false,
-                        Release::OnForce(_) => below(n, i),
-                        Release::At(_) => true,
-                    })
-                });
-                let f: HeldAt<'_> = match rest_drains {
-                    true => Box::new(move |n, release| match below(n, i) {
-                        true => held_at(release, 1 + own),
+                Box::new(move |_, name, release| w.held(name, release)),
+            )
+        }
+        (_, _, Some((i, own))) => {
+            // Forced below: the stage's report, if the rest drains after
+            // it; else the root's deadline forces what is still held.
+            let rest_drains = plan.nodes.iter().enumerate().all(|(n, spec)| {
+                spec.guards.iter().all(|g| match g {
+                    Release::Leak => false,
+                    Release::OnForce(_) => below(n, i),
+                    Release::At(_) => true,
+                })
+            });
+            let f: HeldAt<'_> = match rest_drains {
+                true => {
+                    let w = window(Some(triggered_at + slot(own)), &log.own_forced);
+                    Box::new(move |n, name, release| match below(n, i) {
+                        true => w.held(name, release),
                         false => Some(false),
-                    }),
-                    false => Box::new(move |n, release| match release {
-                        Release::OnForce(_) if below(n, i) => Some(false),
-                        _ => held_at(release, 1 + plan.timeout),
-                    }),
-                };
-                (Some(ForceCause::Deadline), 1, f)
-            }
-            _ if leaky => (
+                    })
+                }
+                false => {
+                    let w = window(root_deadline, &log.root_forced);
+                    Box::new(move |_, name, release| w.held(name, release))
+                }
+            };
+            (Some(ForceCause::Deadline), 1, f)
+        }
+        _ if leaky => {
+            let w = window(root_deadline, &log.root_forced);
+            (
                 Some(ForceCause::Deadline),
                 1,
-                Box::new(|_, release| held_at(release, 1 + plan.timeout)),
-            ),
-            _ => (
-                None,
-                plan.trigger.err().flatten().unwrap_or(0),
-                Box::new(|_, _| None),
-            ),
-        };
+                Box::new(move |_, name, release| w.held(name, release)),
+            )
+        }
+        _ => (
+            None,
+            plan.trigger.err().flatten().unwrap_or(0),
+            Box::new(|_, _, _| None),
+        ),
+    };
     match (outcome, cause) {
         (Outcome::Drained { .. }, None) => {}
         (
@@ -912,7 +983,7 @@ fn check(
             for (i, spec) in plan.nodes.iter().enumerate() {
                 for (k, &release) in spec.guards.iter().enumerate() {
                     let name = Plan::guard_name(i, k);
-                    match held(i, release) {
+                    match held(i, &name, release) {
                         Some(true) if !named.contains(&name) => {
                             fail(format!("{name} ({release:?}) is missing from the report"))
                         }
@@ -934,22 +1005,37 @@ fn check(
     }
 }
 
-/// Runs `seeds`, [`PARALLEL`] at a time (a plan mostly sleeps).
-/// Whether the guard of a node released as given is named in the forced
-/// report (`None`: released too close to the force to call).
-type HeldAt<'a> = Box<dyn Fn(usize, Release) -> Option<bool> + 'a>;
+/// Whether the guard of a node, by name and release, is named in the
+/// forced report (`None`: too close to the force to call).
+type HeldAt<'a> = Box<dyn Fn(usize, &str, Release) -> Option<bool> + 'a>;
 
-/// Whether a guard released as `release` is held at the force at slot
-/// `force` (`None`: released too close to it to call).
-fn held_at(release: Release, force: u64) -> Option<bool> {
-    match release {
-        Release::At(at) if at + 2 <= force => Some(false),
-        Release::At(at) if at >= force + 2 => Some(true),
-        Release::At(_) => None,
-        Release::OnForce(_) | Release::Leak => Some(true),
+/// When a force that took a report began, when it was seen done, and when
+/// each guard was released.
+struct Window {
+    from: Instant,
+    seen: Option<Instant>,
+    released: HashMap<String, (Instant, Instant)>,
+}
+
+impl Window {
+    /// Whether the report names a guard: one released before the force
+    /// began is not named, one still held once it was seen done is.
+    fn held(&self, name: &str, release: Release) -> Option<bool> {
+        if release == Release::Leak {
+            return Some(true);
+        }
+        let (began, ended) = *self.released.get(name)?;
+        if ended < self.from {
+            return Some(false);
+        }
+        match self.seen {
+            Some(seen) if began > seen => Some(true),
+            _ => None,
+        }
     }
 }
 
+/// Runs `seeds`, [`PARALLEL`] at a time (a plan mostly sleeps).
 fn run_seeds(seeds: Vec<u64>) {
     let mut failed = Vec::new();
     for batch in seeds.chunks(PARALLEL) {

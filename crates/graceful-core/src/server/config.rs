@@ -52,7 +52,8 @@ pub struct ServeConfig {
     /// close, the connections already queued in the backlog are still
     /// taken and served, past the limit if need be (their clients already
     /// sent their requests, B4), within the backlog's own bounds (at most
-    /// 4096, while descriptors last). Default: no limit.
+    /// 4096 connections, 200 ms and 16 failed accepts a look, while
+    /// descriptors last). Default: no limit.
     pub max_connections: Option<usize>,
     /// The server's name in logs and reports (default: `server ADDR`).
     pub name: Option<String>,
