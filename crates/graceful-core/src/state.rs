@@ -577,9 +577,10 @@ impl Inner {
         // The children first, then the count, then those of the children
         // that still hold this shutdown (a child that drains releases it
         // just before it reads as drained): a child made or released
-        // meanwhile is at worst counted as held, never one of this
-        // shutdown's own guards left out. A hold is no work: neither
-        // listed nor counted.
+        // meanwhile is at worst counted as one more guard held, never one
+        // of this shutdown's own guards left out. A hold is no work: not
+        // listed, and its guard not counted (unless it is released during
+        // the report: then, like any child, one more).
         let all = self.children();
         let mut held = self.held();
         let mut children = Vec::new();

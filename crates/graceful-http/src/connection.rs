@@ -109,20 +109,22 @@ where
     // a busy connection would close after the response and drop them (and
     // append `close` to a `101` upgrade's `Connection: upgrade`). Then an
     // idle connection is closed. Idle is seen twice, with hyper polled in
-    // between: going idle, it parses a request already in its buffer (and
-    // it may yield first). Every change of it happens in hyper's poll, on
-    // this task, after which `select` polls this check again.
+    // between and no request read meanwhile: going idle, it parses a
+    // request already in its buffer (and it may yield first). Every change
+    // of it happens in hyper's poll, on this task, after which `select`
+    // polls this check again.
     if !activity.is_http2() {
-        let mut seen_quiet = false;
+        let mut quiet_since: Option<usize> = None;
         let idle = poll_fn(|cx| {
             if !activity.is_quiet() {
-                seen_quiet = false;
+                quiet_since = None;
                 return Poll::Pending;
             }
-            if seen_quiet {
+            let requests = activity.requests();
+            if quiet_since == Some(requests) {
                 return Poll::Ready(());
             }
-            seen_quiet = true;
+            quiet_since = Some(requests);
             cx.waker().wake_by_ref();
             Poll::Pending
         });

@@ -78,7 +78,8 @@ impl<I, R: Runtime> Io<I, R> {
     }
 
     /// Tells the connection's activity that a write would block: hyper
-    /// keeps what it could not write until a flush goes through.
+    /// keeps what it could not write until a flush goes through (which is
+    /// also blocked while a flush returns `Pending`).
     fn note_write(&self, blocked: bool) {
         if let (true, Some(activity)) = (blocked, &self.activity) {
             activity.set_write_blocked(true);
@@ -163,8 +164,12 @@ impl<I: Read + Write + Unpin, R: Runtime> Write for Io<I, R> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let flushed = Pin::new(&mut this.inner).poll_flush(cx);
-        if let (Poll::Ready(Ok(())), Some(activity)) = (&flushed, &this.activity) {
-            activity.set_write_blocked(false);
+        // A stream that buffers its writes (TLS) takes them at once and
+        // blocks in its flush instead.
+        match (&flushed, &this.activity) {
+            (Poll::Ready(Ok(())), Some(activity)) => activity.set_write_blocked(false),
+            (Poll::Pending, Some(activity)) => activity.set_write_blocked(true),
+            _ => {}
         }
         flushed
     }
@@ -222,5 +227,105 @@ fn discard<I: Read + Unpin>(inner: &mut I, cx: &mut Context<'_>) -> Poll<Option<
     match ready!(Pin::new(inner).poll_read(cx, buf.unfilled())) {
         Ok(()) => Poll::Ready(Some(!buf.filled().is_empty())),
         Err(_) => Poll::Ready(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::io;
+    use std::pin::{pin, Pin};
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Waker};
+    use std::time::Duration;
+
+    use hyper::rt::{Read, ReadBufCursor, Write};
+
+    use super::Io;
+    use crate::service::Activity;
+
+    /// A runtime whose timers never fire (the linger is not exercised).
+    #[derive(Clone)]
+    struct NoTimers;
+
+    impl graceful_core::Runtime for NoTimers {
+        type Sleep = std::future::Pending<()>;
+        fn sleep(&self, _: Duration) -> Self::Sleep {
+            std::future::pending()
+        }
+        fn spawn<F: Future<Output = ()> + Send + 'static>(&self, _: F) {}
+        fn block_on<F: Future>(&self, _: F) -> F::Output {
+            unreachable!("not used")
+        }
+    }
+
+    /// A stream that buffers its writes, as TLS does: they are taken at
+    /// once, and its flush blocks until `flushes` is set.
+    struct Buffering {
+        flushes: bool,
+        write_blocks: bool,
+    }
+
+    impl Read for Buffering {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: ReadBufCursor<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl Write for Buffering {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            match self.write_blocks {
+                true => Poll::Pending,
+                false => Poll::Ready(Ok(buf.len())),
+            }
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            match self.flushes {
+                true => Poll::Ready(Ok(())),
+                false => Poll::Pending,
+            }
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn bytes_held_unwritten_keep_the_connection_from_reading_quiet() {
+        let mut cx = Context::from_waker(Waker::noop());
+        let activity = Arc::new(Activity::default());
+        let stream = Buffering {
+            flushes: false,
+            write_blocks: false,
+        };
+        let mut io = Io::with_activity(stream, NoTimers, Duration::ZERO, activity.clone());
+        assert!(activity.is_quiet());
+        // Taken by the stream, then its flush blocks.
+        assert!(pin!(&mut io)
+            .poll_write(&mut cx, b"HTTP/1.1 200 OK\r\n")
+            .is_ready());
+        assert!(activity.is_quiet(), "a write taken at once holds nothing");
+        assert!(pin!(&mut io).poll_flush(&mut cx).is_pending());
+        assert!(!activity.is_quiet(), "the stream holds bytes unwritten");
+        io.inner.flushes = true;
+        assert!(pin!(&mut io).poll_flush(&mut cx).is_ready());
+        assert!(activity.is_quiet());
+        // A write that blocks: hyper keeps the bytes until a flush.
+        io.inner.write_blocks = true;
+        assert!(pin!(&mut io).poll_write(&mut cx, b"body").is_pending());
+        assert!(!activity.is_quiet(), "hyper holds bytes unwritten");
+        io.inner.write_blocks = false;
+        assert!(pin!(&mut io).poll_write(&mut cx, b"body").is_ready());
+        assert!(!activity.is_quiet(), "not flushed yet");
+        assert!(pin!(&mut io).poll_flush(&mut cx).is_ready());
+        assert!(activity.is_quiet());
     }
 }

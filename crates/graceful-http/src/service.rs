@@ -21,8 +21,9 @@ pub(crate) struct Activity {
     /// Requests whose response is not produced to its end yet (head and
     /// body).
     in_flight: AtomicUsize,
-    /// The last write would have blocked, and hyper has not flushed since:
-    /// it still holds bytes of a response.
+    /// The last write or flush would have blocked, and no flush went
+    /// through since: hyper, or the stream, still holds bytes of a
+    /// response.
     write_blocked: AtomicBool,
     http2: AtomicBool,
     /// The last HTTP/1 request came with a body (which the handler may not
