@@ -582,23 +582,30 @@ pub fn conn_handler_sees_the_trigger<A: Adapter>() {
     assert!(server.outcome().is_drained());
 }
 
-/// With a connection limit, accepting waits for room: a connection over
-/// the limit is served later, never dropped.
-pub fn max_connections_waits_instead_of_dropping<A: Adapter>() {
+/// A server with a limit of one connection, full: its first connection
+/// served, a second queued in the backlog with its line sent, not served.
+fn full_at_one_connection<A: Adapter>() -> (Server<A>, Client, Client) {
     let config = ServeConfig::default()
         .max_connections(Some(1))
         .progress_every(None);
-    let mut server = Server::<A>::start(Options::config(config));
+    let server = Server::<A>::start(Options::config(config));
     let mut first = server.connect();
     first.roundtrip("first", "first");
-    let mut second = server.connect();
-    second.send("second");
+    let mut queued = server.connect();
+    queued.send("queued");
     assert!(
-        second.silent_for(Duration::from_millis(150)),
+        queued.silent_for(Duration::from_millis(150)),
         "served over the limit"
     );
+    (server, first, queued)
+}
+
+/// With a connection limit, accepting waits for room: a connection over
+/// the limit is served later, never dropped.
+pub fn max_connections_waits_instead_of_dropping<A: Adapter>() {
+    let (mut server, first, mut queued) = full_at_one_connection::<A>();
     drop(first);
-    assert_eq!(second.read_line().unwrap(), "second");
+    assert_eq!(queued.read_line().unwrap(), "queued");
     server.stop();
     assert!(server.outcome().is_drained());
 }
@@ -607,18 +614,7 @@ pub fn max_connections_waits_instead_of_dropping<A: Adapter>() {
 /// limit is full, whose request is sent, is still taken and served at the
 /// close (past the limit), not reset with the listener.
 pub fn max_connections_full_at_the_close_still_serves_the_queued<A: Adapter>() {
-    let config = ServeConfig::default()
-        .max_connections(Some(1))
-        .progress_every(None);
-    let mut server = Server::<A>::start(Options::config(config));
-    let mut first = server.connect();
-    first.roundtrip("first", "first");
-    let mut queued = server.connect();
-    queued.send("queued");
-    assert!(
-        queued.silent_for(Duration::from_millis(100)),
-        "served over the limit"
-    );
+    let (mut server, mut first, mut queued) = full_at_one_connection::<A>();
     server.stop();
     assert_eq!(queued.read_line().unwrap(), "queued");
     assert!(queued.closed_within(PATIENCE) && first.closed_within(PATIENCE));
