@@ -1,6 +1,7 @@
 //! The seeded, randomized stop of [`crate::random`] over HTTP: keep-alive
 //! connections idle or reused during the pre-drain delay, slow requests
-//! inside or past the deadline, upgraded connections whose handler watches
+//! inside or past the deadline, streaming responses with a request
+//! pipelined behind, upgraded connections whose handler watches
 //! the stop or ignores it, and connections opened during the delay, in
 //! combinations drawn from a seed. The invariants:
 //!
@@ -11,6 +12,8 @@
 //!   readiness endpoint, `Connection: close`), and new ones are accepted;
 //! - idle keep-alive connections end when the listener closes; after it
 //!   every connect is refused;
+//! - a request pipelined behind a response still streaming at the stop
+//!   is answered too, after that response, with `Connection: close`;
 //! - an upgraded connection lives until its handler ends it, or until the
 //!   deadline forces it;
 //! - the outcome names exactly the connections still working at the
@@ -36,6 +39,10 @@ pub enum HttpKind {
     Reuse,
     /// Before the trigger: a request taking this many ms.
     Slow(u64),
+    /// Before the trigger: a response whose head and first line come at
+    /// once and whose body ends this many ms later, with a request
+    /// pipelined behind it (answered too, with `Connection: close`).
+    Streaming(u64),
     /// Before the trigger: upgraded; its handler says `bye` at the trigger.
     Polite,
     /// Before the trigger: upgraded; its handler ignores the stop.
@@ -75,12 +82,14 @@ impl HttpPlan {
         } = Timing::draw(&mut rng, &[3_000, 10_000]);
         let mut clients = Vec::new();
         for _ in 0..1 + rng.below(6) {
-            clients.push(match rng.below(6) {
+            clients.push(match rng.below(8) {
                 0 => HttpKind::Idle,
                 1 => HttpKind::Reuse,
                 2 => HttpKind::Slow(within),
                 3 => HttpKind::Slow(beyond),
                 4 => HttpKind::Polite,
+                5 => HttpKind::Streaming(within),
+                6 => HttpKind::Streaming(beyond),
                 _ => HttpKind::Rude,
             });
         }
@@ -104,7 +113,9 @@ impl HttpPlan {
     fn forced(&self, kind: HttpKind) -> bool {
         match kind {
             HttpKind::Rude => true,
-            HttpKind::Slow(ms) | HttpKind::LateSlow(ms) => Duration::from_millis(ms) > self.timeout,
+            HttpKind::Slow(ms) | HttpKind::LateSlow(ms) | HttpKind::Streaming(ms) => {
+                Duration::from_millis(ms) > self.timeout
+            }
             _ => false,
         }
     }
@@ -151,6 +162,33 @@ fn reply(c: &mut BufReader<TcpStream>) -> io::Result<Reply> {
         head,
         body: String::from_utf8_lossy(&body).into_owned(),
     })
+}
+
+/// Reads a response head: its lines in lower case, up to the empty line.
+fn head(c: &mut BufReader<TcpStream>) -> io::Result<String> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if c.read_line(&mut line)? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if line == "\r\n" {
+            return Ok(head);
+        }
+        head.push_str(&line.to_ascii_lowercase());
+    }
+}
+
+/// Reads one chunk of a chunked body (empty: the last, and its trailer).
+fn chunk(c: &mut BufReader<TcpStream>) -> io::Result<String> {
+    let mut size = String::new();
+    c.read_line(&mut size)?;
+    let len = usize::from_str_radix(size.trim(), 16)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, size.clone()))?;
+    let mut data = vec![0u8; len + 2];
+    c.read_exact(&mut data)?;
+    data.truncate(len);
+    Ok(String::from_utf8_lossy(&data).into_owned())
 }
 
 fn connect(addr: SocketAddr) -> BufReader<TcpStream> {
@@ -245,6 +283,17 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
                 get(&mut c, &format!("/sleep?ms={ms}"));
                 sleeps += 1;
                 (c, Some(format!("slept {ms}")))
+            }
+            HttpKind::Streaming(ms) => {
+                let mut c = connect(addr);
+                let pipelined =
+                    format!("GET /stream?ms={ms} HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+                c.get_mut().write_all(pipelined.as_bytes()).unwrap();
+                let head = head(&mut c).expect("a response head");
+                assert!(head.starts_with("http/1.1 200"), "{head}");
+                assert!(!head.contains("connection: close"), "{head}");
+                assert_eq!(chunk(&mut c).unwrap(), "first\n");
+                (c, Some("last\n".to_string()))
             }
             HttpKind::Polite | HttpKind::Rude => {
                 let path = if kind == HttpKind::Polite {
@@ -356,6 +405,21 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
                     c.index
                 );
             }
+            continue;
+        }
+        if let (HttpKind::Streaming(_), Some(last)) = (c.kind, c.pending.take()) {
+            let stream = format!("client {} ({:?})", c.index, c.kind);
+            assert_eq!(chunk(&mut c.conn).expect(&stream), last, "{stream}");
+            assert_eq!(chunk(&mut c.conn).expect(&stream), "", "{stream}: the end");
+            let r = reply(&mut c.conn).unwrap_or_else(|e| panic!("{stream}: pipelined: {e}"));
+            assert!(
+                r.status.starts_with("HTTP/1.1 503"),
+                "{stream}: {}",
+                r.status
+            );
+            assert!(r.head.contains("connection: close"), "{stream}: {}", r.head);
+            assert!(closed(&mut c.conn, PATIENCE), "{stream} open after it");
+            tally.responses += 2;
             continue;
         }
         if let Some(body) = c.pending.take() {
