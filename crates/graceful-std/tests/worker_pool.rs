@@ -148,9 +148,12 @@ fn a_job_starts_on_the_idle_worker_while_the_other_is_busy() {
     pool.submit(2).unwrap();
     assert_eq!(done.recv_timeout(Duration::from_secs(5)), Ok(2));
     for job in 3..6 {
-        // No event says the idle worker waits again after its job: the
+        // No event says the idle worker waits again after its job: this
         // pause gives it the time, so that the submit is what must wake it
-        // (without it the test could pass on a pool with the bug).
+        // (without it, the worker could find the job on its own loop, and
+        // the test pass on a pool with the bug). It makes the test able to
+        // fail; nothing waits on it for correctness.
+        std::thread::sleep(Duration::from_millis(50));
         pool.submit(job).unwrap();
         assert_eq!(
             done.recv_timeout(Duration::from_secs(2)),
