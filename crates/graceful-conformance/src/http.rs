@@ -46,9 +46,7 @@ pub trait HttpAdapter: Adapter {
 ///   clock (recorded in `seen` once its timer is armed);
 /// - `GET /stream?ms=N`: answers at once with a body whose first line
 ///   comes at once and its last (`last`) N ms later (recorded in `seen` as
-///   `/stream?ms=N` once its timer is armed); with `&big`, 16 MiB of `x`
-///   in 64 KiB chunks come before that last line, more than the socket
-///   buffers hold;
+///   `/stream?ms=N` once its timer is armed);
 /// - `GET /echo` with `Upgrade: echo`: switches protocols, then echoes
 ///   lines on the raw connection; with `?polite` it watches the shutdown
 ///   and says `bye` then closes at the trigger, otherwise it ignores it;
@@ -97,11 +95,9 @@ impl<R: Runtime> Service<Request<Incoming>> for TestService<R> {
                 let sleep = rt.sleep(Duration::from_millis(ms));
                 seen.lock().unwrap().push(format!("/stream?ms={ms}"));
                 let first = futures::stream::iter([Ok(Frame::data(Bytes::from("first\n")))]);
-                let big = req.uri().query().is_some_and(|q| q.contains("big"));
-                let last = futures::stream::once(sleep).flat_map(move |()| {
-                    let xs = (0..if big { 256 } else { 0 })
-                        .map(|_| Ok(Frame::data(Bytes::from(vec![b'x'; 64 << 10]))));
-                    futures::stream::iter(xs.chain([Ok(Frame::data(Bytes::from("last\n")))]))
+                let last = futures::stream::once(async move {
+                    sleep.await;
+                    Ok(Frame::data(Bytes::from("last\n")))
                 });
                 return Ok(Response::new(
                     StreamBody::new(first.chain(last)).boxed_unsync(),
@@ -372,67 +368,55 @@ pub fn http_b16_upgrade_after_the_trigger_keeps_connection_upgrade_alone<A: Http
 /// B6 x HTTP/1 pipelining: a request pipelined behind a response whose
 /// head went out before the stop, and whose body is still being produced
 /// when the listener closes, is served too (with `Connection: close`),
-/// not dropped unparsed from hyper's buffer when that response ends; also
-/// when the end of that body is still being written out, to a client that
-/// reads slowly, after its last chunk was produced.
+/// not dropped unparsed from hyper's buffer when that response ends. (The
+/// same with the end of that body still unflushed is a unit test of
+/// `graceful-http`'s connection, where a flush can be held.)
 pub fn http_b6_request_pipelined_behind_a_response_in_progress_is_served<A: HttpAdapter>() {
-    for (path, slow) in [("/stream?ms=1000", false), ("/stream?ms=1000&big", true)] {
-        let config = ServeConfig::default().progress_every(None);
-        let server = HttpServer::start::<A>(config, true);
-        let mut s = TcpStream::connect(server.addr).unwrap();
-        s.set_read_timeout(Some(PATIENCE)).unwrap();
-        let requests = format!(
-            "GET {path} HTTP/1.1\r\nHost: t\r\n\r\nGET /sleep?ms=0 HTTP/1.1\r\nHost: t\r\n\r\n"
-        );
-        s.write_all(requests.as_bytes()).unwrap();
-        let mut r = BufReader::new(s);
-        let mut head = String::new();
-        while !head.ends_with("\r\n\r\n") {
-            assert!(
-                r.read_line(&mut head).unwrap() > 0,
-                "closed before the head: {head}"
-            );
-        }
+    let config = ServeConfig::default().progress_every(None);
+    let server = HttpServer::start::<A>(config, true);
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.write_all(
+        b"GET /stream?ms=1000 HTTP/1.1\r\nHost: t\r\n\r\nGET /sleep?ms=0 HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .unwrap();
+    let mut r = BufReader::new(s);
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
         assert!(
-            !head.to_ascii_lowercase().contains("connection: close"),
-            "{head}"
+            r.read_line(&mut head).unwrap() > 0,
+            "closed before the head: {head}"
         );
-        let clock = server.clock.as_ref().unwrap();
-        assert!(clock.wait_for_sleep(Duration::from_millis(1000), PATIENCE));
-        // The listener closes with the response's body half sent; the
-        // connection sees it before the body ends.
-        server.shutdown.trigger(Reason::requested());
-        assert!(crate::harness::refused_within(server.addr, PATIENCE));
-        std::thread::sleep(Duration::from_millis(200));
-        clock.advance(Duration::from_millis(1000));
-        let mut rest = Vec::new();
-        let mut chunk = vec![0u8; 64 << 10];
-        loop {
-            let n = r.read(&mut chunk).unwrap();
-            if n == 0 {
-                break;
-            }
-            rest.extend_from_slice(&chunk[..n]);
-            if slow {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
-        let rest = String::from_utf8_lossy(&rest);
-        assert!(rest.contains("last\n"), "{path}: the first response ends");
-        let tail = &rest[rest.len().saturating_sub(400)..];
-        assert_eq!(
-            rest.matches("HTTP/1.1 200").count(),
-            1,
-            "{path}: the pipelined request is answered: {tail}"
-        );
-        assert!(rest.contains("slept 0"), "{path}: {tail}");
-        assert!(
-            rest.to_ascii_lowercase().contains("connection: close"),
-            "{path}: {tail}"
-        );
-        let outcome = server.outcome();
-        assert!(outcome.is_drained(), "{outcome}");
     }
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    let clock = server.clock.as_ref().unwrap();
+    assert!(clock.wait_for_sleep(Duration::from_millis(1000), PATIENCE));
+    // The listener closes with the response's body half sent.
+    server.shutdown.trigger(Reason::requested());
+    assert!(crate::harness::refused_within(server.addr, PATIENCE));
+    // No event says the connection saw the close: this pause lets it, so
+    // that the body ends while it winds down (the case that failed). It
+    // makes the test able to fail; nothing waits on it for correctness.
+    std::thread::sleep(Duration::from_millis(200));
+    clock.advance(Duration::from_millis(1000));
+    let mut rest = String::new();
+    r.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("last\n"), "the first response ends: {rest}");
+    assert_eq!(
+        rest.matches("HTTP/1.1 200").count(),
+        1,
+        "the pipelined request is answered: {rest}"
+    );
+    assert!(rest.contains("slept 0"), "{rest}");
+    assert!(
+        rest.to_ascii_lowercase().contains("connection: close"),
+        "{rest}"
+    );
+    let outcome = server.outcome();
+    assert!(outcome.is_drained(), "{outcome}");
 }
 
 /// A `serve` cancelled (dropped, as a `select!` does) before its stop:

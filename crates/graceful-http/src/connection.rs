@@ -206,3 +206,182 @@ impl hyper::rt::Timer for SharedTimer {
         self.0.reset(sleep, new_deadline)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+    use std::io;
+    use std::net::SocketAddr;
+    use std::pin::{pin, Pin};
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll, Waker};
+
+    use std::future::Future;
+
+    use futures_util::StreamExt;
+    use graceful_core::{Conn, Reason, ServeConfig, Shutdown};
+    use http::{Request, Response};
+    use http_body_util::StreamBody;
+    use hyper::body::{Bytes, Frame, Incoming};
+    use hyper::rt::{Read, ReadBufCursor, Write};
+
+    use super::{serve_connection, HttpOptions};
+    use crate::test_support::NoTimers;
+
+    /// A client's side of a connection, driven by hand: what it sent, what
+    /// the server wrote, and whether the stream's flush blocks (as a TLS
+    /// stream's does, once it took the bytes).
+    #[derive(Default)]
+    struct Wire {
+        to_read: VecDeque<u8>,
+        written: Vec<u8>,
+        flush_blocks: bool,
+    }
+
+    #[derive(Clone, Default)]
+    struct Stream(Arc<Mutex<Wire>>);
+
+    impl Read for Stream {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            mut buf: ReadBufCursor<'_>,
+        ) -> Poll<io::Result<()>> {
+            let mut wire = self.0.lock().unwrap();
+            let n = wire.to_read.len().min(buf.remaining());
+            if n == 0 {
+                return Poll::Pending;
+            }
+            let bytes: Vec<u8> = wire.to_read.drain(..n).collect();
+            buf.put_slice(&bytes);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl Write for Stream {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.0.lock().unwrap().written.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            match self.0.lock().unwrap().flush_blocks {
+                true => Poll::Pending,
+                false => Poll::Ready(Ok(())),
+            }
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    type Frames = futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>;
+    type Body =
+        StreamBody<futures_util::stream::Chain<Frames, futures_util::stream::Once<Pending>>>;
+
+    /// The last frame of the streaming response, once `last` holds it.
+    #[derive(Clone, Default)]
+    struct Last(Arc<Mutex<Option<Bytes>>>);
+
+    struct Pending(Last);
+
+    impl std::future::Future for Pending {
+        type Output = Result<Frame<Bytes>, Infallible>;
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+            match self.0 .0.lock().unwrap().take() {
+                Some(last) => Poll::Ready(Ok(Frame::data(last))),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    /// HTTP/1 over a stream whose flush blocks once it took the end of a
+    /// response begun before the stop, with a request pipelined behind it:
+    /// the connection waits until that end is flushed (hyper goes idle,
+    /// and parses the pipelined request, only then), so the request is
+    /// answered, rather than winding down as soon as the body ended.
+    #[test]
+    fn a_flush_still_blocked_holds_the_wind_down_of_a_pipelined_connection() {
+        let wire = Stream::default();
+        wire.0
+            .lock()
+            .unwrap()
+            .to_read
+            .extend(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\n\r\n");
+        let last = Last::default();
+        let service = {
+            let last = last.clone();
+            hyper::service::service_fn(move |req: Request<Incoming>| {
+                let last = last.clone();
+                async move {
+                    let first: Frames = futures_util::stream::iter(vec![Ok(Frame::data(
+                        Bytes::from_static(b"first\n"),
+                    ))]);
+                    let frames = match req.uri().path() {
+                        "/stream" => first.chain(futures_util::stream::once(Pending(last))),
+                        _ => {
+                            *last.0.lock().unwrap() = Some(Bytes::from_static(b"b\n"));
+                            first.chain(futures_util::stream::once(Pending(last)))
+                        }
+                    };
+                    Ok::<_, Infallible>(Response::new(StreamBody::new(frames) as Body))
+                }
+            })
+        };
+        let shutdown = Shutdown::new();
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let conn = Conn::new(addr, addr, shutdown.clone());
+        let options = HttpOptions::new(&ServeConfig::default().linger(std::time::Duration::ZERO));
+        let mut served = pin!(serve_connection(
+            NoTimers,
+            wire.clone(),
+            conn,
+            service,
+            options
+        ));
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut poll = |times: usize| {
+            for _ in 0..times {
+                if served.as_mut().poll(&mut cx).is_ready() {
+                    return true;
+                }
+            }
+            false
+        };
+        let written =
+            |wire: &Stream| String::from_utf8_lossy(&wire.0.lock().unwrap().written).into_owned();
+
+        // The first response's head and first line go out before the stop.
+        assert!(!poll(3));
+        assert!(written(&wire).contains("first\n"), "{}", written(&wire));
+        assert!(!written(&wire)
+            .to_ascii_lowercase()
+            .contains("connection: close"));
+        // The stop: the listener closes with that body unfinished.
+        shutdown.trigger(Reason::requested());
+        assert!(!poll(3));
+        // Its end is produced and taken by the stream, whose flush blocks.
+        wire.0.lock().unwrap().flush_blocks = true;
+        *last.0.lock().unwrap() = Some(Bytes::from_static(b"last\n"));
+        assert!(!poll(5), "the connection ended with a flush blocked");
+        // The flush goes through: the pipelined request is read and
+        // answered (marked close), and the connection ends.
+        wire.0.lock().unwrap().flush_blocks = false;
+        assert!(poll(20), "the connection did not end: {}", written(&wire));
+        let out = written(&wire);
+        assert!(out.contains("last\n"), "{out}");
+        assert_eq!(
+            out.matches("HTTP/1.1 200").count(),
+            2,
+            "the pipelined request is answered: {out}"
+        );
+        assert!(
+            out.to_ascii_lowercase().contains("connection: close"),
+            "{out}"
+        );
+    }
+}

@@ -232,7 +232,6 @@ fn discard<I: Read + Unpin>(inner: &mut I, cx: &mut Context<'_>) -> Poll<Option<
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
     use std::io;
     use std::pin::{pin, Pin};
     use std::sync::Arc;
@@ -243,21 +242,7 @@ mod tests {
 
     use super::Io;
     use crate::service::Activity;
-
-    /// A runtime whose timers never fire (the linger is not exercised).
-    #[derive(Clone)]
-    struct NoTimers;
-
-    impl graceful_core::Runtime for NoTimers {
-        type Sleep = std::future::Pending<()>;
-        fn sleep(&self, _: Duration) -> Self::Sleep {
-            std::future::pending()
-        }
-        fn spawn<F: Future<Output = ()> + Send + 'static>(&self, _: F) {}
-        fn block_on<F: Future>(&self, _: F) -> F::Output {
-            unreachable!("not used")
-        }
-    }
+    use crate::test_support::NoTimers;
 
     /// A stream that buffers its writes, as TLS does: they are taken at
     /// once, and its flush blocks until `flushes` is set.

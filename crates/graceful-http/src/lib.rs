@@ -56,6 +56,8 @@ mod io;
 mod readiness;
 mod serve;
 mod service;
+#[cfg(test)]
+mod test_support;
 
 pub use bounds::{BoxError, HttpBody, HttpService};
 pub use compat::FuturesIo;
