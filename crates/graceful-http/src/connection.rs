@@ -209,75 +209,21 @@ impl hyper::rt::Timer for SharedTimer {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
     use std::convert::Infallible;
-    use std::io;
+    use std::future::Future;
     use std::net::SocketAddr;
     use std::pin::{pin, Pin};
     use std::sync::{Arc, Mutex};
     use std::task::{Context, Poll, Waker};
-
-    use std::future::Future;
 
     use futures_util::StreamExt;
     use graceful_core::{Conn, Reason, ServeConfig, Shutdown};
     use http::{Request, Response};
     use http_body_util::StreamBody;
     use hyper::body::{Bytes, Frame, Incoming};
-    use hyper::rt::{Read, ReadBufCursor, Write};
 
     use super::{serve_connection, HttpOptions};
-    use crate::test_support::NoTimers;
-
-    /// A client's side of a connection, driven by hand: what it sent, what
-    /// the server wrote, and whether the stream's flush blocks (as a TLS
-    /// stream's does, once it took the bytes).
-    #[derive(Default)]
-    struct Wire {
-        to_read: VecDeque<u8>,
-        written: Vec<u8>,
-        flush_blocks: bool,
-    }
-
-    #[derive(Clone, Default)]
-    struct Stream(Arc<Mutex<Wire>>);
-
-    impl Read for Stream {
-        fn poll_read(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            mut buf: ReadBufCursor<'_>,
-        ) -> Poll<io::Result<()>> {
-            let mut wire = self.0.lock().unwrap();
-            let n = wire.to_read.len().min(buf.remaining());
-            if n == 0 {
-                return Poll::Pending;
-            }
-            let bytes: Vec<u8> = wire.to_read.drain(..n).collect();
-            buf.put_slice(&bytes);
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    impl Write for Stream {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            self.0.lock().unwrap().written.extend_from_slice(buf);
-            Poll::Ready(Ok(buf.len()))
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            match self.0.lock().unwrap().flush_blocks {
-                true => Poll::Pending,
-                false => Poll::Ready(Ok(())),
-            }
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
+    use crate::test_support::{NoTimers, Stream};
 
     type Frames = futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>;
     type Body =
@@ -352,8 +298,7 @@ mod tests {
             }
             false
         };
-        let written =
-            |wire: &Stream| String::from_utf8_lossy(&wire.0.lock().unwrap().written).into_owned();
+        let written = |wire: &Stream| String::from_utf8_lossy(&wire.wire().written).into_owned();
 
         // The first response's head and first line go out before the stop.
         assert!(!poll(3));
@@ -365,12 +310,12 @@ mod tests {
         shutdown.trigger(Reason::requested());
         assert!(!poll(3));
         // Its end is produced and taken by the stream, whose flush blocks.
-        wire.0.lock().unwrap().flush_blocks = true;
+        wire.wire().flush_blocks = true;
         *last.0.lock().unwrap() = Some(Bytes::from_static(b"last\n"));
         assert!(!poll(5), "the connection ended with a flush blocked");
         // The flush goes through: the pipelined request is read and
         // answered (marked close), and the connection ends.
-        wire.0.lock().unwrap().flush_blocks = false;
+        wire.wire().flush_blocks = false;
         assert!(poll(20), "the connection did not end: {}", written(&wire));
         let out = written(&wire);
         assert!(out.contains("last\n"), "{out}");

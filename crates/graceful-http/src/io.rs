@@ -232,66 +232,24 @@ fn discard<I: Read + Unpin>(inner: &mut I, cx: &mut Context<'_>) -> Poll<Option<
 
 #[cfg(test)]
 mod tests {
-    use std::io;
-    use std::pin::{pin, Pin};
+    use std::pin::pin;
     use std::sync::Arc;
-    use std::task::{Context, Poll, Waker};
+    use std::task::{Context, Waker};
     use std::time::Duration;
 
-    use hyper::rt::{Read, ReadBufCursor, Write};
+    use hyper::rt::Write;
 
     use super::Io;
     use crate::service::Activity;
-    use crate::test_support::NoTimers;
-
-    /// A stream that buffers its writes, as TLS does: they are taken at
-    /// once, and its flush blocks until `flushes` is set.
-    struct Buffering {
-        flushes: bool,
-        write_blocks: bool,
-    }
-
-    impl Read for Buffering {
-        fn poll_read(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            _: ReadBufCursor<'_>,
-        ) -> Poll<io::Result<()>> {
-            Poll::Pending
-        }
-    }
-
-    impl Write for Buffering {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            match self.write_blocks {
-                true => Poll::Pending,
-                false => Poll::Ready(Ok(buf.len())),
-            }
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            match self.flushes {
-                true => Poll::Ready(Ok(())),
-                false => Poll::Pending,
-            }
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
+    use crate::test_support::{NoTimers, Stream};
 
     #[test]
     fn bytes_held_unwritten_keep_the_connection_from_reading_quiet() {
         let mut cx = Context::from_waker(Waker::noop());
         let activity = Arc::new(Activity::default());
-        let stream = Buffering {
-            flushes: false,
-            write_blocks: false,
-        };
-        let mut io = Io::with_activity(stream, NoTimers, Duration::ZERO, activity.clone());
+        let stream = Stream::default();
+        stream.wire().flush_blocks = true;
+        let mut io = Io::with_activity(stream.clone(), NoTimers, Duration::ZERO, activity.clone());
         assert!(activity.is_quiet());
         // Taken by the stream, then its flush blocks.
         assert!(pin!(&mut io)
@@ -300,14 +258,14 @@ mod tests {
         assert!(activity.is_quiet(), "a write taken at once holds nothing");
         assert!(pin!(&mut io).poll_flush(&mut cx).is_pending());
         assert!(!activity.is_quiet(), "the stream holds bytes unwritten");
-        io.inner.flushes = true;
+        stream.wire().flush_blocks = false;
         assert!(pin!(&mut io).poll_flush(&mut cx).is_ready());
         assert!(activity.is_quiet());
         // A write that blocks: hyper keeps the bytes until a flush.
-        io.inner.write_blocks = true;
+        stream.wire().write_blocks = true;
         assert!(pin!(&mut io).poll_write(&mut cx, b"body").is_pending());
         assert!(!activity.is_quiet(), "hyper holds bytes unwritten");
-        io.inner.write_blocks = false;
+        stream.wire().write_blocks = false;
         assert!(pin!(&mut io).poll_write(&mut cx, b"body").is_ready());
         assert!(!activity.is_quiet(), "not flushed yet");
         assert!(pin!(&mut io).poll_flush(&mut cx).is_ready());

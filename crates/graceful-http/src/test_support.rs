@@ -1,7 +1,14 @@
 //! What the crate's unit tests share.
 
+use std::collections::VecDeque;
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use hyper::rt::{Read, ReadBufCursor, Write};
 
 /// A runtime whose timers never fire and that runs nothing: for driving a
 /// connection by hand, where no grace or linger is meant to end.
@@ -18,5 +25,68 @@ impl graceful_core::Runtime for NoTimers {
     }
     fn block_on<F: Future>(&self, _: F) -> F::Output {
         unreachable!("not used")
+    }
+}
+
+/// A client's side of a connection, driven by hand: what it sent (read
+/// until empty, then `Pending`), what the server wrote, and whether a
+/// write or a flush blocks (a TLS stream takes the bytes at once and
+/// blocks in its flush).
+#[derive(Default)]
+pub(crate) struct Wire {
+    pub(crate) to_read: VecDeque<u8>,
+    pub(crate) written: Vec<u8>,
+    pub(crate) write_blocks: bool,
+    pub(crate) flush_blocks: bool,
+}
+
+/// A stream over a shared [`Wire`].
+#[derive(Clone, Default)]
+pub(crate) struct Stream(pub(crate) Arc<Mutex<Wire>>);
+
+impl Stream {
+    pub(crate) fn wire(&self) -> std::sync::MutexGuard<'_, Wire> {
+        self.0.lock().unwrap()
+    }
+}
+
+impl Read for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        mut buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut wire = self.wire();
+        let n = wire.to_read.len().min(buf.remaining());
+        if n == 0 {
+            return Poll::Pending;
+        }
+        let bytes: Vec<u8> = wire.to_read.drain(..n).collect();
+        buf.put_slice(&bytes);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Write for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut wire = self.wire();
+        if wire.write_blocks {
+            return Poll::Pending;
+        }
+        wire.written.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.wire().flush_blocks {
+            true => Poll::Pending,
+            false => Poll::Ready(Ok(())),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
