@@ -374,10 +374,24 @@ fn pre_drain_serves_pooled_reuse_and_slow_requests(example: &str) {
 /// is slow to close its side: the close lingers only when the client may
 /// still be sending.
 fn exits_promptly_after_the_last_response(example: &str) {
+    exits_promptly_after(example, "\r\n");
+}
+
+/// The same after a request whose body came whole with it, which the
+/// handler never read (hyper read it): nothing more is on its way, so the
+/// close does not linger either.
+fn exits_promptly_after_a_request_whose_body_came_whole(example: &str) {
+    exits_promptly_after(example, "content-length: 5\r\n\r\nhello");
+}
+
+/// Sends `GET /` with `rest` after its `host` header (more headers, the
+/// empty line, a body), signals mid-request, reads the response and keeps
+/// the socket open: the process must exit at once.
+fn exits_promptly_after(example: &str, rest: &str) {
     let mut s = Service::start(example, &["--delay-ms", "300"]);
     let mut client = TcpStream::connect(s.addr).unwrap();
     client
-        .write_all(format!("GET / HTTP/1.1\r\nhost: {}\r\n\r\n", s.addr).as_bytes())
+        .write_all(format!("GET / HTTP/1.1\r\nhost: {}\r\n{rest}", s.addr).as_bytes())
         .unwrap();
     s.wait_log("GET /", 1);
     s.signal("TERM");
@@ -778,6 +792,10 @@ macro_rules! http_tests {
             #[test]
             fn exits_promptly_after_the_last_response() {
                 super::exits_promptly_after_the_last_response(stringify!($example));
+            }
+            #[test]
+            fn exits_promptly_after_a_request_whose_body_came_whole() {
+                super::exits_promptly_after_a_request_whose_body_came_whole(stringify!($example));
             }
             #[test]
             fn unread_request_body_is_drained_before_the_close() {

@@ -44,12 +44,15 @@ pub trait HttpAdapter: Adapter {
 /// - `GET /healthz`: readiness (200, then 503);
 /// - `GET /sleep?ms=N`: answers `slept N` after N ms on the runtime's
 ///   clock (recorded in `seen` once its timer is armed);
+/// - `POST /read`: reads the request's body to its end, then answers
+///   `read N` (its length);
 /// - `GET /stream?ms=N`: answers at once with a body whose first line
 ///   comes at once and its last (`last`) N ms later (recorded in `seen` as
 ///   `/stream?ms=N` once its timer is armed);
 /// - `GET /echo` with `Upgrade: echo`: switches protocols, then echoes
 ///   lines on the raw connection; with `?polite` it watches the shutdown
-///   and says `bye` then closes at the trigger, otherwise it ignores it;
+///   and at the trigger says `bye`, shuts its write side and ends,
+///   otherwise it ignores it;
 ///   with `?slow` its `101` comes 50 ms after the request.
 #[derive(Clone, Debug)]
 pub struct TestService<R> {
@@ -85,6 +88,11 @@ impl<R: Runtime> Service<Request<Incoming>> for TestService<R> {
                 .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("ms=")))
                 .and_then(|ms| ms.parse().ok())
                 .unwrap_or(0);
+            if req.uri().path() == "/read" {
+                let body = req.into_body().collect().await;
+                let n = body.map_or(0, |body| body.to_bytes().len());
+                return Ok(Response::new(full(format!("read {n}"))));
+            }
             if req.uri().path() == "/sleep" {
                 let sleep = rt.sleep(Duration::from_millis(ms));
                 seen.lock().unwrap().push(format!("/sleep?ms={ms}"));
@@ -155,7 +163,9 @@ async fn echo_lines<I: HRead + HWrite + Unpin>(
         };
         let Some(n) = n else {
             write_all(&mut io, b"bye\n").await?;
-            return Ok(());
+            // Through the connection's staged close, which must not take
+            // the bytes that follow a `101` for an HTTP body.
+            return poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
         };
         if n == 0 {
             return Ok(());
@@ -323,9 +333,13 @@ pub fn http_b16_upgraded_connection_survives_trigger_and_is_forced_at_deadline<A
 }
 
 /// B16: an upgraded connection whose handler watches the shutdown winds
-/// down on its own, and the server then drains in time.
+/// down on its own, and the server then drains in time. Its handler shuts
+/// its write side through the connection's staged close, which does not
+/// linger for the lines read after the `101` (they are no HTTP body)
+/// while the client keeps its socket open.
 pub fn http_b16_upgraded_handler_sees_the_trigger_and_drains<A: HttpAdapter>() {
-    let server = HttpServer::start::<A>(ServeConfig::default().progress_every(None), false);
+    // The clock stands still: a linger would hold the stop for good.
+    let server = HttpServer::start::<A>(ServeConfig::default().progress_every(None), true);
     let mut ws = upgrade(server.addr, "/echo?polite");
     assert_eq!(roundtrip(&mut ws, "hi"), "hi\n");
     server.shutdown.trigger(Reason::requested());
@@ -417,6 +431,65 @@ pub fn http_b6_request_pipelined_behind_a_response_in_progress_is_served<A: Http
     );
     let outcome = server.outcome();
     assert!(outcome.is_drained(), "{outcome}");
+}
+
+/// B12: after its last response a connection closes at once when every
+/// request it read has ended (its body, sized or chunked, read to its
+/// end), so the stop need not wait for a client slow to close; and it
+/// lingers while a body is not all read, discarding what the client still
+/// sends until it closes its side, so the client reads its response rather
+/// than a reset. The clock never moves, so no linger ends by its limit:
+/// one that should not have begun holds the stop for good.
+pub fn http_b12_the_close_lingers_only_while_a_body_is_not_all_read<A: HttpAdapter>() {
+    let config = ServeConfig::default().progress_every(None);
+    let server = HttpServer::start::<A>(config, true);
+    let connect = || {
+        let c = TcpStream::connect(server.addr).unwrap();
+        c.set_read_timeout(Some(PATIENCE)).unwrap();
+        c
+    };
+    // Bodies read to their end, sent after their heads. The clients keep
+    // their sockets open.
+    let mut open = Vec::new();
+    for (framing, body) in [
+        ("content-length: 5", "hello"),
+        (
+            "transfer-encoding: chunked",
+            "2\r\nhe\r\n3;x=y\r\nllo\r\n0\r\n\r\n",
+        ),
+    ] {
+        let mut c = connect();
+        let head =
+            format!("POST /read HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{framing}\r\n\r\n");
+        c.write_all(head.as_bytes()).unwrap();
+        c.write_all(body.as_bytes()).unwrap();
+        let mut all = String::new();
+        c.read_to_string(&mut all).unwrap();
+        assert!(all.starts_with("HTTP/1.1 200"), "{all}");
+        assert!(all.ends_with("read 5"), "{all}");
+        open.push(c);
+    }
+    // A body the handler does not read, 4 of its 10 bytes sent.
+    let mut c = connect();
+    c.write_all(
+        b"POST /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\ncontent-length: 10\r\n\r\nabcd",
+    )
+    .unwrap();
+    let mut all = String::new();
+    c.read_to_string(&mut all).unwrap();
+    assert!(all.starts_with("HTTP/1.1 200"), "{all}");
+    server.shutdown.trigger(Reason::requested());
+    // The linger holds the stop (for good, the clock being still).
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!server.has_returned(), "no linger for a body not all read");
+    // The rest is read and discarded; the close follows the client's.
+    c.write_all(b"efghij").unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(c.read(&mut [0u8; 16]).is_ok_and(|n| n == 0), "reset");
+    // Nothing else lingers.
+    let outcome = server.outcome();
+    assert!(outcome.is_drained(), "{outcome}");
+    drop(open);
 }
 
 /// A `serve` cancelled (dropped, as a `select!` does) before its stop:

@@ -1,6 +1,7 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use graceful_core::Runtime;
 
+use crate::framing::Framing;
 use crate::service::Activity;
 use hyper::rt::{Read, ReadBuf, ReadBufCursor, Write};
 
@@ -15,17 +17,19 @@ use hyper::rt::{Read, ReadBuf, ReadBufCursor, Write};
 /// down after its last response, the write side is shut first. Closing a
 /// socket with unread data makes the kernel send a reset, which can destroy
 /// the response the client has not read yet; so when the client may still
-/// be sending (request bytes are already pending, or the last request came
-/// with a body the handler may not have read to its end), what it sends is
-/// read and discarded until it closes its side or `linger` passes, and only
-/// then is the socket dropped. Otherwise the socket closes at once, so the
-/// process can exit right after its last response (as nginx's
-/// `lingering_close auto`).
+/// be sending (request bytes are already pending, or a request's body has
+/// not all been read), what it sends is read and discarded until it closes
+/// its side or `linger` passes, and only then is the socket dropped.
+/// Otherwise the socket closes at once, so the process can exit right after
+/// its last response (as nginx's `lingering_close auto`).
 pub struct Io<I, R: Runtime> {
     inner: I,
     rt: R,
     linger: Duration,
     activity: Option<Arc<Activity>>,
+    /// Where the HTTP/1 requests read so far end (`None`: not followed, or
+    /// HTTP/2).
+    framing: Option<Framing>,
     /// How many bytes of the HTTP/2 preface the first reads matched, until
     /// they match it whole or differ from it (`None`: done looking).
     preface: Option<usize>,
@@ -34,6 +38,10 @@ pub struct Io<I, R: Runtime> {
 
 /// What an HTTP/2 client with prior knowledge sends first.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The most one read takes while its bytes are looked at (as much as
+/// hyper's first read, and as the adapters' own staged reads).
+const SEEN: usize = 8192;
 
 enum Close<S> {
     Open,
@@ -50,15 +58,18 @@ impl<I, R: Runtime> Io<I, R> {
             rt,
             linger,
             activity: None,
+            framing: None,
             preface: None,
             close: Close::Open,
         }
     }
 
     /// Wraps `inner` for a connection whose requests `activity` sees: the
-    /// close also lingers after a request that came with a body, and an
-    /// HTTP/2 connection is known as one from its preface, before its first
-    /// request (so it gets its GOAWAY at the trigger even when idle).
+    /// close also lingers while an HTTP/1 request's body is not all read
+    /// (the bytes read are followed to where each request ends), or after
+    /// an HTTP/2 request that came with a body; and an HTTP/2 connection
+    /// is known as one from its preface, before its first request (so it
+    /// gets its GOAWAY at the trigger even when idle).
     pub(crate) fn with_activity(
         inner: I,
         rt: R,
@@ -67,8 +78,22 @@ impl<I, R: Runtime> Io<I, R> {
     ) -> Self {
         Io {
             activity: Some(activity),
+            framing: Some(Framing::default()),
             preface: Some(0),
             ..Io::new(inner, rt, linger)
+        }
+    }
+
+    /// Whether the client may still be sending a request's body (with
+    /// nothing pending, at the close).
+    fn may_still_send(&self) -> bool {
+        match (&self.activity, &self.framing) {
+            (Some(activity), _) if activity.is_http2() => activity.had_body(),
+            // After a `101` the bytes are another protocol's: only those
+            // pending count.
+            (Some(activity), _) if activity.is_upgraded() => false,
+            (_, Some(framing)) => !framing.at_request_end(),
+            _ => false,
         }
     }
 
@@ -106,30 +131,37 @@ impl<I: Read + Unpin, R: Runtime> Read for Io<I, R> {
         mut buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let Some(matched) = this.preface else {
+        let following = this.framing.as_ref().is_some_and(|f| !f.is_lost())
+            && !this.activity.as_ref().is_some_and(|a| a.is_upgraded());
+        if this.preface.is_none() && !following {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
-        };
-        // Until the preface is decided, read through a small buffer to see
-        // the bytes (hyper reads the first 24 bytes this way too, to pick
-        // the protocol).
-        let mut first = [0u8; 64];
-        let want = buf.remaining().min(first.len());
-        let mut seen = ReadBuf::new(&mut first[..want]);
+        }
+        // Read through a buffer of our own to see the bytes: the HTTP/2
+        // preface first, and where HTTP/1 requests end.
+        let mut seen = [MaybeUninit::<u8>::uninit(); SEEN];
+        let want = buf.remaining().min(SEEN);
+        let mut seen = ReadBuf::uninit(&mut seen[..want]);
         ready!(Pin::new(&mut this.inner).poll_read(cx, seen.unfilled()))?;
         let got = seen.filled();
         buf.put_slice(got);
-        let rest = &H2_PREFACE[matched..];
-        let n = got.len().min(rest.len());
-        this.preface = if got.is_empty() || got[..n] != rest[..n] {
-            None
-        } else if matched + n == H2_PREFACE.len() {
-            if let Some(activity) = &this.activity {
-                activity.mark_http2();
-            }
-            None
-        } else {
-            Some(matched + n)
-        };
+        if let Some(matched) = this.preface {
+            let rest = &H2_PREFACE[matched..];
+            let n = got.len().min(rest.len());
+            this.preface = if got.is_empty() || got[..n] != rest[..n] {
+                None
+            } else if matched + n == H2_PREFACE.len() {
+                if let Some(activity) = &this.activity {
+                    activity.mark_http2();
+                }
+                this.framing = None;
+                None
+            } else {
+                Some(matched + n)
+            };
+        }
+        if let Some(framing) = &mut this.framing {
+            framing.read(got);
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -190,11 +222,9 @@ impl<I: Read + Write + Unpin, R: Runtime> Write for Io<I, R> {
                             }
                             // It closed its side, or the socket failed.
                             Poll::Ready(_) => Close::Done,
-                            // Nothing pending: linger only if the last
-                            // request's body may still be on its way.
-                            Poll::Pending
-                                if this.activity.as_ref().is_some_and(|a| a.had_body()) =>
-                            {
+                            // Nothing pending: linger only if a request's
+                            // body may still be on its way.
+                            Poll::Pending if this.may_still_send() => {
                                 Close::Lingering(Box::pin(this.rt.sleep(this.linger)))
                             }
                             Poll::Pending => Close::Done,
@@ -237,7 +267,7 @@ mod tests {
     use std::task::{Context, Waker};
     use std::time::Duration;
 
-    use hyper::rt::Write;
+    use hyper::rt::{Read, ReadBuf, Write};
 
     use super::Io;
     use crate::service::Activity;
@@ -270,5 +300,72 @@ mod tests {
         assert!(!activity.is_quiet(), "not flushed yet");
         assert!(pin!(&mut io).poll_flush(&mut cx).is_ready());
         assert!(activity.is_quiet());
+    }
+
+    /// Reads everything the client sent so far through `io`, as hyper
+    /// does, then shuts it: whether the close is done at once (rather than
+    /// lingering, which never ends here: no timer fires, and the client
+    /// neither sends more nor closes).
+    fn closes_at_once(io: &mut Io<Stream, NoTimers>, sent: &[&[u8]]) -> bool {
+        read_all(io, sent);
+        let mut cx = Context::from_waker(Waker::noop());
+        pin!(io).poll_shutdown(&mut cx).is_ready()
+    }
+
+    fn read_all(io: &mut Io<Stream, NoTimers>, sent: &[&[u8]]) {
+        let mut cx = Context::from_waker(Waker::noop());
+        for bytes in sent {
+            io.get_ref().wire().to_read.extend(bytes.iter());
+            let mut buf = [0u8; 4096];
+            let mut buf = ReadBuf::new(&mut buf);
+            while pin!(&mut *io).poll_read(&mut cx, buf.unfilled()).is_ready() {}
+        }
+    }
+
+    fn http1() -> Io<Stream, NoTimers> {
+        http1_with(Arc::default())
+    }
+
+    fn http1_with(activity: Arc<Activity>) -> Io<Stream, NoTimers> {
+        Io::with_activity(
+            Stream::default(),
+            NoTimers,
+            Duration::from_secs(1),
+            activity,
+        )
+    }
+
+    #[test]
+    fn the_close_lingers_only_while_a_request_body_is_not_all_read() {
+        let head = b"POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\n".as_slice();
+        assert!(closes_at_once(&mut http1(), &[b"GET / HTTP/1.1\r\n\r\n"]));
+        assert!(closes_at_once(&mut http1(), &[head, b"hel", b"lo"]));
+        assert!(!closes_at_once(&mut http1(), &[head, b"hel"]));
+        assert!(!closes_at_once(&mut http1(), &[head]));
+        // Half a head: the client is still sending.
+        assert!(!closes_at_once(&mut http1(), &[b"GET / HTTP/1.1\r\nho"]));
+        let chunked = b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n".as_slice();
+        assert!(closes_at_once(
+            &mut http1(),
+            &[chunked, b"2\r\nhi\r\n0\r\n\r\n"]
+        ));
+        assert!(!closes_at_once(&mut http1(), &[chunked, b"2\r\nhi\r\n"]));
+        // Bytes it cannot follow: it lingers, as when in doubt.
+        assert!(!closes_at_once(&mut http1(), &[b"\x16\x03\x01\x00"]));
+        // After a `101`, what follows is not HTTP: only bytes pending count.
+        let upgrade = b"GET / HTTP/1.1\r\nupgrade: echo\r\n\r\n".as_slice();
+        assert!(!closes_at_once(&mut http1(), &[upgrade, b"hello\n"]));
+        let activity = Arc::new(Activity::default());
+        let mut upgraded = http1_with(activity.clone());
+        // (The client may send before the `101` is written.)
+        read_all(&mut upgraded, &[upgrade, b"hello\n"]);
+        activity.mark_upgraded();
+        assert!(closes_at_once(&mut upgraded, &[b"world\n"]));
+        // HTTP/2: it lingers only after a request that came with a body.
+        let h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0".as_slice();
+        assert!(closes_at_once(&mut http1(), &[h2]));
+        // Without a connection's activity, only bytes pending count.
+        let mut plain = Io::new(Stream::default(), NoTimers, Duration::from_secs(1));
+        assert!(closes_at_once(&mut plain, &[head]));
     }
 }

@@ -50,6 +50,7 @@ mod bounds;
 mod compat;
 mod connection;
 mod exec;
+mod framing;
 #[cfg(feature = "grpc")]
 pub mod grpc;
 mod io;

@@ -26,8 +26,11 @@ pub(crate) struct Activity {
     /// response.
     write_blocked: AtomicBool,
     http2: AtomicBool,
-    /// The last HTTP/1 request came with a body (which the handler may not
-    /// have read to its end).
+    /// A response switched protocols (`101`): what follows is not HTTP.
+    upgraded: AtomicBool,
+    /// The last request came with a body, which the handler may not have
+    /// read to its end (HTTP/2: the close lingers after it; HTTP/1's close
+    /// knows from the bytes read).
     body: AtomicBool,
     first: Event,
 }
@@ -62,6 +65,16 @@ impl Activity {
     /// Records that the connection speaks HTTP/2.
     pub(crate) fn mark_http2(&self) {
         self.http2.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a response switched the connection's protocol.
+    pub(crate) fn is_upgraded(&self) -> bool {
+        self.upgraded.load(Ordering::SeqCst)
+    }
+
+    /// Records that a response switched the connection's protocol.
+    pub(crate) fn mark_upgraded(&self) {
+        self.upgraded.store(true, Ordering::SeqCst);
     }
 
     /// Whether the last request came with a body.
@@ -218,6 +231,11 @@ where
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
         let in_flight = this.in_flight.take();
+        if let (Ok(res), Some(InFlight(activity))) = (&result, &in_flight) {
+            if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+                activity.mark_upgraded();
+            }
+        }
         let mut res = match result {
             Ok(res) => res.map(|inner| Tracked { inner, in_flight }),
             Err(e) => return Poll::Ready(Err(e)),
