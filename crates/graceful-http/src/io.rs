@@ -1,7 +1,6 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -39,8 +38,9 @@ pub struct Io<I, R: Runtime> {
 /// What an HTTP/2 client with prior knowledge sends first.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// The most one read takes while its bytes are looked at (as much as
-/// hyper's first read, and as the adapters' own staged reads).
+/// The most one read takes while its bytes are looked at: hyper's first
+/// read, and the adapters' own staged reads (a larger buffer taken and
+/// freed at each read would cost more than the reads it saves).
 const SEEN: usize = 8192;
 
 enum Close<S> {
@@ -137,10 +137,12 @@ impl<I: Read + Unpin, R: Runtime> Read for Io<I, R> {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
         // Read through a buffer of our own to see the bytes: the HTTP/2
-        // preface first, and where HTTP/1 requests end.
-        let mut seen = [MaybeUninit::<u8>::uninit(); SEEN];
+        // preface first, and where HTTP/1 requests end. On the heap, not
+        // the stack: a thread-per-connection adapter would keep the pages
+        // of a deeper stack resident for each connection it holds.
         let want = buf.remaining().min(SEEN);
-        let mut seen = ReadBuf::uninit(&mut seen[..want]);
+        let mut seen = Vec::with_capacity(want);
+        let mut seen = ReadBuf::uninit(&mut seen.spare_capacity_mut()[..want]);
         ready!(Pin::new(&mut this.inner).poll_read(cx, seen.unfilled()))?;
         let got = seen.filled();
         buf.put_slice(got);
