@@ -45,7 +45,8 @@ pub trait HttpAdapter: Adapter {
 /// - `GET /sleep?ms=N`: answers `slept N` after N ms on the runtime's
 ///   clock (recorded in `seen` once its timer is armed);
 /// - `POST /read`: reads the request's body to its end, then answers
-///   `read N` (its length);
+///   `read N` (its length) (recorded in `seen` as `/read` once its head
+///   is read);
 /// - `GET /stream?ms=N`: answers at once with a body whose first line
 ///   comes at once and its last (`last`) N ms later (recorded in `seen` as
 ///   `/stream?ms=N` once its timer is armed);
@@ -89,6 +90,7 @@ impl<R: Runtime> Service<Request<Incoming>> for TestService<R> {
                 .and_then(|ms| ms.parse().ok())
                 .unwrap_or(0);
             if req.uri().path() == "/read" {
+                seen.lock().unwrap().push("/read".to_string());
                 let body = req.into_body().collect().await;
                 let n = body.map_or(0, |body| body.to_bytes().len());
                 return Ok(Response::new(full(format!("read {n}"))));

@@ -43,6 +43,14 @@ pub enum HttpKind {
     /// once and whose body ends this many ms later, with a request
     /// pipelined behind it (answered too, with `Connection: close`).
     Streaming(u64),
+    /// Before the trigger: a request whose handler reads its body, of
+    /// which only the start was sent; the rest comes just before the
+    /// deadline.
+    Upload,
+    /// Before the trigger: a request taking this many ms, whose handler
+    /// never reads its body, of which only the start was sent; after the
+    /// response the client sends the rest, which the close lingers for.
+    Unread(u64),
     /// Before the trigger: upgraded; its handler says `bye` at the trigger.
     Polite,
     /// Before the trigger: upgraded; its handler ignores the stop.
@@ -82,7 +90,7 @@ impl HttpPlan {
         } = Timing::draw(&mut rng, &[3_000, 10_000]);
         let mut clients = Vec::new();
         for _ in 0..1 + rng.below(6) {
-            clients.push(match rng.below(8) {
+            clients.push(match rng.below(11) {
                 0 => HttpKind::Idle,
                 1 => HttpKind::Reuse,
                 2 => HttpKind::Slow(within),
@@ -90,6 +98,9 @@ impl HttpPlan {
                 4 => HttpKind::Polite,
                 5 => HttpKind::Streaming(within),
                 6 => HttpKind::Streaming(beyond),
+                7 => HttpKind::Upload,
+                8 => HttpKind::Unread(within),
+                9 => HttpKind::Unread(beyond),
                 _ => HttpKind::Rude,
             });
         }
@@ -113,13 +124,18 @@ impl HttpPlan {
     fn forced(&self, kind: HttpKind) -> bool {
         match kind {
             HttpKind::Rude => true,
-            HttpKind::Slow(ms) | HttpKind::LateSlow(ms) | HttpKind::Streaming(ms) => {
-                Duration::from_millis(ms) > self.timeout
-            }
+            HttpKind::Slow(ms)
+            | HttpKind::LateSlow(ms)
+            | HttpKind::Streaming(ms)
+            | HttpKind::Unread(ms) => Duration::from_millis(ms) > self.timeout,
             _ => false,
         }
     }
 }
+
+/// An upload's head and the start of its 10-byte body, then the rest.
+const UPLOAD_START: &[u8] = b"POST /read HTTP/1.1\r\nHost: t\r\ncontent-length: 10\r\n\r\nabcd";
+const UPLOAD_REST: &[u8] = b"efghij";
 
 /// One HTTP response: the status line, the head in lower case, the body.
 struct Reply {
@@ -239,9 +255,13 @@ pub fn run_http_seeds<A: HttpAdapter>() -> Tally {
 }
 
 fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
+    // A linger longer than any plan's clock: one that begins must be ended
+    // by its client (an unread body's rest, then its close), and one that
+    // should not have begun holds the stop until it is forced.
     let config = ServeConfig::default()
         .pre_drain(plan.pre_drain)
         .timeout(plan.timeout)
+        .linger(Duration::from_secs(60))
         .progress_every(None);
     let server = HttpServer::start::<A>(config, true);
     let clock = server.clock.clone().unwrap();
@@ -251,6 +271,7 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
         clients: plan.clients.len(),
         ..Tally::default()
     };
+    // The requests of slow and upload clients, read by their handlers.
     let sleeps_seen = |n: usize| {
         eventually(PATIENCE, || {
             server
@@ -258,7 +279,7 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
                 .lock()
                 .unwrap()
                 .iter()
-                .filter(|p| p.starts_with("/sleep"))
+                .filter(|p| p.starts_with("/sleep") || p.starts_with("/read"))
                 .count()
                 >= n
         })
@@ -281,6 +302,21 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
             HttpKind::Slow(ms) => {
                 let mut c = connect(addr);
                 get(&mut c, &format!("/sleep?ms={ms}"));
+                sleeps += 1;
+                (c, Some(format!("slept {ms}")))
+            }
+            HttpKind::Upload => {
+                let mut c = connect(addr);
+                c.get_mut().write_all(UPLOAD_START).unwrap();
+                sleeps += 1;
+                (c, Some("read 10".to_string()))
+            }
+            HttpKind::Unread(ms) => {
+                let mut c = connect(addr);
+                let start = format!(
+                    "POST /sleep?ms={ms} HTTP/1.1\r\nHost: t\r\ncontent-length: 10\r\n\r\nabcd"
+                );
+                c.get_mut().write_all(start.as_bytes()).unwrap();
                 sleeps += 1;
                 (c, Some(format!("slept {ms}")))
             }
@@ -407,8 +443,9 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
             }
             continue;
         }
-        if let (HttpKind::Streaming(_), Some(last)) = (c.kind, c.pending.take()) {
+        if let HttpKind::Streaming(_) = c.kind {
             let stream = format!("client {} ({:?})", c.index, c.kind);
+            let last = c.pending.take().expect("a streaming response in progress");
             assert_eq!(chunk(&mut c.conn).expect(&stream), last, "{stream}");
             assert_eq!(chunk(&mut c.conn).expect(&stream), "", "{stream}: the end");
             let r = reply(&mut c.conn).unwrap_or_else(|e| panic!("{stream}: pipelined: {e}"));
@@ -422,12 +459,35 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
             tally.responses += 2;
             continue;
         }
+        if c.kind == HttpKind::Upload {
+            // The rest of its body, the clock never to move again unless
+            // work is left to force: a close that lingers for it when it
+            // was all read would hold the stop.
+            c.conn.get_mut().write_all(UPLOAD_REST).unwrap();
+        }
         if let Some(body) = c.pending.take() {
             let r = reply(&mut c.conn)
                 .unwrap_or_else(|e| panic!("client {} ({:?}): {e}", c.index, c.kind));
             assert!(r.status.starts_with("HTTP/1.1 200"), "{}", r.status);
             assert_eq!(r.body, body);
             assert!(r.head.contains("connection: close"), "{}", r.head);
+            if let HttpKind::Unread(_) = c.kind {
+                // The close lingers for the body never read: the rest is
+                // taken, and the close follows the client's, no reset.
+                c.conn.get_mut().write_all(UPLOAD_REST).unwrap();
+                c.conn
+                    .get_ref()
+                    .shutdown(std::net::Shutdown::Write)
+                    .unwrap();
+                let mut rest = Vec::new();
+                let end = c.conn.read_to_end(&mut rest);
+                assert!(
+                    end.is_ok() && rest.is_empty(),
+                    "client {} ({:?}): {end:?} {rest:?}",
+                    c.index,
+                    c.kind
+                );
+            }
             assert!(
                 closed(&mut c.conn, PATIENCE),
                 "client {} open after its response",
