@@ -487,7 +487,6 @@ pub fn http_b12_the_close_lingers_only_while_a_body_is_not_all_read<A: HttpAdapt
     // The rest is read and discarded; the close follows the client's.
     c.write_all(b"efghij").unwrap();
     c.shutdown(std::net::Shutdown::Write).unwrap();
-    assert!(c.read(&mut [0u8; 16]).is_ok_and(|n| n == 0), "reset");
     // Nothing else lingers.
     let outcome = server.outcome();
     assert!(outcome.is_drained(), "{outcome}");

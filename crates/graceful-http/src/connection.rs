@@ -218,7 +218,7 @@ mod tests {
 
     use futures_util::StreamExt;
     use graceful_core::{Conn, Reason, ServeConfig, Shutdown};
-    use http::{Request, Response};
+    use http::{Request, Response, StatusCode};
     use http_body_util::StreamBody;
     use hyper::body::{Bytes, Frame, Incoming};
 
@@ -328,5 +328,50 @@ mod tests {
             out.to_ascii_lowercase().contains("connection: close"),
             "{out}"
         );
+    }
+
+    /// Serves `sent` (there at once) with a service that answers `status`
+    /// without reading the body, with a long linger and no timer that
+    /// fires: whether the connection ends at once (rather than lingering,
+    /// which nothing ends here).
+    fn ends_at_once(sent: &[u8], status: StatusCode) -> bool {
+        let wire = Stream::default();
+        wire.wire().to_read.extend(sent);
+        let service = hyper::service::service_fn(move |_: Request<Incoming>| async move {
+            let mut res = Response::new(http_body_util::Empty::<Bytes>::new());
+            *res.status_mut() = status;
+            Ok::<_, Infallible>(res)
+        });
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let conn = Conn::new(addr, addr, Shutdown::new());
+        let config = ServeConfig::default().linger(std::time::Duration::from_secs(1));
+        let served = serve_connection(NoTimers, wire, conn, service, HttpOptions::new(&config));
+        let mut served = pin!(served);
+        let mut cx = Context::from_waker(Waker::noop());
+        (0..50).any(|_| served.as_mut().poll(&mut cx).is_ready())
+    }
+
+    /// The close lingers for what hyper read but did not serve, and where
+    /// a `101` switched nothing; it does not linger after a request served
+    /// whole.
+    #[test]
+    fn the_close_lingers_for_requests_not_served_and_for_a_101_that_switched_nothing() {
+        let ok = StatusCode::OK;
+        assert!(ends_at_once(
+            b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+            ok
+        ));
+        // A request pipelined behind one that closes the connection: read,
+        // never answered; the client may be sending more.
+        let pipelined = b"GET /a HTTP/1.1\r\nConnection: close\r\n\r\nGET /b HTTP/1.1\r\n\r\n";
+        assert!(!ends_at_once(pipelined, ok));
+        // hyper prepares no upgrade for HTTP/1.0: a `101` then switches
+        // nothing, and the close lingers for the body not all read.
+        let switching = StatusCode::SWITCHING_PROTOCOLS;
+        let start = b"POST / HTTP/1.0\r\nUpgrade: foo\r\nContent-Length: 10\r\n\r\nabcd";
+        assert!(!ends_at_once(start, switching));
+        assert!(!ends_at_once(start, ok));
+        let whole = b"POST / HTTP/1.0\r\nUpgrade: foo\r\nContent-Length: 4\r\n\r\nabcd";
+        assert!(ends_at_once(whole, switching));
     }
 }

@@ -8,6 +8,12 @@
 //! cannot reset its response; when a request's body is not all read, the
 //! client may still be sending it, and the close lingers. hyper tells
 //! neither, and the handler owns the request body.
+//!
+//! Where this and hyper could differ, this errs towards lingering: a head
+//! it cannot parse, or one longer than it keeps, loses it for good; limits
+//! hyper sets and this does not (the largest `Content-Length`, the size of
+//! chunk extensions and trailers) make hyper end the connection while this
+//! still follows a body.
 
 /// hyper's default limit on a head's headers.
 const MAX_HEADERS: usize = 100;
@@ -21,6 +27,11 @@ pub(crate) struct Framing {
     state: State,
     /// The bytes of a head not complete yet (empty between requests).
     head: Vec<u8>,
+    /// A CR was read where an empty line may begin, between requests
+    /// (httparse wants its LF next).
+    cr: bool,
+    /// How many heads were read whole.
+    heads: usize,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +76,13 @@ impl Framing {
     /// Whether everything read so far ends where a request ends: nothing
     /// of a head or a body is still to come.
     pub(crate) fn at_request_end(&self) -> bool {
-        self.state == State::Head && self.head.is_empty()
+        self.state == State::Head && self.head.is_empty() && !self.cr
+    }
+
+    /// How many request heads were read whole (hyper may have read more
+    /// than it served).
+    pub(crate) fn heads(&self) -> usize {
+        self.heads
     }
 
     /// Whether the bytes stopped making sense as HTTP/1 requests: nothing
@@ -114,19 +131,26 @@ impl Framing {
     /// `None` when they were all taken (into an incomplete head, or lost).
     fn head<'b>(&mut self, mut bytes: &'b [u8]) -> Option<&'b [u8]> {
         if self.head.is_empty() {
-            // Empty lines before a request line are skipped (httparse
-            // does too).
-            let blank = bytes.iter().take_while(|b| matches!(b, b'\r' | b'\n'));
-            bytes = &bytes[blank.count()..];
-            if bytes.is_empty() {
-                return None;
+            // Empty lines before a request line are skipped, as httparse
+            // does: CRLF or a bare LF.
+            loop {
+                match (self.cr, bytes.first()) {
+                    (_, None) => return None,
+                    (true, Some(b'\n')) => self.cr = false,
+                    (true, Some(_)) => return self.lose(),
+                    (false, Some(b'\r')) => self.cr = true,
+                    (false, Some(b'\n')) => {}
+                    (false, Some(_)) => break,
+                }
+                bytes = &bytes[1..];
             }
             return match parse(bytes) {
                 Parsed::Head(len, body) => {
-                    self.state = body;
+                    self.complete(body);
                     Some(&bytes[len..])
                 }
                 Parsed::Partial if bytes.len() <= MAX_HEAD => {
+                    self.head.reserve_exact(bytes.len());
                     self.head.extend_from_slice(bytes);
                     None
                 }
@@ -138,6 +162,7 @@ impl Framing {
         // end may have come (as hyper does).
         let before = self.head.len();
         let take = bytes.len().min(MAX_HEAD + 1 - before);
+        self.head.reserve_exact(take);
         self.head.extend_from_slice(&bytes[..take]);
         let parsed = match may_end(&self.head, before) {
             true => parse(&self.head),
@@ -146,13 +171,19 @@ impl Framing {
         match parsed {
             // It was incomplete without the new bytes: it ends in them.
             Parsed::Head(len, body) if len > before => {
-                self.state = body;
+                self.complete(body);
                 self.head = Vec::new();
                 Some(&bytes[len - before..])
             }
             Parsed::Partial if self.head.len() <= MAX_HEAD => None,
             _ => self.lose(),
         }
+    }
+
+    /// A head was read whole; its body (if any) follows.
+    fn complete(&mut self, body: State) {
+        self.state = body;
+        self.heads += 1;
     }
 
     fn lose(&mut self) -> Option<&'static [u8]> {
@@ -376,6 +407,28 @@ mod tests {
         let head = b"POST / HTTP/1.1\r\ncontent-length: 1\r\n\r\nx";
         assert_eq!(ends(&[head, b"\r\n"]), [true, true]);
         assert_eq!(ends(&[head, b"\r\nGET"]), [true, false]);
+        assert_eq!(ends(&[head, b"\n\r\n\n"]), [true, true]);
+        // A CR alone: its LF may still come (httparse waits for it).
+        assert_eq!(ends(&[head, b"\r", b"\n"]), [true, false, true]);
+        assert_eq!(
+            ends(&[head, b"\r", b"\nGET / HTTP/1.1\r\n\r\n"]),
+            [true, false, true]
+        );
+        // A CR followed by anything else is an error to httparse.
+        let mut framing = Framing::default();
+        framing.read(&[head.as_slice(), b"\rGET / HTTP/1.1\r\n\r\n"].concat());
+        assert!(framing.is_lost());
+    }
+
+    #[test]
+    fn heads_read_whole_are_counted() {
+        let mut framing = Framing::default();
+        framing.read(b"GET /a HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\ncontent-length: 2\r\n\r\n");
+        assert_eq!(framing.heads(), 2);
+        framing.read(b"hiGET /c HTTP/1.1\r\n");
+        assert_eq!(framing.heads(), 2);
+        framing.read(b"\r\n");
+        assert_eq!(framing.heads(), 3);
     }
 
     #[test]

@@ -8,9 +8,10 @@ use std::task::{ready, Context, Poll};
 use event_listener::Event;
 use graceful_core::Conn;
 use http::header::{HeaderValue, CONNECTION};
-use http::{Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::service::Service;
+use hyper::upgrade::OnUpgrade;
 use pin_project_lite::pin_project;
 
 /// What one connection has done so far, shared by its service wrapper and
@@ -26,7 +27,8 @@ pub(crate) struct Activity {
     /// response.
     write_blocked: AtomicBool,
     http2: AtomicBool,
-    /// A response switched protocols (`101`): what follows is not HTTP.
+    /// A response switched protocols (a `101`, or a 2xx to CONNECT, where
+    /// hyper prepared the upgrade): what follows is not HTTP.
     upgraded: AtomicBool,
     /// The last request came with a body, which the handler may not have
     /// read to its end (HTTP/2: the close lingers after it; HTTP/1's close
@@ -82,6 +84,11 @@ impl Activity {
         self.body.load(Ordering::SeqCst)
     }
 
+    /// Records whether the last request came with a body.
+    pub(crate) fn set_had_body(&self, body: bool) {
+        self.body.store(body, Ordering::SeqCst);
+    }
+
     /// Resolves once a request arrived.
     pub(crate) async fn first_request(&self) {
         loop {
@@ -96,7 +103,8 @@ impl Activity {
         }
     }
 
-    fn request(&self) {
+    /// Counts a request the service was called with.
+    pub(crate) fn request(&self) {
         if self.requests.fetch_add(1, Ordering::SeqCst) == 0 {
             self.first.notify(usize::MAX);
         }
@@ -150,16 +158,19 @@ where
         if !http1 {
             self.activity.mark_http2();
         }
-        self.activity.body.store(
-            !http_body::Body::is_end_stream(req.body()),
-            Ordering::SeqCst,
-        );
+        self.activity
+            .set_had_body(!http_body::Body::is_end_stream(req.body()));
         self.activity.in_flight.fetch_add(1, Ordering::SeqCst);
         self.activity.request();
+        // hyper hands the connection over only where it prepared an
+        // upgrade (an HTTP/1.1 `Upgrade` request, or CONNECT).
+        let upgrade = (http1 && req.extensions().get::<OnUpgrade>().is_some())
+            .then(|| req.method() == Method::CONNECT);
         req.extensions_mut().insert(self.conn.clone());
         MarkClose {
             inner: self.inner.call(req),
             conn: http1.then(|| self.conn.clone()),
+            upgrade,
             in_flight: Some(InFlight(self.activity.clone())),
         }
     }
@@ -173,6 +184,9 @@ pin_project! {
         // Set for HTTP/1 requests only: HTTP/2 has no `Connection` header
         // (its GOAWAY does the job).
         conn: Option<Conn>,
+        // Set when hyper prepared an upgrade: whether the request is a
+        // CONNECT (switched by a 2xx, others by a `101`).
+        upgrade: Option<bool>,
         in_flight: Option<InFlight>,
     }
 }
@@ -231,8 +245,11 @@ where
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
         let in_flight = this.in_flight.take();
-        if let (Ok(res), Some(InFlight(activity))) = (&result, &in_flight) {
-            if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let (Ok(res), Some(InFlight(activity)), Some(connect)) =
+            (&result, &in_flight, *this.upgrade)
+        {
+            let status = res.status();
+            if status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()) {
                 activity.mark_upgraded();
             }
         }
