@@ -243,21 +243,25 @@ pub(crate) fn sigterm(child: &Child) {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
 }
 
-/// Opens a connection and completes one request on it (an HTTP `GET` or
-/// an echoed line), leaving it open and idle.
-async fn open(addr: SocketAddr, server: Server) -> TcpStream {
-    match try_open(addr, server.http).await {
+/// Opens a connection and completes one request on it (an HTTP `GET`, with
+/// a 5-byte body if `body`, or an echoed line), leaving it open and idle.
+async fn open(addr: SocketAddr, server: Server, body: bool) -> TcpStream {
+    match try_open(addr, server.http, body).await {
         Ok(stream) => stream,
         Err(e) => panic!("{}: opening an idle connection: {e}", server.name),
     }
 }
 
-async fn try_open(addr: SocketAddr, http: bool) -> std::io::Result<TcpStream> {
+async fn try_open(addr: SocketAddr, http: bool, body: bool) -> std::io::Result<TcpStream> {
     let mut stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
-    let (request, end): (&[u8], &[u8]) = match http {
-        true => (b"GET / HTTP/1.1\r\nhost: bench\r\n\r\n", b"hello\n"),
-        false => (b"hi\n", b"hi\n"),
+    let (request, end): (&[u8], &[u8]) = match (http, body) {
+        (true, false) => (b"GET / HTTP/1.1\r\nhost: bench\r\n\r\n", b"hello\n"),
+        (true, true) => (
+            b"GET / HTTP/1.1\r\nhost: bench\r\ncontent-length: 5\r\n\r\nhello",
+            b"hello\n",
+        ),
+        (false, _) => (b"hi\n", b"hi\n"),
     };
     stream.write_all(request).await?;
     let mut got = Vec::new();
@@ -328,7 +332,7 @@ fn idle_round(client: &tokio::runtime::Runtime, server: Server) -> IdleRound {
     let (mut child, addr) = spawn(server, 0);
     let pid = child.0.id();
     // Warm up (first-use allocations, worker threads), then the baseline.
-    client.block_on(open(addr, server));
+    client.block_on(open(addr, server, false));
     std::thread::sleep(Duration::from_millis(50));
     let (fds0, rss0) = (descriptors(pid), rss_kib(pid));
     let streams = client.block_on(async move {
@@ -341,7 +345,7 @@ fn idle_round(client: &tokio::runtime::Runtime, server: Server) -> IdleRound {
                 let opening = opening.clone();
                 tokio::spawn(async move {
                     let _permit = opening.acquire().await.unwrap();
-                    open(addr, server).await
+                    open(addr, server, false).await
                 })
             })
             .collect();
@@ -370,10 +374,10 @@ fn idle_round(client: &tokio::runtime::Runtime, server: Server) -> IdleRound {
 
 /// One request taking 200 ms in flight at SIGTERM, from a client that does
 /// not close its side: ms from the response to the process's exit.
-fn exit_after_last_response(client: &tokio::runtime::Runtime, server: Server) -> f64 {
+fn exit_after_last_response(client: &tokio::runtime::Runtime, server: Server, body: bool) -> f64 {
     let (mut child, addr) = spawn(server, 200);
     let (answered, stream) = client.block_on(async {
-        let pending = tokio::spawn(open(addr, server));
+        let pending = tokio::spawn(open(addr, server, body));
         tokio::time::sleep(Duration::from_millis(50)).await;
         sigterm(&child.0);
         let stream = pending.await.unwrap();
@@ -394,6 +398,8 @@ pub(crate) fn idle_connections(mode: Mode) -> Vec<Table> {
         .unwrap();
     let rows = || -> Vec<Row> { SERVERS.iter().map(|s| Row::new(s.name, s.kind)).collect() };
     let (mut fds, mut kib, mut close, mut exit) = (rows(), rows(), rows(), rows());
+    let http = SERVERS.iter().filter(|s| s.http);
+    let mut exit_body: Vec<Row> = http.clone().map(|s| Row::new(s.name, s.kind)).collect();
     let mut firsts = vec![Vec::new(); SERVERS.len()];
     let mut kernel = Row::new(KERNEL.name, KERNEL.kind);
     for _ in 0..mode.pick(3, 7) {
@@ -406,7 +412,11 @@ pub(crate) fn idle_connections(mode: Mode) -> Vec<Table> {
             firsts[i].push(r.first_ms);
             exit[i]
                 .samples
-                .push(exit_after_last_response(&client, server));
+                .push(exit_after_last_response(&client, server, false));
+        }
+        for (row, &server) in exit_body.iter_mut().zip(http.clone()) {
+            let ms = exit_after_last_response(&client, server, true);
+            row.samples.push(ms);
         }
     }
     for ((row, server), first) in close.iter_mut().zip(SERVERS).zip(firsts) {
@@ -446,6 +456,12 @@ pub(crate) fn idle_connections(mode: Mode) -> Vec<Table> {
             unit: "ms",
             lower_is_better: true,
             rows: exit,
+        },
+        Table {
+            title: "8e. the same, the request with a body the server read whole".into(),
+            unit: "ms",
+            lower_is_better: true,
+            rows: exit_body,
         },
     ]
 }

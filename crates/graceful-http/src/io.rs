@@ -38,11 +38,9 @@ pub struct Io<I, R: Runtime> {
 /// What an HTTP/2 client with prior knowledge sends first.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// The most one read takes while its bytes are looked at, which is every
-/// read of an HTTP/1 connection whose framing is followed: hyper's first
-/// read, and the adapters' own staged reads (hyper would let reads grow
-/// for a large body; a larger buffer taken and freed at each read cost
-/// more than the reads it saved).
+/// The most one read takes while its bytes are looked at (every read of an
+/// HTTP/1 connection whose framing is followed): as much as hyper's first
+/// read, and as the adapters' own staged reads.
 const SEEN: usize = 8192;
 
 enum Close<S> {

@@ -31,10 +31,11 @@ pub struct ServeConfig {
     /// the listener closed, rather than when it closes.
     pub first_request_grace: Duration,
     /// HTTP: after the last response, when the client may still be sending
-    /// (request bytes pending, or a request body it may not have finished),
-    /// how long at most to read and discard what it sends before closing,
-    /// so it gets its response rather than a reset (default 500 ms). In the
-    /// ordinary case the connection closes at once.
+    /// (request bytes pending, a request's head or body not all read, or
+    /// pipelined requests read but not answered), how long at most to read
+    /// and discard what it sends before closing, so it gets its response
+    /// rather than a reset (default 500 ms). Otherwise the connection
+    /// closes at once.
     pub linger: Duration,
     /// How often to log progress while draining (default 1 s; `None`:
     /// never).
