@@ -22,7 +22,7 @@ use hyper::service::Service;
 use hyper::{Request, Response, StatusCode};
 
 use crate::clock::{ManualClock, TestRuntime};
-use crate::harness::PATIENCE;
+use crate::harness::{eventually, PATIENCE};
 use crate::Adapter;
 
 /// An adapter with `http::serve_on`.
@@ -431,6 +431,8 @@ pub fn http_b6_request_pipelined_behind_a_response_in_progress_is_served<A: Http
         rest.to_ascii_lowercase().contains("connection: close"),
         "{rest}"
     );
+    // The client pipelines: the close lingers until it closes its side.
+    drop(r);
     let outcome = server.outcome();
     assert!(outcome.is_drained(), "{outcome}");
 }
@@ -478,19 +480,36 @@ pub fn http_b12_the_close_lingers_only_while_a_body_is_not_all_read<A: HttpAdapt
     )
     .unwrap();
     let mut all = String::new();
+    // To the server's end of stream: its close has begun.
     c.read_to_string(&mut all).unwrap();
     assert!(all.starts_with("HTTP/1.1 200"), "{all}");
-    server.shutdown.trigger(Reason::requested());
-    // The linger holds the stop (for good, the clock being still).
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(!server.has_returned(), "no linger for a body not all read");
+    // The linger holds the connection (for good, the clock being still).
+    let client = c.local_addr().unwrap();
+    let released = eventually(Duration::from_millis(300), || {
+        !holds_conn(&server.shutdown, client)
+    });
+    assert!(!released, "no linger for a body not all read");
     // The rest is read and discarded; the close follows the client's.
     c.write_all(b"efghij").unwrap();
     c.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(
+        eventually(PATIENCE, || !holds_conn(&server.shutdown, client)),
+        "the linger outlived the client's close"
+    );
     // Nothing else lingers.
+    server.shutdown.trigger(Reason::requested());
     let outcome = server.outcome();
     assert!(outcome.is_drained(), "{outcome}");
     drop(open);
+}
+
+/// Whether `shutdown` (a server's, or above it) still holds the guard of
+/// the connection whose client side is bound to `client`.
+pub(crate) fn holds_conn(shutdown: &Shutdown, client: std::net::SocketAddr) -> bool {
+    let peer = format!(" {client}");
+    let report = shutdown.report();
+    let held = report.all_named().iter().any(|g| g.name.ends_with(&peer));
+    held
 }
 
 /// A `serve` cancelled (dropped, as a `select!` does) before its stop:

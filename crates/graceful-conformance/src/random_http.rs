@@ -1,7 +1,8 @@
 //! The seeded, randomized stop of [`crate::random`] over HTTP: keep-alive
 //! connections idle or reused during the pre-drain delay, slow requests
 //! inside or past the deadline, streaming responses with a request
-//! pipelined behind, upgraded connections whose handler watches
+//! pipelined behind, requests whose body is still arriving (read by their
+//! handler, or never read), upgraded connections whose handler watches
 //! the stop or ignores it, and connections opened during the delay, in
 //! combinations drawn from a seed. The invariants:
 //!
@@ -16,6 +17,10 @@
 //!   is answered too, after that response, with `Connection: close`;
 //! - an upgraded connection lives until its handler ends it, or until the
 //!   deadline forces it;
+//! - after its last response a connection closes at once when its client
+//!   sent everything it meant to (a body read whole included); it lingers,
+//!   holding the stop, while a body was never read to its end or the
+//!   client pipelined, until the client closes its side;
 //! - the outcome names exactly the connections still working at the
 //!   deadline, and every guard is released.
 
@@ -26,7 +31,7 @@ use std::time::Duration;
 use graceful_core::{ForceCause, Outcome, Reason, ServeConfig};
 
 use crate::harness::{eventually, refused_within, PATIENCE};
-use crate::http::{roundtrip, upgrade, HttpAdapter, HttpServer};
+use crate::http::{holds_conn, roundtrip, upgrade, HttpAdapter, HttpServer};
 use crate::random::{assert_deadline_armed, assert_held, Rng, Tally, Timing};
 
 /// What one HTTP client does.
@@ -456,6 +461,15 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
             );
             assert!(r.head.contains("connection: close"), "{stream}: {}", r.head);
             assert!(closed(&mut c.conn, PATIENCE), "{stream} open after it");
+            // It pipelined: the close lingers (the clock standing still)
+            // until it closes its side.
+            let client = c.conn.get_ref().local_addr().unwrap();
+            let held = || holds_conn(&server.shutdown, client);
+            let released = eventually(Duration::from_millis(100), || !held());
+            assert!(!released, "{stream}: no linger");
+            let shut = c.conn.get_ref().shutdown(std::net::Shutdown::Write);
+            shut.expect(&stream);
+            assert!(eventually(PATIENCE, || !held()), "{stream}: still held");
             tally.responses += 2;
             continue;
         }
@@ -472,21 +486,22 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
             assert_eq!(r.body, body);
             assert!(r.head.contains("connection: close"), "{}", r.head);
             if let HttpKind::Unread(_) = c.kind {
-                // The close lingers for the body never read: the rest is
-                // taken, and the close follows the client's, no reset.
-                c.conn.get_mut().write_all(UPLOAD_REST).unwrap();
-                c.conn
-                    .get_ref()
-                    .shutdown(std::net::Shutdown::Write)
-                    .unwrap();
+                // The close lingers for the body never read (the clock
+                // stands still meanwhile): the server's end of stream
+                // comes, its guard stays; the rest is taken, and the close
+                // follows the client's.
+                let unread = format!("client {} ({:?})", c.index, c.kind);
                 let mut rest = Vec::new();
-                let end = c.conn.read_to_end(&mut rest);
-                assert!(
-                    end.is_ok() && rest.is_empty(),
-                    "client {} ({:?}): {end:?} {rest:?}",
-                    c.index,
-                    c.kind
-                );
+                c.conn.read_to_end(&mut rest).expect(&unread);
+                assert!(rest.is_empty(), "{unread}: {rest:?}");
+                let client = c.conn.get_ref().local_addr().unwrap();
+                let held = || holds_conn(&server.shutdown, client);
+                let released = eventually(Duration::from_millis(100), || !held());
+                assert!(!released, "{unread}: no linger");
+                c.conn.get_mut().write_all(UPLOAD_REST).expect(&unread);
+                let shut = c.conn.get_ref().shutdown(std::net::Shutdown::Write);
+                shut.expect(&unread);
+                assert!(eventually(PATIENCE, || !held()), "{unread}: still held");
             }
             assert!(
                 closed(&mut c.conn, PATIENCE),

@@ -374,4 +374,38 @@ mod tests {
         let whole = b"POST / HTTP/1.0\r\nUpgrade: foo\r\nContent-Length: 4\r\n\r\nabcd";
         assert!(ends_at_once(whole, switching));
     }
+
+    /// A 2xx to CONNECT opens a tunnel: after the trigger it is not marked
+    /// `Connection: close` (as a `101` is not), while other responses are.
+    #[test]
+    fn a_tunnel_opened_after_the_trigger_is_not_marked_close() {
+        let head = |request: &[u8]| {
+            let wire = Stream::default();
+            wire.wire().to_read.extend(request);
+            let service = hyper::service::service_fn(|_: Request<Incoming>| async {
+                Ok::<_, Infallible>(Response::new(http_body_util::Empty::<Bytes>::new()))
+            });
+            let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+            let shutdown = Shutdown::new();
+            shutdown.trigger(Reason::requested());
+            let conn = Conn::new(addr, addr, shutdown);
+            let options = HttpOptions::new(&ServeConfig::default());
+            let served = serve_connection(NoTimers, wire.clone(), conn, service, options);
+            let mut served = pin!(served);
+            let mut cx = Context::from_waker(Waker::noop());
+            for _ in 0..20 {
+                if served.as_mut().poll(&mut cx).is_ready() {
+                    break;
+                }
+            }
+            let written = String::from_utf8_lossy(&wire.wire().written).to_ascii_lowercase();
+            written
+        };
+        let tunnel = head(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
+        assert!(tunnel.starts_with("http/1.1 200"), "{tunnel}");
+        assert!(!tunnel.contains("connection: close"), "{tunnel}");
+        let plain = head(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert!(plain.starts_with("http/1.1 200"), "{plain}");
+        assert!(plain.contains("connection: close"), "{plain}");
+    }
 }

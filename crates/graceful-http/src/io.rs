@@ -16,11 +16,13 @@ use hyper::rt::{Read, ReadBuf, ReadBufCursor, Write};
 /// down after its last response, the write side is shut first. Closing a
 /// socket with unread data makes the kernel send a reset, which can destroy
 /// the response the client has not read yet; so when the client may still
-/// be sending (request bytes are already pending, or a request's body has
-/// not all been read), what it sends is read and discarded until it closes
-/// its side or `linger` passes, and only then is the socket dropped.
-/// Otherwise the socket closes at once, so the process can exit right after
-/// its last response (as nginx's `lingering_close auto`).
+/// be sending (request bytes are already pending; or, on a connection whose
+/// requests it follows, a request's head or body is not all read, requests
+/// were read but not answered, or the client pipelines), what it sends is
+/// read and discarded until it closes its side or `linger` passes, and only
+/// then is the socket dropped. Otherwise the socket closes at once, so the
+/// process can exit right after its last response (as nginx's
+/// `lingering_close auto`).
 pub struct Io<I, R: Runtime> {
     inner: I,
     rt: R,
@@ -29,6 +31,9 @@ pub struct Io<I, R: Runtime> {
     /// Where the HTTP/1 requests read so far end (`None`: not followed, or
     /// HTTP/2).
     framing: Option<Framing>,
+    /// The client sent a request before the previous one was answered: it
+    /// pipelines, and its next request may be on its way at the close.
+    pipelined: bool,
     /// How many bytes of the HTTP/2 preface the first reads matched, until
     /// they match it whole or differ from it (`None`: done looking).
     preface: Option<usize>,
@@ -59,15 +64,17 @@ impl<I, R: Runtime> Io<I, R> {
             linger,
             activity: None,
             framing: None,
+            pipelined: false,
             preface: None,
             close: Close::Open,
         }
     }
 
     /// Wraps `inner` for a connection whose requests `activity` sees: the
-    /// close also lingers while an HTTP/1 request's body is not all read
-    /// (the bytes read are followed to where each request ends), or after
-    /// an HTTP/2 request that came with a body; and an HTTP/2 connection
+    /// close also lingers while an HTTP/1 request is not all read, not
+    /// answered, or its client pipelines (the bytes read are followed to
+    /// where each request ends), or after an HTTP/2 request that came with
+    /// a body; and an HTTP/2 connection
     /// is known as one from its preface, before its first request (so it
     /// gets its GOAWAY at the trigger even when idle).
     pub(crate) fn with_activity(
@@ -93,9 +100,10 @@ impl<I, R: Runtime> Io<I, R> {
             // pending count.
             (Some(activity), _) if activity.is_upgraded() => false,
             // A head or a body not all read, or requests read but not
-            // served (a client pipelining may be sending more).
+            // served, or a client that pipelines (as nginx's
+            // `lingering_close auto`): it may be sending more.
             (Some(activity), Some(framing)) => {
-                !framing.at_request_end() || framing.heads() > activity.requests()
+                !framing.at_request_end() || framing.heads() > activity.requests() || self.pipelined
             }
             _ => false,
         }
@@ -166,7 +174,13 @@ impl<I: Read + Unpin, R: Runtime> Read for Io<I, R> {
             };
         }
         if let Some(framing) = &mut this.framing {
+            let before = framing.heads();
             framing.read(got);
+            // Two requests in one read, or one while a response is still
+            // in progress.
+            let heads = framing.heads() - before;
+            let busy = this.activity.as_ref().is_some_and(|a| a.in_flight() > 0);
+            this.pipelined |= heads > 1 || (heads > 0 && busy);
         }
         Poll::Ready(Ok(()))
     }
@@ -318,8 +332,8 @@ mod tests {
         pin!(io).poll_shutdown(&mut cx).is_ready()
     }
 
-    /// Reads `sent` through `io` as hyper does, and serves every request
-    /// whose head was read whole.
+    /// Reads each part of `sent` through `io` as hyper does, and after
+    /// each serves every request whose head was read whole.
     fn read_all(io: &mut Io<Stream, NoTimers>, sent: &[&[u8]]) {
         let mut cx = Context::from_waker(Waker::noop());
         for bytes in sent {
@@ -327,10 +341,10 @@ mod tests {
             let mut buf = [0u8; 4096];
             let mut buf = ReadBuf::new(&mut buf);
             while pin!(&mut *io).poll_read(&mut cx, buf.unfilled()).is_ready() {}
-        }
-        if let (Some(activity), Some(framing)) = (&io.activity, &io.framing) {
-            while activity.requests() < framing.heads() {
-                activity.request();
+            if let (Some(activity), Some(framing)) = (&io.activity, &io.framing) {
+                while activity.requests() < framing.heads() {
+                    activity.request();
+                }
             }
         }
     }
@@ -349,7 +363,7 @@ mod tests {
     }
 
     #[test]
-    fn the_close_lingers_only_while_a_request_body_is_not_all_read() {
+    fn the_close_lingers_only_while_the_client_may_still_send() {
         let head = b"POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\n".as_slice();
         assert!(closes_at_once(&mut http1(), &[b"GET / HTTP/1.1\r\n\r\n"]));
         assert!(closes_at_once(&mut http1(), &[head, b"hel", b"lo"]));
@@ -363,6 +377,10 @@ mod tests {
             &[chunked, b"2\r\nhi\r\n0\r\n\r\n"]
         ));
         assert!(!closes_at_once(&mut http1(), &[chunked, b"2\r\nhi\r\n"]));
+        // Requests one after the other; two sent at once (pipelined).
+        let get = b"GET / HTTP/1.1\r\n\r\n".as_slice();
+        assert!(closes_at_once(&mut http1(), &[get, get]));
+        assert!(!closes_at_once(&mut http1(), &[&[get, get].concat()]));
         // Bytes it cannot follow: it lingers, as when in doubt.
         assert!(!closes_at_once(&mut http1(), &[b"\x16\x03\x01\x00"]));
         // After a `101`, what follows is not HTTP: only bytes pending count.

@@ -118,8 +118,10 @@ impl Activity {
 /// - counts requests, for the first-request grace, and the responses in
 ///   progress (until their body's end), for the close;
 /// - marks an HTTP/1 response whose head is produced after the trigger with
-///   `Connection: close`, except a `101 Switching Protocols`,
-///   which keeps its `Connection: Upgrade`.
+///   `Connection: close`, except a `101 Switching Protocols`, which keeps
+///   its `Connection: Upgrade`, and a 2xx that opens a CONNECT tunnel;
+/// - records a response that switches the connection to another protocol
+///   (where hyper prepared the upgrade).
 #[derive(Clone)]
 pub(crate) struct GracefulService<S> {
     inner: S,
@@ -245,20 +247,24 @@ where
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
         let in_flight = this.in_flight.take();
-        if let (Ok(res), Some(InFlight(activity)), Some(connect)) =
-            (&result, &in_flight, *this.upgrade)
-        {
-            let status = res.status();
-            if status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()) {
-                activity.mark_upgraded();
+        let switches = match (&result, *this.upgrade) {
+            (Ok(res), Some(connect)) => {
+                let status = res.status();
+                status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success())
             }
+            _ => false,
+        };
+        if let (true, Some(InFlight(activity))) = (switches, &in_flight) {
+            activity.mark_upgraded();
         }
         let mut res = match result {
             Ok(res) => res.map(|inner| Tracked { inner, in_flight }),
             Err(e) => return Poll::Ready(Err(e)),
         };
         if let Some(conn) = this.conn {
-            if conn.is_triggered() && res.status() != StatusCode::SWITCHING_PROTOCOLS {
+            // Not on a `101`, nor on a tunnel CONNECT opens.
+            let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS || switches;
+            if conn.is_triggered() && !switching {
                 res.headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
             }

@@ -31,8 +31,9 @@ pub struct ServeConfig {
     /// the listener closed, rather than when it closes.
     pub first_request_grace: Duration,
     /// HTTP: after the last response, when the client may still be sending
-    /// (request bytes pending, a request's head or body not all read, or
-    /// pipelined requests read but not answered), how long at most to read
+    /// (request bytes pending; HTTP/1: a request's head or body not all
+    /// read, requests read but not answered, or a client that pipelines;
+    /// HTTP/2: a request that came with a body), how long at most to read
     /// and discard what it sends before closing, so it gets its response
     /// rather than a reset (default 500 ms). Otherwise the connection
     /// closes at once.
