@@ -74,9 +74,9 @@ impl<I, R: Runtime> Io<I, R> {
     /// close also lingers while an HTTP/1 request is not all read, not
     /// answered, or its client pipelines (the bytes read are followed to
     /// where each request ends), or after an HTTP/2 request that came with
-    /// a body; and an HTTP/2 connection
-    /// is known as one from its preface, before its first request (so it
-    /// gets its GOAWAY at the trigger even when idle).
+    /// a body; and an HTTP/2 connection is known as one from its preface,
+    /// before its first request (so it gets its GOAWAY at the trigger even
+    /// when idle).
     pub(crate) fn with_activity(
         inner: I,
         rt: R,
@@ -91,8 +91,8 @@ impl<I, R: Runtime> Io<I, R> {
         }
     }
 
-    /// Whether the client may still be sending a request's body (with
-    /// nothing pending, at the close).
+    /// Whether the client may still be sending, at a close that finds
+    /// nothing pending.
     fn may_still_send(&self) -> bool {
         match (&self.activity, &self.framing) {
             (Some(activity), _) if activity.is_http2() => activity.had_body(),
@@ -242,8 +242,8 @@ impl<I: Read + Write + Unpin, R: Runtime> Write for Io<I, R> {
                             }
                             // It closed its side, or the socket failed.
                             Poll::Ready(_) => Close::Done,
-                            // Nothing pending: linger only if a request's
-                            // body may still be on its way.
+                            // Nothing pending: linger only if the client
+                            // may still be sending.
                             Poll::Pending if this.may_still_send() => {
                                 Close::Lingering(Box::pin(this.rt.sleep(this.linger)))
                             }
