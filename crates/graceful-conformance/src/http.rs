@@ -397,17 +397,9 @@ pub fn http_b6_request_pipelined_behind_a_response_in_progress_is_served<A: Http
     )
     .unwrap();
     let mut r = BufReader::new(s);
-    let mut head = String::new();
-    while !head.ends_with("\r\n\r\n") {
-        assert!(
-            r.read_line(&mut head).unwrap() > 0,
-            "closed before the head: {head}"
-        );
-    }
-    assert!(
-        !head.to_ascii_lowercase().contains("connection: close"),
-        "{head}"
-    );
+    let (status, head) = head(&mut r).expect("a response head");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(!head.contains("connection: close"), "{head}");
     let clock = server.clock.as_ref().unwrap();
     assert!(clock.wait_for_sleep(Duration::from_millis(1000), PATIENCE));
     // The listener closes with the response's body half sent.
@@ -483,19 +475,9 @@ pub fn http_b12_the_close_lingers_only_while_a_body_is_not_all_read<A: HttpAdapt
     // To the server's end of stream: its close has begun.
     c.read_to_string(&mut all).unwrap();
     assert!(all.starts_with("HTTP/1.1 200"), "{all}");
-    // The linger holds the connection (for good, the clock being still).
-    let client = c.local_addr().unwrap();
-    let released = eventually(Duration::from_millis(300), || {
-        !holds_conn(&server.shutdown, client)
-    });
-    assert!(!released, "no linger for a body not all read");
     // The rest is read and discarded; the close follows the client's.
-    c.write_all(b"efghij").unwrap();
-    c.shutdown(std::net::Shutdown::Write).unwrap();
-    assert!(
-        eventually(PATIENCE, || !holds_conn(&server.shutdown, client)),
-        "the linger outlived the client's close"
-    );
+    let hold = Duration::from_millis(300);
+    assert_lingers_until_closed(&server.shutdown, &mut c, b"efghij", hold, "unread body");
     // Nothing else lingers.
     server.shutdown.trigger(Reason::requested());
     let outcome = server.outcome();
@@ -503,13 +485,55 @@ pub fn http_b12_the_close_lingers_only_while_a_body_is_not_all_read<A: HttpAdapt
     drop(open);
 }
 
-/// Whether `shutdown` (a server's, or above it) still holds the guard of
-/// the connection whose client side is bound to `client`.
-pub(crate) fn holds_conn(shutdown: &Shutdown, client: std::net::SocketAddr) -> bool {
-    let peer = format!(" {client}");
-    let report = shutdown.report();
-    let held = report.all_named().iter().any(|g| g.name.ends_with(&peer));
-    held
+/// Reads a response head: its status line, and its header lines in lower
+/// case, up to the empty line.
+pub(crate) fn head(c: &mut BufReader<TcpStream>) -> io::Result<(String, String)> {
+    let mut status = String::new();
+    if c.read_line(&mut status)? == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if c.read_line(&mut line)? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if line == "\r\n" {
+            return Ok((status, head));
+        }
+        head.push_str(&line.to_ascii_lowercase());
+    }
+}
+
+/// Asserts that `shutdown`'s server keeps the connection of `client`
+/// lingering, its end of stream already read: its guard is still held
+/// for `hold` (the clock standing still, no linger ends by its limit).
+/// Then the client sends `rest` and closes its side, and the linger must
+/// end with it.
+pub(crate) fn assert_lingers_until_closed(
+    shutdown: &Shutdown,
+    client: &mut TcpStream,
+    rest: &[u8],
+    hold: Duration,
+    what: &str,
+) {
+    let addr = client.local_addr().unwrap();
+    let held = || {
+        let peer = format!(" {addr}");
+        let report = shutdown.report();
+        let held = report.all_named().iter().any(|g| g.name.ends_with(&peer));
+        held
+    };
+    assert!(!eventually(hold, || !held()), "{what}: no linger");
+    client
+        .write_all(rest)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let shut = client.shutdown(std::net::Shutdown::Write);
+    shut.unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        eventually(PATIENCE, || !held()),
+        "{what}: the linger outlived the client's close"
+    );
 }
 
 /// A `serve` cancelled (dropped, as a `select!` does) before its stop:
@@ -540,11 +564,8 @@ pub fn http_a_cancelled_serve_closes_its_idle_keep_alive_connections<A: HttpAdap
     c.write_all(b"GET /sleep?ms=0 HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
     let mut r = BufReader::new(c);
-    let mut head = String::new();
-    while !head.ends_with("\r\n\r\n") {
-        assert!(r.read_line(&mut head).unwrap() > 0, "{head}");
-    }
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (status, _) = head(&mut r).expect("a response head");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     cancel.send(()).unwrap();
     returned.recv_timeout(PATIENCE).expect("serve was dropped");
     let mut rest = String::new();

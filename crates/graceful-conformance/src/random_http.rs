@@ -31,7 +31,7 @@ use std::time::Duration;
 use graceful_core::{ForceCause, Outcome, Reason, ServeConfig};
 
 use crate::harness::{eventually, refused_within, PATIENCE};
-use crate::http::{holds_conn, roundtrip, upgrade, HttpAdapter, HttpServer};
+use crate::http::{assert_lingers_until_closed, head, roundtrip, upgrade, HttpAdapter, HttpServer};
 use crate::random::{assert_deadline_armed, assert_held, Rng, Tally, Timing};
 
 /// What one HTTP client does.
@@ -156,26 +156,11 @@ fn get(c: &mut BufReader<TcpStream>, path: &str) {
 }
 
 fn reply(c: &mut BufReader<TcpStream>) -> io::Result<Reply> {
-    let mut status = String::new();
-    if c.read_line(&mut status)? == 0 {
-        return Err(io::ErrorKind::UnexpectedEof.into());
-    }
-    let mut head = String::new();
-    let mut len = 0;
-    loop {
-        let mut line = String::new();
-        if c.read_line(&mut line)? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        if line == "\r\n" {
-            break;
-        }
-        let lower = line.to_ascii_lowercase();
-        if let Some(v) = lower.strip_prefix("content-length:") {
-            len = v.trim().parse().unwrap_or(0);
-        }
-        head.push_str(&lower);
-    }
+    let (status, head) = head(c)?;
+    let len = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap_or(0));
     let mut body = vec![0u8; len];
     c.read_exact(&mut body)?;
     Ok(Reply {
@@ -183,21 +168,6 @@ fn reply(c: &mut BufReader<TcpStream>) -> io::Result<Reply> {
         head,
         body: String::from_utf8_lossy(&body).into_owned(),
     })
-}
-
-/// Reads a response head: its lines in lower case, up to the empty line.
-fn head(c: &mut BufReader<TcpStream>) -> io::Result<String> {
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        if c.read_line(&mut line)? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        if line == "\r\n" {
-            return Ok(head);
-        }
-        head.push_str(&line.to_ascii_lowercase());
-    }
 }
 
 /// Reads one chunk of a chunked body (empty: the last, and its trailer).
@@ -330,8 +300,8 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
                 let pipelined =
                     format!("GET /stream?ms={ms} HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
                 c.get_mut().write_all(pipelined.as_bytes()).unwrap();
-                let head = head(&mut c).expect("a response head");
-                assert!(head.starts_with("http/1.1 200"), "{head}");
+                let (status, head) = head(&mut c).expect("a response head");
+                assert!(status.starts_with("HTTP/1.1 200"), "{status}");
                 assert!(!head.contains("connection: close"), "{head}");
                 assert_eq!(chunk(&mut c).unwrap(), "first\n");
                 (c, Some("last\n".to_string()))
@@ -461,15 +431,9 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
             );
             assert!(r.head.contains("connection: close"), "{stream}: {}", r.head);
             assert!(closed(&mut c.conn, PATIENCE), "{stream} open after it");
-            // It pipelined: the close lingers (the clock standing still)
-            // until it closes its side.
-            let client = c.conn.get_ref().local_addr().unwrap();
-            let held = || holds_conn(&server.shutdown, client);
-            let released = eventually(Duration::from_millis(100), || !held());
-            assert!(!released, "{stream}: no linger");
-            let shut = c.conn.get_ref().shutdown(std::net::Shutdown::Write);
-            shut.expect(&stream);
-            assert!(eventually(PATIENCE, || !held()), "{stream}: still held");
+            // It pipelined: the close lingers until it closes its side.
+            let hold = Duration::from_millis(100);
+            assert_lingers_until_closed(&server.shutdown, c.conn.get_mut(), b"", hold, &stream);
             tally.responses += 2;
             continue;
         }
@@ -486,22 +450,16 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
             assert_eq!(r.body, body);
             assert!(r.head.contains("connection: close"), "{}", r.head);
             if let HttpKind::Unread(_) = c.kind {
-                // The close lingers for the body never read (the clock
-                // stands still meanwhile): the server's end of stream
-                // comes, its guard stays; the rest is taken, and the close
-                // follows the client's.
+                // The close lingers for the body never read: the server's
+                // end of stream comes, then the rest is taken, and the
+                // close follows the client's.
                 let unread = format!("client {} ({:?})", c.index, c.kind);
                 let mut rest = Vec::new();
                 c.conn.read_to_end(&mut rest).expect(&unread);
                 assert!(rest.is_empty(), "{unread}: {rest:?}");
-                let client = c.conn.get_ref().local_addr().unwrap();
-                let held = || holds_conn(&server.shutdown, client);
-                let released = eventually(Duration::from_millis(100), || !held());
-                assert!(!released, "{unread}: no linger");
-                c.conn.get_mut().write_all(UPLOAD_REST).expect(&unread);
-                let shut = c.conn.get_ref().shutdown(std::net::Shutdown::Write);
-                shut.expect(&unread);
-                assert!(eventually(PATIENCE, || !held()), "{unread}: still held");
+                let hold = Duration::from_millis(100);
+                let client = c.conn.get_mut();
+                assert_lingers_until_closed(&server.shutdown, client, UPLOAD_REST, hold, &unread);
             }
             assert!(
                 closed(&mut c.conn, PATIENCE),
