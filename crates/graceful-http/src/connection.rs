@@ -332,9 +332,10 @@ mod tests {
 
     /// Serves `sent` (there at once) with a service that answers `status`
     /// without reading the body, with a long linger and no timer that
-    /// fires: whether the connection ends at once (rather than lingering,
-    /// which nothing ends here).
-    fn ends_at_once(sent: &[u8], status: StatusCode) -> bool {
+    /// fires, its server's stop triggered first if `triggered`: whether
+    /// the connection ended at once (rather than lingering, which nothing
+    /// ends here), and what it wrote, in lower case.
+    fn serve_by_hand(sent: &[u8], status: StatusCode, triggered: bool) -> (bool, String) {
         let wire = Stream::default();
         wire.wire().to_read.extend(sent);
         let service = hyper::service::service_fn(move |_: Request<Incoming>| async move {
@@ -343,12 +344,23 @@ mod tests {
             Ok::<_, Infallible>(res)
         });
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let conn = Conn::new(addr, addr, Shutdown::new());
+        let shutdown = Shutdown::new();
+        if triggered {
+            shutdown.trigger(Reason::requested());
+        }
+        let conn = Conn::new(addr, addr, shutdown);
         let config = ServeConfig::default().linger(std::time::Duration::from_secs(1));
-        let served = serve_connection(NoTimers, wire, conn, service, HttpOptions::new(&config));
+        let options = HttpOptions::new(&config);
+        let served = serve_connection(NoTimers, wire.clone(), conn, service, options);
         let mut served = pin!(served);
         let mut cx = Context::from_waker(Waker::noop());
-        (0..50).any(|_| served.as_mut().poll(&mut cx).is_ready())
+        let ended = (0..50).any(|_| served.as_mut().poll(&mut cx).is_ready());
+        let written = String::from_utf8_lossy(&wire.wire().written).to_ascii_lowercase();
+        (ended, written)
+    }
+
+    fn ends_at_once(sent: &[u8], status: StatusCode) -> bool {
+        serve_by_hand(sent, status, false).0
     }
 
     /// The close lingers for what hyper read but did not serve, and where
@@ -379,28 +391,7 @@ mod tests {
     /// `Connection: close` (as a `101` is not), while other responses are.
     #[test]
     fn a_tunnel_opened_after_the_trigger_is_not_marked_close() {
-        let head = |request: &[u8]| {
-            let wire = Stream::default();
-            wire.wire().to_read.extend(request);
-            let service = hyper::service::service_fn(|_: Request<Incoming>| async {
-                Ok::<_, Infallible>(Response::new(http_body_util::Empty::<Bytes>::new()))
-            });
-            let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-            let shutdown = Shutdown::new();
-            shutdown.trigger(Reason::requested());
-            let conn = Conn::new(addr, addr, shutdown);
-            let options = HttpOptions::new(&ServeConfig::default());
-            let served = serve_connection(NoTimers, wire.clone(), conn, service, options);
-            let mut served = pin!(served);
-            let mut cx = Context::from_waker(Waker::noop());
-            for _ in 0..20 {
-                if served.as_mut().poll(&mut cx).is_ready() {
-                    break;
-                }
-            }
-            let written = String::from_utf8_lossy(&wire.wire().written).to_ascii_lowercase();
-            written
-        };
+        let head = |request: &[u8]| serve_by_hand(request, StatusCode::OK, true).1;
         let tunnel = head(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
         assert!(tunnel.starts_with("http/1.1 200"), "{tunnel}");
         assert!(!tunnel.contains("connection: close"), "{tunnel}");
