@@ -451,6 +451,23 @@ mod tests {
         }
     }
 
+    /// Past limits hyper has and this does not, this still follows a body
+    /// (hyper ends the connection): never a request end.
+    #[test]
+    fn past_hyper_s_limits_a_body_is_still_followed() {
+        let mut framing = Framing::default();
+        framing.read(b"POST / HTTP/1.1\r\ncontent-length: 18446744073709551615\r\n\r\nabc");
+        assert!(!framing.at_request_end() && !framing.is_lost());
+        let mut framing = Framing::default();
+        framing.read(b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n1;");
+        framing.read(&[b'x'; 20 << 10]);
+        framing.read(b"\r\na\r\n0\r\nx-trailer: ");
+        framing.read(&[b'y'; 20 << 10]);
+        assert!(!framing.at_request_end() && !framing.is_lost());
+        framing.read(b"\r\n\r\n");
+        assert!(framing.at_request_end());
+    }
+
     #[test]
     fn a_head_too_long_to_follow_is_lost() {
         let mut framing = Framing::default();
