@@ -103,41 +103,46 @@ impl ManualClock {
     /// Blocks (in real time, at most `timeout`) until at least `n` sleeps
     /// are waiting; returns whether they are.
     pub fn wait_for_sleeps(&self, n: usize, timeout: Duration) -> bool {
-        let until = Instant::now() + timeout;
-        loop {
-            if self.sleeping() >= n {
-                return true;
-            }
-            let l = self.inner.changed.listen();
-            if self.sleeping() >= n {
-                return true;
-            }
-            if l.wait_deadline(until).is_none() {
-                return self.sleeping() >= n;
-            }
-        }
+        self.wait_until(timeout, |st| st.sleepers.len() >= n)
     }
 
     /// Whether a sleep ending exactly at `at` (measured, like
     /// [`elapsed`](Self::elapsed), from the clock's start) is waiting.
     pub fn has_sleep_ending_at(&self, at: Duration) -> bool {
-        self.state()
-            .sleepers
-            .iter()
-            .any(|(_, deadline, _)| *deadline == at)
+        Self::ends_at(&self.state(), at)
+    }
+
+    /// Blocks (in real time, at most `timeout`) until a sleep ending exactly
+    /// at `at` (from the clock's start) is waiting; returns whether one is.
+    /// Lets a test know that one particular timer (say the pre-drain
+    /// delay's, armed at the trigger) was armed before it moves the clock,
+    /// when other, longer timers (hyper's header read timeout) may be
+    /// waiting too.
+    pub fn wait_for_sleep_ending_at(&self, at: Duration, timeout: Duration) -> bool {
+        self.wait_until(timeout, |st| Self::ends_at(st, at))
     }
 
     /// Blocks (in real time, at most `timeout`) until some sleep that ends at
     /// least `remaining` from now is waiting; returns whether one is. Lets a
     /// test know that a deadline timer was armed before it moves the clock.
     pub fn wait_for_sleep(&self, remaining: Duration, timeout: Duration) -> bool {
+        self.wait_until(timeout, |st| {
+            st.sleepers
+                .iter()
+                .any(|(_, deadline, _)| *deadline >= st.elapsed + remaining)
+        })
+    }
+
+    fn ends_at(st: &ClockState, at: Duration) -> bool {
+        st.sleepers.iter().any(|(_, deadline, _)| *deadline == at)
+    }
+
+    /// Blocks (in real time, at most `timeout`) until `has` holds of the
+    /// clock's state; returns whether it does. A sleep that registers
+    /// notifies `changed` after it did, so no registration is missed.
+    fn wait_until(&self, timeout: Duration, has: impl Fn(&ClockState) -> bool) -> bool {
         let until = Instant::now() + timeout;
         loop {
-            let has = |st: &ClockState| {
-                st.sleepers
-                    .iter()
-                    .any(|(_, deadline, _)| *deadline >= st.elapsed + remaining)
-            };
             if has(&self.state()) {
                 return true;
             }

@@ -594,7 +594,7 @@ fn run_plan<A: Adapter>(plan: &Plan) -> Tally {
     // The pre-drain delay: the listener stays open and everything is served.
     if !plan.pre_drain.is_zero() {
         assert!(
-            eventually(PATIENCE, || clock.has_sleep_ending_at(plan.pre_drain)),
+            clock.wait_for_sleep_ending_at(plan.pre_drain, PATIENCE),
             "the pre-drain delay was not armed"
         );
         clock.advance(plan.pre_drain_step);

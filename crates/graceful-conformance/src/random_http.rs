@@ -340,7 +340,7 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
 
     if !plan.pre_drain.is_zero() {
         assert!(
-            eventually(PATIENCE, || clock.has_sleep_ending_at(plan.pre_drain)),
+            clock.wait_for_sleep_ending_at(plan.pre_drain, PATIENCE),
             "the pre-drain delay was not armed"
         );
         clock.advance(plan.pre_drain_step);

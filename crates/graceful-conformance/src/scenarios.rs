@@ -309,7 +309,7 @@ pub fn b15_pre_drain_keeps_accepting_then_refuses<A: Adapter>() {
     server.stop();
     assert!(server
         .clock()
-        .wait_for_sleep(Duration::from_secs(5), PATIENCE));
+        .wait_for_sleep_ending_at(Duration::from_secs(5), PATIENCE));
     let mut during = server.connect();
     during.roundtrip("still serving", "still serving");
     // Past the first-request grace, still within the delay: neither the
@@ -518,7 +518,7 @@ pub fn b9_a_force_during_pre_drain_reports_only_connections<A: Adapter>() {
     server.stop();
     assert!(server
         .clock()
-        .wait_for_sleep(Duration::from_secs(5), PATIENCE));
+        .wait_for_sleep_ending_at(Duration::from_secs(5), PATIENCE));
     server.shutdown.force(ForceCause::Signal(Signal::Interrupt));
     assert!(stuck.closed_within(PATIENCE));
     let outcome = server.outcome();
