@@ -114,6 +114,8 @@ fn second_signal_exits_with_128_plus_signo(example: &str, signal: &str, code: i3
     stuck.send("slow\n");
     s.wait_log("line from", 1);
     s.signal(signal);
+    // Taken before the second is sent: two pending alike are one.
+    s.wait_log(&format!("SIG{signal} received"), 1);
     assert!(
         s.exit_within(Duration::from_millis(300)).is_none(),
         "draining"

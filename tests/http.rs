@@ -269,6 +269,8 @@ fn second_signal_exits_with_128_plus_signo(example: &str, signal: &str, code: i3
     });
     s.wait_log("GET /\n", 1);
     s.signal(signal);
+    // Taken before the second is sent: two pending alike are one.
+    s.wait_log(&format!("SIG{signal} received"), 1);
     assert!(
         s.exit_within(Duration::from_millis(300)).is_none(),
         "draining"
@@ -411,8 +413,10 @@ fn exits_promptly_after(example: &str, rest: &str) {
     // The client keeps its socket open.
     assert_eq!(s.exit_within(PATIENCE), Some(0));
     let exit = answered.elapsed();
+    // A needless linger ends no sooner than 500 ms after the response was
+    // written; the bound leaves an ordinary exit 400 ms on a busy machine.
     assert!(
-        exit < Duration::from_millis(300),
+        exit < Duration::from_millis(400),
         "exited {exit:?} after its last response (a 500 ms linger it did not need?)"
     );
     drop(client);

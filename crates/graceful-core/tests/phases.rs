@@ -98,24 +98,33 @@ fn guard_is_released_by_panic_unwind() {
 #[test]
 fn waiter_on_another_thread_is_woken_by_the_last_release() {
     within(10, || {
-        let s = Shutdown::new();
-        let g = s.guard();
-        let waiter = {
-            let s = s.clone();
-            std::thread::spawn(move || {
-                s.wait_drained();
-                Instant::now()
-            })
-        };
-        s.trigger(Reason::requested());
-        std::thread::sleep(Duration::from_millis(50));
-        let released = Instant::now();
-        drop(g);
-        let woke = waiter.join().unwrap();
         // Event-driven: well under any poll interval (B8 asks for 10 ms).
-        // Under Miri's interpreter only the wake-up itself is checked.
+        // The median of five wake-ups, so that one preemption of the
+        // waiter on a busy machine does not fail it, while a poll of every
+        // 100 ms would still fail it 99 times in 100. (One under Miri's
+        // interpreter, where only the wake-ups themselves are checked.)
+        let rounds = if cfg!(miri) { 1 } else { 5 };
+        let mut lags: Vec<Duration> = (0..rounds)
+            .map(|_| {
+                let s = Shutdown::new();
+                let g = s.guard();
+                let waiter = {
+                    let s = s.clone();
+                    std::thread::spawn(move || {
+                        s.wait_drained();
+                        Instant::now()
+                    })
+                };
+                s.trigger(Reason::requested());
+                std::thread::sleep(Duration::from_millis(50));
+                let released = Instant::now();
+                drop(g);
+                waiter.join().unwrap().duration_since(released)
+            })
+            .collect();
+        lags.sort();
         if !cfg!(miri) {
-            assert!(woke.duration_since(released) < Duration::from_millis(10));
+            assert!(lags[2] < Duration::from_millis(10), "{lags:?}");
         }
     });
 }
