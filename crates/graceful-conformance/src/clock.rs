@@ -116,8 +116,8 @@ impl ManualClock {
     /// at `at` (from the clock's start) is waiting; returns whether one is.
     /// Lets a test know that one particular timer (say the pre-drain
     /// delay's, armed at the trigger) was armed before it moves the clock,
-    /// when other, longer timers (hyper's header read timeout) may be
-    /// waiting too.
+    /// when other timers on this clock (a connection's linger, the drain's
+    /// deadline) may be waiting too.
     pub fn wait_for_sleep_ending_at(&self, at: Duration, timeout: Duration) -> bool {
         self.wait_until(timeout, |st| Self::ends_at(st, at))
     }
