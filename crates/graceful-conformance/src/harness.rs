@@ -176,6 +176,21 @@ impl<A: Adapter> Server<A> {
             panic!("serve returned early: {outcome:?}");
         }
     }
+
+    /// Waits (at most [`PATIENCE`]) until the shutdown's report names the
+    /// connection `name` (`conn ADDR`): the server accepted it, it is no
+    /// longer queued.
+    pub fn wait_accepted(&self, name: &str) {
+        assert!(
+            eventually(PATIENCE, || self
+                .shutdown
+                .report()
+                .all_named()
+                .iter()
+                .any(|g| g.name == name)),
+            "{name} was never accepted"
+        );
+    }
 }
 
 impl<A: Adapter> std::fmt::Debug for Server<A> {

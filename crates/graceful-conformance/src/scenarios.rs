@@ -358,12 +358,7 @@ pub fn b7_new_connection_gets_the_first_request_grace<A: Adapter>() {
     server.stop();
     assert!(first.closed_within(PATIENCE));
     // Accepted from the backlog after the trigger, before its request.
-    assert!(eventually(PATIENCE, || server
-        .shutdown
-        .report()
-        .all_named()
-        .iter()
-        .any(|g| g.name == queued_name)));
+    server.wait_accepted(&queued_name);
     queued.roundtrip("sent after the trigger", "sent after the trigger");
     assert!(queued.closed_within(PATIENCE));
     assert!(server.outcome().is_drained());
@@ -516,12 +511,7 @@ pub fn b9_a_force_during_pre_drain_reports_only_connections<A: Adapter>() {
     stuck.send("hang");
     // Accepted (so in the report the force takes), not still queued.
     let stuck_name = format!("conn {stuck_addr}");
-    assert!(eventually(PATIENCE, || server
-        .shutdown
-        .report()
-        .all_named()
-        .iter()
-        .any(|g| g.name == stuck_name)));
+    server.wait_accepted(&stuck_name);
     server.stop();
     assert!(server
         .clock()
