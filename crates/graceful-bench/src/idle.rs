@@ -6,6 +6,9 @@
 //! - a: descriptors per idle connection;
 //! - b: resident memory per idle connection;
 //! - c: SIGTERM to the last of N idle keep-alive connections closed;
+//! - f: the CPU time the server spent in that stop, per connection: what
+//!   the closes cost, and where c's time goes (the kernel's share is the
+//!   floor's row);
 //! - d: the last response to the process's exit, for a client that does
 //!   not close its side (one request in flight at SIGTERM).
 
@@ -227,6 +230,30 @@ fn descriptors(pid: u32) -> usize {
         .count()
 }
 
+/// The CPU time (user and system) `pid`'s live threads ran so far, in ms.
+/// (A thread that already exited is not counted: none of the servers ends
+/// one during a round.)
+fn cpu_ms(pid: u32) -> f64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let ns = |task: std::fs::DirEntry| -> f64 {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        stat.split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse().ok())
+            .unwrap_or(0.0)
+    };
+    tasks.map(|t| ns(t.unwrap())).sum::<f64>() / 1e6
+}
+
+/// The CPU time (user and system) of every child this process reaped so
+/// far, in ms.
+fn reaped_cpu_ms() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let usage = getrusage(UsageWho::RUSAGE_CHILDREN).unwrap();
+    let ms = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 * 1e3 + t.tv_usec() as f64 / 1e3;
+    ms(usage.user_time()) + ms(usage.system_time())
+}
+
 fn rss_kib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -326,6 +353,8 @@ struct IdleRound {
     kib_per_conn: f64,
     first_ms: f64,
     close_ms: f64,
+    /// The server's CPU time from the signal to its exit, per connection.
+    stop_cpu_us: f64,
 }
 
 fn idle_round(client: &tokio::runtime::Runtime, server: Server) -> IdleRound {
@@ -358,8 +387,12 @@ fn idle_round(client: &tokio::runtime::Runtime, server: Server) -> IdleRound {
     std::thread::sleep(Duration::from_millis(100));
     let (fds1, rss1) = (descriptors(pid), rss_kib(pid));
     let streams: Vec<_> = streams.into_iter().map(|s| s.into_std().unwrap()).collect();
+    let (cpu_before, reaped_before) = (cpu_ms(pid), reaped_cpu_ms());
     let (first, last) = sigterm_and_watch(&child.0, &streams);
     let status = child.0.wait().unwrap();
+    // The child's whole life, now that it is reaped, less what it ran
+    // before the signal.
+    let stop_cpu_ms = reaped_cpu_ms() - reaped_before - cpu_before;
     drop(streams);
     assert!(status.success(), "{}: {status}", server.name);
     IdleRound {
@@ -369,6 +402,7 @@ fn idle_round(client: &tokio::runtime::Runtime, server: Server) -> IdleRound {
         kib_per_conn: (rss1 - rss0) / N as f64,
         first_ms: first.as_secs_f64() * 1e3,
         close_ms: last.as_secs_f64() * 1e3,
+        stop_cpu_us: stop_cpu_ms * 1e3 / N as f64,
     }
 }
 
@@ -398,17 +432,22 @@ pub(crate) fn idle_connections(mode: Mode) -> Vec<Table> {
         .unwrap();
     let rows = || -> Vec<Row> { SERVERS.iter().map(|s| Row::new(s.name, s.kind)).collect() };
     let (mut fds, mut kib, mut close, mut exit) = (rows(), rows(), rows(), rows());
+    let mut cpu = rows();
     let http = SERVERS.iter().filter(|s| s.http);
     let mut exit_body: Vec<Row> = http.clone().map(|s| Row::new(s.name, s.kind)).collect();
     let mut firsts = vec![Vec::new(); SERVERS.len()];
     let mut kernel = Row::new(KERNEL.name, KERNEL.kind);
+    let mut kernel_cpu = Row::new(KERNEL.name, KERNEL.kind);
     for _ in 0..mode.pick(3, 7) {
-        kernel.samples.push(idle_round(&client, KERNEL).close_ms);
+        let r = idle_round(&client, KERNEL);
+        kernel.samples.push(r.close_ms);
+        kernel_cpu.samples.push(r.stop_cpu_us);
         for (i, &server) in SERVERS.iter().enumerate() {
             let r = idle_round(&client, server);
             fds[i].samples.push(r.fds_per_conn);
             kib[i].samples.push(r.kib_per_conn);
             close[i].samples.push(r.close_ms);
+            cpu[i].samples.push(r.stop_cpu_us);
             firsts[i].push(r.first_ms);
             exit[i]
                 .samples
@@ -432,6 +471,8 @@ pub(crate) fn idle_connections(mode: Mode) -> Vec<Table> {
     // In 8c the kernel is the floor and the hand-wired server a peer.
     close[0].kind = Kind::Peer;
     close.insert(0, kernel);
+    cpu[0].kind = Kind::Peer;
+    cpu.insert(0, kernel_cpu);
     vec![
         Table {
             title: format!("8a. descriptors per idle connection ({N} open)"),
@@ -462,6 +503,12 @@ pub(crate) fn idle_connections(mode: Mode) -> Vec<Table> {
             unit: "ms",
             lower_is_better: true,
             rows: exit_body,
+        },
+        Table {
+            title: "8f. the server's CPU time (user + system) from SIGTERM to its exit in 8c, per connection".into(),
+            unit: "µs",
+            lower_is_better: true,
+            rows: cpu,
         },
     ]
 }
