@@ -6,6 +6,7 @@ use std::task::{ready, Context, Poll};
 use async_io::Async;
 use graceful_core::server::Accept;
 
+use crate::stream::Socket;
 use crate::{Runtime, Stream};
 
 /// A listener on `async-io`'s reactor, driven by the core's accept loop.
@@ -16,9 +17,9 @@ impl Listener {
         Ok(Listener(Async::new(listener)?))
     }
 
-    fn accept_now(&self) -> io::Result<(Arc<Async<std::net::TcpStream>>, SocketAddr)> {
+    fn accept_now(&self) -> io::Result<(Arc<Socket>, SocketAddr)> {
         let (stream, peer) = self.0.get_ref().accept()?;
-        Ok((Arc::new(Async::new(stream)?), peer))
+        Ok((Arc::new(Socket::new(stream)?), peer))
     }
 }
 
@@ -29,7 +30,7 @@ impl std::os::fd::AsFd for Listener {
 }
 
 impl Accept for Listener {
-    type Socket = Async<std::net::TcpStream>;
+    type Socket = Socket;
 
     fn poll_accept(
         &mut self,
