@@ -24,6 +24,8 @@
 mod adapter;
 mod clock;
 pub mod fixture;
+#[cfg(feature = "http")]
+mod h2;
 pub mod harness;
 #[cfg(feature = "http")]
 pub mod http;

@@ -3,7 +3,8 @@
 //! inside or past the deadline, streaming responses with a request
 //! pipelined behind, requests whose body is still arriving (read by their
 //! handler, or never read), upgraded connections whose handler watches
-//! the stop or ignores it, and connections opened during the delay, in
+//! the stop or ignores it, HTTP/2 connections idle or with a stream in
+//! flight, and connections (HTTP/1 or 2) opened during the delay, in
 //! combinations drawn from a seed. The invariants:
 //!
 //! - a request the server read gets its whole response, marked
@@ -17,6 +18,11 @@
 //!   is answered too, after that response, with `Connection: close`;
 //! - an upgraded connection lives until its handler ends it, or until the
 //!   deadline forces it;
+//! - an HTTP/2 connection gets GOAWAY at the trigger (one opened during
+//!   the delay, once its first request is read), naming the streams it
+//!   serves: an idle one then closes, during the delay too; a stream in
+//!   flight gets its whole response (or is cut at the deadline), then the
+//!   connection closes;
 //! - after its last response a connection closes at once when its client
 //!   sent everything it meant to (a body read whole included); it lingers,
 //!   holding the stop, while a body was never read to its end or the
@@ -30,6 +36,7 @@ use std::time::Duration;
 
 use graceful_core::{ForceCause, Outcome, Reason, ServeConfig};
 
+use crate::h2::H2;
 use crate::harness::{eventually, refused_within, PATIENCE};
 use crate::http::{assert_lingers_until_closed, head, roundtrip, upgrade, HttpAdapter, HttpServer};
 use crate::random::{assert_deadline_armed, assert_held, Rng, Tally, Timing};
@@ -65,6 +72,15 @@ pub enum HttpKind {
     LateSlow(u64),
     /// During the pre-drain delay: a new connection, upgraded.
     LateUpgrade,
+    /// Before the trigger: an HTTP/2 connection, one request answered,
+    /// then idle.
+    H2Idle,
+    /// Before the trigger: an HTTP/2 connection with a stream in flight,
+    /// a request taking this many ms.
+    H2Slow(u64),
+    /// During the pre-drain delay: a new HTTP/2 connection, a request
+    /// taking this many ms.
+    LateH2(u64),
 }
 
 /// A stop configuration and its HTTP clients, drawn from a seed.
@@ -117,6 +133,18 @@ impl HttpPlan {
                 });
             }
         }
+        // Drawn last, so that the draws above (and the plans of seeds
+        // that had no HTTP/2 clients) stay as they were.
+        for _ in 0..rng.below(3) {
+            clients.push(match rng.below(3) {
+                0 => HttpKind::H2Idle,
+                1 => HttpKind::H2Slow(within),
+                _ => HttpKind::H2Slow(beyond),
+            });
+        }
+        if !pre_drain.is_zero() && rng.below(2) == 0 {
+            clients.push(HttpKind::LateH2(within));
+        }
         HttpPlan {
             seed,
             pre_drain,
@@ -132,7 +160,9 @@ impl HttpPlan {
             HttpKind::Slow(ms)
             | HttpKind::LateSlow(ms)
             | HttpKind::Streaming(ms)
-            | HttpKind::Unread(ms) => Duration::from_millis(ms) > self.timeout,
+            | HttpKind::Unread(ms)
+            | HttpKind::H2Slow(ms)
+            | HttpKind::LateH2(ms) => Duration::from_millis(ms) > self.timeout,
             _ => false,
         }
     }
@@ -212,6 +242,52 @@ struct Client {
     pending: Option<String>,
 }
 
+/// An HTTP/2 client and its stream still to be answered, if any.
+struct H2Client {
+    kind: HttpKind,
+    index: usize,
+    h2: H2,
+    pending: Option<(u32, u64)>,
+}
+
+impl H2Client {
+    fn what(&self) -> String {
+        format!("HTTP/2 client {} ({:?})", self.index, self.kind)
+    }
+
+    /// Waits for the GOAWAY that names stream `id` (the graceful one's
+    /// second, sent once the client answered its PING).
+    fn assert_goaway_names(&mut self, id: u32) {
+        let named = self.h2.read_until(PATIENCE, |h2| h2.goaways.contains(&id));
+        assert!(
+            named,
+            "{}: no GOAWAY naming stream {id}: {:?}",
+            self.what(),
+            self.h2.goaways
+        );
+    }
+
+    /// Its stream's whole response (a 200 with the expected body), then
+    /// the connection's end.
+    fn assert_answered_then_closed(&mut self) {
+        let (id, ms) = self.pending.take().expect("a stream in flight");
+        let response = self.h2.finish(id, PATIENCE);
+        assert!(response.ended, "{}: {response:?}", self.what());
+        assert_eq!(
+            response.first_header_byte,
+            Some(0x88),
+            "{}: not a 200",
+            self.what()
+        );
+        assert_eq!(response.body, format!("slept {ms}"), "{}", self.what());
+        assert!(
+            self.h2.closed_within(PATIENCE),
+            "{} open after its response",
+            self.what()
+        );
+    }
+}
+
 /// Runs the HTTP plan of `seed` on `A`; panics with the seed and the plan
 /// when an invariant breaks.
 pub fn run_http_seed<A: HttpAdapter>(seed: u64) -> Tally {
@@ -262,6 +338,7 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
 
     // Before the trigger.
     let mut clients = Vec::new();
+    let mut h2s = Vec::new();
     let mut sleeps = 0;
     for (index, &kind) in plan.clients.iter().enumerate() {
         let (conn, pending) = match kind {
@@ -317,6 +394,33 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
                 tally.responses += 1;
                 (c, None)
             }
+            HttpKind::H2Idle => {
+                let mut h2 = H2::connect(addr);
+                let id = h2.get("/healthz");
+                let r = h2.finish(id, PATIENCE);
+                assert!(r.ended && r.first_header_byte == Some(0x88), "{r:?}");
+                assert!(h2.goaways.is_empty(), "{:?}", h2.goaways);
+                tally.responses += 1;
+                h2s.push(H2Client {
+                    kind,
+                    index,
+                    h2,
+                    pending: None,
+                });
+                continue;
+            }
+            HttpKind::H2Slow(ms) => {
+                let mut h2 = H2::connect(addr);
+                let id = h2.get(&format!("/sleep?ms={ms}"));
+                sleeps += 1;
+                h2s.push(H2Client {
+                    kind,
+                    index,
+                    h2,
+                    pending: Some((id, ms)),
+                });
+                continue;
+            }
             _ => continue,
         };
         clients.push(Client {
@@ -329,6 +433,21 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
     assert!(sleeps_seen(sleeps), "the slow requests were not all read");
 
     server.shutdown.trigger(Reason::requested());
+    // HTTP/2 connections get GOAWAY at once, during the pre-drain delay
+    // too: an idle one then closes, one with a stream in flight names it.
+    for c in h2s.iter_mut() {
+        match c.pending {
+            None => {
+                let what = c.what();
+                assert!(
+                    c.h2.closed_within(PATIENCE),
+                    "{what} open after the trigger"
+                );
+                assert!(!c.h2.goaways.is_empty(), "{what}: closed without GOAWAY");
+            }
+            Some((id, _)) => c.assert_goaway_names(id),
+        }
+    }
     for c in clients.iter_mut().filter(|c| c.kind == HttpKind::Polite) {
         assert_eq!(roundtrip_read(&mut c.conn), "bye\n", "client {}", c.index);
         assert!(
@@ -377,6 +496,17 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
                     assert!(closed(&mut c, PATIENCE));
                     tally.responses += 1;
                 }
+                HttpKind::LateH2(ms) => {
+                    let mut h2 = H2::connect(addr);
+                    let id = h2.get(&format!("/sleep?ms={ms}"));
+                    sleeps += 1;
+                    h2s.push(H2Client {
+                        kind,
+                        index,
+                        h2,
+                        pending: Some((id, ms)),
+                    });
+                }
                 _ => {}
             }
         }
@@ -384,6 +514,15 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
             sleeps_seen(sleeps),
             "the late slow requests were not all read"
         );
+        // A late HTTP/2 connection's GOAWAY comes once its first request
+        // was read.
+        for c in h2s
+            .iter_mut()
+            .filter(|c| matches!(c.kind, HttpKind::LateH2(_)))
+        {
+            let (id, _) = c.pending.expect("a stream in flight");
+            c.assert_goaway_names(id);
+        }
         clock.advance(plan.pre_drain - plan.pre_drain_step);
     }
 
@@ -469,6 +608,14 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
             tally.responses += 1;
         }
     }
+    for c in h2s.iter_mut().filter(|c| c.pending.is_some()) {
+        if plan.forced(c.kind) {
+            forced += 1;
+        } else {
+            c.assert_answered_then_closed();
+            tally.responses += 1;
+        }
+    }
     let outcome = if forced == 0 {
         let outcome = server.outcome();
         assert!(outcome.is_drained(), "{outcome}");
@@ -482,6 +629,12 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
                 "forced client {} not cut",
                 c.index
             );
+        }
+        for c in h2s.iter_mut().filter(|c| plan.forced(c.kind)) {
+            let (id, _) = c.pending.expect("a stream in flight");
+            let what = c.what();
+            assert!(c.h2.closed_within(PATIENCE), "forced {what} not cut");
+            assert!(!c.h2.response(id).ended, "forced {what} was answered");
         }
         let outcome = server.outcome();
         match &outcome {
