@@ -17,6 +17,8 @@ use graceful_core::{Conn, Runtime};
 /// - `hang`: never answers and never ends (only a force ends it);
 /// - `panic`: the handler panics;
 /// - `wait-trigger`: answers `stopping` once the server is triggered;
+/// - `big N`: answers N bytes of `x` and a newline, written in pieces, so
+///   its writes block while the client does not read;
 /// - anything else is echoed back.
 ///
 /// Returns at end-of-stream.
@@ -69,6 +71,15 @@ where
         } else if cmd == "wait-trigger" {
             conn.triggered().await;
             "stopping\n".to_string()
+        } else if let Some(n) = cmd.strip_prefix("big ") {
+            let mut n: usize = n.parse().map_err(|_| io::Error::other("bad big"))?;
+            let piece = [b'x'; 64 << 10];
+            while n > 0 {
+                let len = n.min(piece.len());
+                w.write_all(&piece[..len]).await?;
+                n -= len;
+            }
+            "\n".to_string()
         } else {
             line.clone()
         };

@@ -1,7 +1,7 @@
 //! A server under test on a thread of its own, and blocking loopback
 //! clients to drive it.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -295,6 +295,12 @@ impl Client {
         closed
     }
 
+    /// Whether the server ends the connection within `within`, whatever
+    /// it sends before its end: see [`ends_within`].
+    pub fn ends_within(&mut self, within: Duration) -> Option<usize> {
+        ends_within(&mut self.reader, within)
+    }
+
     /// Whether the server has not answered within `within` (and the
     /// connection is still open).
     pub fn silent_for(&mut self, within: Duration) -> bool {
@@ -316,6 +322,37 @@ impl Client {
             .unwrap();
         silent
     }
+}
+
+/// Whether the server ends the connection read by `reader` within
+/// `within`, whatever it sends before its end (read and dropped): how many
+/// bytes came before the end, `None` if it did not end in time.
+pub(crate) fn ends_within(reader: &mut BufReader<TcpStream>, within: Duration) -> Option<usize> {
+    let until = Instant::now() + within;
+    let mut sink = [0u8; 64 << 10];
+    let mut read = 0;
+    let ended = loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break None;
+        }
+        reader.get_ref().set_read_timeout(Some(left)).unwrap();
+        match reader.read(&mut sink) {
+            Ok(0) => break Some(read),
+            Ok(n) => read += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                break None
+            }
+            Err(_) => break Some(read),
+        }
+    };
+    reader.get_ref().set_read_timeout(Some(PATIENCE)).unwrap();
+    ended
 }
 
 /// Whether a connect to `addr` is refused within `within` (retrying while

@@ -50,6 +50,9 @@ pub trait HttpAdapter: Adapter {
 /// - `GET /stream?ms=N`: answers at once with a body whose first line
 ///   comes at once and its last (`last`) N ms later (recorded in `seen` as
 ///   `/stream?ms=N` once its timer is armed);
+/// - `GET /big`: answers [`BIG`] bytes (zeros) at once, more than the
+///   socket buffers hold, so its writes block while the client does not
+///   read;
 /// - `GET /echo` with `Upgrade: echo`: switches protocols, then echoes
 ///   lines on the raw connection; with `?polite` it watches the shutdown
 ///   and at the trigger says `bye`, shuts its write side and ends,
@@ -68,6 +71,13 @@ pub type Seen = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 /// The body of [`TestService`]'s responses.
 pub type TestBody = UnsyncBoxBody<Bytes, Infallible>;
 
+/// The length of `GET /big`'s body: 16 MiB, past what loopback buffers
+/// take from a client that stopped reading early (its receive window does
+/// not grow while it does not read).
+pub const BIG: usize = 16 << 20;
+
+static BIG_BODY: [u8; BIG] = [0; BIG];
+
 fn full(body: impl Into<Bytes>) -> TestBody {
     Full::new(body.into()).boxed_unsync()
 }
@@ -82,6 +92,9 @@ impl<R: Runtime> Service<Request<Incoming>> for TestService<R> {
         Box::pin(async move {
             if req.uri().path() == "/healthz" {
                 return Ok(ready.response::<Full<Bytes>>().map(BodyExt::boxed_unsync));
+            }
+            if req.uri().path() == "/big" {
+                return Ok(Response::new(full(Bytes::from_static(&BIG_BODY))));
             }
             let ms: u64 = req
                 .uri()

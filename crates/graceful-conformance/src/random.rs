@@ -99,7 +99,15 @@ pub enum Kind {
     LateIdle,
     /// At the signal: connects and sends at once, racing the close.
     Burst,
+    /// Before the trigger: asks for [`FLOOD`] bytes and reads none, so the
+    /// server's writes block, until just before the deadline (`true`: then
+    /// it reads them all) or ever (`false`: the deadline cuts it).
+    Flood(bool),
 }
+
+/// The size of a [`Kind::Flood`] client's reply: 16 MiB, past what
+/// loopback buffers take from a client that does not read.
+pub const FLOOD: usize = 16 << 20;
 
 /// A stop configuration and its clients, drawn from a seed.
 #[derive(Debug, Clone)]
@@ -205,6 +213,10 @@ impl Plan {
             .then(|| 1 + rng.below(early as u64 + 2) as usize);
         let by_signal = rng.chance(1, 2);
         let force_by_signal = by_signal && rng.chance(1, 2);
+        // Drawn last, so that the draws above stay as they were.
+        if rng.chance(1, 3) {
+            clients.push(Kind::Flood(rng.chance(1, 2)));
+        }
         Plan {
             seed,
             pre_drain,
@@ -222,7 +234,7 @@ impl Plan {
     fn forced(&self, kind: Kind) -> bool {
         let beyond = |ms: u64| Duration::from_millis(ms) > self.timeout;
         match kind {
-            Kind::Hang => true,
+            Kind::Hang | Kind::Flood(false) => true,
             Kind::Slow(ms) | Kind::Pipelined(ms) | Kind::LateSlow(ms) => beyond(ms),
             _ => false,
         }
@@ -522,6 +534,7 @@ fn run_plan<A: Adapter>(plan: &Plan) -> Tally {
             Kind::Pipelined(ms) => format!("sleep {ms}\npiped {index} a\npiped {index} b"),
             Kind::WaitTrigger => "wait-trigger".to_string(),
             Kind::Hang => "hang".to_string(),
+            Kind::Flood(_) => format!("big {FLOOD}"),
             _ => continue,
         };
         let mut d = Driven {
@@ -540,6 +553,7 @@ fn run_plan<A: Adapter>(plan: &Plan) -> Tally {
                 format!("piped {index} b"),
             ],
             Kind::WaitTrigger => vec!["stopping".to_string()],
+            Kind::Flood(true) => vec!["x".repeat(FLOOD)],
             _ => Vec::new(),
         };
         d.send(first);
@@ -735,12 +749,17 @@ fn run_plan<A: Adapter>(plan: &Plan) -> Tally {
             (Some(script), true) => script.send(Signal::Terminate),
             _ => clock.advance(Duration::from_millis(1)),
         }
+        // Every forced connection lets go of its guard, a handler blocked
+        // in a write that only the cut can end included. Only then does a
+        // flood's client read: reading earlier would let the writes go on.
+        assert_held(&server.shutdown, 0, "after the force");
         for d in clients.iter_mut().filter(|d| plan.forced(d.kind)) {
-            assert!(
-                d.client().closed_within(PATIENCE),
-                "forced client {} not cut",
-                d.index
-            );
+            let cut = match d.kind {
+                // What was in flight, then the end, not the whole reply.
+                Kind::Flood(_) => d.client().ends_within(PATIENCE).is_some_and(|n| n <= FLOOD),
+                _ => d.client().closed_within(PATIENCE),
+            };
+            assert!(cut, "forced client {} ({:?}) not cut", d.index, d.kind);
         }
         let outcome = server.outcome();
         let want = match plan.force_by_signal {

@@ -3,9 +3,10 @@
 //! inside or past the deadline, streaming responses with a request
 //! pipelined behind, requests whose body is still arriving (read by their
 //! handler, or never read), upgraded connections whose handler watches
-//! the stop or ignores it, HTTP/2 connections idle or with a stream in
-//! flight, and connections (HTTP/1 or 2) opened during the delay, in
-//! combinations drawn from a seed. The invariants:
+//! the stop or ignores it, large responses to clients that stopped
+//! reading (the server's writes blocked), HTTP/2 connections idle or with
+//! a stream in flight, and connections (HTTP/1 or 2) opened during the
+//! delay, in combinations drawn from a seed. The invariants:
 //!
 //! - a request the server read gets its whole response, marked
 //!   `Connection: close` once the stop began, unless the deadline forced
@@ -37,8 +38,10 @@ use std::time::Duration;
 use graceful_core::{ForceCause, Outcome, Reason, ServeConfig};
 
 use crate::h2::H2;
-use crate::harness::{eventually, refused_within, PATIENCE};
-use crate::http::{assert_lingers_until_closed, head, roundtrip, upgrade, HttpAdapter, HttpServer};
+use crate::harness::{ends_within, eventually, refused_within, PATIENCE};
+use crate::http::{
+    assert_lingers_until_closed, head, roundtrip, upgrade, HttpAdapter, HttpServer, BIG,
+};
 use crate::random::{assert_deadline_armed, assert_held, Rng, Tally, Timing};
 
 /// What one HTTP client does.
@@ -70,6 +73,11 @@ pub enum HttpKind {
     /// During the pre-drain delay: a new connection, a request taking this
     /// many ms.
     LateSlow(u64),
+    /// Before the trigger: a large response ([`crate::http::BIG`]), of
+    /// which the client reads the head and a little, then nothing until
+    /// just before the deadline (`true`: then it reads the rest) or ever
+    /// (`false`: the deadline cuts it).
+    Download(bool),
     /// During the pre-drain delay: a new connection, upgraded.
     LateUpgrade,
     /// Before the trigger: an HTTP/2 connection, one request answered,
@@ -145,6 +153,9 @@ impl HttpPlan {
         if !pre_drain.is_zero() && rng.below(2) == 0 {
             clients.push(HttpKind::LateH2(within));
         }
+        for _ in 0..rng.below(3) {
+            clients.push(HttpKind::Download(rng.chance(1, 2)));
+        }
         HttpPlan {
             seed,
             pre_drain,
@@ -156,7 +167,7 @@ impl HttpPlan {
 
     fn forced(&self, kind: HttpKind) -> bool {
         match kind {
-            HttpKind::Rude => true,
+            HttpKind::Rude | HttpKind::Download(false) => true,
             HttpKind::Slow(ms)
             | HttpKind::LateSlow(ms)
             | HttpKind::Streaming(ms)
@@ -167,6 +178,9 @@ impl HttpPlan {
         }
     }
 }
+
+/// How much of a download its client reads before it stops reading.
+const DOWNLOAD_START: usize = 64 << 10;
 
 /// An upload's head and the start of its 10-byte body, then the rest.
 const UPLOAD_START: &[u8] = b"POST /read HTTP/1.1\r\nHost: t\r\ncontent-length: 10\r\n\r\nabcd";
@@ -394,6 +408,17 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
                 tally.responses += 1;
                 (c, None)
             }
+            HttpKind::Download(_) => {
+                let mut c = connect(addr);
+                get(&mut c, "/big");
+                let (status, head) = head(&mut c).expect("a response head");
+                assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+                assert!(!head.contains("connection: close"), "{head}");
+                assert!(head.contains(&format!("content-length: {BIG}")), "{head}");
+                let mut start = vec![0u8; DOWNLOAD_START];
+                c.read_exact(&mut start).unwrap();
+                (c, None)
+            }
             HttpKind::H2Idle => {
                 let mut h2 = H2::connect(addr);
                 let id = h2.get("/healthz");
@@ -576,6 +601,20 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
             tally.responses += 2;
             continue;
         }
+        if c.kind == HttpKind::Download(true) {
+            // The rest of the response, written as it is read; then the
+            // connection, idle, closes (the listener closed).
+            let what = format!("client {} ({:?})", c.index, c.kind);
+            let mut rest = vec![0u8; BIG - DOWNLOAD_START];
+            c.conn.read_exact(&mut rest).expect(&what);
+            assert!(rest.iter().all(|&b| b == 0), "{what}");
+            assert!(
+                closed(&mut c.conn, PATIENCE),
+                "{what} open after its response"
+            );
+            tally.responses += 1;
+            continue;
+        }
         if c.kind == HttpKind::Upload {
             // The rest of its body, the clock never to move again unless
             // work is left to force: a close that lingers for it when it
@@ -623,12 +662,20 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
     } else {
         assert_held(&server.shutdown, forced, "just before the deadline");
         clock.advance(Duration::from_millis(1));
+        // Every forced connection lets go of its guard, a response blocked
+        // in a write that only the cut can end included. Only then does a
+        // download's client read: reading earlier would let the writes go
+        // on.
+        assert_held(&server.shutdown, 0, "after the force");
         for c in clients.iter_mut().filter(|c| plan.forced(c.kind)) {
-            assert!(
-                closed(&mut c.conn, PATIENCE),
-                "forced client {} not cut",
-                c.index
-            );
+            let cut = match c.kind {
+                // What was in flight, then the end, not the whole body.
+                HttpKind::Download(_) => {
+                    ends_within(&mut c.conn, PATIENCE).is_some_and(|n| n < BIG - DOWNLOAD_START)
+                }
+                _ => closed(&mut c.conn, PATIENCE),
+            };
+            assert!(cut, "forced client {} ({:?}) not cut", c.index, c.kind);
         }
         for c in h2s.iter_mut().filter(|c| plan.forced(c.kind)) {
             let (id, _) = c.pending.expect("a stream in flight");
