@@ -65,23 +65,39 @@ impl HttpIo {
         }
     }
 
-    /// Runs `op` on the socket; when it would block, has this thread wait
-    /// for `flags` and returns `Pending`.
     fn poll_io<T>(
         &self,
         cx: &Context<'_>,
         flags: PollFlags,
-        mut op: impl FnMut(&TcpStream) -> io::Result<T>,
+        op: impl FnMut(&TcpStream) -> io::Result<T>,
     ) -> Poll<io::Result<T>> {
-        loop {
-            match op(&self.socket) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    reactor::wait(&self.waiter, flags, cx);
-                    return Poll::Pending;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                done => return Poll::Ready(done),
+        poll_io(&self.socket, &self.waiter, cx, flags, op)
+    }
+}
+
+/// Runs `op` on `socket`; when it would block, has this thread wait for
+/// `flags` (through `waiter`, the same socket) and returns `Pending`. While
+/// this thread still waits for that, `op` is not tried: a connection woken
+/// for something else (a timer, the stop) makes no failed system call.
+fn poll_io<T>(
+    socket: &TcpStream,
+    waiter: &Socket,
+    cx: &Context<'_>,
+    flags: PollFlags,
+    mut op: impl FnMut(&TcpStream) -> io::Result<T>,
+) -> Poll<io::Result<T>> {
+    if reactor::still_waiting(waiter, flags) {
+        reactor::wait(waiter, flags, cx);
+        return Poll::Pending;
+    }
+    loop {
+        match op(socket) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                reactor::wait(waiter, flags, cx);
+                return Poll::Pending;
             }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            done => return Poll::Ready(done),
         }
     }
 }
@@ -178,3 +194,67 @@ impl Drop for Sleep {
 }
 
 impl hyper::rt::Sleep for Sleep {}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+    use std::task::Poll;
+    use std::time::Duration;
+
+    use nix::poll::PollFlags;
+
+    use super::poll_io;
+    use crate::reactor::{self, Socket};
+
+    /// A read that would block is not tried again while the thread still
+    /// waits for the socket, however often the future is polled; once the
+    /// wait sees it readable, it is read.
+    #[test]
+    fn a_read_that_would_block_is_tried_again_only_once_the_socket_is_ready() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let server = Arc::new(server);
+        let waiter: Socket = server.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let reads = AtomicUsize::new(0);
+            let mut polls = 0;
+            let got = reactor::block_on(std::future::poll_fn(|cx| {
+                polls += 1;
+                let mut buf = [0u8; 8];
+                let read = poll_io(&server, &waiter, cx, PollFlags::POLLIN, |mut s| {
+                    reads.fetch_add(1, SeqCst);
+                    s.read(&mut buf)
+                });
+                match read {
+                    Poll::Ready(n) => Poll::Ready(n.unwrap()),
+                    // Woken for something else, five times over; then
+                    // the data comes.
+                    Poll::Pending if polls <= 5 => {
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
+                    Poll::Pending => {
+                        if polls == 6 {
+                            client.write_all(b"hi").unwrap();
+                        }
+                        Poll::Pending
+                    }
+                }
+            }));
+            tx.send((got, reads.load(SeqCst), polls)).unwrap();
+        });
+        let (got, reads, polls) = rx.recv_timeout(Duration::from_secs(10)).expect("hung");
+        assert_eq!(got, 2);
+        assert_eq!(polls, 7);
+        assert_eq!(
+            reads, 2,
+            "the read that would block, then the one that read"
+        );
+    }
+}

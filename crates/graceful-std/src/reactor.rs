@@ -96,6 +96,21 @@ pub(crate) fn wait(socket: &Socket, flags: PollFlags, cx: &Context<'_>) {
     outside_block_on();
 }
 
+/// Whether this thread still waits for `socket` to be ready for `flags`:
+/// [`wait`] registered it and no `poll(2)` saw it ready since (one that
+/// does wakes its waker and drops the interest). Trying the I/O again
+/// then would only fail again: a thread woken for something else (a
+/// timer, the stop) need not ask the kernel. A wait ended by the wake-up
+/// signal, with the socket ready at the same moment, keeps the interest:
+/// the next `poll(2)`, level-triggered, reports it at once.
+pub(crate) fn still_waiting(socket: &Socket, flags: PollFlags) -> bool {
+    INTERESTS.with(|i| {
+        i.borrow().iter().any(|i| {
+            i.flags == flags && std::ptr::addr_eq(Arc::as_ptr(&i.socket), Arc::as_ptr(socket))
+        })
+    })
+}
+
 /// Says once, loudly, that a socket or timer wait was registered on a
 /// thread that runs no [`block_on`] of this crate: nothing will service it.
 fn outside_block_on() {
