@@ -50,6 +50,8 @@ pub trait HttpAdapter: Adapter {
 /// - `GET /stream?ms=N`: answers at once with a body whose first line
 ///   comes at once and its last (`last`) N ms later (recorded in `seen` as
 ///   `/stream?ms=N` once its timer is armed);
+/// - `GET /burst?i=N`: answers `burst N` at once (recorded in `seen`
+///   as `/burst?i=N`);
 /// - `GET /big`: answers [`BIG`] bytes (zeros) at once, more than the
 ///   socket buffers hold, so its writes block while the client does not
 ///   read;
@@ -102,6 +104,12 @@ impl<R: Runtime> Service<Request<Incoming>> for TestService<R> {
                 .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("ms=")))
                 .and_then(|ms| ms.parse().ok())
                 .unwrap_or(0);
+            if req.uri().path() == "/burst" {
+                let query = req.uri().query().unwrap_or_default();
+                seen.lock().unwrap().push(format!("/burst?{query}"));
+                let i = query.strip_prefix("i=").unwrap_or_default();
+                return Ok(Response::new(full(format!("burst {i}"))));
+            }
             if req.uri().path() == "/read" {
                 seen.lock().unwrap().push("/read".to_string());
                 let body = req.into_body().collect().await;

@@ -15,6 +15,9 @@
 //!   readiness endpoint, `Connection: close`), and new ones are accepted;
 //! - idle keep-alive connections end when the listener closes; after it
 //!   every connect is refused;
+//! - a connection racing the trigger is refused (without a pre-drain
+//!   delay), or its request is answered whole and the connection closes,
+//!   or it ends with its request never read (without a delay);
 //! - a request pipelined behind a response still streaming at the stop
 //!   is answered too, after that response, with `Connection: close`;
 //! - an upgraded connection lives until its handler ends it, or until the
@@ -89,6 +92,9 @@ pub enum HttpKind {
     /// During the pre-drain delay: a new HTTP/2 connection, a request
     /// taking this many ms.
     LateH2(u64),
+    /// At the trigger: connects and sends a request at once, racing the
+    /// close.
+    Burst,
 }
 
 /// A stop configuration and its HTTP clients, drawn from a seed.
@@ -155,6 +161,11 @@ impl HttpPlan {
         }
         for _ in 0..rng.below(3) {
             clients.push(HttpKind::Download(rng.chance(1, 2)));
+        }
+        if rng.chance(1, 3) {
+            for _ in 0..1 + rng.below(4) {
+                clients.push(HttpKind::Burst);
+            }
         }
         HttpPlan {
             seed,
@@ -457,7 +468,25 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
     }
     assert!(sleeps_seen(sleeps), "the slow requests were not all read");
 
+    // The trigger, with the burst racing it: each has made its connect
+    // before anything else moves (the delay's clock included).
+    let (attempted_tx, attempted) = std::sync::mpsc::channel();
+    let bursts: Vec<_> = plan
+        .clients
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| **k == HttpKind::Burst)
+        .map(|(index, _)| {
+            let attempted = attempted_tx.clone();
+            std::thread::spawn(move || burst(addr, index, attempted))
+        })
+        .collect();
     server.shutdown.trigger(Reason::requested());
+    for _ in 0..bursts.len() {
+        attempted
+            .recv_timeout(PATIENCE)
+            .expect("a burst client made its connect");
+    }
     // HTTP/2 connections get GOAWAY at once, during the pre-drain delay
     // too: an idle one then closes, one with a stream in flight names it.
     for c in h2s.iter_mut() {
@@ -554,6 +583,39 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
     // The listener closes: idle keep-alive connections end with it.
     assert!(refused_within(addr, PATIENCE), "the listener did not close");
     let closed_at = clock.elapsed();
+    for (index, t) in plan
+        .clients
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| **k == HttpKind::Burst)
+        .map(|(index, _)| index)
+        .zip(bursts)
+    {
+        let during_delay = !plan.pre_drain.is_zero();
+        match t.join().expect("a burst thread panicked") {
+            BurstEnd::Refused => {
+                assert!(!during_delay, "burst {index} refused during the delay");
+                tally.refused += 1;
+            }
+            BurstEnd::Answered(mut c) => {
+                assert!(
+                    closed(&mut c, PATIENCE),
+                    "burst {index} open after the close"
+                );
+                tally.responses += 1;
+            }
+            BurstEnd::Ended => {
+                assert!(
+                    !during_delay,
+                    "burst {index} ended unanswered during the delay"
+                );
+                let path = format!("/burst?i={index}");
+                let seen = server.seen.lock().unwrap().contains(&path);
+                assert!(!seen, "burst {index}: read, never answered");
+                tally.unread += 1;
+            }
+        }
+    }
     let reused = !plan.pre_drain.is_zero();
     let idle = |k: HttpKind| k == HttpKind::Idle || (k == HttpKind::Reuse && !reused);
     for c in clients.iter_mut().filter(|c| idle(c.kind)) {
@@ -695,6 +757,55 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
     assert_eq!(outcome.exit_code(), if forced == 0 { 0 } else { 1 });
     assert_held(&server.shutdown, 0, "after serve returned");
     tally
+}
+
+/// What a burst client saw.
+enum BurstEnd {
+    Refused,
+    /// Answered whole (`burst N`, 200); the connection is returned to be
+    /// seen closing.
+    Answered(BufReader<TcpStream>),
+    /// The connection ended before a response.
+    Ended,
+}
+
+/// Connects at once and sends `GET /burst?i=index`, racing the trigger;
+/// says on `attempted` once its connect returned.
+fn burst(addr: SocketAddr, index: usize, attempted: std::sync::mpsc::Sender<()>) -> BurstEnd {
+    let connected = TcpStream::connect_timeout(&addr, PATIENCE);
+    let _ = attempted.send(());
+    let stream = match connected {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return BurstEnd::Refused,
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return BurstEnd::Ended,
+        Err(e) => panic!("burst {index}: connect failed: {e}"),
+    };
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut c = BufReader::new(stream);
+    let request = format!("GET /burst?i={index} HTTP/1.1\r\nHost: t\r\n\r\n");
+    if c.get_mut().write_all(request.as_bytes()).is_err() {
+        return BurstEnd::Ended;
+    }
+    match reply(&mut c) {
+        Ok(r) => {
+            assert!(
+                r.status.starts_with("HTTP/1.1 200"),
+                "burst {index}: {}",
+                r.status
+            );
+            assert_eq!(r.body, format!("burst {index}"));
+            BurstEnd::Answered(c)
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            panic!("burst {index}: no response and no close within {PATIENCE:?}")
+        }
+        Err(_) => BurstEnd::Ended,
+    }
 }
 
 /// Reads one line from an upgraded connection.
