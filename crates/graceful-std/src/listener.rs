@@ -73,6 +73,18 @@ impl Listener {
         })
     }
 
+    /// Stops the listener's thread and waits for it to end, once.
+    fn stop_thread(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        self.waiter.state().stop = true;
+        self.waiter.armed.notify_one();
+        // One byte is enough; a full pair means the thread is woken anyway.
+        let _ = (&self.stop_tx).write(&[1]);
+        let _ = thread.join();
+    }
+
     fn accept(&self) -> io::Result<Option<(Arc<TcpStream>, SocketAddr)>> {
         match self.inner.accept() {
             Ok((stream, peer)) => {
@@ -151,7 +163,13 @@ impl Accept for Listener {
         }
     }
 
+    /// Called only at the close, to take the backlog: the listener's
+    /// thread is stopped and joined first, so the listener closes right
+    /// after the last look at its backlog, not after a thread's wake-up
+    /// and join, during which a connection the kernel completed would be
+    /// reset by the close.
     fn accept_queued(&mut self) -> io::Result<Option<(Arc<TcpStream>, SocketAddr)>> {
+        self.stop_thread();
         self.accept()
     }
 
@@ -161,15 +179,30 @@ impl Accept for Listener {
 }
 
 impl Drop for Listener {
-    /// Stops and joins the thread, so the descriptor closes (when `inner`
-    /// drops after this) with nothing polling it.
+    /// Stops and joins the thread (unless the close's look at the backlog
+    /// did), so the descriptor closes (when `inner` drops after this) with
+    /// nothing polling it.
     fn drop(&mut self) {
-        self.waiter.state().stop = true;
-        self.waiter.armed.notify_one();
-        // One byte is enough; a full pair means the thread is woken anyway.
-        let _ = (&self.stop_tx).write(&[1]);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.stop_thread();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The close's look at the backlog stops the listener's thread first:
+    /// the close that follows it waits for no thread.
+    #[test]
+    fn the_backlog_look_at_the_close_stops_the_thread_first() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut listener = Listener::new(listener).unwrap();
+        let _queued = TcpStream::connect(addr).unwrap();
+        assert!(listener.thread.is_some());
+        let taken = listener.accept_queued().unwrap();
+        assert!(taken.is_some(), "the queued connection is taken");
+        assert!(listener.thread.is_none(), "the thread still runs");
+        assert!(listener.accept_queued().unwrap().is_none());
     }
 }
