@@ -257,4 +257,42 @@ mod tests {
             "the read that would block, then the one that read"
         );
     }
+
+    /// A thread woken over and over (a task that yields at every poll)
+    /// still reads what comes: each wake-up is followed by a look at the
+    /// sockets, which sees the data.
+    #[test]
+    fn a_thread_woken_at_every_poll_still_reads_what_comes() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let server = Arc::new(server);
+        let waiter: Socket = server.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut polls = 0;
+            let got = reactor::block_on(std::future::poll_fn(|cx| {
+                polls += 1;
+                if polls == 3 {
+                    client.write_all(b"hi").unwrap();
+                }
+                let mut buf = [0u8; 8];
+                match poll_io(&server, &waiter, cx, PollFlags::POLLIN, |mut s| {
+                    s.read(&mut buf)
+                }) {
+                    Poll::Ready(n) => Poll::Ready(n.unwrap()),
+                    Poll::Pending => {
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
+                }
+            }));
+            tx.send(got).unwrap();
+        });
+        let got = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the data was never read");
+        assert_eq!(got, 2);
+    }
 }

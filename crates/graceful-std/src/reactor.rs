@@ -98,11 +98,11 @@ pub(crate) fn wait(socket: &Socket, flags: PollFlags, cx: &Context<'_>) {
 
 /// Whether this thread still waits for `socket` to be ready for `flags`:
 /// [`wait`] registered it and no `poll(2)` saw it ready since (one that
-/// does wakes its waker and drops the interest). Trying the I/O again
-/// then would only fail again: a thread woken for something else (a
-/// timer, the stop) need not ask the kernel. A wait ended by the wake-up
-/// signal, with the socket ready at the same moment, keeps the interest:
-/// the next `poll(2)`, level-triggered, reports it at once.
+/// does wakes its waker and drops the interest), while a `poll(2)` follows
+/// every wake-up of the thread (one that does not wait, when the thread
+/// was woken already). Trying the I/O again then would only fail again: a
+/// thread woken for something else (a timer, the stop, a task that yields)
+/// need not ask the kernel.
 pub(crate) fn still_waiting(socket: &Socket, flags: PollFlags) -> bool {
     INTERESTS.with(|i| {
         i.borrow().iter().any(|i| {
@@ -296,9 +296,11 @@ fn wait_for(notify: &Notify, interests: Vec<Interest>, until: Option<Instant>) -
             false
         }
     };
-    if notify.notified.load(SeqCst) {
-        return interests;
-    }
+    // Already woken: look at the sockets without waiting, so that an
+    // interest still listed always means a poll after the last wake-up saw
+    // its socket not ready (see `still_waiting`), however often the thread
+    // is woken.
+    let woken = notify.notified.load(SeqCst);
     let mut fds: Vec<PollFd<'_>> = interests
         .iter()
         .map(|i| PollFd::new(i.socket.as_fd(), i.flags))
@@ -312,6 +314,9 @@ fn wait_for(notify: &Notify, interests: Vec<Interest>, until: Option<Instant>) -
         // Rounded up to the next millisecond, so the timer is due on waking.
         let left = until.saturating_duration_since(Instant::now()) + Duration::from_micros(999);
         timeout = Some(timeout.map_or(left, |t| t.min(left)));
+    }
+    if woken {
+        timeout = Some(Duration::ZERO);
     }
     let ready: Vec<bool> = match notify.wake.poll(&mut fds, timeout) {
         Ok(_) => fds
