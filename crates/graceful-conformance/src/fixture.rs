@@ -72,11 +72,11 @@ where
             conn.triggered().await;
             "stopping\n".to_string()
         } else if let Some(n) = cmd.strip_prefix("big ") {
+            static PIECE: [u8; 64 << 10] = [b'x'; 64 << 10];
             let mut n: usize = n.parse().map_err(|_| io::Error::other("bad big"))?;
-            let piece = [b'x'; 64 << 10];
             while n > 0 {
-                let len = n.min(piece.len());
-                w.write_all(&piece[..len]).await?;
+                let len = n.min(PIECE.len());
+                w.write_all(&PIECE[..len]).await?;
                 n -= len;
             }
             "\n".to_string()

@@ -5,11 +5,11 @@
 //! GOAWAY waits for a PING's answer before it names the last stream).
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::harness::PATIENCE;
+use crate::harness::{is_timeout, PATIENCE};
 
 const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
@@ -115,11 +115,7 @@ impl H2 {
             match self.stream.read(&mut buf) {
                 Ok(0) => self.ended = true,
                 Ok(n) => self.read.extend_from_slice(&buf[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
+                Err(e) if is_timeout(&e) => {}
                 Err(_) => self.ended = true,
             }
         };

@@ -283,10 +283,7 @@ impl Client {
         let closed = match self.reader.read_line(&mut line) {
             Ok(0) => true,
             Ok(_) => panic!("expected the connection to end, read {line:?}"),
-            Err(e) => !matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ),
+            Err(e) => !is_timeout(&e),
         };
         self.reader
             .get_ref()
@@ -311,10 +308,7 @@ impl Client {
         let mut line = String::new();
         let silent = match self.reader.read_line(&mut line) {
             Ok(_) => false,
-            Err(e) => matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ),
+            Err(e) => is_timeout(&e),
         };
         self.reader
             .get_ref()
@@ -322,6 +316,24 @@ impl Client {
             .unwrap();
         silent
     }
+}
+
+/// The size of the replies that block the server's writes (the line
+/// service's `big`, the HTTP service's `GET /big`): 16 MiB, past what
+/// loopback buffers take from a client that stopped reading early (with
+/// Linux's default `tcp_wmem` maximum of 4 MiB; its receive window does
+/// not grow while it does not read). On a host whose send buffers take
+/// more, the reply is written whole at once, and the randomized stops
+/// fail saying that a forced client let go of its guard before the
+/// deadline.
+pub const BIG: usize = 16 << 20;
+
+/// Whether a read error is a read timeout.
+pub(crate) fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// Whether the server ends the connection read by `reader` within
@@ -340,14 +352,7 @@ pub(crate) fn ends_within(reader: &mut BufReader<TcpStream>, within: Duration) -
         match reader.read(&mut sink) {
             Ok(0) => break Some(read),
             Ok(n) => read += n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                break None
-            }
+            Err(e) if is_timeout(&e) => break None,
             Err(_) => break Some(read),
         }
     };

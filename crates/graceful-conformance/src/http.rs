@@ -22,7 +22,7 @@ use hyper::service::Service;
 use hyper::{Request, Response, StatusCode};
 
 use crate::clock::{ManualClock, TestRuntime};
-use crate::harness::{eventually, PATIENCE};
+use crate::harness::{eventually, BIG, PATIENCE};
 use crate::Adapter;
 
 /// An adapter with `http::serve_on`.
@@ -52,7 +52,7 @@ pub trait HttpAdapter: Adapter {
 ///   `/stream?ms=N` once its timer is armed);
 /// - `GET /burst?i=N`: answers `burst N` at once (recorded in `seen`
 ///   as `/burst?i=N`);
-/// - `GET /big`: answers [`BIG`] bytes (zeros) at once, more than the
+/// - `GET /big`: answers [`BIG`](crate::harness::BIG) bytes (zeros) at once, more than the
 ///   socket buffers hold, so its writes block while the client does not
 ///   read;
 /// - `GET /echo` with `Upgrade: echo`: switches protocols, then echoes
@@ -72,11 +72,6 @@ pub type Seen = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 /// The body of [`TestService`]'s responses.
 pub type TestBody = UnsyncBoxBody<Bytes, Infallible>;
-
-/// The length of `GET /big`'s body: 16 MiB, past what loopback buffers
-/// take from a client that stopped reading early (its receive window does
-/// not grow while it does not read).
-pub const BIG: usize = 16 << 20;
 
 static BIG_BODY: [u8; BIG] = [0; BIG];
 

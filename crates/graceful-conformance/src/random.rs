@@ -30,7 +30,7 @@ use graceful_core::{
 };
 
 use crate::fixture::Observer;
-use crate::harness::{eventually, Client, Options, Server, PATIENCE};
+use crate::harness::{eventually, is_timeout, Client, Options, Server, BIG, PATIENCE};
 use crate::script::{scripted, SignalScript};
 use crate::Adapter;
 
@@ -99,15 +99,12 @@ pub enum Kind {
     LateIdle,
     /// At the signal: connects and sends at once, racing the close.
     Burst,
-    /// Before the trigger: asks for [`FLOOD`] bytes and reads none, so the
-    /// server's writes block, until just before the deadline (`true`: then
-    /// it reads them all) or ever (`false`: the deadline cuts it).
+    /// Before the trigger: asks for [`BIG`] bytes and reads none, so the
+    /// server's writes block (from the close, if it waited in the backlog
+    /// past a connection limit), until just before the deadline (`true`:
+    /// then it reads them all) or ever (`false`: the deadline cuts it).
     Flood(bool),
 }
-
-/// The size of a [`Kind::Flood`] client's reply: 16 MiB, past what
-/// loopback buffers take from a client that does not read.
-pub const FLOOD: usize = 16 << 20;
 
 /// A stop configuration and its clients, drawn from a seed.
 #[derive(Debug, Clone)]
@@ -382,17 +379,10 @@ fn burst(addr: SocketAddr, index: usize, attempted: mpsc::Sender<()>) -> Result<
     match client.read_line() {
         Ok(reply) if reply == line => Ok(BurstEnd::Replied(client)),
         Ok(reply) => Err(format!("burst {index}: replied {reply:?} to {line:?}")),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) =>
-        {
-            Err(format!(
-                "burst {index}: no reply and no close within {PATIENCE:?} \
+        Err(e) if is_timeout(&e) => Err(format!(
+            "burst {index}: no reply and no close within {PATIENCE:?} \
                  (from {me}; its connect took {took:?})"
-            ))
-        }
+        )),
         Err(_) => Ok(BurstEnd::Ended(me)),
     }
 }
@@ -534,7 +524,7 @@ fn run_plan<A: Adapter>(plan: &Plan) -> Tally {
             Kind::Pipelined(ms) => format!("sleep {ms}\npiped {index} a\npiped {index} b"),
             Kind::WaitTrigger => "wait-trigger".to_string(),
             Kind::Hang => "hang".to_string(),
-            Kind::Flood(_) => format!("big {FLOOD}"),
+            Kind::Flood(_) => format!("big {BIG}"),
             _ => continue,
         };
         let mut d = Driven {
@@ -553,7 +543,7 @@ fn run_plan<A: Adapter>(plan: &Plan) -> Tally {
                 format!("piped {index} b"),
             ],
             Kind::WaitTrigger => vec!["stopping".to_string()],
-            Kind::Flood(true) => vec!["x".repeat(FLOOD)],
+            Kind::Flood(true) => vec!["x".repeat(BIG)],
             _ => Vec::new(),
         };
         d.send(first);
@@ -749,14 +739,15 @@ fn run_plan<A: Adapter>(plan: &Plan) -> Tally {
             (Some(script), true) => script.send(Signal::Terminate),
             _ => clock.advance(Duration::from_millis(1)),
         }
-        // Every forced connection lets go of its guard, a handler blocked
-        // in a write that only the cut can end included. Only then does a
-        // flood's client read: reading earlier would let the writes go on.
+        // Every forced connection lets go of its guard first (on std, a
+        // handler blocked in a write lets go only once the cut ends it).
+        // Only then does a flood's client read: reading earlier would let
+        // its blocked writes go on before the force ended them.
         assert_held(&server.shutdown, 0, "after the force");
         for d in clients.iter_mut().filter(|d| plan.forced(d.kind)) {
             let cut = match d.kind {
                 // What was in flight, then the end, not the whole reply.
-                Kind::Flood(_) => d.client().ends_within(PATIENCE).is_some_and(|n| n <= FLOOD),
+                Kind::Flood(_) => d.client().ends_within(PATIENCE).is_some_and(|n| n <= BIG),
                 _ => d.client().closed_within(PATIENCE),
             };
             assert!(cut, "forced client {} ({:?}) not cut", d.index, d.kind);

@@ -41,10 +41,8 @@ use std::time::Duration;
 use graceful_core::{ForceCause, Outcome, Reason, ServeConfig};
 
 use crate::h2::H2;
-use crate::harness::{ends_within, eventually, refused_within, PATIENCE};
-use crate::http::{
-    assert_lingers_until_closed, head, roundtrip, upgrade, HttpAdapter, HttpServer, BIG,
-};
+use crate::harness::{ends_within, eventually, is_timeout, refused_within, BIG, PATIENCE};
+use crate::http::{assert_lingers_until_closed, head, roundtrip, upgrade, HttpAdapter, HttpServer};
 use crate::random::{assert_deadline_armed, assert_held, Rng, Tally, Timing};
 
 /// What one HTTP client does.
@@ -76,7 +74,7 @@ pub enum HttpKind {
     /// During the pre-drain delay: a new connection, a request taking this
     /// many ms.
     LateSlow(u64),
-    /// Before the trigger: a large response ([`crate::http::BIG`]), of
+    /// Before the trigger: a large response ([`BIG`]), of
     /// which the client reads the head and a little, then nothing until
     /// just before the deadline (`true`: then it reads the rest) or ever
     /// (`false`: the deadline cuts it).
@@ -147,8 +145,8 @@ impl HttpPlan {
                 });
             }
         }
-        // Drawn last, so that the draws above (and the plans of seeds
-        // that had no HTTP/2 clients) stay as they were.
+        // Drawn after the others, so that the draws above stay as they
+        // were.
         for _ in 0..rng.below(3) {
             clients.push(match rng.below(3) {
                 0 => HttpKind::H2Idle,
@@ -246,17 +244,7 @@ fn connect(addr: SocketAddr) -> BufReader<TcpStream> {
 /// Whether the server ends the connection within `within`, with nothing
 /// more read.
 fn closed(c: &mut BufReader<TcpStream>, within: Duration) -> bool {
-    c.get_ref().set_read_timeout(Some(within)).unwrap();
-    let mut rest = Vec::new();
-    let ended = match c.read_to_end(&mut rest) {
-        Ok(_) => rest.is_empty(),
-        Err(e) => !matches!(
-            e.kind(),
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-        ),
-    };
-    c.get_ref().set_read_timeout(Some(PATIENCE)).unwrap();
-    ended
+    ends_within(c, within) == Some(0)
 }
 
 struct Client {
@@ -724,10 +712,9 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
     } else {
         assert_held(&server.shutdown, forced, "just before the deadline");
         clock.advance(Duration::from_millis(1));
-        // Every forced connection lets go of its guard, a response blocked
-        // in a write that only the cut can end included. Only then does a
-        // download's client read: reading earlier would let the writes go
-        // on.
+        // Every forced connection lets go of its guard first. Only then
+        // does a download's client read: reading earlier would let its
+        // blocked writes go on before the force ended them.
         assert_held(&server.shutdown, 0, "after the force");
         for c in clients.iter_mut().filter(|c| plan.forced(c.kind)) {
             let cut = match c.kind {
@@ -796,12 +783,7 @@ fn burst(addr: SocketAddr, index: usize, attempted: std::sync::mpsc::Sender<()>)
             assert_eq!(r.body, format!("burst {index}"));
             BurstEnd::Answered(c)
         }
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) =>
-        {
+        Err(e) if is_timeout(&e) => {
             panic!("burst {index}: no response and no close within {PATIENCE:?}")
         }
         Err(_) => BurstEnd::Ended,

@@ -15,7 +15,7 @@ use async_io::Async;
 /// not after a read that would block, until the reactor reports the socket
 /// readable. `async-io`'s own reads try the kernel on every poll, so a
 /// task polled again for another reason (a stop, a timer, its writes) paid
-/// a failed `recv` each time: four per idle HTTP connection at a stop.
+/// a failed `recv` each time.
 pub(crate) struct Socket {
     io: Async<TcpStream>,
     readable: Arc<Readable>,
