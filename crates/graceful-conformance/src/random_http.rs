@@ -264,6 +264,18 @@ struct H2Client {
 }
 
 impl H2Client {
+    /// A new connection with a stream in flight: a request taking `ms`.
+    fn sleeping(addr: SocketAddr, kind: HttpKind, index: usize, ms: u64) -> H2Client {
+        let mut h2 = H2::connect(addr);
+        let id = h2.get(&format!("/sleep?ms={ms}"));
+        H2Client {
+            kind,
+            index,
+            h2,
+            pending: Some((id, ms)),
+        }
+    }
+
     fn what(&self) -> String {
         format!("HTTP/2 client {} ({:?})", self.index, self.kind)
     }
@@ -434,15 +446,8 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
                 continue;
             }
             HttpKind::H2Slow(ms) => {
-                let mut h2 = H2::connect(addr);
-                let id = h2.get(&format!("/sleep?ms={ms}"));
+                h2s.push(H2Client::sleeping(addr, kind, index, ms));
                 sleeps += 1;
-                h2s.push(H2Client {
-                    kind,
-                    index,
-                    h2,
-                    pending: Some((id, ms)),
-                });
                 continue;
             }
             _ => continue,
@@ -539,15 +544,8 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
                     tally.responses += 1;
                 }
                 HttpKind::LateH2(ms) => {
-                    let mut h2 = H2::connect(addr);
-                    let id = h2.get(&format!("/sleep?ms={ms}"));
+                    h2s.push(H2Client::sleeping(addr, kind, index, ms));
                     sleeps += 1;
-                    h2s.push(H2Client {
-                        kind,
-                        index,
-                        h2,
-                        pending: Some((id, ms)),
-                    });
                 }
                 _ => {}
             }

@@ -209,17 +209,24 @@ mod tests {
     use super::poll_io;
     use crate::reactor::{self, Socket};
 
+    /// A connected client, and the server's side, non-blocking, with its
+    /// reactor handle.
+    fn pair() -> (TcpStream, Arc<TcpStream>, Socket) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let server = Arc::new(server);
+        let waiter: Socket = server.clone();
+        (client, server, waiter)
+    }
+
     /// A read that would block is not tried again while the thread still
     /// waits for the socket, however often the future is polled; once the
     /// wait sees it readable, it is read.
     #[test]
     fn a_read_that_would_block_is_tried_again_only_once_the_socket_is_ready() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        server.set_nonblocking(true).unwrap();
-        let server = Arc::new(server);
-        let waiter: Socket = server.clone();
+        let (mut client, server, waiter) = pair();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let reads = AtomicUsize::new(0);
@@ -263,12 +270,7 @@ mod tests {
     /// sockets, which sees the data.
     #[test]
     fn a_thread_woken_at_every_poll_still_reads_what_comes() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        server.set_nonblocking(true).unwrap();
-        let server = Arc::new(server);
-        let waiter: Socket = server.clone();
+        let (mut client, server, waiter) = pair();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut polls = 0;
