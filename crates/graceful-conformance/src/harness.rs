@@ -293,7 +293,8 @@ impl Client {
     }
 
     /// Whether the server ends the connection within `within`, whatever
-    /// it sends before its end: see [`ends_within`].
+    /// it sends before its end (read and dropped): how many bytes came
+    /// before the end, `None` if it did not end in time.
     pub fn ends_within(&mut self, within: Duration) -> Option<usize> {
         ends_within(&mut self.reader, within)
     }

@@ -153,6 +153,7 @@ impl Accept for Listener {
         match self.accept() {
             Ok(Some(conn)) => Poll::Ready(Ok(conn)),
             Ok(None) => {
+                debug_assert!(self.thread.is_some(), "poll_accept after accept_queued");
                 // Level-triggered: a connection queued since the accept
                 // makes the thread's poll return at once, so none is missed.
                 self.waiter.state().waker = Some(cx.waker().clone());
@@ -200,7 +201,16 @@ mod tests {
         let mut listener = Listener::new(listener).unwrap();
         let _queued = TcpStream::connect(addr).unwrap();
         assert!(listener.thread.is_some());
-        let taken = listener.accept_queued().unwrap();
+        // The kernel may queue the connection a moment after the client's
+        // connect returned.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let taken = loop {
+            match listener.accept_queued().unwrap() {
+                Some(taken) => break Some(taken),
+                None if std::time::Instant::now() > until => break None,
+                None => std::thread::sleep(std::time::Duration::from_millis(1)),
+            }
+        };
         assert!(taken.is_some(), "the queued connection is taken");
         assert!(listener.thread.is_none(), "the thread still runs");
         assert!(listener.accept_queued().unwrap().is_none());

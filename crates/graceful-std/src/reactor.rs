@@ -318,12 +318,22 @@ fn wait_for(notify: &Notify, interests: Vec<Interest>, until: Option<Instant>) -
     if woken {
         timeout = Some(Duration::ZERO);
     }
-    let ready: Vec<bool> = match notify.wake.poll(&mut fds, timeout) {
+    let mut polled = notify.wake.poll(&mut fds, timeout);
+    if polled == Err(nix::errno::Errno::EINTR) {
+        // Woken by a signal, which the kernel reports only when no socket
+        // was ready as it looked; a signal left pending by an earlier look
+        // may end a wait at once, though. Look once more without waiting
+        // (the signal is taken by now), so that an interest kept was seen
+        // not ready after the wake-up.
+        polled = notify.wake.poll(&mut fds, Some(Duration::ZERO));
+    }
+    let ready: Vec<bool> = match polled {
         Ok(_) => fds
             .iter()
             .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
             .collect(),
-        // Woken by the wake-up signal: no socket is known to be ready.
+        // Another signal again: no socket is known to be ready; the next
+        // wait looks again.
         Err(nix::errno::Errno::EINTR) => vec![false; fds.len()],
         // Failed: wake every interest, whose futures retry their I/O and
         // see what is wrong.

@@ -33,7 +33,10 @@ pub trait Accept: std::os::fd::AsFd + Send + 'static {
     /// Accepts a connection the kernel already completed, without waiting:
     /// `Ok(None)` when the backlog is empty. Used to serve the backlog before
     /// the listener closes: closing a listener resets the connections
-    /// queued in it, whose clients have already sent their requests.
+    /// queued in it, whose clients have already sent their requests. Once
+    /// it was called, `poll_accept` is not called again (an adapter may
+    /// stop what wakes its accepts), and the listener is dropped right
+    /// after the last call.
     fn accept_queued(&mut self) -> io::Result<Option<(Arc<Self::Socket>, SocketAddr)>>;
 
     /// The address the listener is bound to.
