@@ -193,7 +193,11 @@ mod tests {
         for _ in 0..10 {
             assert!(poll(&mut cx).is_pending());
         }
-        assert_eq!(reads.load(SeqCst), 1, "polls while nothing came read");
+        assert_eq!(
+            reads.load(SeqCst),
+            1,
+            "polls while nothing came made no read"
+        );
 
         client.write_all(b"hi").unwrap();
         let t0 = Instant::now();
@@ -206,9 +210,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(reads.load(SeqCst), 2);
-        // Read until it would block again (the reactor may still call the
-        // event just read a readiness: one more read then), then quiet
-        // again.
+        // Read until it would block again (async-io may still count the
+        // event already read as a readiness: one more read then), then
+        // quiet again.
         assert!(poll(&mut cx).is_pending());
         let blocked = reads.load(SeqCst);
         assert!((3..=4).contains(&blocked), "{blocked}");
