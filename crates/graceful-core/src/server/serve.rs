@@ -35,8 +35,7 @@ pub trait Accept: std::os::fd::AsFd + Send + 'static {
     /// the listener closes: closing a listener resets the connections
     /// queued in it, whose clients have already sent their requests. Once
     /// it was called, `poll_accept` is not called again (an adapter may
-    /// stop what wakes its accepts), and the listener is dropped right
-    /// after the last call.
+    /// stop what wakes its accepts; std's listener debug-asserts it).
     fn accept_queued(&mut self) -> io::Result<Option<(Arc<Self::Socket>, SocketAddr)>>;
 
     /// The address the listener is bound to.
