@@ -22,41 +22,44 @@ use hyper::{Method, Request, Response, StatusCode};
 use crate::common::cli;
 use crate::rt;
 
-async fn route(
-    req: Request<Incoming>,
-    ready: rt::http::Readiness,
-    runtime: rt::Runtime,
-    delay: Duration,
-) -> Response<Full<Bytes>> {
-    let mut res = answer(req, ready, runtime, delay).await;
+/// What a request gets: an answer now, or `hello` after a delay.
+enum Reply {
+    Now(Response<Full<Bytes>>),
+    HelloAfter(Duration),
+}
+
+/// Reads what the answer needs from `req`, before any wait: hyper keeps
+/// one response future per connection for the connection's life, sized
+/// for the largest, so a future that held the request would cost every
+/// idle connection its size.
+fn route(req: &Request<Incoming>, ready: &rt::http::Readiness, delay: Duration) -> Reply {
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    tracing::debug!(target: "request", "{} {path}", req.method());
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/") => Reply::HelloAfter(delay),
+        (&Method::GET, "/healthz") => Reply::Now(ready.response()),
+        _ => {
+            let mut res = Response::new(Full::from("not found\n"));
+            *res.status_mut() = StatusCode::NOT_FOUND;
+            Reply::Now(res)
+        }
+    }
+}
+
+async fn answer(reply: Reply, runtime: rt::Runtime) -> Response<Full<Bytes>> {
+    let mut res = match reply {
+        Reply::Now(res) => res,
+        Reply::HelloAfter(delay) => {
+            runtime.sleep(delay).await;
+            Response::new(Full::from("hello\n"))
+        }
+    };
     // Which program answered (a restart may have replaced the binary).
     res.headers_mut().insert(
         hyper::header::SERVER,
         hyper::header::HeaderValue::from_static(env!("CARGO_CRATE_NAME")),
     );
     res
-}
-
-async fn answer(
-    req: Request<Incoming>,
-    ready: rt::http::Readiness,
-    runtime: rt::Runtime,
-    delay: Duration,
-) -> Response<Full<Bytes>> {
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    tracing::debug!(target: "request", "{} {path}", req.method());
-    match (req.method(), req.uri().path()) {
-        (&Method::GET, "/") => {
-            runtime.sleep(delay).await;
-            Response::new(Full::from("hello\n"))
-        }
-        (&Method::GET, "/healthz") => ready.response(),
-        _ => {
-            let mut res = Response::new(Full::from("not found\n"));
-            *res.status_mut() = StatusCode::NOT_FOUND;
-            res
-        }
-    }
 }
 
 /// The whole program: flags, signals, serve, exit code.
@@ -66,8 +69,8 @@ pub(crate) fn main(name: &str) -> ! {
     let service_rt = started.runtime.clone();
     let delay = started.args.delay;
     let service = service_fn(move |req| {
-        let (ready, runtime) = (ready.clone(), service_rt.clone());
-        async move { Ok::<_, Infallible>(route(req, ready, runtime, delay).await) }
+        let reply = answer(route(&req, &ready, delay), service_rt.clone());
+        async move { Ok::<_, Infallible>(reply.await) }
     });
     cli::exit(started.runtime.block_on(rt::http::serve(
         started.listener,
