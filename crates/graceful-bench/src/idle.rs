@@ -114,7 +114,8 @@ const SERVERS: [Server; 7] = [
 /// Runs as the hand-wired peer: tokio, hyper-util's auto builder, and its
 /// `GracefulShutdown` at SIGTERM (stop accepting, graceful shutdown of every
 /// connection, exit 0), or, with `exit_at_sigterm`, exit 0 at once.
-/// `GET` answers `hello` after `delay`.
+/// `GET` answers `hello` after `delay`, with a `server` header as the
+/// examples do.
 pub(crate) fn serve_hand_wired(delay: Duration, exit_at_sigterm: bool) -> ! {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
@@ -130,7 +131,16 @@ pub(crate) fn serve_hand_wired(delay: Duration, exit_at_sigterm: bool) -> ! {
                     let Ok((stream, _)) = accepted else { continue };
                     let svc = service_fn(move |_| async move {
                         tokio::time::sleep(delay).await;
-                        Ok::<_, Infallible>(Response::new(Full::<Bytes>::from("hello\n")))
+                        // The examples' answer, header included: hyper
+                        // keeps a response's header map for the
+                        // connection's next request, so the header costs
+                        // every idle connection the same on both sides.
+                        let mut res = Response::new(Full::<Bytes>::from("hello\n"));
+                        res.headers_mut().insert(
+                            hyper::header::SERVER,
+                            hyper::header::HeaderValue::from_static("hand_wired"),
+                        );
+                        Ok::<_, Infallible>(res)
                     });
                     let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
                     let conn = graceful.watch(conn);
