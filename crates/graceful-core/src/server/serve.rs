@@ -304,6 +304,11 @@ pin_project! {
         work: CatchUnwind<AssertUnwindSafe<F>>,
         #[pin]
         forced: Forced,
+        // Keeps the server's shutdown alive while the connection runs: a
+        // shutdown reaches its children through weak references, so a
+        // force of the user's shutdown still cuts a connection its
+        // cancelled `serve` left behind.
+        _server: Shutdown,
         peer: SocketAddr,
     }
 }
@@ -314,6 +319,7 @@ pub(crate) fn run_conn<F: Future>(work: F, server: &Shutdown, peer: SocketAddr) 
     RunConn {
         work: AssertUnwindSafe(work).catch_unwind(),
         forced: server.forced(),
+        _server: server.clone(),
         peer,
     }
 }
@@ -398,6 +404,19 @@ mod tests {
         assert!(task.as_mut().poll(&mut cx).is_pending(), "cut at the trigger");
         server.force(crate::ForceCause::Requested);
         assert!(task.as_mut().poll(&mut cx).is_ready(), "not cut at the force");
+    }
+
+    #[test]
+    fn a_connections_task_is_cut_by_its_servers_parent_once_the_server_is_gone() {
+        let parent = Shutdown::new();
+        let server = parent.child();
+        let handler = std::future::pending::<()>();
+        let mut task = pin!(run_conn(handler, &server, "127.0.0.1:1".parse().unwrap()));
+        drop(server);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(task.as_mut().poll(&mut cx).is_pending());
+        parent.force(crate::ForceCause::Requested);
+        assert!(task.as_mut().poll(&mut cx).is_ready(), "the force did not reach it");
     }
 
     fn listener() -> std::net::TcpListener {
