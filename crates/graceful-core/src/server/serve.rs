@@ -300,8 +300,10 @@ pin_project! {
     /// connection's task would hold its handler's future twice (2.5 KiB
     /// more per idle HTTP connection).
     pub(crate) struct RunConn<F> {
+        // `None` once it ended or was cut: dropped then, in the poll that
+        // saw it, whatever the runtime does with a finished task.
         #[pin]
-        work: CatchUnwind<AssertUnwindSafe<F>>,
+        work: Option<CatchUnwind<AssertUnwindSafe<F>>>,
         #[pin]
         forced: Forced,
         // Keeps the server's shutdown alive while the connection runs: a
@@ -317,7 +319,7 @@ pin_project! {
 /// until it ends or `server` is forced.
 pub(crate) fn run_conn<F: Future>(work: F, server: &Shutdown, peer: SocketAddr) -> RunConn<F> {
     RunConn {
-        work: AssertUnwindSafe(work).catch_unwind(),
+        work: Some(AssertUnwindSafe(work).catch_unwind()),
         forced: server.forced(),
         _server: server.clone(),
         peer,
@@ -332,9 +334,12 @@ where
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.project();
+        let mut this = self.project();
         let peer = *this.peer;
-        match this.work.poll(cx) {
+        let Some(work) = this.work.as_mut().as_pin_mut() else {
+            return Poll::Ready(());
+        };
+        match work.poll(cx) {
             Poll::Ready(Ok(out)) => out.log(peer),
             Poll::Ready(Err(panic)) => {
                 let msg = panic
@@ -346,9 +351,12 @@ where
             }
             Poll::Pending => {
                 ready!(this.forced.poll(cx));
+                this.work.set(None);
                 tracing::debug!("connection {peer} cut: the drain was forced");
+                return Poll::Ready(());
             }
         }
+        this.work.set(None);
         Poll::Ready(())
     }
 }
@@ -404,6 +412,30 @@ mod tests {
         assert!(task.as_mut().poll(&mut cx).is_pending(), "cut at the trigger");
         server.force(crate::ForceCause::Requested);
         assert!(task.as_mut().poll(&mut cx).is_ready(), "not cut at the force");
+    }
+
+    #[test]
+    fn a_cut_connections_handler_is_dropped_before_its_task_ends() {
+        struct Flag(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let server = Shutdown::new();
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Flag(dropped.clone());
+        let handler = async move {
+            let _flag = flag;
+            std::future::pending::<()>().await;
+        };
+        let mut task = pin!(run_conn(handler, &server, "127.0.0.1:1".parse().unwrap()));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(task.as_mut().poll(&mut cx).is_pending());
+        server.force(crate::ForceCause::Requested);
+        assert!(task.as_mut().poll(&mut cx).is_ready());
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst), "the handler outlived its cut");
+        assert!(task.as_mut().poll(&mut cx).is_ready(), "a poll after the end");
     }
 
     #[test]
