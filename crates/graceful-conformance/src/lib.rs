@@ -82,6 +82,7 @@ macro_rules! __for_each_scenario {
             max_connections_full_at_the_close_still_serves_the_queued,
             order_stage_after_server_starts_when_it_drained,
             forced_from_code_cuts_at_once,
+            a_cancelled_serve_leaves_busy_connections_to_the_force,
             signal_stops_a_server_gracefully,
             randomized_stop_over_fixed_seeds,
         }

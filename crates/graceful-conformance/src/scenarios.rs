@@ -656,6 +656,64 @@ pub fn forced_from_code_cuts_at_once<A: Adapter>() {
     assert_eq!(outcome.exit_code(), 1);
 }
 
+/// A `serve` cancelled (dropped, as a `select!` does) while a handler
+/// still works leaves that connection running, and a force of the
+/// shutdown passed to `serve` still cuts it (its socket shut, its handler
+/// dropped, its guard released).
+pub fn a_cancelled_serve_leaves_busy_connections_to_the_force<A: Adapter>() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = Shutdown::new();
+    let (cancel, cancelled) = futures::channel::oneshot::channel::<()>();
+    let (working, handler_runs) = std::sync::mpsc::channel();
+    let (returned, serve_returned) = std::sync::mpsc::channel();
+    let (end, ended) = std::sync::mpsc::channel::<()>();
+    let s = shutdown.clone();
+    let server = std::thread::spawn(move || {
+        let rt = crate::TestRuntime::new(A::runtime(), None);
+        let config = ServeConfig::default().progress_every(None);
+        let serve = A::serve(&rt, listener, &s, config, move |stream, conn| {
+            drop(conn);
+            let working = working.clone();
+            async move {
+                let _ = working.send(());
+                std::future::pending::<()>().await;
+                drop(stream);
+                Ok(())
+            }
+        });
+        rt.block_on(futures::future::select(serve, cancelled));
+        let _ = returned.send(());
+        // The runtime lives on: its tasks are not dropped with it.
+        let _ = ended.recv_timeout(PATIENCE);
+    });
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    handler_runs.recv_timeout(PATIENCE).expect("the handler runs");
+    cancel.send(()).unwrap();
+    serve_returned.recv_timeout(PATIENCE).expect("serve was dropped");
+    client.set_read_timeout(Some(SHORT)).unwrap();
+    let mut buf = [0u8; 1];
+    let still_open = std::io::Read::read(&mut client, &mut buf);
+    assert!(
+        still_open.as_ref().is_err_and(crate::harness::is_timeout),
+        "the cancelled serve's connection ended before the force: {still_open:?}"
+    );
+    shutdown.trigger(Reason::requested());
+    shutdown.force(ForceCause::Requested);
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    let cut = std::io::Read::read(&mut client, &mut buf);
+    assert!(
+        matches!(cut, Ok(0)) || cut.as_ref().is_err_and(|e| !crate::harness::is_timeout(e)),
+        "the force did not cut the connection: {cut:?}"
+    );
+    assert!(
+        shutdown.wait_drained_until(Instant::now() + PATIENCE),
+        "the cut connection's guard is still held"
+    );
+    drop(end);
+    server.join().unwrap();
+}
+
 /// The scripted source's signals reach a server end to end: first drains,
 /// its outcome carries the signal.
 pub fn signal_stops_a_server_gracefully<A: Adapter>() {

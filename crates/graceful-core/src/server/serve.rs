@@ -306,10 +306,11 @@ pin_project! {
         work: Option<CatchUnwind<AssertUnwindSafe<F>>>,
         #[pin]
         forced: Forced,
-        // Keeps the server's shutdown alive while the connection runs: a
-        // shutdown reaches its children through weak references, so a
-        // force of the user's shutdown still cuts a connection its
-        // cancelled `serve` left behind.
+        // Keeps the server's shutdown alive while the handler runs (the
+        // connection's guard, which holds it too, may be gone with the
+        // stream): a shutdown reaches its children through weak
+        // references, so a force of the user's shutdown still drops a
+        // handler its cancelled `serve` left behind.
         _server: Shutdown,
         peer: SocketAddr,
     }
