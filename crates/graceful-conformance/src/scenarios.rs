@@ -688,9 +688,13 @@ pub fn a_cancelled_serve_leaves_busy_connections_to_the_force<A: Adapter>() {
         let _ = ended.recv_timeout(PATIENCE);
     });
     let mut client = std::net::TcpStream::connect(addr).unwrap();
-    handler_runs.recv_timeout(PATIENCE).expect("the handler runs");
+    handler_runs
+        .recv_timeout(PATIENCE)
+        .expect("the handler runs");
     cancel.send(()).unwrap();
-    serve_returned.recv_timeout(PATIENCE).expect("serve was dropped");
+    serve_returned
+        .recv_timeout(PATIENCE)
+        .expect("serve was dropped");
     client.set_read_timeout(Some(SHORT)).unwrap();
     let mut buf = [0u8; 1];
     let still_open = std::io::Read::read(&mut client, &mut buf);

@@ -410,9 +410,15 @@ mod tests {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(task.as_mut().poll(&mut cx).is_pending());
         server.trigger(Reason::requested());
-        assert!(task.as_mut().poll(&mut cx).is_pending(), "cut at the trigger");
+        assert!(
+            task.as_mut().poll(&mut cx).is_pending(),
+            "cut at the trigger"
+        );
         server.force(crate::ForceCause::Requested);
-        assert!(task.as_mut().poll(&mut cx).is_ready(), "not cut at the force");
+        assert!(
+            task.as_mut().poll(&mut cx).is_ready(),
+            "not cut at the force"
+        );
     }
 
     #[test]
@@ -435,8 +441,14 @@ mod tests {
         assert!(task.as_mut().poll(&mut cx).is_pending());
         server.force(crate::ForceCause::Requested);
         assert!(task.as_mut().poll(&mut cx).is_ready());
-        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst), "the handler outlived its cut");
-        assert!(task.as_mut().poll(&mut cx).is_ready(), "a poll after the end");
+        assert!(
+            dropped.load(std::sync::atomic::Ordering::SeqCst),
+            "the handler outlived its cut"
+        );
+        assert!(
+            task.as_mut().poll(&mut cx).is_ready(),
+            "a poll after the end"
+        );
     }
 
     #[test]
@@ -449,7 +461,10 @@ mod tests {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(task.as_mut().poll(&mut cx).is_pending());
         parent.force(crate::ForceCause::Requested);
-        assert!(task.as_mut().poll(&mut cx).is_ready(), "the force did not reach it");
+        assert!(
+            task.as_mut().poll(&mut cx).is_ready(),
+            "the force did not reach it"
+        );
     }
 
     fn listener() -> std::net::TcpListener {
