@@ -366,6 +366,16 @@ where
 mod tests {
     use super::*;
     use crate::block_on;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    /// Sets its flag when dropped.
+    struct Flag(Arc<AtomicBool>);
+
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
 
     /// A runtime whose sleep blocks the thread, for `take_backlog`'s looks.
     #[derive(Clone)]
@@ -423,14 +433,8 @@ mod tests {
 
     #[test]
     fn a_cut_connections_handler_is_dropped_before_its_task_ends() {
-        struct Flag(Arc<std::sync::atomic::AtomicBool>);
-        impl Drop for Flag {
-            fn drop(&mut self) {
-                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
-        }
         let server = Shutdown::new();
-        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let dropped = Arc::new(AtomicBool::new(false));
         let flag = Flag(dropped.clone());
         let handler = async move {
             let _flag = flag;
@@ -442,12 +446,43 @@ mod tests {
         server.force(crate::ForceCause::Requested);
         assert!(task.as_mut().poll(&mut cx).is_ready());
         assert!(
-            dropped.load(std::sync::atomic::Ordering::SeqCst),
+            dropped.load(Ordering::SeqCst),
             "the handler outlived its cut"
         );
         assert!(
             task.as_mut().poll(&mut cx).is_ready(),
             "a poll after the end"
+        );
+    }
+
+    #[test]
+    fn an_ended_handler_is_dropped_and_never_polled_again() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let polls = Arc::new(AtomicUsize::new(0));
+        let handler = {
+            let (flag, polls) = (Flag(dropped.clone()), polls.clone());
+            poll_fn(move |_| {
+                let _ = &flag;
+                polls.fetch_add(1, Ordering::SeqCst);
+                Poll::Ready(())
+            })
+        };
+        let server = Shutdown::new();
+        let mut task = pin!(run_conn(handler, &server, "127.0.0.1:1".parse().unwrap()));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(task.as_mut().poll(&mut cx).is_ready());
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the handler outlived its end"
+        );
+        assert!(
+            task.as_mut().poll(&mut cx).is_ready(),
+            "a poll after the end"
+        );
+        assert_eq!(
+            polls.load(Ordering::SeqCst),
+            1,
+            "the ended handler was polled again"
         );
     }
 
