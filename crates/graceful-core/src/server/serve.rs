@@ -377,6 +377,21 @@ mod tests {
         }
     }
 
+    /// The task of a connection from a made-up peer.
+    fn task<F: Future>(handler: F, server: &Shutdown) -> Pin<Box<RunConn<F>>> {
+        Box::pin(run_conn(handler, server, "127.0.0.1:1".parse().unwrap()))
+    }
+
+    /// Polls `task` once, with a waker that does nothing.
+    fn poll<F>(task: &mut Pin<Box<RunConn<F>>>) -> Poll<()>
+    where
+        F: Future,
+        F::Output: HandlerOutput,
+    {
+        task.as_mut()
+            .poll(&mut Context::from_waker(std::task::Waker::noop()))
+    }
+
     /// A runtime whose sleep blocks the thread, for `take_backlog`'s looks.
     #[derive(Clone)]
     struct BlockingRt;
@@ -416,19 +431,12 @@ mod tests {
     fn a_connections_task_ends_at_the_force_not_the_trigger() {
         let server = Shutdown::new();
         let handler = std::future::pending::<()>();
-        let mut task = pin!(run_conn(handler, &server, "127.0.0.1:1".parse().unwrap()));
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        assert!(task.as_mut().poll(&mut cx).is_pending());
+        let mut task = task(handler, &server);
+        assert!(poll(&mut task).is_pending());
         server.trigger(Reason::requested());
-        assert!(
-            task.as_mut().poll(&mut cx).is_pending(),
-            "cut at the trigger"
-        );
+        assert!(poll(&mut task).is_pending(), "cut at the trigger");
         server.force(crate::ForceCause::Requested);
-        assert!(
-            task.as_mut().poll(&mut cx).is_ready(),
-            "not cut at the force"
-        );
+        assert!(poll(&mut task).is_ready(), "not cut at the force");
     }
 
     #[test]
@@ -440,19 +448,15 @@ mod tests {
             let _flag = flag;
             std::future::pending::<()>().await;
         };
-        let mut task = pin!(run_conn(handler, &server, "127.0.0.1:1".parse().unwrap()));
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        assert!(task.as_mut().poll(&mut cx).is_pending());
+        let mut task = task(handler, &server);
+        assert!(poll(&mut task).is_pending());
         server.force(crate::ForceCause::Requested);
-        assert!(task.as_mut().poll(&mut cx).is_ready());
+        assert!(poll(&mut task).is_ready());
         assert!(
             dropped.load(Ordering::SeqCst),
             "the handler outlived its cut"
         );
-        assert!(
-            task.as_mut().poll(&mut cx).is_ready(),
-            "a poll after the end"
-        );
+        assert!(poll(&mut task).is_ready(), "a poll after the end");
     }
 
     #[test]
@@ -468,17 +472,13 @@ mod tests {
             })
         };
         let server = Shutdown::new();
-        let mut task = pin!(run_conn(handler, &server, "127.0.0.1:1".parse().unwrap()));
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        assert!(task.as_mut().poll(&mut cx).is_ready());
+        let mut task = task(handler, &server);
+        assert!(poll(&mut task).is_ready());
         assert!(
             dropped.load(Ordering::SeqCst),
             "the handler outlived its end"
         );
-        assert!(
-            task.as_mut().poll(&mut cx).is_ready(),
-            "a poll after the end"
-        );
+        assert!(poll(&mut task).is_ready(), "a poll after the end");
         assert_eq!(
             polls.load(Ordering::SeqCst),
             1,
@@ -491,15 +491,11 @@ mod tests {
         let parent = Shutdown::new();
         let server = parent.child();
         let handler = std::future::pending::<()>();
-        let mut task = pin!(run_conn(handler, &server, "127.0.0.1:1".parse().unwrap()));
+        let mut task = task(handler, &server);
         drop(server);
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        assert!(task.as_mut().poll(&mut cx).is_pending());
+        assert!(poll(&mut task).is_pending());
         parent.force(crate::ForceCause::Requested);
-        assert!(
-            task.as_mut().poll(&mut cx).is_ready(),
-            "the force did not reach it"
-        );
+        assert!(poll(&mut task).is_ready(), "the force did not reach it");
     }
 
     fn listener() -> std::net::TcpListener {
