@@ -1,7 +1,7 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -352,12 +352,14 @@ where
             }
             Poll::Pending => {
                 ready!(this.forced.poll(cx));
-                this.work.set(None);
                 tracing::debug!("connection {peer} cut: the drain was forced");
-                return Poll::Ready(());
             }
         }
-        this.work.set(None);
+        // A handler whose drop panics loses only its own connection, here
+        // too: the panic does not unwind into the runtime's worker.
+        if catch_unwind(AssertUnwindSafe(|| this.work.set(None))).is_err() {
+            tracing::error!("handler of connection {peer} panicked as it was dropped");
+        }
         Poll::Ready(())
     }
 }
@@ -457,6 +459,36 @@ mod tests {
             "the handler outlived its cut"
         );
         assert!(poll(&mut task).is_ready(), "a poll after the end");
+    }
+
+    #[test]
+    fn a_handler_whose_drop_panics_at_the_cut_does_not_unwind_out_of_its_task() {
+        struct PanicsOnDrop;
+        impl Drop for PanicsOnDrop {
+            fn drop(&mut self) {
+                panic!("a handler's drop panicked");
+            }
+        }
+        let server = Shutdown::new();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let (flag, bomb) = (Flag(dropped.clone()), PanicsOnDrop);
+        let handler = async move {
+            let _bomb = bomb;
+            let _flag = flag;
+            std::future::pending::<()>().await;
+        };
+        let mut task = task(handler, &server);
+        assert!(poll(&mut task).is_pending());
+        server.force(crate::ForceCause::Requested);
+        let cut = catch_unwind(AssertUnwindSafe(|| poll(&mut task)));
+        assert!(
+            matches!(cut, Ok(Poll::Ready(()))),
+            "the panic unwound out of the task"
+        );
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the rest of the handler was not dropped"
+        );
     }
 
     #[test]
