@@ -319,6 +319,70 @@ impl Client {
     }
 }
 
+/// A `serve` run on a thread of its own until the test cancels it (drops
+/// it, as a `select!` does). The thread keeps the runtime alive until this
+/// is dropped: a runtime dropped at once would drop the connections' tasks
+/// itself, and hide what the cancelled `serve` left them to.
+pub(crate) struct Cancellable {
+    pub(crate) addr: SocketAddr,
+    cancel: Option<futures::channel::oneshot::Sender<()>>,
+    returned: mpsc::Receiver<()>,
+    end: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Cancellable {
+    /// Binds a listener and runs `run(listener, cancelled)` on a new
+    /// thread: it serves on its runtime until `cancelled` resolves, and
+    /// returns the runtime, kept until this is dropped.
+    pub(crate) fn start<F, K>(run: F) -> Cancellable
+    where
+        F: FnOnce(TcpListener, futures::channel::oneshot::Receiver<()>) -> K + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cancel, cancelled) = futures::channel::oneshot::channel();
+        let (returned_tx, returned) = mpsc::channel();
+        let (end, ended) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = run(listener, cancelled);
+            let _ = returned_tx.send(());
+            let _ = ended.recv();
+            drop(runtime);
+        });
+        Cancellable {
+            addr,
+            cancel: Some(cancel),
+            returned,
+            end: Some(end),
+            thread: Some(thread),
+        }
+    }
+
+    /// Cancels the `serve` and waits until it was dropped.
+    pub(crate) fn cancel(&mut self) {
+        if let Some(cancel) = self.cancel.take() {
+            cancel.send(()).unwrap();
+        }
+        self.returned
+            .recv_timeout(PATIENCE)
+            .expect("serve was dropped");
+    }
+}
+
+impl Drop for Cancellable {
+    fn drop(&mut self) {
+        drop(self.end.take());
+        drop(self.cancel.take());
+        if let Some(thread) = self.thread.take() {
+            let joined = thread.join();
+            if !std::thread::panicking() {
+                joined.expect("the serving thread panicked");
+            }
+        }
+    }
+}
+
 /// The size of the replies that block the server's writes (the line
 /// service's `big`, the HTTP service's `GET /big`): 16 MiB, past what
 /// loopback buffers take from a client that stopped reading early (with

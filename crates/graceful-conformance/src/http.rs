@@ -22,7 +22,7 @@ use hyper::service::Service;
 use hyper::{Request, Response, StatusCode};
 
 use crate::clock::{ManualClock, TestRuntime};
-use crate::harness::{eventually, BIG, PATIENCE};
+use crate::harness::{eventually, Cancellable, BIG, PATIENCE};
 use crate::Adapter;
 
 /// An adapter with `http::serve_on`.
@@ -557,13 +557,9 @@ pub(crate) fn assert_lingers_until_closed(
 /// is closed rather than kept waiting for a listener close that cannot
 /// come; a later stop of the shutdown then finds nothing waiting.
 pub fn http_a_cancelled_serve_closes_its_idle_keep_alive_connections<A: HttpAdapter>() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let shutdown = Shutdown::new();
-    let (cancel, cancelled) = futures::channel::oneshot::channel::<()>();
-    let (tx, returned) = std::sync::mpsc::channel();
     let s = shutdown.clone();
-    std::thread::spawn(move || {
+    let mut server = Cancellable::start(move |listener, cancelled| {
         let rt = TestRuntime::new(A::runtime(), None);
         let svc = TestService {
             rt: rt.clone(),
@@ -573,22 +569,24 @@ pub fn http_a_cancelled_serve_closes_its_idle_keep_alive_connections<A: HttpAdap
         let config = ServeConfig::default().progress_every(None);
         let serve = A::serve_http(&rt, listener, &s, config, svc);
         rt.block_on(futures::future::select(serve, cancelled));
-        let _ = tx.send(());
+        rt
     });
-    let mut c = TcpStream::connect(addr).unwrap();
+    let mut c = TcpStream::connect(server.addr).unwrap();
     c.set_read_timeout(Some(PATIENCE)).unwrap();
     c.write_all(b"GET /sleep?ms=0 HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
     let mut r = BufReader::new(c);
     let (status, _) = head(&mut r).expect("a response head");
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
-    cancel.send(()).unwrap();
-    returned.recv_timeout(PATIENCE).expect("serve was dropped");
+    server.cancel();
     let mut rest = String::new();
     r.read_to_string(&mut rest)
         .expect("the idle connection is closed, not left waiting");
     assert_eq!(rest, "slept 0");
-    assert!(TcpStream::connect(addr).is_err(), "the listener is closed");
+    assert!(
+        TcpStream::connect(server.addr).is_err(),
+        "the listener is closed"
+    );
     shutdown.trigger(Reason::requested());
     assert!(shutdown.wait_drained_until(Instant::now() + PATIENCE));
 }

@@ -13,7 +13,7 @@ use graceful_core::{
     Escalation, ForceCause, Outcome, Reason, Runtime, ServeConfig, Shutdown, Signal, SignalConfig,
 };
 
-use crate::harness::{eventually, refused_within, Client, Options, Server, PATIENCE};
+use crate::harness::{eventually, refused_within, Cancellable, Client, Options, Server, PATIENCE};
 use crate::script::{scripted, SignalScript};
 use crate::Adapter;
 
@@ -661,15 +661,10 @@ pub fn forced_from_code_cuts_at_once<A: Adapter>() {
 /// shutdown passed to `serve` still cuts it: the client sees it end, and
 /// the shutdown drains (the connection's guard is released).
 pub fn a_cancelled_serve_leaves_busy_connections_to_the_force<A: Adapter>() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let shutdown = Shutdown::new();
-    let (cancel, cancelled) = futures::channel::oneshot::channel::<()>();
     let (working, handler_runs) = std::sync::mpsc::channel();
-    let (returned, serve_returned) = std::sync::mpsc::channel();
-    let (end, ended) = std::sync::mpsc::channel::<()>();
     let s = shutdown.clone();
-    let server = std::thread::spawn(move || {
+    let mut server = Cancellable::start(move |listener, cancelled| {
         let rt = crate::TestRuntime::new(A::runtime(), None);
         let config = ServeConfig::default().progress_every(None);
         let serve = A::serve(&rt, listener, &s, config, move |stream, conn| {
@@ -683,41 +678,27 @@ pub fn a_cancelled_serve_leaves_busy_connections_to_the_force<A: Adapter>() {
             }
         });
         rt.block_on(futures::future::select(serve, cancelled));
-        let _ = returned.send(());
-        // The runtime lives until the checks are done (or failed): dropped
-        // earlier, it would drop the connection's task itself and hide a
-        // force that did nothing.
-        let _ = ended.recv();
+        rt
     });
-    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    let mut client = Client::connect(server.addr);
     handler_runs
         .recv_timeout(PATIENCE)
         .expect("the handler runs");
-    cancel.send(()).unwrap();
-    serve_returned
-        .recv_timeout(PATIENCE)
-        .expect("serve was dropped");
-    client.set_read_timeout(Some(SHORT)).unwrap();
-    let mut buf = [0u8; 1];
-    let still_open = std::io::Read::read(&mut client, &mut buf);
+    server.cancel();
     assert!(
-        still_open.as_ref().is_err_and(crate::harness::is_timeout),
-        "the cancelled serve's connection ended before the force: {still_open:?}"
+        client.silent_for(SHORT),
+        "the cancelled serve's connection ended before the force"
     );
     shutdown.trigger(Reason::requested());
     shutdown.force(ForceCause::Requested);
-    client.set_read_timeout(Some(PATIENCE)).unwrap();
-    let cut = std::io::Read::read(&mut client, &mut buf);
     assert!(
-        matches!(cut, Ok(0)) || cut.as_ref().is_err_and(|e| !crate::harness::is_timeout(e)),
-        "the force did not cut the connection: {cut:?}"
+        client.closed_within(PATIENCE),
+        "the force did not cut the connection"
     );
     assert!(
         shutdown.wait_drained_until(Instant::now() + PATIENCE),
         "the cut connection's guard is still held"
     );
-    drop(end);
-    server.join().unwrap();
 }
 
 /// The scripted source's signals reach a server end to end: first drains,
