@@ -8,10 +8,22 @@
 //! the slowest part of the stop. Reused threads just wait again. A busy
 //! server also stops paying a thread start per connection.
 //!
-//! Invariants: `idle` counts the threads waiting in [`Pool::worker`]; a job
-//! is queued only while fewer jobs are queued than threads wait, so every
-//! queued job has a thread that will take it (a waiting thread leaves only
-//! when the queue is empty); otherwise a new thread is started for it.
+//! Every job gets a thread of its own (a job may block), but the caller of
+//! [`run`] starts at most one: when jobs come faster than threads start (at
+//! a stop, thousands of parked connections are woken at once by one thread)
+//! they queue, and each thread as it starts starts the next one while more
+//! jobs are queued than threads wait. The caller goes on at once, the
+//! starts run on the new threads, and a thread whose job ended meanwhile
+//! takes a queued job instead of a new thread being started for it.
+//!
+//! Invariants: `idle` counts the threads waiting in [`Pool::worker`];
+//! `starting` the threads started and not yet past their start. A job is
+//! queued while fewer jobs are queued than threads wait (one of them takes
+//! it; a waiting thread leaves only when the queue is empty), or while a
+//! thread is starting: whenever more jobs are queued than threads wait, a
+//! thread is starting, and it starts another for the queue's first job
+//! before it runs its own. So every queued job is taken by a waiting
+//! thread or gets a new one, whatever the running jobs do.
 
 use std::collections::VecDeque;
 use std::io;
@@ -35,6 +47,7 @@ struct Pool {
 struct State {
     queue: VecDeque<Job>,
     idle: usize,
+    starting: usize,
 }
 
 fn pool() -> &'static Pool {
@@ -55,19 +68,22 @@ impl Pool {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes jobs until none comes for `idle`.
-    fn worker(&'static self, first: Job) {
+    /// Runs `first`, if any, then takes jobs until none comes for `idle`.
+    fn worker(&'static self, first: Option<Job>) {
+        self.started(first.is_some());
         let mut job = first;
         loop {
             // A job's panic is its own (the server's handlers already
             // catch theirs); the thread goes on serving.
-            let _ = catch_unwind(AssertUnwindSafe(job));
+            if let Some(job) = job.take() {
+                let _ = catch_unwind(AssertUnwindSafe(job));
+            }
             let mut st = self.state();
             st.idle += 1;
             loop {
                 if let Some(next) = st.queue.pop_front() {
                     st.idle -= 1;
-                    job = next;
+                    job = Some(next);
                     break;
                 }
                 let (guard, timeout) = self
@@ -93,17 +109,42 @@ impl Pool {
     fn run(&'static self, job: Job) -> io::Result<()> {
         {
             let mut st = self.state();
-            if st.queue.len() < st.idle {
+            if st.queue.len() < st.idle || st.starting > 0 {
                 st.queue.push_back(job);
                 drop(st);
                 self.work.notify_one();
                 return Ok(());
             }
+            st.starting += 1;
         }
+        self.start(Some(job))
+            .inspect_err(|_| self.state().starting -= 1)
+    }
+
+    fn start(&'static self, first: Option<Job>) -> io::Result<()> {
         std::thread::Builder::new()
             .name("graceful-conn".into())
-            .spawn(move || self.worker(job))
+            .spawn(move || self.worker(first))
             .map(drop)
+    }
+
+    /// A new thread's start (`busy`: with a job of its own): while more
+    /// jobs are queued than threads wait (this one too, if it has no job),
+    /// starts a thread that takes the first of them.
+    fn started(&'static self, busy: bool) {
+        let mut st = self.state();
+        st.starting -= 1;
+        let waiting = st.idle + usize::from(!busy);
+        if st.queue.len() <= waiting || st.starting > 0 {
+            return;
+        }
+        st.starting += 1;
+        drop(st);
+        if let Err(e) = self.start(None) {
+            // The jobs stay queued for the threads whose jobs end.
+            tracing::error!("no thread for queued tasks: {e}");
+            self.state().starting -= 1;
+        }
     }
 }
 
