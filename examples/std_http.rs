@@ -1,4 +1,5 @@
-//! HTTP/1.1 + HTTP/2 server on plain threads (a thread per connection):
+//! HTTP/1.1 + HTTP/2 server on plain threads (a thread per busy
+//! connection; an idle one gives its thread back):
 //!
 //! ```text
 //! cargo run --example std_http           # listens on 127.0.0.1:8080

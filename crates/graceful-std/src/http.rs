@@ -1,10 +1,12 @@
-//! HTTP/1.1 and HTTP/2 (h2c) on hyper 1.x, a thread per connection: see
-//! [`serve`].
+//! HTTP/1.1 and HTTP/2 (h2c) on hyper 1.x, each connection on a thread
+//! while it is busy: see [`serve`].
 //!
 //! hyper's connection state machine runs on the connection's thread, with
 //! the socket non-blocking: when it would block, the thread waits in
 //! `poll(2)` for that socket or a wake-up (a timer, the stop), so the
-//! connection winds down at the stop exactly as on the async adapters.
+//! connection winds down at the stop exactly as on the async adapters. A
+//! connection idle for 10 ms gives its thread back and waits in the
+//! runtime's parking thread instead (on Linux; see [`Runtime`]).
 //! HTTP/2 works the same way; each of its streams runs on a thread of its
 //! own, as every spawned task does here. A connection costs one
 //! descriptor, its socket: on Linux a waiting thread is woken by a signal

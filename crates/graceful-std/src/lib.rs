@@ -11,9 +11,10 @@
 //! - [`serve`] / [`serve_blocking`]: a TCP server with a thread per
 //!   connection, woken by the shutdown itself (no polling timeouts);
 //! - `http::serve` (feature `http`): any hyper service over HTTP/1.1 and
-//!   HTTP/2, a thread per connection, with the same stop as the async
-//!   adapters' (`Connection: close`, GOAWAY, first-request grace,
-//!   readiness);
+//!   HTTP/2, each connection on a thread while it is busy (an idle one
+//!   waits in one shared `epoll` set, with no thread, on Linux), with the
+//!   same stop as the async adapters' (`Connection: close`, GOAWAY,
+//!   first-request grace, readiness);
 //! - [`WorkerPool`]: threads that take jobs until the trigger and finish
 //!   the one they run.
 //!
@@ -24,9 +25,11 @@
 //!
 //! # When not to use it
 //!
-//! A thread per connection costs a thread's stack per client: for
-//! thousands of mostly idle connections an async adapter is cheaper. Unix
-//! only: it relies on POSIX signals and `shutdown(2)` on sockets.
+//! A blocking TCP handler holds its thread while its connection is open,
+//! so a thread's stack per client: for thousands of mostly idle TCP
+//! connections an async adapter is cheaper (idle HTTP connections give
+//! their threads back on Linux). Unix only: it relies on POSIX signals and
+//! `shutdown(2)` on sockets.
 //!
 //! # Example
 //!
@@ -63,6 +66,7 @@
 #[cfg(feature = "http")]
 pub mod http;
 mod listener;
+mod park;
 mod pool;
 // Without `http` nothing waits for a socket or a timer in it.
 #[cfg_attr(not(feature = "http"), allow(dead_code))]

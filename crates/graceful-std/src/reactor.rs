@@ -39,17 +39,17 @@ use nix::poll::{PollFd, PollFlags};
 /// descriptor open while it is polled).
 pub(crate) type Socket = Arc<dyn AsFd + Send + Sync>;
 
-struct Interest {
-    socket: Socket,
-    flags: PollFlags,
-    waker: Waker,
+pub(crate) struct Interest {
+    pub(crate) socket: Socket,
+    pub(crate) flags: PollFlags,
+    pub(crate) waker: Waker,
 }
 
 /// A timer a future waits for: its id, deadline and who to wake.
-struct Timer {
+pub(crate) struct Timer {
     id: u64,
-    deadline: Instant,
-    waker: Waker,
+    pub(crate) deadline: Instant,
+    pub(crate) waker: Waker,
 }
 
 thread_local! {
@@ -184,11 +184,23 @@ fn fire_timers() -> Option<Instant> {
 }
 
 /// The waker of one thread's `block_on`.
-struct Notify {
+pub(crate) struct Notify {
     thread: Thread,
     notified: AtomicBool,
     /// How a wake-up ends the thread's wait for sockets.
     wake: ThreadWake,
+}
+
+impl Notify {
+    /// Whether the thread was woken since it last cleared the flag.
+    pub(crate) fn notified(&self) -> bool {
+        self.notified.load(SeqCst)
+    }
+
+    /// Clears the flag, before a poll.
+    pub(crate) fn clear(&self) {
+        self.notified.store(false, SeqCst);
+    }
 }
 
 impl Wake for Notify {
@@ -208,39 +220,70 @@ impl Wake for Notify {
 
 /// Runs `future` to completion on this thread.
 pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
-    let notify = NOTIFY.with(Arc::clone);
+    let notify = thread_notify();
     let waker = Waker::from(notify.clone());
     let mut cx = Context::from_waker(&waker);
     let mut future = pin!(future);
     let _lists = Lists::enter();
-    DEPTH.with(|d| d.set(d.get() + 1));
     loop {
-        notify.notified.store(false, SeqCst);
+        notify.clear();
         if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
             return out;
         }
-        let next_timer = fire_timers();
-        let interests = INTERESTS.with(|i| std::mem::take(&mut *i.borrow_mut()));
-        let waiting = match interests.is_empty() {
-            true => {
-                while !notify.notified.load(SeqCst) {
-                    match next_timer {
-                        None => std::thread::park(),
-                        Some(t) if t <= Instant::now() => break,
-                        Some(t) => std::thread::park_timeout(t - Instant::now()),
-                    }
-                }
-                interests
-            }
-            false => wait_for(&notify, interests, next_timer),
-        };
-        fire_timers();
-        INTERESTS.with(|i| {
-            let mut i = i.borrow_mut();
-            let added = std::mem::replace(&mut *i, waiting);
-            i.extend(added);
-        });
+        wait_once(&notify, None);
     }
+}
+
+/// This thread's waker.
+pub(crate) fn thread_notify() -> Arc<Notify> {
+    NOTIFY.with(Arc::clone)
+}
+
+/// Waits once for what the futures polled on this thread wait for (a
+/// socket, a timer, a wake-up of `notify`, this thread's), or until
+/// `until`: wakes the interests and timers that are ready or due, keeps
+/// the others.
+pub(crate) fn wait_once(notify: &Notify, until: Option<Instant>) {
+    let next_timer = fire_timers();
+    let until = match (next_timer, until) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let interests = INTERESTS.with(|i| std::mem::take(&mut *i.borrow_mut()));
+    let waiting = match interests.is_empty() {
+        true => {
+            while !notify.notified.load(SeqCst) {
+                match until {
+                    None => std::thread::park(),
+                    Some(t) if t <= Instant::now() => break,
+                    Some(t) => std::thread::park_timeout(t - Instant::now()),
+                }
+            }
+            interests
+        }
+        false => wait_for(notify, interests, until),
+    };
+    fire_timers();
+    INTERESTS.with(|i| {
+        let mut i = i.borrow_mut();
+        let added = std::mem::replace(&mut *i, waiting);
+        i.extend(added);
+    });
+}
+
+/// Takes what the futures polled on this thread wait for: its socket
+/// interests and its timers (a task leaving the thread).
+pub(crate) fn take_waits() -> (Vec<Interest>, Vec<Timer>) {
+    (
+        INTERESTS.with(|i| std::mem::take(&mut *i.borrow_mut())),
+        TIMERS.with(|t| std::mem::take(&mut *t.borrow_mut())),
+    )
+}
+
+/// Gives back what [`take_waits`] took (a task that stays).
+pub(crate) fn restore_waits(interests: Vec<Interest>, timers: Vec<Timer>) {
+    INTERESTS.with(|i| i.borrow_mut().extend(interests));
+    TIMERS.with(|t| t.borrow_mut().extend(timers));
 }
 
 /// The interests and timers of one `block_on`. A `block_on` inside a
@@ -250,17 +293,18 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
 /// are the outer one's too (one waker per thread): on return it leaves the
 /// thread marked woken, so the outer loop polls again rather than miss
 /// one.
-struct Lists {
+pub(crate) struct Lists {
     interests: Vec<Interest>,
     timers: Vec<Timer>,
 }
 
 impl Lists {
-    fn enter() -> Lists {
-        Lists {
-            interests: INTERESTS.with(|i| std::mem::take(&mut *i.borrow_mut())),
-            timers: TIMERS.with(|t| std::mem::take(&mut *t.borrow_mut())),
-        }
+    /// Sets the outer lists aside, if any, for a `block_on` (or a task's
+    /// run) on this thread.
+    pub(crate) fn enter() -> Lists {
+        DEPTH.with(|d| d.set(d.get() + 1));
+        let (interests, timers) = take_waits();
+        Lists { interests, timers }
     }
 }
 
@@ -562,13 +606,13 @@ mod pipe_wake {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
 
     /// Resolves at `deadline`, through the thread's own timers.
-    fn sleep_until(deadline: Instant) -> impl Future<Output = ()> {
+    pub(crate) fn sleep_until(deadline: Instant) -> impl Future<Output = ()> {
         let id = timer_id();
         std::future::poll_fn(move |cx| {
             if Instant::now() >= deadline {
@@ -580,7 +624,7 @@ mod tests {
     }
 
     /// Reads one byte from a non-blocking socket through the reactor.
-    fn read_byte(socket: Arc<TcpStream>) -> impl Future<Output = u8> {
+    pub(crate) fn read_byte(socket: Arc<TcpStream>) -> impl Future<Output = u8> {
         let waiter: Socket = socket.clone();
         std::future::poll_fn(move |cx| {
             let mut b = [0u8; 1];
@@ -596,7 +640,7 @@ mod tests {
     }
 
     /// Runs `f` on a thread of its own, failing if it takes over 10 s.
-    fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    pub(crate) fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || tx.send(f()).unwrap());
         rx.recv_timeout(Duration::from_secs(10))
@@ -604,7 +648,7 @@ mod tests {
     }
 
     /// A connected client, and the server's side, non-blocking.
-    fn pair() -> (TcpStream, Arc<TcpStream>) {
+    pub(crate) fn pair() -> (TcpStream, Arc<TcpStream>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();

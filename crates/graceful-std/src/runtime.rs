@@ -2,11 +2,18 @@ use std::future::Future;
 use std::time::Duration;
 
 /// Plain threads as the core's [`graceful_core::Runtime`]: `spawn` runs
-/// the future on a thread of its own (reused once the future ends);
-/// `block_on` parks the calling thread between wake-ups, or waits in
-/// `poll(2)` for the sockets the future waits for (the HTTP server's); timers
-/// come from `futures-timer`'s timer thread. No async runtime, no reactor
-/// thread.
+/// the future on a thread of its own (reused once the future ends) while
+/// it is busy; `block_on` parks the calling thread between wake-ups, or
+/// waits in `poll(2)` for the sockets the future waits for (the HTTP
+/// server's); timers come from `futures-timer`'s timer thread. No async
+/// runtime.
+///
+/// On Linux a spawned future that has waited 10 ms with nothing to do (an
+/// idle keep-alive connection) gives its thread back: one parking thread
+/// waits for every such future's sockets and timers in one `epoll` set, and
+/// runs it on a thread again when one is ready or it is woken. An idle
+/// connection then costs its socket and its state, not a thread. A future
+/// that blocks its thread (a blocking handler) is never parked.
 #[derive(Clone, Default)]
 pub struct Runtime(());
 
@@ -21,14 +28,10 @@ impl graceful_core::Runtime for Runtime {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        // Polled where it is allocated: a future moved by value into the
-        // thread's `block_on` would be copied onto its stack, and a
-        // thread's stack pages stay resident after its connection ends
-        // (8 KiB more per idle HTTP connection).
-        let future = Box::pin(future);
-        if let Err(e) = crate::threads::run(move || crate::reactor::block_on(future)) {
-            tracing::error!("no thread for a spawned task: {e}");
-        }
+        // Polled where it is allocated: a future moved by value onto a
+        // thread would be copied onto its stack, and a thread's stack
+        // pages stay resident after its connection ends.
+        crate::park::Task::spawn(Box::pin(future));
     }
 
     fn block_on<F: Future>(&self, future: F) -> F::Output {

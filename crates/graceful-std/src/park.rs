@@ -1,0 +1,689 @@
+//! Spawned tasks, and the parking of the ones that wait long.
+//!
+//! A spawned task runs on a connection thread (see `threads`) and waits
+//! there, as [`block_on`](crate::reactor::block_on) does, while it is busy.
+//! One that has waited [`PARK_AFTER`] with nothing to do (an idle
+//! keep-alive connection) gives its thread back: its future, socket
+//! interests and timers move to the parker, one thread that waits for all
+//! parked tasks in one `epoll` set. A wake-up, a ready socket or a due timer
+//! takes the task out and runs it on a connection thread again. An idle
+//! connection then costs its socket and its future, not a thread's stack.
+//!
+//! Invariants:
+//! - a task's wakers all go through its state, under its lock: `Running`
+//!   forwards to the running thread's wake-up, `Parked` unparks,
+//!   `Scheduled` and `Done` need nothing (a scheduled task is polled first
+//!   thing when it runs);
+//! - a task parks under its lock, and only if its thread was not woken
+//!   since its last poll: a wake-up before the park is seen by the park
+//!   (which then polls again), one after it finds the task `Parked`;
+//! - exactly one unpark takes a parked task out: the one that finds it
+//!   `Parked` with the parking's key, under the lock. It deletes the task's
+//!   sockets from the `epoll` set while the task still holds them (so no
+//!   reused descriptor number is ever watched for it), then wakes all its
+//!   interests and timers: its futures look again and wait again, wherever
+//!   the task runs next, so no wait registered before the park is lost;
+//! - a parking that cannot register every socket (a socket another parked
+//!   task waits for, no parker) leaves the task waiting on its thread.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use crate::reactor::{self, Interest, Notify, Timer};
+
+/// How long a spawned task waits on its thread before it parks.
+pub(crate) const PARK_AFTER: Duration = Duration::from_millis(10);
+
+type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A spawned future and where it is.
+pub(crate) struct Task {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    state: State,
+    /// The future while it is not being polled (scheduled or parked).
+    future: Option<BoxFuture>,
+    /// While parked: what the task waits for.
+    waits: (Vec<Interest>, Vec<Timer>),
+}
+
+enum State {
+    /// Queued to run on a connection thread.
+    Scheduled,
+    /// Polled, or waiting, on the thread this wakes.
+    Running(Arc<Notify>),
+    /// In the parker, under this key.
+    Parked(u64),
+    /// Ended (or its future was dropped).
+    Done,
+}
+
+impl Task {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `future` on a connection thread.
+    pub(crate) fn spawn(future: BoxFuture) {
+        let task = Arc::new(Task {
+            inner: Mutex::new(Inner {
+                state: State::Scheduled,
+                future: Some(future),
+                waits: (Vec::new(), Vec::new()),
+            }),
+        });
+        task.dispatch();
+    }
+
+    /// Runs the scheduled task on a connection thread; without one, drops
+    /// its future (which releases what it holds: a connection's socket and
+    /// guard).
+    fn dispatch(self: Arc<Self>) {
+        let task = self.clone();
+        if let Err(e) = crate::threads::run(move || task.run()) {
+            tracing::error!("no thread for a spawned task: {e}");
+            let future = {
+                let mut inner = self.lock();
+                inner.state = State::Done;
+                inner.future.take()
+            };
+            drop(future);
+        }
+    }
+
+    /// Polls the task on this thread until it ends or parks.
+    fn run(self: Arc<Self>) {
+        let notify = reactor::thread_notify();
+        let Some(mut future) = ({
+            let mut inner = self.lock();
+            let future = inner.future.take();
+            if future.is_some() {
+                inner.state = State::Running(notify.clone());
+            }
+            future
+        }) else {
+            return;
+        };
+        let waker = Waker::from(self.clone());
+        let mut cx = Context::from_waker(&waker);
+        let _lists = reactor::Lists::enter();
+        // Marks the task ended if its future panics, so that its wakers
+        // stop waking this thread.
+        let ended = Ended(&self);
+        let mut can_park = parker().is_some();
+        loop {
+            notify.clear();
+            if let Poll::Ready(()) = future.as_mut().poll(&mut cx) {
+                return;
+            }
+            let park_at = can_park.then(|| Instant::now() + PARK_AFTER);
+            reactor::wait_once(&notify, park_at);
+            if notify.notified() || park_at.map_or(true, |t| Instant::now() < t) {
+                continue;
+            }
+            #[cfg(test)]
+            tests::pause_before_park();
+            match self.park(future, &notify) {
+                Ok(()) => {
+                    std::mem::forget(ended);
+                    return;
+                }
+                Err((f, parkable)) => {
+                    future = f;
+                    can_park = parkable;
+                }
+            }
+        }
+    }
+
+    /// Moves the task, which was not woken since its last poll, to the
+    /// parker. Gives the future back if it must stay: when a wake-up came
+    /// in (then it may park later) or the parker cannot take its waits
+    /// (then it stays on this thread for good).
+    fn park(self: &Arc<Self>, future: BoxFuture, notify: &Notify) -> Result<(), (BoxFuture, bool)> {
+        let Some(parker) = parker() else {
+            return Err((future, false));
+        };
+        let mut inner = self.lock();
+        if notify.notified() {
+            return Err((future, true));
+        }
+        let (interests, timers) = reactor::take_waits();
+        match parker.register(self, &interests, &timers) {
+            Ok(key) => {
+                inner.state = State::Parked(key);
+                inner.future = Some(future);
+                inner.waits = (interests, timers);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::debug!("a task stays on its thread: {e}");
+                reactor::restore_waits(interests, timers);
+                Err((future, false))
+            }
+        }
+    }
+
+    /// Takes the task out of the parker, if it is still parked under
+    /// `key`, and runs it on a connection thread.
+    fn unpark(self: &Arc<Self>, key: u64) {
+        let (interests, timers) = {
+            let mut inner = self.lock();
+            if !matches!(inner.state, State::Parked(k) if k == key) {
+                return;
+            }
+            let waits = std::mem::take(&mut inner.waits);
+            if let Some(parker) = parker() {
+                parker.forget(key, &waits.0, &waits.1);
+            }
+            inner.state = State::Scheduled;
+            waits
+        };
+        // Outside the lock: a waker may be this task's own (then it finds
+        // the task scheduled, and does nothing more).
+        for i in interests {
+            i.waker.wake();
+        }
+        for t in timers {
+            t.waker.wake();
+        }
+        self.clone().dispatch();
+    }
+}
+
+/// While alive, a task that panics is marked ended.
+struct Ended<'a>(&'a Task);
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        self.0.lock().state = State::Done;
+    }
+}
+
+impl Wake for Task {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let inner = self.lock();
+        match &inner.state {
+            State::Running(notify) => notify.wake_by_ref(),
+            &State::Parked(key) => {
+                drop(inner);
+                self.unpark(key);
+            }
+            State::Scheduled | State::Done => {}
+        }
+    }
+}
+
+/// How many tasks are parked now.
+#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+pub(crate) fn parked() -> usize {
+    parker().map_or(0, |p| p.state().tasks.len())
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+use epoll_parker::parker;
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn parker() -> Option<&'static Parker> {
+    None
+}
+
+/// Elsewhere nothing parks: a task waits on its thread.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+struct Parker;
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+impl Parker {
+    fn register(&self, _: &Arc<Task>, _: &[Interest], _: &[Timer]) -> std::io::Result<u64> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+    fn forget(&self, _: u64, _: &[Interest], _: &[Timer]) {}
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod epoll_parker {
+    use std::collections::{BTreeSet, HashMap};
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+    use std::time::Instant;
+
+    use nix::poll::PollFlags;
+    use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+    use nix::sys::eventfd::{EfdFlags, EventFd};
+
+    use super::Task;
+    use crate::reactor::{Interest, Timer};
+
+    /// The `epoll` key of the parker's own wake-up.
+    const WAKE: u64 = u64::MAX;
+
+    pub(crate) struct Parker {
+        epoll: Epoll,
+        /// Ends the parker's wait when a task parks with an earlier timer
+        /// than the wait's end.
+        wake: EventFd,
+        state: Mutex<State>,
+    }
+
+    #[derive(Default)]
+    pub(crate) struct State {
+        next_key: u64,
+        pub(crate) tasks: HashMap<u64, Arc<Task>>,
+        /// Each parked task's earliest timer.
+        timers: BTreeSet<(Instant, u64)>,
+        /// While the parker waits: until when (`Some(None)`: no end).
+        waits_until: Option<Option<Instant>>,
+    }
+
+    /// The parker, started at the first park; `None` if it cannot be.
+    pub(crate) fn parker() -> Option<&'static Parker> {
+        static PARKER: OnceLock<Option<&'static Parker>> = OnceLock::new();
+        *PARKER.get_or_init(|| match Parker::start() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!("no parker for idle tasks ({e}): each waits on its thread");
+                None
+            }
+        })
+    }
+
+    fn epoll_flags(flags: PollFlags) -> EpollFlags {
+        let mut out = EpollFlags::empty();
+        if flags.contains(PollFlags::POLLIN) {
+            out |= EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+        }
+        if flags.contains(PollFlags::POLLOUT) {
+            out |= EpollFlags::EPOLLOUT;
+        }
+        out
+    }
+
+    impl Parker {
+        fn start() -> std::io::Result<&'static Parker> {
+            let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+            let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+            epoll.add(wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKE))?;
+            let parker: &'static Parker = Box::leak(Box::new(Parker {
+                epoll,
+                wake,
+                state: Mutex::default(),
+            }));
+            std::thread::Builder::new()
+                .name("graceful-parker".into())
+                .spawn(move || parker.serve())?;
+            Ok(parker)
+        }
+
+        pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+            self.state.lock().unwrap_or_else(|p| p.into_inner())
+        }
+
+        /// Adds a parking task's sockets to the set, and its earliest
+        /// timer; returns its key. On an error nothing stays registered.
+        pub(super) fn register(
+            &self,
+            task: &Arc<Task>,
+            interests: &[Interest],
+            timers: &[Timer],
+        ) -> std::io::Result<u64> {
+            let mut st = self.state();
+            let key = st.next_key;
+            // One entry per socket, with every direction waited for.
+            let mut fds: Vec<(&Interest, EpollFlags)> = Vec::with_capacity(interests.len());
+            for i in interests {
+                let fd = i.socket.as_fd().as_raw_fd();
+                match fds
+                    .iter_mut()
+                    .find(|(j, _)| j.socket.as_fd().as_raw_fd() == fd)
+                {
+                    Some((_, flags)) => *flags |= epoll_flags(i.flags),
+                    None => fds.push((i, epoll_flags(i.flags))),
+                }
+            }
+            for (n, (i, flags)) in fds.iter().enumerate() {
+                if let Err(e) = self
+                    .epoll
+                    .add(i.socket.as_fd(), EpollEvent::new(*flags, key))
+                {
+                    for (i, _) in &fds[..n] {
+                        let _ = self.epoll.delete(i.socket.as_fd());
+                    }
+                    return Err(e.into());
+                }
+            }
+            st.next_key += 1;
+            st.tasks.insert(key, task.clone());
+            if let Some(first) = timers.iter().map(|t| t.deadline).min() {
+                st.timers.insert((first, key));
+                // The parker's wait ends later than this timer: end it.
+                if st
+                    .waits_until
+                    .is_some_and(|until| until.map_or(true, |u| first < u))
+                {
+                    let _ = self.wake.write(1);
+                }
+            }
+            Ok(key)
+        }
+
+        /// Removes a task taken out under `key`, its sockets (still open:
+        /// the caller holds them) and its timer.
+        pub(super) fn forget(&self, key: u64, interests: &[Interest], timers: &[Timer]) {
+            let task = {
+                let mut st = self.state();
+                if let Some(first) = timers.iter().map(|t| t.deadline).min() {
+                    st.timers.remove(&(first, key));
+                }
+                st.tasks.remove(&key)
+            };
+            for i in interests {
+                // The second direction of a socket finds it deleted.
+                let _ = self.epoll.delete(i.socket.as_fd());
+            }
+            // Dropped outside the parker's lock: the task's lock is held.
+            drop(task);
+        }
+
+        /// The parker's thread: waits for the parked tasks' sockets and
+        /// timers, and unparks the ones that are ready or due.
+        fn serve(&self) {
+            let mut events = vec![EpollEvent::empty(); 256];
+            let mut ready: Vec<(u64, Arc<Task>)> = Vec::new();
+            loop {
+                let until = {
+                    let mut st = self.state();
+                    let until = st.timers.first().map(|&(t, _)| t);
+                    st.waits_until = Some(until);
+                    until
+                };
+                let timeout = match until {
+                    None => EpollTimeout::NONE,
+                    Some(t) => {
+                        // Rounded up, so that the timer is due on waking.
+                        let left = t.saturating_duration_since(Instant::now())
+                            + std::time::Duration::from_micros(999);
+                        EpollTimeout::try_from(left).unwrap_or(EpollTimeout::MAX)
+                    }
+                };
+                let n = match self.epoll.wait(&mut events, timeout) {
+                    Ok(n) => n,
+                    Err(nix::errno::Errno::EINTR) => 0,
+                    Err(e) => {
+                        tracing::error!("the parker's wait failed ({e}); parked tasks are woken");
+                        let mut st = self.state();
+                        st.waits_until = None;
+                        ready.extend(st.tasks.iter().map(|(k, t)| (*k, t.clone())));
+                        drop(st);
+                        for (key, task) in ready.drain(..) {
+                            task.unpark(key);
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                {
+                    let mut st = self.state();
+                    st.waits_until = None;
+                    for e in &events[..n] {
+                        if e.data() == WAKE {
+                            let _ = self.wake.read();
+                        } else if let Some(t) = st.tasks.get(&e.data()) {
+                            ready.push((e.data(), t.clone()));
+                        }
+                    }
+                    let now = Instant::now();
+                    while let Some(&(t, key)) = st.timers.first() {
+                        if t > now {
+                            break;
+                        }
+                        st.timers.pop_first();
+                        if let Some(t) = st.tasks.get(&key) {
+                            ready.push((key, t.clone()));
+                        }
+                    }
+                }
+                for (key, task) in ready.drain(..) {
+                    task.unpark(key);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::sync::mpsc;
+
+    use nix::poll::PollFlags;
+
+    use super::*;
+    use crate::reactor::tests::{pair, read_byte, sleep_until};
+    use crate::reactor::Socket;
+
+    /// Waits (at most 10 s) until `n` tasks are parked.
+    fn until_parked(n: usize) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while parked() != n {
+            assert!(Instant::now() < until, "{} parked, not {n}", parked());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn spawn<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> mpsc::Receiver<T> {
+        let (tx, rx) = mpsc::channel();
+        Task::spawn(Box::pin(async move {
+            let _ = tx.send(f.await);
+        }));
+        rx
+    }
+
+    const BOUND: Duration = Duration::from_secs(10);
+
+    /// How long a task pauses between deciding to park and parking, in
+    /// ms: the window for a wake-up to land in.
+    static PAUSE_BEFORE_PARK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    pub(super) fn pause_before_park() {
+        let ms = PAUSE_BEFORE_PARK.load(std::sync::atomic::Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+
+    /// A wake-up that lands after the task decided to park and before it
+    /// parked is seen by the park, which then polls again.
+    #[test]
+    fn a_wake_up_just_before_the_park_is_not_lost() {
+        PAUSE_BEFORE_PARK.store(200, std::sync::atomic::Ordering::SeqCst);
+        let (tx, rx) = futures::channel::oneshot::channel::<u8>();
+        let got = spawn(async move { rx.await.unwrap() });
+        // The task decides to park after PARK_AFTER, then pauses 200 ms.
+        std::thread::sleep(PARK_AFTER + Duration::from_millis(100));
+        tx.send(7).unwrap();
+        assert_eq!(got.recv_timeout(BOUND).expect("the wake-up was lost"), 7);
+    }
+
+    #[test]
+    fn a_task_waiting_for_its_socket_parks_and_is_run_again_when_it_is_ready() {
+        let (mut client, server) = pair();
+        let thread = std::thread::current().id();
+        let got = spawn(async move {
+            let on = std::thread::current().id();
+            let b = read_byte(server).await;
+            (b, on)
+        });
+        until_parked(1);
+        client.write_all(b"x").unwrap();
+        let (b, on) = got
+            .recv_timeout(BOUND)
+            .expect("the parked task never ran again");
+        assert_eq!(b, b'x');
+        assert_ne!(on, thread);
+        assert_eq!(parked(), 0);
+    }
+
+    #[test]
+    fn a_parked_task_is_run_again_by_its_waker() {
+        let (tx, rx) = futures::channel::oneshot::channel::<u8>();
+        let got = spawn(async move { rx.await.unwrap() });
+        until_parked(1);
+        tx.send(7).unwrap();
+        assert_eq!(got.recv_timeout(BOUND).unwrap(), 7);
+        assert_eq!(parked(), 0);
+    }
+
+    #[test]
+    fn a_parked_tasks_timer_runs_it_at_its_deadline() {
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(200);
+        let got = spawn(async move {
+            sleep_until(deadline).await;
+            Instant::now()
+        });
+        until_parked(1);
+        let at = got.recv_timeout(BOUND).unwrap();
+        assert!(at >= deadline, "ran {:?} early", deadline - at);
+        assert!(
+            at < deadline + Duration::from_secs(2),
+            "{:?} late",
+            at - deadline
+        );
+    }
+
+    /// A task that parks with a timer earlier than the parker's wait ends
+    /// that wait.
+    #[test]
+    fn an_earlier_timer_ends_the_parkers_longer_wait() {
+        let late = spawn(sleep_until(Instant::now() + Duration::from_secs(60)));
+        until_parked(1);
+        // The parker now waits for the 60 s timer.
+        std::thread::sleep(Duration::from_millis(20));
+        let deadline = Instant::now() + Duration::from_millis(100);
+        let early = spawn(async move {
+            sleep_until(deadline).await;
+            Instant::now()
+        });
+        let at = early.recv_timeout(BOUND).unwrap();
+        assert!(
+            at < deadline + Duration::from_secs(2),
+            "{:?} late",
+            at - deadline
+        );
+        assert!(late.try_recv().is_err());
+    }
+
+    /// The parker holds no socket of a task it let go: once the task ends,
+    /// its socket is closed.
+    #[test]
+    fn an_unparked_task_that_ends_closes_its_socket() {
+        let (mut client, server) = pair();
+        let done = spawn(async move {
+            read_byte(server).await;
+        });
+        until_parked(1);
+        client.write_all(b"x").unwrap();
+        done.recv_timeout(BOUND).unwrap();
+        client.set_read_timeout(Some(BOUND)).unwrap();
+        assert_eq!(
+            client.read(&mut [0; 1]).unwrap(),
+            0,
+            "the socket is still open"
+        );
+    }
+
+    /// Wake-ups that land just before, during and just after a park are
+    /// never lost.
+    #[test]
+    fn wake_ups_racing_the_park_are_never_lost() {
+        let got: Vec<_> = (0..300u64)
+            .map(|i| {
+                let (tx, rx) = futures::channel::oneshot::channel::<u64>();
+                let got = spawn(async move { rx.await.unwrap() });
+                // 0 to 15 ms, around PARK_AFTER (10 ms).
+                let delay = Duration::from_micros(i * 50);
+                std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    tx.send(i).unwrap();
+                });
+                got
+            })
+            .collect();
+        for (i, got) in got.into_iter().enumerate() {
+            assert_eq!(
+                got.recv_timeout(BOUND).expect("a wake-up was lost"),
+                i as u64
+            );
+        }
+    }
+
+    /// Waits until the socket is readable, without reading it.
+    fn readable(socket: Arc<TcpStream>) -> impl Future<Output = ()> {
+        let waiter: Socket = socket.clone();
+        std::future::poll_fn(move |cx| match socket.peek(&mut [0; 1]) {
+            Ok(_) => Poll::Ready(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                reactor::wait(&waiter, PollFlags::POLLIN, cx);
+                Poll::Pending
+            }
+            Err(e) => panic!("{e}"),
+        })
+    }
+
+    /// A socket that a parked task waits for cannot be watched for a
+    /// second one, which then waits on its thread: both are still woken.
+    #[test]
+    fn a_task_whose_socket_another_parked_task_waits_for_stays_on_its_thread() {
+        let (mut client, server) = pair();
+        let first = spawn(readable(server.clone()));
+        until_parked(1);
+        let second = spawn(readable(server));
+        std::thread::sleep(PARK_AFTER * 5);
+        assert_eq!(parked(), 1, "the second task parked too");
+        client.write_all(b"x").unwrap();
+        first.recv_timeout(BOUND).unwrap();
+        second.recv_timeout(BOUND).unwrap();
+    }
+
+    /// A task unparked for one of its waits (a timer) is still woken for
+    /// another (its socket) that a combinator polls only when woken: every
+    /// wait of a parked task is woken as it is unparked.
+    #[test]
+    fn an_unparked_task_is_still_woken_for_its_other_waits() {
+        use futures::stream::{FuturesUnordered, StreamExt};
+        let (mut client, server) = pair();
+        let (timer_fired, fired) = mpsc::channel::<()>();
+        let got = spawn(async move {
+            let timer = Box::pin(async move {
+                sleep_until(Instant::now() + Duration::from_millis(100)).await;
+                timer_fired.send(()).unwrap();
+                0u8
+            }) as Pin<Box<dyn Future<Output = u8> + Send>>;
+            let read = Box::pin(read_byte(server));
+            let mut all: FuturesUnordered<_> = [timer, read].into_iter().collect();
+            let mut got = Vec::new();
+            while let Some(b) = all.next().await {
+                got.push(b);
+            }
+            got
+        });
+        until_parked(1);
+        fired.recv_timeout(BOUND).unwrap();
+        // The task parks again, waiting for its socket alone.
+        until_parked(1);
+        client.write_all(b"x").unwrap();
+        assert_eq!(
+            got.recv_timeout(BOUND)
+                .expect("the socket's wake-up was lost"),
+            vec![0, b'x']
+        );
+    }
+}
