@@ -229,6 +229,52 @@ fn idle_connections_cost_one_descriptor_each(example: &str) {
     assert_eq!(s.exit_code(), 0);
 }
 
+/// std_http: a connection idle past the runtime's parking delay (10 ms)
+/// gives its thread back, so connections opened one after another share
+/// a few threads instead of one each; a parked connection still serves
+/// its next request, and closes at the signal.
+#[test]
+fn std_http_idle_connections_give_their_threads_back() {
+    const N: usize = 32;
+    let threads = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .count()
+    };
+    let mut s = Service::start("std_http", &[]);
+    let mut first = TcpStream::connect(s.addr).unwrap();
+    raw_get(&mut first, "/healthz");
+    std::thread::sleep(Duration::from_millis(100));
+    let before = threads(s.pid());
+    let mut idle: Vec<TcpStream> = (0..N)
+        .map(|_| {
+            let mut c = TcpStream::connect(s.addr).unwrap();
+            let (head, _) = raw_get(&mut c, "/healthz");
+            assert!(head.starts_with("http/1.1 200"), "{head}");
+            // Past the parking delay: the connection's thread is free for
+            // the next one.
+            std::thread::sleep(Duration::from_millis(50));
+            c
+        })
+        .collect();
+    let added = threads(s.pid()).saturating_sub(before);
+    assert!(added < N / 2, "{N} idle connections added {added} threads");
+    for c in &mut idle {
+        let (head, _) = raw_get(c, "/healthz");
+        assert!(
+            head.starts_with("http/1.1 200"),
+            "a parked connection: {head}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    s.signal("TERM");
+    for c in &mut idle {
+        assert!(closed_within(c, PATIENCE));
+    }
+    assert!(closed_within(&mut first, PATIENCE));
+    assert_eq!(s.exit_code(), 0);
+}
+
 fn deadline_forces_and_exits_1_near_the_deadline(example: &str) {
     let mut s = Service::start(example, &["--delay-ms", "10000", "--timeout-ms", "700"]);
     let rt = runtime();
