@@ -24,7 +24,9 @@
 //!   interests and timers: its futures look again and wait again, wherever
 //!   the task runs next, so no wait registered before the park is lost;
 //! - a parking that cannot register every socket (a socket another parked
-//!   task waits for, no parker) leaves the task waiting on its thread.
+//!   task waits for, the system's limit of watched descriptors, no
+//!   parker) leaves the task waiting on its thread until it ends: trying
+//!   again would wake it every [`PARK_AFTER`] for nothing.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -69,7 +71,7 @@ impl Task {
     }
 
     /// Runs `future` on a connection thread.
-    pub(crate) fn spawn(future: BoxFuture) {
+    pub(crate) fn spawn(future: BoxFuture) -> Arc<Task> {
         let task = Arc::new(Task {
             inner: Mutex::new(Inner {
                 state: State::Scheduled,
@@ -77,12 +79,14 @@ impl Task {
                 waits: (Vec::new(), Vec::new()),
             }),
         });
-        task.dispatch();
+        task.clone().dispatch();
+        task
     }
 
     /// Runs the scheduled task on a connection thread; without one, drops
     /// its future (which releases what it holds: a connection's socket and
-    /// guard).
+    /// guard), on the parker's thread if there is one: the caller may be a
+    /// waker, called under locks the future's drop takes.
     fn dispatch(self: Arc<Self>) {
         let task = self.clone();
         if let Err(e) = crate::threads::run(move || task.run()) {
@@ -92,7 +96,10 @@ impl Task {
                 inner.state = State::Done;
                 inner.future.take()
             };
-            drop(future);
+            match (future, parker()) {
+                (Some(future), Some(parker)) => parker.drop_later(future),
+                (future, _) => drop(future),
+            }
         }
     }
 
@@ -223,10 +230,16 @@ impl Wake for Task {
     }
 }
 
-/// How many tasks are parked now.
-#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
-pub(crate) fn parked() -> usize {
-    parker().map_or(0, |p| p.state().tasks.len())
+impl Task {
+    /// Whether the task is in the parker now.
+    #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+    fn is_parked(self: &Arc<Self>) -> bool {
+        let parked = matches!(self.lock().state, State::Parked(_));
+        let listed =
+            parker().is_some_and(|p| p.state().tasks.values().any(|t| Arc::ptr_eq(t, self)));
+        assert_eq!(parked, listed, "a task's state and the parker disagree");
+        parked
+    }
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -247,12 +260,16 @@ impl Parker {
         Err(std::io::ErrorKind::Unsupported.into())
     }
     fn forget(&self, _: u64, _: &[Interest], _: &[Timer]) {}
+    fn drop_later(&self, future: BoxFuture) {
+        drop(future);
+    }
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod epoll_parker {
     use std::collections::{BTreeSet, HashMap};
     use std::os::fd::{AsFd, AsRawFd};
+    use std::panic::{catch_unwind, AssertUnwindSafe};
     use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
     use std::time::Instant;
 
@@ -282,6 +299,8 @@ mod epoll_parker {
         timers: BTreeSet<(Instant, u64)>,
         /// While the parker waits: until when (`Some(None)`: no end).
         waits_until: Option<Option<Instant>>,
+        /// Futures to drop on the parker's thread.
+        graveyard: Vec<super::BoxFuture>,
     }
 
     /// The parker, started at the first park; `None` if it cannot be.
@@ -378,19 +397,33 @@ mod epoll_parker {
         /// Removes a task taken out under `key`, its sockets (still open:
         /// the caller holds them) and its timer.
         pub(super) fn forget(&self, key: u64, interests: &[Interest], timers: &[Timer]) {
-            let task = {
-                let mut st = self.state();
-                if let Some(first) = timers.iter().map(|t| t.deadline).min() {
-                    st.timers.remove(&(first, key));
-                }
-                st.tasks.remove(&key)
-            };
-            for i in interests {
-                // The second direction of a socket finds it deleted.
-                let _ = self.epoll.delete(i.socket.as_fd());
+            let mut st = self.state();
+            if let Some(first) = timers.iter().map(|t| t.deadline).min() {
+                st.timers.remove(&(first, key));
             }
-            // Dropped outside the parker's lock: the task's lock is held.
+            let task = st.tasks.remove(&key);
+            // Under the parker's lock, once per socket: a socket another
+            // task parks on next is added under the lock too, so this
+            // never deletes its entry.
+            let mut deleted: Vec<i32> = Vec::with_capacity(interests.len());
+            for i in interests {
+                let fd = i.socket.as_fd().as_raw_fd();
+                if !deleted.contains(&fd) {
+                    deleted.push(fd);
+                    let _ = self.epoll.delete(i.socket.as_fd());
+                }
+            }
+            drop(st);
+            // Not the task's last reference: the caller holds one.
             drop(task);
+        }
+
+        /// Drops `future` on the parker's thread: a task that could not be
+        /// run again, woken by a caller that may hold locks its drop
+        /// takes.
+        pub(super) fn drop_later(&self, future: super::BoxFuture) {
+            self.state().graveyard.push(future);
+            let _ = self.wake.write(1);
         }
 
         /// The parker's thread: waits for the parked tasks' sockets and
@@ -423,14 +456,12 @@ mod epoll_parker {
                         st.waits_until = None;
                         ready.extend(st.tasks.iter().map(|(k, t)| (*k, t.clone())));
                         drop(st);
-                        for (key, task) in ready.drain(..) {
-                            task.unpark(key);
-                        }
+                        unpark_all(&mut ready);
                         std::thread::sleep(std::time::Duration::from_millis(10));
                         continue;
                     }
                 };
-                {
+                let graveyard = {
                     let mut st = self.state();
                     st.waits_until = None;
                     for e in &events[..n] {
@@ -450,10 +481,24 @@ mod epoll_parker {
                             ready.push((key, t.clone()));
                         }
                     }
+                    std::mem::take(&mut st.graveyard)
+                };
+                for future in graveyard {
+                    if catch_unwind(AssertUnwindSafe(|| drop(future))).is_err() {
+                        tracing::error!("a task's future panicked as it was dropped");
+                    }
                 }
-                for (key, task) in ready.drain(..) {
-                    task.unpark(key);
-                }
+                unpark_all(&mut ready);
+            }
+        }
+    }
+
+    /// Unparks each task: a panic in one (a waker's) is logged, and the
+    /// parker goes on.
+    fn unpark_all(ready: &mut Vec<(u64, Arc<Task>)>) {
+        for (key, task) in ready.drain(..) {
+            if catch_unwind(AssertUnwindSafe(|| task.unpark(key))).is_err() {
+                tracing::error!("a task's waker panicked as it was unparked");
             }
         }
     }
@@ -461,6 +506,7 @@ mod epoll_parker {
 
 #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
 mod tests {
+    use std::cell::Cell;
     use std::io::{Read, Write};
     use std::net::TcpStream;
     use std::sync::mpsc;
@@ -471,45 +517,46 @@ mod tests {
     use crate::reactor::tests::{pair, read_byte, sleep_until};
     use crate::reactor::Socket;
 
-    /// Waits (at most 10 s) until `n` tasks are parked.
-    fn until_parked(n: usize) {
-        let until = Instant::now() + Duration::from_secs(10);
-        while parked() != n {
-            assert!(Instant::now() < until, "{} parked, not {n}", parked());
-            std::thread::sleep(Duration::from_millis(1));
+    const BOUND: Duration = Duration::from_secs(10);
+
+    /// A spawned task, and what its future returns.
+    struct Spawned<T> {
+        task: Arc<Task>,
+        out: mpsc::Receiver<T>,
+    }
+
+    fn spawn<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> Spawned<T> {
+        let (tx, out) = mpsc::channel();
+        let task = Task::spawn(Box::pin(async move {
+            let _ = tx.send(f.await);
+        }));
+        Spawned { task, out }
+    }
+
+    impl<T> Spawned<T> {
+        /// Waits (at most 10 s) until the task is parked.
+        fn until_parked(&self) {
+            let until = Instant::now() + BOUND;
+            while !self.task.is_parked() {
+                assert!(Instant::now() < until, "the task never parked");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+
+        fn output(&self) -> T {
+            self.out.recv_timeout(BOUND).expect("the task never ended")
         }
     }
 
-    fn spawn<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> mpsc::Receiver<T> {
-        let (tx, rx) = mpsc::channel();
-        Task::spawn(Box::pin(async move {
-            let _ = tx.send(f.await);
-        }));
-        rx
+    thread_local! {
+        /// How long the task polled last on this thread pauses between
+        /// deciding to park and parking: the window for a wake-up to land
+        /// in. Set by the task's own future.
+        static PAUSE_BEFORE_PARK: Cell<Duration> = const { Cell::new(Duration::ZERO) };
     }
-
-    const BOUND: Duration = Duration::from_secs(10);
-
-    /// How long a task pauses between deciding to park and parking, in
-    /// ms: the window for a wake-up to land in.
-    static PAUSE_BEFORE_PARK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
     pub(super) fn pause_before_park() {
-        let ms = PAUSE_BEFORE_PARK.load(std::sync::atomic::Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(ms));
-    }
-
-    /// A wake-up that lands after the task decided to park and before it
-    /// parked is seen by the park, which then polls again.
-    #[test]
-    fn a_wake_up_just_before_the_park_is_not_lost() {
-        PAUSE_BEFORE_PARK.store(200, std::sync::atomic::Ordering::SeqCst);
-        let (tx, rx) = futures::channel::oneshot::channel::<u8>();
-        let got = spawn(async move { rx.await.unwrap() });
-        // The task decides to park after PARK_AFTER, then pauses 200 ms.
-        std::thread::sleep(PARK_AFTER + Duration::from_millis(100));
-        tx.send(7).unwrap();
-        assert_eq!(got.recv_timeout(BOUND).expect("the wake-up was lost"), 7);
+        std::thread::sleep(PAUSE_BEFORE_PARK.take());
     }
 
     #[test]
@@ -521,36 +568,51 @@ mod tests {
             let b = read_byte(server).await;
             (b, on)
         });
-        until_parked(1);
+        got.until_parked();
         client.write_all(b"x").unwrap();
-        let (b, on) = got
-            .recv_timeout(BOUND)
-            .expect("the parked task never ran again");
+        let (b, on) = got.output();
         assert_eq!(b, b'x');
         assert_ne!(on, thread);
-        assert_eq!(parked(), 0);
+        assert!(!got.task.is_parked());
     }
 
     #[test]
     fn a_parked_task_is_run_again_by_its_waker() {
         let (tx, rx) = futures::channel::oneshot::channel::<u8>();
         let got = spawn(async move { rx.await.unwrap() });
-        until_parked(1);
+        got.until_parked();
         tx.send(7).unwrap();
-        assert_eq!(got.recv_timeout(BOUND).unwrap(), 7);
-        assert_eq!(parked(), 0);
+        assert_eq!(got.output(), 7);
+        assert!(!got.task.is_parked());
+    }
+
+    /// A wake-up that lands after the task decided to park and before it
+    /// parked is seen by the park, which then polls again.
+    #[test]
+    fn a_wake_up_just_before_the_park_is_not_lost() {
+        let (tx, mut rx) = futures::channel::oneshot::channel::<u8>();
+        let got = spawn(std::future::poll_fn(move |cx| {
+            let polled = Pin::new(&mut rx).poll(cx);
+            if polled.is_pending() {
+                PAUSE_BEFORE_PARK.set(Duration::from_millis(200));
+            }
+            polled.map(Result::unwrap)
+        }));
+        // The task decides to park after PARK_AFTER, then pauses 200 ms.
+        std::thread::sleep(PARK_AFTER + Duration::from_millis(100));
+        tx.send(7).unwrap();
+        assert_eq!(got.output(), 7, "the wake-up was lost");
     }
 
     #[test]
     fn a_parked_tasks_timer_runs_it_at_its_deadline() {
-        let start = Instant::now();
-        let deadline = start + Duration::from_millis(200);
+        let deadline = Instant::now() + Duration::from_millis(200);
         let got = spawn(async move {
             sleep_until(deadline).await;
             Instant::now()
         });
-        until_parked(1);
-        let at = got.recv_timeout(BOUND).unwrap();
+        got.until_parked();
+        let at = got.output();
         assert!(at >= deadline, "ran {:?} early", deadline - at);
         assert!(
             at < deadline + Duration::from_secs(2),
@@ -564,7 +626,7 @@ mod tests {
     #[test]
     fn an_earlier_timer_ends_the_parkers_longer_wait() {
         let late = spawn(sleep_until(Instant::now() + Duration::from_secs(60)));
-        until_parked(1);
+        late.until_parked();
         // The parker now waits for the 60 s timer.
         std::thread::sleep(Duration::from_millis(20));
         let deadline = Instant::now() + Duration::from_millis(100);
@@ -572,13 +634,13 @@ mod tests {
             sleep_until(deadline).await;
             Instant::now()
         });
-        let at = early.recv_timeout(BOUND).unwrap();
+        let at = early.output();
         assert!(
             at < deadline + Duration::from_secs(2),
             "{:?} late",
             at - deadline
         );
-        assert!(late.try_recv().is_err());
+        assert!(late.task.is_parked());
     }
 
     /// The parker holds no socket of a task it let go: once the task ends,
@@ -589,9 +651,9 @@ mod tests {
         let done = spawn(async move {
             read_byte(server).await;
         });
-        until_parked(1);
+        done.until_parked();
         client.write_all(b"x").unwrap();
-        done.recv_timeout(BOUND).unwrap();
+        done.output();
         client.set_read_timeout(Some(BOUND)).unwrap();
         assert_eq!(
             client.read(&mut [0; 1]).unwrap(),
@@ -600,8 +662,8 @@ mod tests {
         );
     }
 
-    /// Wake-ups that land just before, during and just after a park are
-    /// never lost.
+    /// Wake-ups that land before, around and after the park are never
+    /// lost.
     #[test]
     fn wake_ups_racing_the_park_are_never_lost() {
         let got: Vec<_> = (0..300u64)
@@ -618,10 +680,7 @@ mod tests {
             })
             .collect();
         for (i, got) in got.into_iter().enumerate() {
-            assert_eq!(
-                got.recv_timeout(BOUND).expect("a wake-up was lost"),
-                i as u64
-            );
+            assert_eq!(got.output(), i as u64);
         }
     }
 
@@ -644,13 +703,14 @@ mod tests {
     fn a_task_whose_socket_another_parked_task_waits_for_stays_on_its_thread() {
         let (mut client, server) = pair();
         let first = spawn(readable(server.clone()));
-        until_parked(1);
+        first.until_parked();
         let second = spawn(readable(server));
         std::thread::sleep(PARK_AFTER * 5);
-        assert_eq!(parked(), 1, "the second task parked too");
+        assert!(first.task.is_parked());
+        assert!(!second.task.is_parked(), "the second task parked too");
         client.write_all(b"x").unwrap();
-        first.recv_timeout(BOUND).unwrap();
-        second.recv_timeout(BOUND).unwrap();
+        first.output();
+        second.output();
     }
 
     /// A task unparked for one of its waits (a timer) is still woken for
@@ -675,15 +735,11 @@ mod tests {
             }
             got
         });
-        until_parked(1);
+        got.until_parked();
         fired.recv_timeout(BOUND).unwrap();
         // The task parks again, waiting for its socket alone.
-        until_parked(1);
+        got.until_parked();
         client.write_all(b"x").unwrap();
-        assert_eq!(
-            got.recv_timeout(BOUND)
-                .expect("the socket's wake-up was lost"),
-            vec![0, b'x']
-        );
+        assert_eq!(got.output(), vec![0, b'x'], "the socket's wake-up was lost");
     }
 }

@@ -23,7 +23,10 @@
 //! thread is starting: whenever more jobs are queued than threads wait, a
 //! thread is starting, and it starts another for the queue's first job
 //! before it runs its own. So every queued job is taken by a waiting
-//! thread or gets a new one, whatever the running jobs do.
+//! thread or gets a new one, whatever the running jobs do, as long as
+//! threads can be started. When one cannot, [`run`] fails for the job it
+//! was started for (its caller drops the job), and the jobs already
+//! queued wait for a thread whose job ends.
 
 use std::collections::VecDeque;
 use std::io;
