@@ -303,7 +303,8 @@ mod epoll_parker {
         graveyard: Vec<super::BoxFuture>,
     }
 
-    /// The parker, started at the first park; `None` if it cannot be.
+    /// The parker, started at its first use (a spawned task's first run);
+    /// `None` if it cannot be.
     pub(crate) fn parker() -> Option<&'static Parker> {
         static PARKER: OnceLock<Option<&'static Parker>> = OnceLock::new();
         *PARKER.get_or_init(|| match Parker::start() {

@@ -3,16 +3,20 @@
 //! (see [`wait`]), waits in `poll(2)` for that socket and for a wake-up.
 //!
 //! This is what lets hyper's connection state machine, HTTP/2 included, run
-//! on a thread per connection with no reactor thread and no polling
-//! timeouts: the thread that polls a connection also waits for its socket.
+//! on a thread per busy connection with no polling timeouts: the thread
+//! that polls a connection also waits for its socket. (A spawned task that
+//! waits long takes its waits to the parker, see `park`.)
 //!
 //! Invariants:
 //! - a socket interest is registered by the thread that polls the socket,
 //!   into that thread's list, and is only serviced by that thread's
-//!   [`block_on`]; every future of this crate is polled by a `block_on` of
-//!   this module (`Runtime::spawn` and `Runtime::block_on` use it);
+//!   [`wait_once`]; every future of this crate is polled by a [`block_on`]
+//!   or a spawned task's run, which wait with it (`Runtime::spawn` and
+//!   `Runtime::block_on` use them), and a task that parks takes its lists
+//!   along ([`take_waits`]);
 //! - an interest stays registered until its socket is ready (then its
-//!   waker is woken and it is removed) or the `block_on` returns: a
+//!   waker is woken and it is removed), the `block_on` returns, or its
+//!   task is unparked (then it is woken): a
 //!   combinator that polls only its woken children (a `select`, a
 //!   `FuturesUnordered`) must still be woken for a child whose socket
 //!   becomes ready later. Registering the same socket, direction and
