@@ -644,7 +644,7 @@ pub(crate) mod tests {
     }
 
     /// Runs `f` on a thread of its own, failing if it takes over 10 s.
-    pub(crate) fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || tx.send(f()).unwrap());
         rx.recv_timeout(Duration::from_secs(10))
