@@ -251,9 +251,9 @@ fn std_http_idle_connections_give_their_threads_back() {
             let mut c = TcpStream::connect(s.addr).unwrap();
             let (head, _) = raw_get(&mut c, "/healthz");
             assert!(head.starts_with("http/1.1 200"), "{head}");
-            // Past the parking delay: the connection's thread is free for
-            // the next one.
-            std::thread::sleep(Duration::from_millis(50));
+            // Well past the parking delay (10 ms): the connection's thread
+            // is free for the next one.
+            std::thread::sleep(Duration::from_millis(100));
             c
         })
         .collect();

@@ -7,8 +7,8 @@
 //! connection winds down at the stop exactly as on the async adapters. A
 //! connection idle for 10 ms gives its thread back and waits in the
 //! runtime's parking thread instead (on Linux; see [`Runtime`]).
-//! HTTP/2 works the same way; each of its streams runs on a thread of its
-//! own, as every spawned task does here. A connection costs one
+//! HTTP/2 works the same way; each of its streams is a spawned task of its
+//! own, which runs on a thread while it is busy. A connection costs one
 //! descriptor, its socket: on Linux a waiting thread is woken by a signal
 //! sent to it alone (SIGURG, which the thread keeps blocked outside its
 //! wait; threads it starts inherit that mask), elsewhere by a socket pair

@@ -29,6 +29,7 @@
 //!   again would wake it every [`PARK_AFTER`] for nothing.
 
 use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
@@ -133,7 +134,7 @@ impl Task {
             if notify.notified() || park_at.map_or(true, |t| Instant::now() < t) {
                 continue;
             }
-            #[cfg(test)]
+            #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
             tests::pause_before_park();
             match self.park(future, &notify) {
                 Ok(()) => {
@@ -192,14 +193,21 @@ impl Task {
             waits
         };
         // Outside the lock: a waker may be this task's own (then it finds
-        // the task scheduled, and does nothing more).
-        for i in interests {
-            i.waker.wake();
-        }
-        for t in timers {
-            t.waker.wake();
-        }
+        // the task scheduled, and does nothing more). The task runs again
+        // even if a waker panics: nothing else would run it (a scheduled
+        // task's wakers do nothing), and its connection would never end.
+        let woke = catch_unwind(AssertUnwindSafe(|| {
+            for i in interests {
+                i.waker.wake();
+            }
+            for t in timers {
+                t.waker.wake();
+            }
+        }));
         self.clone().dispatch();
+        if let Err(panic) = woke {
+            std::panic::resume_unwind(panic);
+        }
     }
 }
 
@@ -234,9 +242,12 @@ impl Task {
     /// Whether the task is in the parker now.
     #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
     fn is_parked(self: &Arc<Self>) -> bool {
-        let parked = matches!(self.lock().state, State::Parked(_));
+        // Both read under the task's lock, which parks and unparks it.
+        let inner = self.lock();
+        let parked = matches!(inner.state, State::Parked(_));
         let listed =
             parker().is_some_and(|p| p.state().tasks.values().any(|t| Arc::ptr_eq(t, self)));
+        drop(inner);
         assert_eq!(parked, listed, "a task's state and the parker disagree");
         parked
     }
@@ -301,6 +312,8 @@ mod epoll_parker {
         waits_until: Option<Option<Instant>>,
         /// Futures to drop on the parker's thread.
         graveyard: Vec<super::BoxFuture>,
+        /// Set when the parker's thread ended: nothing parks any more.
+        closed: bool,
     }
 
     /// The parker, started at its first use (a spawned task's first run);
@@ -356,6 +369,9 @@ mod epoll_parker {
             timers: &[Timer],
         ) -> std::io::Result<u64> {
             let mut st = self.state();
+            if st.closed {
+                return Err(std::io::Error::other("the parker has ended"));
+            }
             let key = st.next_key;
             // One entry per socket, with every direction waited for.
             let mut fds: Vec<(&Interest, EpollFlags)> = Vec::with_capacity(interests.len());
@@ -423,7 +439,13 @@ mod epoll_parker {
         /// run again, woken by a caller that may hold locks its drop
         /// takes.
         pub(super) fn drop_later(&self, future: super::BoxFuture) {
-            self.state().graveyard.push(future);
+            let mut st = self.state();
+            if st.closed {
+                drop(st);
+                drop(future);
+                return;
+            }
+            st.graveyard.push(future);
             let _ = self.wake.write(1);
         }
 
@@ -452,14 +474,21 @@ mod epoll_parker {
                     Ok(n) => n,
                     Err(nix::errno::Errno::EINTR) => 0,
                     Err(e) => {
-                        tracing::error!("the parker's wait failed ({e}); parked tasks are woken");
+                        // Never seen: the set and the buffer are the
+                        // parker's own. Parking ends for good rather than
+                        // retrying on a timer: every parked task runs
+                        // again, and tasks wait on their threads from now.
+                        tracing::error!(
+                            "the parker's wait failed ({e}); idle tasks wait on their threads"
+                        );
                         let mut st = self.state();
-                        st.waits_until = None;
+                        st.closed = true;
                         ready.extend(st.tasks.iter().map(|(k, t)| (*k, t.clone())));
+                        let graveyard = std::mem::take(&mut st.graveyard);
                         drop(st);
+                        drop_all(graveyard);
                         unpark_all(&mut ready);
-                        std::thread::sleep(std::time::Duration::from_millis(10));
-                        continue;
+                        return;
                     }
                 };
                 let graveyard = {
@@ -484,18 +513,24 @@ mod epoll_parker {
                     }
                     std::mem::take(&mut st.graveyard)
                 };
-                for future in graveyard {
-                    if catch_unwind(AssertUnwindSafe(|| drop(future))).is_err() {
-                        tracing::error!("a task's future panicked as it was dropped");
-                    }
-                }
+                drop_all(graveyard);
                 unpark_all(&mut ready);
             }
         }
     }
 
+    /// Drops each future: a panic in one's drop is logged, and the parker
+    /// goes on.
+    fn drop_all(futures: Vec<super::BoxFuture>) {
+        for future in futures {
+            if catch_unwind(AssertUnwindSafe(|| drop(future))).is_err() {
+                tracing::error!("a task's future panicked as it was dropped");
+            }
+        }
+    }
+
     /// Unparks each task: a panic in one (a waker's) is logged, and the
-    /// parker goes on.
+    /// parker goes on; the task runs again all the same.
     fn unpark_all(ready: &mut Vec<(u64, Arc<Task>)>) {
         for (key, task) in ready.drain(..) {
             if catch_unwind(AssertUnwindSafe(|| task.unpark(key))).is_err() {
@@ -556,24 +591,25 @@ mod tests {
         static PAUSE_BEFORE_PARK: Cell<Duration> = const { Cell::new(Duration::ZERO) };
     }
 
+    /// Set while a task pauses before its park.
+    static PAUSING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
     pub(super) fn pause_before_park() {
-        std::thread::sleep(PAUSE_BEFORE_PARK.take());
+        let pause = PAUSE_BEFORE_PARK.take();
+        if pause > Duration::ZERO {
+            PAUSING.store(true, std::sync::atomic::Ordering::SeqCst);
+            std::thread::sleep(pause);
+            PAUSING.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     #[test]
     fn a_task_waiting_for_its_socket_parks_and_is_run_again_when_it_is_ready() {
         let (mut client, server) = pair();
-        let thread = std::thread::current().id();
-        let got = spawn(async move {
-            let on = std::thread::current().id();
-            let b = read_byte(server).await;
-            (b, on)
-        });
+        let got = spawn(read_byte(server));
         got.until_parked();
         client.write_all(b"x").unwrap();
-        let (b, on) = got.output();
-        assert_eq!(b, b'x');
-        assert_ne!(on, thread);
+        assert_eq!(got.output(), b'x');
         assert!(!got.task.is_parked());
     }
 
@@ -594,20 +630,33 @@ mod tests {
         let (tx, mut rx) = futures::channel::oneshot::channel::<u8>();
         let got = spawn(std::future::poll_fn(move |cx| {
             let polled = Pin::new(&mut rx).poll(cx);
-            if polled.is_pending() {
-                PAUSE_BEFORE_PARK.set(Duration::from_millis(200));
-            }
+            // Only this task's thread pauses, and only before this park.
+            PAUSE_BEFORE_PARK.set(match polled.is_pending() {
+                true => Duration::from_millis(300),
+                false => Duration::ZERO,
+            });
             polled.map(Result::unwrap)
         }));
-        // The task decides to park after PARK_AFTER, then pauses 200 ms.
-        std::thread::sleep(PARK_AFTER + Duration::from_millis(100));
+        // The task decides to park after PARK_AFTER, then pauses.
+        let until = Instant::now() + BOUND;
+        while !PAUSING.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(
+                Instant::now() < until,
+                "the task never paused before its park"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         tx.send(7).unwrap();
+        assert!(
+            PAUSING.load(std::sync::atomic::Ordering::SeqCst),
+            "the wake-up did not land in the pause"
+        );
         assert_eq!(got.output(), 7, "the wake-up was lost");
     }
 
     #[test]
     fn a_parked_tasks_timer_runs_it_at_its_deadline() {
-        let deadline = Instant::now() + Duration::from_millis(200);
+        let deadline = Instant::now() + Duration::from_millis(500);
         let got = spawn(async move {
             sleep_until(deadline).await;
             Instant::now()
@@ -630,11 +679,12 @@ mod tests {
         late.until_parked();
         // The parker now waits for the 60 s timer.
         std::thread::sleep(Duration::from_millis(20));
-        let deadline = Instant::now() + Duration::from_millis(100);
+        let deadline = Instant::now() + Duration::from_millis(300);
         let early = spawn(async move {
             sleep_until(deadline).await;
             Instant::now()
         });
+        early.until_parked();
         let at = early.output();
         assert!(
             at < deadline + Duration::from_secs(2),
@@ -706,7 +756,7 @@ mod tests {
         let first = spawn(readable(server.clone()));
         first.until_parked();
         let second = spawn(readable(server));
-        std::thread::sleep(PARK_AFTER * 5);
+        std::thread::sleep(PARK_AFTER * 20);
         assert!(first.task.is_parked());
         assert!(!second.task.is_parked(), "the second task parked too");
         client.write_all(b"x").unwrap();
@@ -724,7 +774,7 @@ mod tests {
         let (timer_fired, fired) = mpsc::channel::<()>();
         let got = spawn(async move {
             let timer = Box::pin(async move {
-                sleep_until(Instant::now() + Duration::from_millis(100)).await;
+                sleep_until(Instant::now() + Duration::from_millis(300)).await;
                 timer_fired.send(()).unwrap();
                 0u8
             }) as Pin<Box<dyn Future<Output = u8> + Send>>;
@@ -737,10 +787,96 @@ mod tests {
             got
         });
         got.until_parked();
+        assert!(
+            fired.try_recv().is_err(),
+            "the timer fired before the first park"
+        );
         fired.recv_timeout(BOUND).unwrap();
         // The task parks again, waiting for its socket alone.
         got.until_parked();
         client.write_all(b"x").unwrap();
         assert_eq!(got.output(), vec![0, b'x'], "the socket's wake-up was lost");
+    }
+
+    /// A waker that panics when woken.
+    struct Panics;
+
+    impl Wake for Panics {
+        fn wake(self: Arc<Self>) {
+            panic!("a waker panics");
+        }
+    }
+
+    /// A task unparked by its socket still runs again when one of its
+    /// waits' wakers panics, and the parker goes on serving others.
+    #[test]
+    fn a_panicking_waker_neither_strands_its_task_nor_stops_the_parker() {
+        let (mut client, server) = pair();
+        let waiter: Socket = server.clone();
+        let mut registered = false;
+        let got = spawn(std::future::poll_fn(move |cx| {
+            if registered {
+                return Poll::Ready(());
+            }
+            registered = true;
+            // Two waits on the socket: the task's own, and one whose waker
+            // panics.
+            reactor::wait(&waiter, PollFlags::POLLIN, cx);
+            let panics = Waker::from(Arc::new(Panics));
+            reactor::wait(&waiter, PollFlags::POLLIN, &Context::from_waker(&panics));
+            Poll::Pending
+        }));
+        got.until_parked();
+        client.write_all(b"x").unwrap();
+        got.output();
+        // The parker still parks and unparks.
+        let (tx, rx) = futures::channel::oneshot::channel::<u8>();
+        let next = spawn(async move { rx.await.unwrap() });
+        next.until_parked();
+        tx.send(3).unwrap();
+        assert_eq!(next.output(), 3);
+    }
+
+    /// A parking whose second socket cannot be watched leaves its first
+    /// one unwatched too: a third task then parks on it.
+    #[test]
+    fn a_failed_registration_leaves_none_of_its_sockets_watched() {
+        let (_a_client, a) = pair();
+        let (_b_client, b) = pair();
+        let first = spawn(readable(b.clone()));
+        first.until_parked();
+        // Waits for a, then b: a is added, b fails (the first task's).
+        let (a2, b2): (Socket, Socket) = (a.clone(), b);
+        let second = spawn(std::future::poll_fn(move |cx| {
+            reactor::wait(&a2, PollFlags::POLLIN, cx);
+            reactor::wait(&b2, PollFlags::POLLIN, cx);
+            Poll::<()>::Pending
+        }));
+        std::thread::sleep(PARK_AFTER * 20);
+        assert!(!second.task.is_parked());
+        let third = spawn(readable(a));
+        third.until_parked();
+    }
+
+    /// A future that cannot be run again is dropped on the parker's
+    /// thread, not in its waker's caller.
+    #[test]
+    fn a_future_dropped_later_is_dropped_on_the_parkers_thread() {
+        struct Records(mpsc::Sender<Option<String>>);
+        impl Drop for Records {
+            fn drop(&mut self) {
+                let _ = self.0.send(std::thread::current().name().map(String::from));
+            }
+        }
+        impl Future for Records {
+            type Output = ();
+            fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+                Poll::Pending
+            }
+        }
+        let (tx, rx) = mpsc::channel();
+        parker().unwrap().drop_later(Box::pin(Records(tx)));
+        let on = rx.recv_timeout(BOUND).expect("never dropped");
+        assert_eq!(on.as_deref(), Some("graceful-parker"));
     }
 }
