@@ -13,7 +13,8 @@ use std::time::Duration;
 /// waits for every such future's sockets and timers in one `epoll` set, and
 /// runs it on a thread again when one is ready or it is woken. An idle
 /// connection then costs its socket and its state, not a thread. A future
-/// that blocks its thread (a blocking handler) is never parked.
+/// that blocks its thread (a blocking handler) keeps it while it blocks:
+/// only a future that returned `Pending` can be parked.
 #[derive(Clone, Default)]
 pub struct Runtime(());
 

@@ -44,6 +44,9 @@ struct Pool {
     idle: Duration,
     state: Mutex<State>,
     work: Condvar,
+    /// Makes every thread start fail, as an exhausted process's do.
+    #[cfg(test)]
+    fail_starts: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -64,6 +67,8 @@ impl Pool {
             idle,
             state: Mutex::default(),
             work: Condvar::new(),
+            #[cfg(test)]
+            fail_starts: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -125,6 +130,10 @@ impl Pool {
     }
 
     fn start(&'static self, first: Option<Job>) -> io::Result<()> {
+        #[cfg(test)]
+        if self.fail_starts.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(io::Error::other("thread starts fail in this test"));
+        }
         std::thread::Builder::new()
             .name("graceful-conn".into())
             .spawn(move || self.worker(first))
@@ -243,5 +252,62 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), first);
+    }
+
+    /// Sends on drop: whether a job was dropped.
+    struct Dropped(mpsc::Sender<()>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            let _ = self.0.send(());
+        }
+    }
+
+    /// When no thread can be started, `run` fails for the job it would
+    /// have started one for, and that job is dropped (its caller learns).
+    #[test]
+    fn a_job_no_thread_can_start_for_fails_and_is_dropped() {
+        let pool = own();
+        pool.fail_starts
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let (tx, dropped) = mpsc::channel();
+        let job = Dropped(tx);
+        assert!(pool.run(Box::new(move || drop(job))).is_err());
+        dropped.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(pool.state().starting, 0);
+    }
+
+    /// A job queued while a thread was starting, whose start of the next
+    /// thread then fails, is taken by a thread whose job ends.
+    #[test]
+    fn a_queued_job_whose_thread_could_not_start_waits_for_one_whose_job_ends() {
+        let pool = own();
+        let (release, gate) = mpsc::channel::<()>();
+        let (tx, ran) = mpsc::channel();
+        pool.run(Box::new(move || gate.recv().unwrap())).unwrap();
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while pool.state().starting != 0 {
+            assert!(
+                std::time::Instant::now() < until,
+                "the first thread never started"
+            );
+            std::thread::yield_now();
+        }
+        // The first thread is busy; a second one is (as if) starting.
+        pool.state().starting += 1;
+        let tx2 = tx.clone();
+        pool.run(Box::new(move || tx2.send("queued").unwrap()))
+            .unwrap();
+        assert_eq!(pool.state().queue.len(), 1);
+        // The starting thread cannot start the next one.
+        pool.fail_starts
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        pool.started(true);
+        assert_eq!(pool.state().starting, 0);
+        assert!(ran.recv_timeout(Duration::from_millis(100)).is_err());
+        // The busy thread's job ends: it takes the queued one.
+        release.send(()).unwrap();
+        assert_eq!(ran.recv_timeout(Duration::from_secs(10)).unwrap(), "queued");
+        drop(tx);
     }
 }
