@@ -200,33 +200,13 @@ fn descriptors(pid: u32) -> usize {
 /// socket, on every adapter (std_http's connection threads included), and
 /// all of them close at the signal.
 fn idle_connections_cost_one_descriptor_each(example: &str) {
-    const N: usize = 64;
-    let mut s = Service::start(example, &[]);
-    // Warm up: first-use descriptors (the runtime's, a first thread's).
-    let mut first = TcpStream::connect(s.addr).unwrap();
-    raw_get(&mut first, "/healthz");
-    std::thread::sleep(Duration::from_millis(100));
-    let before = descriptors(s.pid());
-    let mut idle: Vec<TcpStream> = (0..N)
-        .map(|_| {
-            let mut c = TcpStream::connect(s.addr).unwrap();
-            let (head, _) = raw_get(&mut c, "/healthz");
-            assert!(head.starts_with("http/1.1 200"), "{head}");
-            c
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(100));
-    let added = descriptors(s.pid()) - before;
-    assert!(
-        (N..N + 4).contains(&added),
-        "{N} idle connections added {added} descriptors"
+    idle_connections_cost_one_each(
+        example,
+        "descriptors",
+        descriptors,
+        Duration::ZERO,
+        |added| (N_IDLE..N_IDLE + 4).contains(&added),
     );
-    s.signal("TERM");
-    for c in &mut idle {
-        assert!(closed_within(c, PATIENCE));
-    }
-    assert!(closed_within(&mut first, PATIENCE));
-    assert_eq!(s.exit_code(), 0);
 }
 
 /// std_http: a connection idle past the runtime's parking delay (10 ms)
@@ -235,36 +215,53 @@ fn idle_connections_cost_one_descriptor_each(example: &str) {
 /// its next request, and closes at the signal.
 #[test]
 fn std_http_idle_connections_give_their_threads_back() {
-    const N: usize = 32;
     let threads = |pid: u32| {
         std::fs::read_dir(format!("/proc/{pid}/task"))
             .unwrap()
             .count()
     };
-    let mut s = Service::start("std_http", &[]);
+    // Well past the parking delay: a connection's thread is free for the
+    // next one.
+    let pause = Duration::from_millis(100);
+    idle_connections_cost_one_each("std_http", "threads", threads, pause, |added| {
+        added < N_IDLE / 2
+    });
+}
+
+/// Idle connections opened one by one.
+const N_IDLE: usize = 32;
+
+/// Opens [`N_IDLE`] idle keep-alive connections one by one, `pause` after
+/// each, and checks what they added to the server's `count` with `ok`;
+/// then each answers a second request, and all close at the signal.
+fn idle_connections_cost_one_each(
+    example: &str,
+    what: &str,
+    count: impl Fn(u32) -> usize,
+    pause: Duration,
+    ok: impl Fn(usize) -> bool,
+) {
+    let mut s = Service::start(example, &[]);
+    // Warm up: first-use descriptors and threads (the runtime's).
     let mut first = TcpStream::connect(s.addr).unwrap();
     raw_get(&mut first, "/healthz");
     std::thread::sleep(Duration::from_millis(100));
-    let before = threads(s.pid());
-    let mut idle: Vec<TcpStream> = (0..N)
+    let before = count(s.pid());
+    let mut idle: Vec<TcpStream> = (0..N_IDLE)
         .map(|_| {
             let mut c = TcpStream::connect(s.addr).unwrap();
             let (head, _) = raw_get(&mut c, "/healthz");
             assert!(head.starts_with("http/1.1 200"), "{head}");
-            // Well past the parking delay (10 ms): the connection's thread
-            // is free for the next one.
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(pause);
             c
         })
         .collect();
-    let added = threads(s.pid()).saturating_sub(before);
-    assert!(added < N / 2, "{N} idle connections added {added} threads");
+    std::thread::sleep(Duration::from_millis(100));
+    let added = count(s.pid()).saturating_sub(before);
+    assert!(ok(added), "{N_IDLE} idle connections added {added} {what}");
     for c in &mut idle {
         let (head, _) = raw_get(c, "/healthz");
-        assert!(
-            head.starts_with("http/1.1 200"),
-            "a parked connection: {head}"
-        );
+        assert!(head.starts_with("http/1.1 200"), "again: {head}");
     }
     std::thread::sleep(Duration::from_millis(100));
     s.signal("TERM");
