@@ -193,19 +193,19 @@ impl Task {
             waits
         };
         // Outside the lock: a waker may be this task's own (then it finds
-        // the task scheduled, and does nothing more). The task runs again
-        // even if a waker panics: nothing else would run it (a scheduled
-        // task's wakers do nothing), and its connection would never end.
-        let woke = catch_unwind(AssertUnwindSafe(|| {
-            for i in interests {
-                i.waker.wake();
+        // the task scheduled, and does nothing more). Every waker is woken
+        // and the task runs again even if one panics: nothing else would
+        // run it (a scheduled task's wakers do nothing), and its
+        // connection would never end. The first panic goes on after.
+        let wakers = interests.into_iter().map(|i| i.waker);
+        let mut panicked = None;
+        for waker in wakers.chain(timers.into_iter().map(|t| t.waker)) {
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| waker.wake())) {
+                panicked.get_or_insert(panic);
             }
-            for t in timers {
-                t.waker.wake();
-            }
-        }));
+        }
         self.clone().dispatch();
-        if let Err(panic) = woke {
+        if let Some(panic) = panicked {
             std::panic::resume_unwind(panic);
         }
     }
@@ -796,6 +796,15 @@ mod tests {
         assert_eq!(got.output(), vec![0, b'x'], "the socket's wake-up was lost");
     }
 
+    /// A waker that records its wake-up.
+    struct Woken(std::sync::atomic::AtomicBool);
+
+    impl Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
     /// A waker that panics when woken.
     struct Panics;
 
@@ -806,27 +815,36 @@ mod tests {
     }
 
     /// A task unparked by its socket still runs again when one of its
-    /// waits' wakers panics, and the parker goes on serving others.
+    /// waits' wakers panics, its other waits are still woken, and the
+    /// parker goes on serving others.
     #[test]
-    fn a_panicking_waker_neither_strands_its_task_nor_stops_the_parker() {
+    fn a_panicking_waker_neither_strands_its_task_nor_its_other_waits_nor_the_parker() {
         let (mut client, server) = pair();
         let waiter: Socket = server.clone();
+        let recorder = Arc::new(Woken(std::sync::atomic::AtomicBool::new(false)));
+        let woken = recorder.clone();
         let mut registered = false;
         let got = spawn(std::future::poll_fn(move |cx| {
             if registered {
                 return Poll::Ready(());
             }
             registered = true;
-            // Two waits on the socket: the task's own, and one whose waker
-            // panics.
-            reactor::wait(&waiter, PollFlags::POLLIN, cx);
+            // Three waits on the socket: one whose waker panics, one that
+            // records its wake-up, and the task's own.
             let panics = Waker::from(Arc::new(Panics));
             reactor::wait(&waiter, PollFlags::POLLIN, &Context::from_waker(&panics));
+            let records = Waker::from(recorder.clone());
+            reactor::wait(&waiter, PollFlags::POLLIN, &Context::from_waker(&records));
+            reactor::wait(&waiter, PollFlags::POLLIN, cx);
             Poll::Pending
         }));
         got.until_parked();
         client.write_all(b"x").unwrap();
         got.output();
+        assert!(
+            woken.0.load(std::sync::atomic::Ordering::SeqCst),
+            "a waker after the one that panicked was not woken"
+        );
         // The parker still parks and unparks.
         let (tx, rx) = futures::channel::oneshot::channel::<u8>();
         let next = spawn(async move { rx.await.unwrap() });
