@@ -51,17 +51,21 @@ use crate::shutdown::Shutdown;
 /// The variable naming the socket a restarting parent waits on.
 pub const READY_ENV: &str = "GRACEFUL_RESTART_READY";
 
-/// The successors started and not handed over yet (not ready), by PID.
-static STARTING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+/// The successors started and not handed over yet (not ready), by PID,
+/// with the directory of the socket their parent waits on.
+static STARTING: Mutex<Vec<(u32, PathBuf)>> = Mutex::new(Vec::new());
 
 /// Sends SIGTERM to every successor that is starting: the process is about
 /// to exit at once (a third stop signal) and will not stop them itself, so
 /// none is left behind to become ready and serve after this process was
-/// told to stop. Called by the signal handling just before that exit.
+/// told to stop. Removes the directories of their ready sockets, which the
+/// exit would leave behind. Called by the signal handling just before that
+/// exit.
 pub(crate) fn stop_starting_successors() {
-    for &pid in STARTING.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-        let pid = nix::unistd::Pid::from_raw(pid as i32);
+    for (pid, dir) in STARTING.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        let pid = nix::unistd::Pid::from_raw(*pid as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 
@@ -69,8 +73,11 @@ pub(crate) fn stop_starting_successors() {
 struct Starting(u32);
 
 impl Starting {
-    fn new(pid: u32) -> Starting {
-        STARTING.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
+    fn new(pid: u32, ready: &ReadySocket) -> Starting {
+        STARTING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((pid, ready.dir.clone()));
         Starting(pid)
     }
 }
@@ -80,7 +87,7 @@ impl Drop for Starting {
         STARTING
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|&pid| pid != self.0);
+            .retain(|(pid, _)| *pid != self.0);
     }
 }
 
@@ -353,7 +360,7 @@ impl Inner {
         let mut child = self.spawn(ready.path()).map_err(RestartError::Spawn)?;
         let pid = child.id();
         // Listed until it is handed over, or stopped and reaped.
-        let starting = Starting::new(pid);
+        let starting = Starting::new(pid, &ready);
         tracing::info!(
             "started successor {pid}; waiting up to {:?} for it to be ready",
             self.config.ready_timeout
@@ -379,6 +386,9 @@ impl Inner {
                 return Err(RestartError::TimedOut(self.config.ready_timeout));
             }
         }
+        // Not needed once the successor is ready: removed before the
+        // trigger's hooks, during which this process may exit at once.
+        drop(ready);
         // The handover is the trigger: a stop that came first wins, and the
         // successor stops with this process.
         let reason = Reason::Restarted { successor: pid };
@@ -482,15 +492,31 @@ struct ReadySocket {
     socket: UnixDatagram,
 }
 
+/// The number in the next ready socket's directory name.
+static NEXT_READY_DIR: AtomicUsize = AtomicUsize::new(0);
+
 impl ReadySocket {
+    /// A socket in a new directory named after this process. A directory
+    /// of that name left by an earlier process with the same PID (one that
+    /// was killed, or exited at once, mid-restart) is passed over: PIDs
+    /// are reused, and such a directory would otherwise fail every restart
+    /// of this process.
     fn new() -> io::Result<ReadySocket> {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "graceful-restart-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir(&dir)?;
+        let mut tries = 0;
+        let dir = loop {
+            let dir = std::env::temp_dir().join(format!(
+                "graceful-restart-{}-{}",
+                std::process::id(),
+                NEXT_READY_DIR.fetch_add(1, Ordering::SeqCst)
+            ));
+            match std::fs::create_dir(&dir) {
+                Ok(()) => break dir,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 1000 => {
+                    tries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let path = dir.join("ready");
         let socket = UnixDatagram::bind(&path)?;
         Ok(ReadySocket { dir, path, socket })
@@ -562,7 +588,7 @@ mod tests {
     /// The exit at the third stop signal sends SIGTERM to a successor that
     /// is starting, and to none once it was handed over.
     #[test]
-    fn the_exit_at_the_third_signal_stops_a_starting_successor() {
+    fn the_exit_at_the_third_signal_stops_a_starting_successor_and_removes_its_socket() {
         use crate::reason::Signal;
         use crate::signal::{Escalation, SignalConfig};
         use std::os::unix::process::ExitStatusExt;
@@ -573,8 +599,15 @@ mod tests {
                 .expect("spawn sleep")
         };
         let (mut starting_child, mut handed_over) = (spawn(), spawn());
-        let listed = Starting::new(starting_child.id());
-        drop(Starting::new(handed_over.id()));
+        let ready = ReadySocket::new().unwrap();
+        let ready_dir = ready.dir.clone();
+        let listed = Starting::new(starting_child.id(), &ready);
+        // The exit at once leaves the socket as it is, never dropped.
+        std::mem::forget(ready);
+        drop(Starting::new(
+            handed_over.id(),
+            &ReadySocket::new().unwrap(),
+        ));
         let exits = Arc::new(Mutex::new(Vec::new()));
         let e = exits.clone();
         let shutdown = Shutdown::new();
@@ -605,6 +638,10 @@ mod tests {
             status.signal(),
             Some(nix::sys::signal::Signal::SIGTERM as i32),
             "{status}"
+        );
+        assert!(
+            !ready_dir.exists(),
+            "the starting successor's ready socket was left behind"
         );
         drop(listed);
         assert!(
@@ -652,5 +689,26 @@ mod tests {
         let dir = socket.dir.clone();
         drop(socket);
         assert!(!dir.exists(), "the socket's directory is removed");
+    }
+
+    /// Directories left by an earlier process with this PID do not stop
+    /// a restart: the next free name is taken.
+    #[test]
+    fn a_ready_directory_left_by_an_earlier_process_is_passed_over() {
+        let next = NEXT_READY_DIR.load(Ordering::SeqCst);
+        let stale: Vec<PathBuf> = (next..next + 3)
+            .map(|n| {
+                std::env::temp_dir().join(format!("graceful-restart-{}-{n}", std::process::id()))
+            })
+            .collect();
+        for dir in &stale {
+            let _ = std::fs::create_dir(dir);
+        }
+        let socket = ReadySocket::new();
+        for dir in &stale {
+            let _ = std::fs::remove_dir(dir);
+        }
+        let socket = socket.expect("a stale directory stopped the restart");
+        assert!(!stale.contains(&socket.dir));
     }
 }
