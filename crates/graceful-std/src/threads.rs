@@ -21,8 +21,8 @@
 //! queued while fewer jobs are queued than threads wait (one of them takes
 //! it; a waiting thread leaves only when the queue is empty), or while a
 //! thread is starting: whenever more jobs are queued than threads wait, a
-//! thread is starting, and it starts another for the queue's first job
-//! before it runs its own. So every queued job is taken by a waiting
+//! thread is starting, and before it runs its own job it starts another,
+//! which takes a queued one. So every queued job is taken by a waiting
 //! thread or gets a new one, whatever the running jobs do, as long as
 //! threads can be started. When one cannot, [`run`] fails for the job it
 //! was started for (its caller drops the job), and the jobs already
