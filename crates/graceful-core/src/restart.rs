@@ -586,7 +586,8 @@ mod tests {
     use super::*;
 
     /// The exit at the third stop signal sends SIGTERM to a successor that
-    /// is starting, and to none once it was handed over.
+    /// is starting, and to none once it was handed over, and removes the
+    /// starting one's ready socket.
     #[test]
     fn the_exit_at_the_third_signal_stops_a_starting_successor_and_removes_its_socket() {
         use crate::reason::Signal;
