@@ -347,6 +347,15 @@ impl Driven {
     }
 }
 
+/// Reports a burst client's attempt when dropped (on every return).
+pub(crate) struct Attempted(pub(crate) mpsc::Sender<()>);
+
+impl Drop for Attempted {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
 /// What a burst client saw.
 enum BurstEnd {
     Refused,
@@ -358,11 +367,16 @@ enum BurstEnd {
     Reset,
 }
 
+/// Connects, sends its line and reads the reply. Reports on `attempted`
+/// once its connect failed or its line was sent: the stop's clock moves
+/// only after that, so that a connection that was open during the pre-drain
+/// delay had sent its request by the time the listener closed (an idle one
+/// accepted before the trigger is closed then, B7).
 fn burst(addr: SocketAddr, index: usize, attempted: mpsc::Sender<()>) -> Result<BurstEnd, String> {
     let start = std::time::Instant::now();
     let connected = Client::try_connect(addr);
     let took = start.elapsed();
-    let _ = attempted.send(());
+    let attempted = Attempted(attempted);
     let mut client = match connected {
         Ok(c) => c,
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Ok(BurstEnd::Refused),
@@ -373,7 +387,9 @@ fn burst(addr: SocketAddr, index: usize, attempted: mpsc::Sender<()>) -> Result<
     };
     let me = client.local_addr();
     let line = format!("burst {index}");
-    if client.try_send(&line).is_err() {
+    let sent = client.try_send(&line);
+    drop(attempted);
+    if sent.is_err() {
         return Ok(BurstEnd::Ended(me));
     }
     match client.read_line() {
@@ -592,7 +608,7 @@ fn run_plan<A: Adapter>(plan: &Plan) -> Tally {
     for _ in 0..bursts {
         attempted
             .recv_timeout(PATIENCE)
-            .expect("a burst client attempted its connect");
+            .expect("a burst client attempted its connect and its send");
     }
 
     // The pre-drain delay: the listener stays open and everything is served.

@@ -478,7 +478,7 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
     for _ in 0..bursts.len() {
         attempted
             .recv_timeout(PATIENCE)
-            .expect("a burst client made its connect");
+            .expect("a burst client made its connect and its send");
     }
     // HTTP/2 connections get GOAWAY at once, during the pre-drain delay
     // too: an idle one then closes, one with a stream in flight names it.
@@ -755,10 +755,11 @@ enum BurstEnd {
 }
 
 /// Connects at once and sends `GET /burst?i=index`, racing the trigger;
-/// says on `attempted` once its connect returned.
+/// says on `attempted` once its connect failed or its request was sent
+/// (the stop's clock moves only after that: see `random::burst`).
 fn burst(addr: SocketAddr, index: usize, attempted: std::sync::mpsc::Sender<()>) -> BurstEnd {
     let connected = TcpStream::connect_timeout(&addr, PATIENCE);
-    let _ = attempted.send(());
+    let attempted = crate::random::Attempted(attempted);
     let stream = match connected {
         Ok(s) => s,
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return BurstEnd::Refused,
@@ -768,7 +769,9 @@ fn burst(addr: SocketAddr, index: usize, attempted: std::sync::mpsc::Sender<()>)
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
     let mut c = BufReader::new(stream);
     let request = format!("GET /burst?i={index} HTTP/1.1\r\nHost: t\r\n\r\n");
-    if c.get_mut().write_all(request.as_bytes()).is_err() {
+    let sent = c.get_mut().write_all(request.as_bytes());
+    drop(attempted);
+    if sent.is_err() {
         return BurstEnd::Ended;
     }
     match reply(&mut c) {
