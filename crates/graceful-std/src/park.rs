@@ -309,7 +309,7 @@ mod epoll_parker {
         /// Each parked task's earliest timer.
         timers: BTreeSet<(Instant, u64)>,
         /// While the parker waits: until when (`Some(None)`: no end).
-        waits_until: Option<Option<Instant>>,
+        pub(crate) waits_until: Option<Option<Instant>>,
         /// Futures to drop on the parker's thread.
         graveyard: Vec<super::BoxFuture>,
         /// Set when the parker's thread ended: nothing parks any more.
@@ -683,10 +683,18 @@ mod tests {
     /// that wait.
     #[test]
     fn an_earlier_timer_ends_the_parkers_longer_wait() {
-        let late = spawn(sleep_until(Instant::now() + Duration::from_secs(60)));
+        let late_deadline = Instant::now() + Duration::from_secs(60);
+        let late = spawn(sleep_until(late_deadline));
         late.until_parked();
-        // The parker now waits for the 60 s timer.
-        std::thread::sleep(Duration::from_millis(20));
+        // Until the parker waits for the 60 s timer.
+        let until = Instant::now() + BOUND;
+        while parker().unwrap().state().waits_until != Some(Some(late_deadline)) {
+            assert!(
+                Instant::now() < until,
+                "the parker never waited for the timer"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let deadline = Instant::now() + Duration::from_millis(300);
         parked_until(sleeper(deadline), deadline);
         assert!(late.task.is_parked());

@@ -225,6 +225,9 @@ mod tests {
                 tx.send(()).unwrap();
             }))
             .unwrap();
+            // The caller starts at most one thread; the others start
+            // one another.
+            assert!(pool.state().starting <= 1);
         }
         // All 8 run at once: the barrier needs every one of them.
         gate.wait();
