@@ -35,9 +35,9 @@ use crate::{BoxError, HttpService};
 /// - upgraded connections (WebSocket) are handed to their handler and not
 ///   cut here; their stream keeps the connection's guard; a `101` response
 ///   keeps `Connection: upgrade` alone;
-/// - closes are staged (write side first, a linger only when the client
-///   may still be sending) so clients read their response rather than a
-///   reset.
+/// - a close lingers only when the client may still be sending (write
+///   side first, then what it sends is discarded), so clients read their
+///   response rather than a reset.
 ///
 /// Forcing is the caller's: the core's `run_conn` drops this future when
 /// the server is forced, and the connection registry shuts the socket.
@@ -75,7 +75,8 @@ where
 {
     let activity = Arc::new(Activity::default());
     let service = GracefulService::new(service, conn.clone(), activity.clone());
-    let io = Io::with_activity(io, rt.clone(), options.linger, activity.clone());
+    let io = Io::with_activity(io, rt.clone(), options.linger, activity.clone())
+        .drop_closes(options.drop_closes);
     let mut connection = pin!(builder.serve_connection_with_upgrades(io, service));
 
     // Serve until the server starts to stop: HTTP/2 at the trigger (its
@@ -146,6 +147,8 @@ pub struct HttpOptions {
     first_request_grace: Duration,
     linger: Duration,
     timer: Option<Arc<dyn hyper::rt::Timer + Send + Sync>>,
+    /// The connections' I/O is their socket itself (see `Io::drop_closes`).
+    drop_closes: bool,
 }
 
 impl HttpOptions {
@@ -155,7 +158,15 @@ impl HttpOptions {
             first_request_grace: config.first_request_grace,
             linger: config.linger,
             timer: None,
+            drop_closes: false,
         }
+    }
+
+    /// For connections whose I/O is their socket itself, which closes when
+    /// dropped: a close that does not linger leaves the FIN to the drop.
+    pub(crate) fn drop_closes(mut self) -> Self {
+        self.drop_closes = true;
+        self
     }
 
     /// The hyper connection builder these options ask for, executing on
@@ -183,6 +194,7 @@ impl std::fmt::Debug for HttpOptions {
             .field("first_request_grace", &self.first_request_grace)
             .field("linger", &self.linger)
             .field("timer", &self.timer.is_some())
+            .field("drop_closes", &self.drop_closes)
             .finish()
     }
 }

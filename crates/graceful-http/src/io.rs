@@ -12,17 +12,20 @@ use crate::framing::Framing;
 use crate::service::Activity;
 use hyper::rt::{Read, ReadBuf, ReadBufCursor, Write};
 
-/// A connection's I/O with a staged close: when hyper shuts the connection
-/// down after its last response, the write side is shut first. Closing a
-/// socket with unread data makes the kernel send a reset, which can destroy
-/// the response the client has not read yet; so when the client may still
-/// be sending (request bytes are already pending; or, on a connection whose
-/// requests it follows, a request's head or body is not all read, requests
-/// were read but not answered, or the client pipelines), what it sends is
-/// read and discarded until it closes its side or `linger` passes, and only
-/// then is the socket dropped. Otherwise the socket closes at once, so the
-/// process can exit right after its last response (as nginx's
-/// `lingering_close auto`).
+/// A connection's I/O with a staged close. Closing a socket with unread
+/// data makes the kernel send a reset, which can destroy the response the
+/// client has not read yet; so when hyper shuts the connection down after
+/// its last response and the client may still be sending (request bytes
+/// are already pending; or, on a connection whose requests it follows, a
+/// request's head or body is not all read, requests were read but not
+/// answered, or the client pipelines), the write side is shut first, what
+/// the client sends is read and discarded until it closes its side or
+/// `linger` passes, and only then is the socket dropped. Otherwise the
+/// connection closes at once, so the process can exit right after its
+/// last response (as nginx's `lingering_close auto`): the write side is
+/// shut and the socket dropped, or, in the adapters' servers, whose I/O is
+/// the socket itself, the socket is just dropped, its close sending the
+/// FIN.
 pub struct Io<I, R: Runtime> {
     inner: I,
     rt: R,
@@ -37,6 +40,10 @@ pub struct Io<I, R: Runtime> {
     /// How many bytes of the HTTP/2 preface the first reads matched, until
     /// they match it whole or differ from it (`None`: done looking).
     preface: Option<usize>,
+    /// Dropping the inner I/O closes the connection as shutting its write
+    /// side first would (a plain socket): a close that does not linger
+    /// leaves the FIN to the drop.
+    drop_closes: bool,
     close: Close<R::Sleep>,
 }
 
@@ -50,6 +57,10 @@ const SEEN: usize = 8192;
 
 enum Close<S> {
     Open,
+    /// The write side is being shut; then the close lingers, or is done.
+    Shutting {
+        linger: bool,
+    },
     Lingering(Pin<Box<S>>),
     Done,
 }
@@ -66,6 +77,7 @@ impl<I, R: Runtime> Io<I, R> {
             framing: None,
             pipelined: false,
             preface: None,
+            drop_closes: false,
             close: Close::Open,
         }
     }
@@ -89,6 +101,18 @@ impl<I, R: Runtime> Io<I, R> {
             preface: Some(0),
             ..Io::new(inner, rt, linger)
         }
+    }
+
+    /// For an inner I/O that is the socket itself: a close that does not
+    /// linger leaves the FIN to the socket's drop, which comes right after
+    /// (hyper's connection ends with its shutdown), instead of shutting
+    /// the write side first. That saves a system call per connection and,
+    /// on `async-io`, a wake-up of its reactor thread, which the shut
+    /// socket's state change sends when its read is awaited. Not for a
+    /// layer whose shutdown sends something (TLS's `close_notify`).
+    pub(crate) fn drop_closes(mut self, yes: bool) -> Self {
+        self.drop_closes = yes;
+        self
     }
 
     /// Whether the client may still be sending, at a close that finds
@@ -231,24 +255,26 @@ impl<I: Read + Write + Unpin, R: Runtime> Write for Io<I, R> {
         loop {
             match &mut this.close {
                 Close::Open => {
-                    ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
-                    this.close = if this.linger.is_zero() {
-                        Close::Done
-                    } else {
-                        match discard(&mut this.inner, cx) {
-                            // Bytes pending: the client is still sending.
-                            Poll::Ready(Some(true)) => {
-                                Close::Lingering(Box::pin(this.rt.sleep(this.linger)))
-                            }
+                    // Whether the client may still be sending: bytes
+                    // pending, or (nothing pending) what it sent so far.
+                    let linger = !this.linger.is_zero()
+                        && match discard(&mut this.inner, cx) {
+                            Poll::Ready(Some(true)) => true,
                             // It closed its side, or the socket failed.
-                            Poll::Ready(_) => Close::Done,
-                            // Nothing pending: linger only if the client
-                            // may still be sending.
-                            Poll::Pending if this.may_still_send() => {
-                                Close::Lingering(Box::pin(this.rt.sleep(this.linger)))
-                            }
-                            Poll::Pending => Close::Done,
-                        }
+                            Poll::Ready(_) => false,
+                            Poll::Pending => this.may_still_send(),
+                        };
+                    this.close = match linger || !this.drop_closes {
+                        true => Close::Shutting { linger },
+                        false => Close::Done,
+                    };
+                }
+                Close::Shutting { linger } => {
+                    let linger = *linger;
+                    ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
+                    this.close = match linger {
+                        true => Close::Lingering(Box::pin(this.rt.sleep(this.linger))),
+                        false => Close::Done,
                     };
                 }
                 Close::Lingering(timer) => {
@@ -401,5 +427,39 @@ mod tests {
         // Without a connection's activity, only bytes pending count.
         let mut plain = Io::new(Stream::default(), NoTimers, Duration::from_secs(1));
         assert!(closes_at_once(&mut plain, &[head]));
+    }
+
+    /// A close at once of an adapter's socket leaves the FIN to its drop: no
+    /// write-side shutdown. One that lingers shuts the write side first,
+    /// as does every close of I/O that may be a layer of its own (TLS).
+    #[test]
+    fn only_a_lingering_close_or_a_layered_io_shuts_the_write_side() {
+        let get = b"GET / HTTP/1.1\r\n\r\n".as_slice();
+        let head = b"POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\n".as_slice();
+        for (drop_closes, sent, at_once, shutdowns) in [
+            (true, get, true, 0),
+            (true, head, false, 1),
+            (false, get, true, 1),
+            (false, head, false, 1),
+        ] {
+            let mut io = http1().drop_closes(drop_closes);
+            assert_eq!(closes_at_once(&mut io, &[sent]), at_once);
+            let done = io.get_ref().wire().shutdowns;
+            assert_eq!(
+                done, shutdowns,
+                "drop_closes {drop_closes}, lingering {}",
+                !at_once
+            );
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut zero =
+            Io::with_activity(Stream::default(), NoTimers, Duration::ZERO, Arc::default())
+                .drop_closes(true);
+        read_all(&mut zero, &[head]);
+        assert!(
+            pin!(&mut zero).poll_shutdown(&mut cx).is_ready(),
+            "no linger"
+        );
+        assert_eq!(zero.get_ref().wire().shutdowns, 0);
     }
 }

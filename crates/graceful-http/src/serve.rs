@@ -26,6 +26,12 @@ use crate::{HttpOptions, HttpService};
 ///   the server's shutdown to watch) and cut at the deadline;
 /// - at the deadline every remaining connection is cut and the report of
 ///   what was left is logged and returned in the [`Outcome`].
+///
+/// `io` gives hyper the accepted socket itself, with no layer of its own
+/// between: a close that does not linger then drops the socket, whose
+/// close sends the FIN, without shutting its write side first. A layer
+/// whose shutdown sends something (TLS's `close_notify`) goes through
+/// [`serve_connection`](crate::serve_connection), which always shuts it.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve<R, A, S, I, F, T>(
     rt: &R,
@@ -44,7 +50,7 @@ where
     T: hyper::rt::Timer + Send + Sync + 'static,
     S: HttpService,
 {
-    let options = HttpOptions::new(&config).timer(timer);
+    let options = HttpOptions::new(&config).timer(timer).drop_closes();
     let conn_rt = rt.clone();
     let builder = std::sync::Arc::new(options.builder(rt.clone()));
     // hyper closes idle connections itself; reads must not be cut under it.

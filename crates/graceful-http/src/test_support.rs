@@ -38,6 +38,8 @@ pub(crate) struct Wire {
     pub(crate) written: Vec<u8>,
     pub(crate) write_blocks: bool,
     pub(crate) flush_blocks: bool,
+    /// How often the server shut its write side.
+    pub(crate) shutdowns: usize,
 }
 
 /// A stream over a shared [`Wire`].
@@ -87,6 +89,7 @@ impl Write for Stream {
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.wire().shutdowns += 1;
         Poll::Ready(Ok(()))
     }
 }
