@@ -58,7 +58,9 @@ pub trait HttpAdapter: Adapter {
 /// - `GET /echo` with `Upgrade: echo`: switches protocols, then echoes
 ///   lines on the raw connection; with `?polite` it watches the shutdown
 ///   and at the trigger says `bye`, shuts its write side and ends,
-///   otherwise it ignores it;
+///   otherwise it ignores it; with `?polite&half` it goes on reading after
+///   its shutdown until the client closes its side, then records what it
+///   read in `seen` as `half-closed read TEXT`, and ends;
 ///   with `?slow` its `101` comes 50 ms after the request.
 #[derive(Clone, Debug)]
 pub struct TestService<R> {
@@ -131,6 +133,7 @@ impl<R: Runtime> Service<Request<Incoming>> for TestService<R> {
             }
             let query = req.uri().query().unwrap_or("");
             let polite = query.contains("polite");
+            let half = query.contains("half");
             if query.contains("slow") {
                 // The 101 head is produced 50 ms after the request was read.
                 let (tx, rx) = futures::channel::oneshot::channel::<()>();
@@ -146,9 +149,10 @@ impl<R: Runtime> Service<Request<Incoming>> for TestService<R> {
                 .cloned()
                 .expect("Conn in extensions");
             let upgrade = hyper::upgrade::on(&mut req);
+            let seen = seen.clone();
             rt.spawn(async move {
                 if let Ok(upgraded) = upgrade.await {
-                    let _ = echo_lines(upgraded, conn, polite).await;
+                    let _ = echo_lines(upgraded, conn, polite, half.then_some(seen)).await;
                 }
             });
             let mut res = Response::new(full(Bytes::new()));
@@ -165,6 +169,7 @@ async fn echo_lines<I: HRead + HWrite + Unpin>(
     mut io: I,
     conn: Conn,
     polite: bool,
+    half: Option<Seen>,
 ) -> io::Result<()> {
     let mut buf = [0u8; 256];
     loop {
@@ -183,7 +188,22 @@ async fn echo_lines<I: HRead + HWrite + Unpin>(
             write_all(&mut io, b"bye\n").await?;
             // Through the connection's staged close, which must not take
             // the bytes that follow a `101` for an HTTP body.
-            return poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
+            poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await?;
+            let Some(seen) = half else {
+                return Ok(());
+            };
+            let mut read = Vec::new();
+            loop {
+                match read_some(&mut io, &mut buf).await? {
+                    0 => break,
+                    n => read.extend_from_slice(&buf[..n]),
+                }
+            }
+            let read = String::from_utf8_lossy(&read);
+            seen.lock()
+                .unwrap()
+                .push(format!("half-closed read {read}"));
+            return Ok(());
         };
         if n == 0 {
             return Ok(());
@@ -366,6 +386,33 @@ pub fn http_b16_upgraded_handler_sees_the_trigger_and_drains<A: HttpAdapter>() {
     assert_eq!(bye, "bye\n");
     let outcome = server.outcome();
     assert!(outcome.is_drained(), "{outcome}");
+}
+
+/// B16 x the staged close: an upgraded handler's shutdown is a
+/// half-close. The client reads the end of the stream at once, while the
+/// handler still holds it, and what the client sends after reaches the
+/// handler (nothing discards it as a close's linger would); the server
+/// then drains.
+pub fn http_b16_an_upgraded_handlers_shutdown_is_a_half_close<A: HttpAdapter>() {
+    let server = HttpServer::start::<A>(ServeConfig::default().progress_every(None), true);
+    let mut ws = upgrade(server.addr, "/echo?polite&half");
+    assert_eq!(roundtrip(&mut ws, "hi"), "hi\n");
+    server.shutdown.trigger(Reason::requested());
+    let mut rest = String::new();
+    ws.read_to_string(&mut rest)
+        .expect("the end of the stream while its handler holds it");
+    assert_eq!(rest, "bye\n");
+    let mut s = ws.into_inner();
+    s.write_all(b"after the half-close").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let outcome = server.outcome();
+    assert!(outcome.is_drained(), "{outcome}");
+    let seen = server.seen.lock().unwrap();
+    assert!(
+        seen.iter()
+            .any(|l| l == "half-closed read after the half-close"),
+        "{seen:?}"
+    );
 }
 
 /// B16 x pre-drain x first-request grace: a `101` whose head is produced

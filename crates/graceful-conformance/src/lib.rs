@@ -99,6 +99,7 @@ macro_rules! __for_each_http_scenario {
             http_b14_readiness_200_then_503,
             http_b16_upgraded_connection_survives_trigger_and_is_forced_at_deadline,
             http_b16_upgraded_handler_sees_the_trigger_and_drains,
+            http_b16_an_upgraded_handlers_shutdown_is_a_half_close,
             http_b16_upgrade_after_the_trigger_keeps_connection_upgrade_alone,
             http_b6_request_pipelined_behind_a_response_in_progress_is_served,
             http_b12_the_close_lingers_only_while_a_body_is_not_all_read,

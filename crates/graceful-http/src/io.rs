@@ -25,7 +25,8 @@ use hyper::rt::{Read, ReadBuf, ReadBufCursor, Write};
 /// last response (as nginx's `lingering_close auto`): the write side is
 /// shut and the socket dropped, or, in the adapters' servers, whose I/O is
 /// the socket itself, the socket is just dropped, its close sending the
-/// FIN.
+/// FIN. After a `101` a shutdown is the upgrade handler's, and shuts the
+/// write side alone: the handler may still read (a half-close).
 pub struct Io<I, R: Runtime> {
     inner: I,
     rt: R,
@@ -105,7 +106,8 @@ impl<I, R: Runtime> Io<I, R> {
 
     /// For an inner I/O that is the socket itself: a close that does not
     /// linger leaves the FIN to the socket's drop, which comes right after
-    /// (hyper's connection ends with its shutdown), instead of shutting
+    /// (hyper's connection ends with its shutdown; after a `101` the
+    /// shutdown is the handler's, and always shuts), instead of shutting
     /// the write side first. That saves a system call per connection and,
     /// on `async-io`, a wake-up of its reactor thread, which the shut
     /// socket's state change sends when its read is awaited. Not for a
@@ -120,9 +122,6 @@ impl<I, R: Runtime> Io<I, R> {
     fn may_still_send(&self) -> bool {
         match (&self.activity, &self.framing) {
             (Some(activity), _) if activity.is_http2() => activity.had_body(),
-            // After a `101` the bytes are another protocol's: only those
-            // pending count.
-            (Some(activity), _) if activity.is_upgraded() => false,
             // A head or a body not all read, or requests read but not
             // served, or a client that pipelines (as nginx's
             // `lingering_close auto`): it may be sending more.
@@ -252,6 +251,13 @@ impl<I: Read + Write + Unpin, R: Runtime> Write for Io<I, R> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        // After a `101` the connection is its handler's, and so is this
+        // shutdown: the write side alone. The handler may go on reading (a
+        // half-close), so nothing the client sends is discarded here, and
+        // its FIN goes out now, whenever the handler drops the stream.
+        if this.activity.as_ref().is_some_and(|a| a.is_upgraded()) {
+            return Pin::new(&mut this.inner).poll_shutdown(cx);
+        }
         loop {
             match &mut this.close {
                 Close::Open => {
@@ -461,5 +467,24 @@ mod tests {
             "no linger"
         );
         assert_eq!(zero.get_ref().wire().shutdowns, 0);
+    }
+
+    /// After a `101` a shutdown is the upgrade handler's: it shuts the write
+    /// side at once, with bytes pending and the socket dropped later, and
+    /// leaves what the client sent for the handler to read (a half-close).
+    #[test]
+    fn an_upgraded_connections_shutdown_shuts_the_write_side_and_keeps_what_the_client_sent() {
+        let mut cx = Context::from_waker(Waker::noop());
+        let activity = Arc::new(Activity::default());
+        let mut io = http1_with(activity.clone()).drop_closes(true);
+        read_all(&mut io, &[b"GET / HTTP/1.1\r\nupgrade: echo\r\n\r\n"]);
+        activity.mark_upgraded();
+        io.get_ref().wire().to_read.extend(b"still sending");
+        assert!(pin!(&mut io).poll_shutdown(&mut cx).is_ready());
+        assert_eq!(io.get_ref().wire().shutdowns, 1);
+        let mut buf = [0u8; 64];
+        let mut buf = ReadBuf::new(&mut buf);
+        assert!(pin!(&mut io).poll_read(&mut cx, buf.unfilled()).is_ready());
+        assert_eq!(buf.filled(), b"still sending");
     }
 }
