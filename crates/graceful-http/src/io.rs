@@ -58,9 +58,10 @@ const SEEN: usize = 8192;
 
 enum Close<S> {
     Open,
-    /// The write side is being shut; then the close lingers, or is done.
+    /// The write side is being shut; then the close lingers, or is done
+    /// (`None`: whether it lingers is seen after the shutdown).
     Shutting {
-        linger: bool,
+        linger: Option<bool>,
     },
     Lingering(Pin<Box<S>>),
     Done,
@@ -209,6 +210,21 @@ impl<I: Read + Unpin, R: Runtime> Read for Io<I, R> {
     }
 }
 
+impl<I: Read + Unpin, R: Runtime> Io<I, R> {
+    /// Whether the close lingers: a linger is set and the client may still
+    /// be sending (bytes are pending, or, with nothing pending, by what it
+    /// sent so far). Discards the bytes it reads.
+    fn should_linger(&mut self, cx: &mut Context<'_>) -> bool {
+        !self.linger.is_zero()
+            && match discard(&mut self.inner, cx) {
+                Poll::Ready(Some(true)) => true,
+                // It closed its side, or the socket failed.
+                Poll::Ready(_) => false,
+                Poll::Pending => self.may_still_send(),
+            }
+    }
+}
+
 impl<I: Read + Write + Unpin, R: Runtime> Write for Io<I, R> {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -261,24 +277,23 @@ impl<I: Read + Write + Unpin, R: Runtime> Write for Io<I, R> {
         loop {
             match &mut this.close {
                 Close::Open => {
-                    // Whether the client may still be sending: bytes
-                    // pending, or (nothing pending) what it sent so far.
-                    let linger = !this.linger.is_zero()
-                        && match discard(&mut this.inner, cx) {
-                            Poll::Ready(Some(true)) => true,
-                            // It closed its side, or the socket failed.
-                            Poll::Ready(_) => false,
-                            Poll::Pending => this.may_still_send(),
-                        };
-                    this.close = match linger || !this.drop_closes {
-                        true => Close::Shutting { linger },
-                        false => Close::Done,
+                    this.close = match this.drop_closes {
+                        // A socket: whether to linger first, as a close at
+                        // once needs no shutdown.
+                        true => match this.should_linger(cx) {
+                            true => Close::Shutting { linger: Some(true) },
+                            false => Close::Done,
+                        },
+                        // A layer may take a while to shut (TLS flushing
+                        // its `close_notify`): shut first, then look at
+                        // what came meanwhile too.
+                        false => Close::Shutting { linger: None },
                     };
                 }
                 Close::Shutting { linger } => {
                     let linger = *linger;
                     ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
-                    this.close = match linger {
+                    this.close = match linger.unwrap_or_else(|| this.should_linger(cx)) {
                         true => Close::Lingering(Box::pin(this.rt.sleep(this.linger))),
                         false => Close::Done,
                     };
@@ -486,5 +501,21 @@ mod tests {
         let mut buf = ReadBuf::new(&mut buf);
         assert!(pin!(&mut io).poll_read(&mut cx, buf.unfilled()).is_ready());
         assert_eq!(buf.filled(), b"still sending");
+    }
+
+    /// I/O that may be a layer of its own (TLS) is shut before the close
+    /// looks for bytes pending: what the client sent meanwhile makes it
+    /// linger.
+    #[test]
+    fn a_layered_io_looks_for_bytes_pending_after_its_shutdown() {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut io = http1();
+        read_all(&mut io, &[b"GET / HTTP/1.1\r\n\r\n"]);
+        io.get_ref().wire().sent_during_shutdown = b"GET /late HTTP/1.1\r\n".to_vec();
+        assert!(
+            pin!(&mut io).poll_shutdown(&mut cx).is_pending(),
+            "it lingers"
+        );
+        assert_eq!(io.get_ref().wire().shutdowns, 1);
     }
 }

@@ -40,6 +40,8 @@ pub(crate) struct Wire {
     pub(crate) flush_blocks: bool,
     /// How often the server shut its write side.
     pub(crate) shutdowns: usize,
+    /// Bytes the client sends while the server shuts its write side.
+    pub(crate) sent_during_shutdown: Vec<u8>,
 }
 
 /// A stream over a shared [`Wire`].
@@ -89,7 +91,10 @@ impl Write for Stream {
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.wire().shutdowns += 1;
+        let mut wire = self.wire();
+        wire.shutdowns += 1;
+        let sent = std::mem::take(&mut wire.sent_during_shutdown);
+        wire.to_read.extend(sent);
         Poll::Ready(Ok(()))
     }
 }
