@@ -170,24 +170,6 @@ fn malformed_flags_exit_2_with_a_message(example: &str) {
     );
 }
 
-/// Starts `example` with at most 64 descriptors, so connections beyond
-/// about 50 make `accept` fail with EMFILE.
-fn start_with_few_descriptors(example: &str, args: &[&str]) -> Service {
-    Service::start_with(example, args, |cmd| {
-        let program = cmd.get_program().to_owned();
-        let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
-        *cmd = std::process::Command::new("sh");
-        cmd.arg("-c")
-            .arg("ulimit -n 64 && exec \"$0\" \"$@\"")
-            .arg(program)
-            .args(args)
-            .env("RUST_LOG", "info,request=debug")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-    })
-}
-
 /// CPU time the process `pid` used so far, in clock ticks (user + system).
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
@@ -199,8 +181,10 @@ fn cpu_ticks(pid: u32) -> u64 {
 /// close gives up at the first EMFILE instead of retrying in a loop (the
 /// process stays nearly idle while it stops), and the deadline holds.
 fn stop_while_out_of_descriptors_keeps_the_deadline(example: &str) {
-    let mut s =
-        start_with_few_descriptors(example, &["--delay-ms", "10000", "--timeout-ms", "2000"]);
+    let mut s = Service::start_with_few_descriptors(
+        example,
+        &["--delay-ms", "10000", "--timeout-ms", "2000"],
+    );
     // More connections than descriptors; each sends a line that takes 10 s.
     let mut clients: Vec<Line> = (0..120).map(|_| Line::connect(&s)).collect();
     for c in &mut clients {
@@ -234,7 +218,7 @@ fn stop_while_out_of_descriptors_keeps_the_deadline(example: &str) {
 
 fn accept_errors_back_off_and_the_server_recovers(example: &str) {
     // Few descriptors: connections beyond them make accept fail (EMFILE).
-    let mut s = start_with_few_descriptors(example, &[]);
+    let mut s = Service::start_with_few_descriptors(example, &[]);
     let flood: Vec<TcpStream> = (0..80)
         .filter_map(|_| TcpStream::connect(s.addr).ok())
         .collect();

@@ -209,6 +209,57 @@ fn idle_connections_cost_one_descriptor_each(example: &str) {
     );
 }
 
+/// A stop while out of descriptors, with idle keep-alive connections
+/// (parked off their threads, on std_http) and more connections queued
+/// than the process can accept: the backlog's drain gives up at its
+/// EMFILE, every idle connection closes cleanly (an end-of-stream, not a
+/// reset), and the process exits 0 at once.
+fn stop_while_out_of_descriptors_closes_idle_connections(example: &str) {
+    let mut s = Service::start_with_few_descriptors(example, &[]);
+    // Idle after one request each, past std_http's parking delay.
+    let mut idle: Vec<TcpStream> = (0..24)
+        .map(|_| {
+            let mut c = TcpStream::connect(s.addr).unwrap();
+            let (head, _) = raw_get(&mut c, "/healthz");
+            assert!(head.starts_with("http/1.1 200"), "{head}");
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    // Each sends a request; those past the descriptors wait in the backlog.
+    let flood: Vec<TcpStream> = (0..80)
+        .filter_map(|_| {
+            let mut c = TcpStream::connect(s.addr).ok()?;
+            c.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+                .ok()?;
+            Some(c)
+        })
+        .collect();
+    s.wait_log("accept failed", 1);
+    let t0 = Instant::now();
+    s.signal("TERM");
+    for c in &mut idle {
+        c.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest)
+            .expect("an end-of-stream, not a reset");
+        assert!(rest.is_empty(), "{rest:?}");
+    }
+    let code = s.exit_code();
+    let took = t0.elapsed();
+    let log = s.stderr();
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        took < Duration::from_secs(2),
+        "exited {took:?} after the signal"
+    );
+    assert!(
+        log.contains("out of descriptors while taking the backlog"),
+        "{log}"
+    );
+    drop(flood);
+}
+
 /// std_http: a connection idle past the runtime's parking delay (10 ms)
 /// gives its thread back, so connections opened one after another share
 /// a few threads instead of one each; a parked connection still serves
@@ -887,6 +938,12 @@ macro_rules! http_tests {
             #[test]
             fn idle_connections_cost_one_descriptor_each() {
                 super::idle_connections_cost_one_descriptor_each(stringify!($example));
+            }
+            #[test]
+            fn stop_while_out_of_descriptors_closes_idle_connections() {
+                super::stop_while_out_of_descriptors_closes_idle_connections(
+                    stringify!($example),
+                );
             }
             #[test]
             fn malformed_flags_exit_2_with_a_message() {

@@ -64,6 +64,24 @@ impl Service {
         Service::launch(name, &[&["--addr", "127.0.0.1:0"], args].concat(), adjust)
     }
 
+    /// Like [`start`](Self::start), with at most 64 descriptors, so
+    /// connections beyond about 50 make `accept` fail with EMFILE.
+    pub fn start_with_few_descriptors(name: &str, args: &[&str]) -> Service {
+        Service::start_with(name, args, |cmd| {
+            let program = cmd.get_program().to_owned();
+            let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+            *cmd = Command::new("sh");
+            cmd.arg("-c")
+                .arg("ulimit -n 64 && exec \"$0\" \"$@\"")
+                .arg(program)
+                .args(args)
+                .env("RUST_LOG", "info,request=debug")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+        })
+    }
+
     /// Starts example `name` with exactly `args` (which must make it listen
     /// on a free loopback port), and waits for its `listening on` line.
     pub fn start_exactly(name: &str, args: &[&str]) -> Service {
