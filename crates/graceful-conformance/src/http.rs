@@ -186,8 +186,8 @@ async fn echo_lines<I: HRead + HWrite + Unpin>(
         };
         let Some(n) = n else {
             write_all(&mut io, b"bye\n").await?;
-            // Through the connection's staged close, which must not take
-            // the bytes that follow a `101` for an HTTP body.
+            // Through the connection's I/O, whose shutdown after a `101`
+            // shuts the write side alone (no linger, nothing discarded).
             poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await?;
             let Some(seen) = half else {
                 return Ok(());
@@ -372,9 +372,9 @@ pub fn http_b16_upgraded_connection_survives_trigger_and_is_forced_at_deadline<A
 
 /// B16: an upgraded connection whose handler watches the shutdown winds
 /// down on its own, and the server then drains in time. Its handler shuts
-/// its write side through the connection's staged close, which does not
-/// linger for the lines read after the `101` (they are no HTTP body)
-/// while the client keeps its socket open.
+/// its write side through the connection's I/O, which after the `101`
+/// does not linger (the lines after it are no HTTP body) while the client
+/// keeps its socket open.
 pub fn http_b16_upgraded_handler_sees_the_trigger_and_drains<A: HttpAdapter>() {
     // The clock stands still: a linger would hold the stop for good.
     let server = HttpServer::start::<A>(ServeConfig::default().progress_every(None), true);

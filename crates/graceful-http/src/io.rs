@@ -25,8 +25,11 @@ use hyper::rt::{Read, ReadBuf, ReadBufCursor, Write};
 /// last response (as nginx's `lingering_close auto`): the write side is
 /// shut and the socket dropped, or, in the adapters' servers, whose I/O is
 /// the socket itself, the socket is just dropped, its close sending the
-/// FIN. After a `101` a shutdown is the upgrade handler's, and shuts the
-/// write side alone: the handler may still read (a half-close).
+/// FIN. After a `101` (on I/O that sees the connection's requests, as in
+/// `serve_connection` and the adapters' servers) a shutdown is the upgrade
+/// handler's, and shuts the write side alone, without a linger: the
+/// handler may still read (a half-close), and what the client sends is
+/// the handler's to read or to leave.
 pub struct Io<I, R: Runtime> {
     inner: I,
     rt: R,
@@ -69,7 +72,9 @@ enum Close<S> {
 
 impl<I, R: Runtime> Io<I, R> {
     /// Wraps `inner`; the close lingers at most `linger`, and only when
-    /// request bytes are pending at the close.
+    /// request bytes are pending at the close. Without a connection's
+    /// activity it cannot tell an upgrade handler's shutdown from hyper's
+    /// last one (both may linger): `serve_connection` can.
     pub fn new(inner: I, rt: R, linger: Duration) -> Self {
         Io {
             inner,
@@ -268,9 +273,10 @@ impl<I: Read + Write + Unpin, R: Runtime> Write for Io<I, R> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         // After a `101` the connection is its handler's, and so is this
-        // shutdown: the write side alone. The handler may go on reading (a
+        // shutdown: the write side alone, at once, whenever the handler
+        // drops the stream later. The handler may go on reading (a
         // half-close), so nothing the client sends is discarded here, and
-        // its FIN goes out now, whenever the handler drops the stream.
+        // the close does not linger.
         if this.activity.as_ref().is_some_and(|a| a.is_upgraded()) {
             return Pin::new(&mut this.inner).poll_shutdown(cx);
         }
@@ -430,7 +436,8 @@ mod tests {
         assert!(!closes_at_once(&mut http1(), &[&[get, get].concat()]));
         // Bytes it cannot follow: it lingers, as when in doubt.
         assert!(!closes_at_once(&mut http1(), &[b"\x16\x03\x01\x00"]));
-        // After a `101`, what follows is not HTTP: only bytes pending count.
+        // After a `101`, what follows is not HTTP, and the shutdown is the
+        // handler's: it shuts the write side at once.
         let upgrade = b"GET / HTTP/1.1\r\nupgrade: echo\r\n\r\n".as_slice();
         assert!(!closes_at_once(&mut http1(), &[upgrade, b"hello\n"]));
         let activity = Arc::new(Activity::default());

@@ -303,12 +303,13 @@ mod tests {
     #[test]
     fn a_burst_of_jobs_wakes_each_sleeping_thread_once() {
         use std::sync::atomic::Ordering::SeqCst;
+        const ASLEEP: usize = 4;
         const JOBS: usize = 32;
         // The threads never leave by themselves while the test waits.
         let pool: &'static Pool = Box::leak(Box::new(Pool::new(Duration::from_secs(60))));
         let until = std::time::Instant::now() + Duration::from_secs(10);
-        let gate = std::sync::Arc::new(std::sync::Barrier::new(5));
-        for _ in 0..4 {
+        let gate = std::sync::Arc::new(std::sync::Barrier::new(ASLEEP + 1));
+        for _ in 0..ASLEEP {
             let gate = gate.clone();
             pool.run(Box::new(move || {
                 gate.wait();
@@ -316,17 +317,21 @@ mod tests {
             .unwrap();
         }
         gate.wait();
-        // Every thread asleep (at least the 4), none starting.
-        let asleep = loop {
+        // Every thread asleep (at least the 4), none starting; the counts
+        // read then, under the pool's lock.
+        let (asleep, woken, slept) = loop {
             let st = pool.state();
-            if st.starting == 0 && st.idle >= 4 && st.sleeping == st.idle {
-                break st.sleeping;
+            if st.starting == 0 && st.idle >= ASLEEP && st.sleeping == st.idle {
+                break (
+                    st.sleeping,
+                    pool.woken.load(SeqCst),
+                    pool.slept.load(SeqCst),
+                );
             }
             drop(st);
             assert!(std::time::Instant::now() < until, "the threads never slept");
             std::thread::sleep(Duration::from_millis(1));
         };
-        let (woken, slept) = (pool.woken.load(SeqCst), pool.slept.load(SeqCst));
         // Each job says it runs, then waits at `end` while the counts are
         // read: none ends before every one has a thread.
         let (tx, running) = mpsc::channel();
