@@ -153,9 +153,11 @@ impl Pool {
                     .unwrap_or_else(|p| p.into_inner());
                 st = guard;
                 st.sleeping -= 1;
-                // Woken, or woken up by itself: either way one thread fewer
-                // is on its way (a wake-up this thread did not take was
-                // taken by another, which counted it).
+                // Woken, or back by itself (a timeout, a spurious return):
+                // either way a wake-up is counted as taken. If the one
+                // woken was another thread, that one still comes, and
+                // `wakes` undercounts it until then: at worst one wake-up
+                // too many is sent.
                 st.wakes = st.wakes.saturating_sub(1);
                 if timeout.timed_out() && st.queue.is_empty() {
                     st.idle -= 1;
