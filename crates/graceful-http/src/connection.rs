@@ -414,4 +414,48 @@ mod tests {
         assert!(plain.starts_with("http/1.1 200"), "{plain}");
         assert!(plain.contains("connection: close"), "{plain}");
     }
+
+    /// An idle keep-alive connection ends in the first poll after the
+    /// listener closes: both looks at its idleness are taken in that poll,
+    /// hyper polled in between, with no wake-up of its own task needed
+    /// for the second (a stop closes thousands of idle connections).
+    #[test]
+    fn an_idle_connection_ends_in_the_first_poll_after_the_listener_closes() {
+        let wire = Stream::default();
+        wire.wire()
+            .to_read
+            .extend(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        let service = hyper::service::service_fn(|_: Request<Incoming>| async {
+            Ok::<_, Infallible>(Response::new(http_body_util::Full::new(
+                Bytes::from_static(b"hi\n"),
+            )))
+        });
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let shutdown = Shutdown::new();
+        let conn = Conn::new(addr, addr, shutdown.clone());
+        let options = HttpOptions::new(&ServeConfig::default());
+        let mut served = pin!(serve_connection(
+            NoTimers,
+            wire.clone(),
+            conn,
+            service,
+            options
+        ));
+        let mut cx = Context::from_waker(Waker::noop());
+        // Served, then idle: polling changes nothing more.
+        for _ in 0..10 {
+            assert!(served.as_mut().poll(&mut cx).is_pending());
+        }
+        let out = String::from_utf8_lossy(&wire.wire().written).into_owned();
+        assert!(
+            out.starts_with("HTTP/1.1 200") && out.ends_with("hi\n"),
+            "{out}"
+        );
+        // The listener closes with the stop (no pre-drain delay).
+        shutdown.trigger(Reason::requested());
+        assert!(
+            served.as_mut().poll(&mut cx).is_ready(),
+            "the idle connection did not end in one poll"
+        );
+    }
 }
