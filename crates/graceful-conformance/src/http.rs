@@ -370,17 +370,24 @@ pub fn http_b16_upgraded_connection_survives_trigger_and_is_forced_at_deadline<A
     assert_eq!(outcome.forced_count(), 1);
 }
 
+/// A server whose clock stands still (a linger would hold its stop for
+/// good), an `echo` connection upgraded at `path` that echoed a line, and
+/// the stop triggered.
+fn polite_upgrade_then_trigger<A: HttpAdapter>(path: &str) -> (HttpServer, BufReader<TcpStream>) {
+    let server = HttpServer::start::<A>(ServeConfig::default().progress_every(None), true);
+    let mut ws = upgrade(server.addr, path);
+    assert_eq!(roundtrip(&mut ws, "hi"), "hi\n");
+    server.shutdown.trigger(Reason::requested());
+    (server, ws)
+}
+
 /// B16: an upgraded connection whose handler watches the shutdown winds
 /// down on its own, and the server then drains in time. Its handler shuts
 /// its write side through the connection's I/O, which after the `101`
 /// does not linger (the lines after it are no HTTP body) while the client
 /// keeps its socket open.
 pub fn http_b16_upgraded_handler_sees_the_trigger_and_drains<A: HttpAdapter>() {
-    // The clock stands still: a linger would hold the stop for good.
-    let server = HttpServer::start::<A>(ServeConfig::default().progress_every(None), true);
-    let mut ws = upgrade(server.addr, "/echo?polite");
-    assert_eq!(roundtrip(&mut ws, "hi"), "hi\n");
-    server.shutdown.trigger(Reason::requested());
+    let (server, mut ws) = polite_upgrade_then_trigger::<A>("/echo?polite");
     let mut bye = String::new();
     ws.read_line(&mut bye).unwrap();
     assert_eq!(bye, "bye\n");
@@ -394,10 +401,7 @@ pub fn http_b16_upgraded_handler_sees_the_trigger_and_drains<A: HttpAdapter>() {
 /// handler (nothing discards it as a close's linger would); the server
 /// then drains.
 pub fn http_b16_an_upgraded_handlers_shutdown_is_a_half_close<A: HttpAdapter>() {
-    let server = HttpServer::start::<A>(ServeConfig::default().progress_every(None), true);
-    let mut ws = upgrade(server.addr, "/echo?polite&half");
-    assert_eq!(roundtrip(&mut ws, "hi"), "hi\n");
-    server.shutdown.trigger(Reason::requested());
+    let (server, mut ws) = polite_upgrade_then_trigger::<A>("/echo?polite&half");
     let mut rest = String::new();
     ws.read_to_string(&mut rest)
         .expect("the end of the stream while its handler holds it");
