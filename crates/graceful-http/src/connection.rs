@@ -240,6 +240,25 @@ mod tests {
     use super::{serve_connection, HttpOptions};
     use crate::test_support::{NoTimers, Stream};
 
+    /// `serve_connection` over `wire` for a connection of `shutdown`'s
+    /// server, driven by hand.
+    fn serve_on_wire<S: crate::HttpService>(
+        wire: &Stream,
+        service: S,
+        shutdown: &Shutdown,
+        config: &ServeConfig,
+    ) -> impl Future<Output = Result<(), crate::BoxError>> {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let conn = Conn::new(addr, addr, shutdown.clone());
+        serve_connection(
+            NoTimers,
+            wire.clone(),
+            conn,
+            service,
+            HttpOptions::new(config),
+        )
+    }
+
     type Frames = futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>;
     type Body =
         StreamBody<futures_util::stream::Chain<Frames, futures_util::stream::Once<Pending>>>;
@@ -294,16 +313,8 @@ mod tests {
             })
         };
         let shutdown = Shutdown::new();
-        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let conn = Conn::new(addr, addr, shutdown.clone());
-        let options = HttpOptions::new(&ServeConfig::default().linger(std::time::Duration::ZERO));
-        let mut served = pin!(serve_connection(
-            NoTimers,
-            wire.clone(),
-            conn,
-            service,
-            options
-        ));
+        let config = ServeConfig::default().linger(std::time::Duration::ZERO);
+        let mut served = pin!(serve_on_wire(&wire, service, &shutdown, &config));
         let mut cx = Context::from_waker(Waker::noop());
         let mut poll = |times: usize| {
             for _ in 0..times {
@@ -358,15 +369,12 @@ mod tests {
             *res.status_mut() = status;
             Ok::<_, Infallible>(res)
         });
-        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let shutdown = Shutdown::new();
         if triggered {
             shutdown.trigger(Reason::requested());
         }
-        let conn = Conn::new(addr, addr, shutdown);
         let config = ServeConfig::default().linger(std::time::Duration::from_secs(1));
-        let options = HttpOptions::new(&config);
-        let served = serve_connection(NoTimers, wire.clone(), conn, service, options);
+        let served = serve_on_wire(&wire, service, &shutdown, &config);
         let mut served = pin!(served);
         let mut cx = Context::from_waker(Waker::noop());
         let ended = (0..50).any(|_| served.as_mut().poll(&mut cx).is_ready());
@@ -430,17 +438,9 @@ mod tests {
                 Bytes::from_static(b"hi\n"),
             )))
         });
-        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let shutdown = Shutdown::new();
-        let conn = Conn::new(addr, addr, shutdown.clone());
-        let options = HttpOptions::new(&ServeConfig::default());
-        let mut served = pin!(serve_connection(
-            NoTimers,
-            wire.clone(),
-            conn,
-            service,
-            options
-        ));
+        let config = ServeConfig::default();
+        let mut served = pin!(serve_on_wire(&wire, service, &shutdown, &config));
         let mut cx = Context::from_waker(Waker::noop());
         // Served, then idle: polling changes nothing more.
         for _ in 0..10 {
