@@ -200,12 +200,14 @@ fn descriptors(pid: u32) -> usize {
 /// socket, on every adapter (std_http's connection threads included), and
 /// all of them close at the signal.
 fn idle_connections_cost_one_descriptor_each(example: &str) {
+    const N: usize = 64;
     idle_connections_cost_one_each(
         example,
+        N,
         "descriptors",
         descriptors,
         Duration::ZERO,
-        |added| (N_IDLE..N_IDLE + 4).contains(&added),
+        |added| (N..N + 4).contains(&added),
     );
 }
 
@@ -216,7 +218,10 @@ fn idle_connections_cost_one_descriptor_each(example: &str) {
 /// reset), and the process exits 0 at once.
 fn stop_while_out_of_descriptors_closes_idle_connections(example: &str) {
     let mut s = Service::start_with_few_descriptors(example, &[]);
-    // Idle after one request each, past std_http's parking delay.
+    // Idle after one request each. The pause below lets std_http park
+    // them (10 ms idle); nothing outside shows a park, which
+    // `std_http_idle_connections_give_their_threads_back` checks by the
+    // threads it frees.
     let mut idle: Vec<TcpStream> = (0..24)
         .map(|_| {
             let mut c = TcpStream::connect(s.addr).unwrap();
@@ -274,19 +279,18 @@ fn std_http_idle_connections_give_their_threads_back() {
     // Well past the parking delay: a connection's thread is free for the
     // next one.
     let pause = Duration::from_millis(100);
-    idle_connections_cost_one_each("std_http", "threads", threads, pause, |added| {
-        added < N_IDLE / 2
+    const N: usize = 32;
+    idle_connections_cost_one_each("std_http", N, "threads", threads, pause, |added| {
+        added < N / 2
     });
 }
 
-/// Idle connections opened one by one.
-const N_IDLE: usize = 32;
-
-/// Opens [`N_IDLE`] idle keep-alive connections one by one, `pause` after
-/// each, and checks what they added to the server's `count` with `ok`;
+/// Opens `n` idle keep-alive connections one by one, `pause` after each,
+/// and checks what they added to the server's `count` with `ok`;
 /// then each answers a second request, and all close at the signal.
 fn idle_connections_cost_one_each(
     example: &str,
+    n: usize,
     what: &str,
     count: impl Fn(u32) -> usize,
     pause: Duration,
@@ -298,7 +302,7 @@ fn idle_connections_cost_one_each(
     raw_get(&mut first, "/healthz");
     std::thread::sleep(Duration::from_millis(100));
     let before = count(s.pid());
-    let mut idle: Vec<TcpStream> = (0..N_IDLE)
+    let mut idle: Vec<TcpStream> = (0..n)
         .map(|_| {
             let mut c = TcpStream::connect(s.addr).unwrap();
             let (head, _) = raw_get(&mut c, "/healthz");
@@ -309,7 +313,7 @@ fn idle_connections_cost_one_each(
         .collect();
     std::thread::sleep(Duration::from_millis(100));
     let added = count(s.pid()).saturating_sub(before);
-    assert!(ok(added), "{N_IDLE} idle connections added {added} {what}");
+    assert!(ok(added), "{n} idle connections added {added} {what}");
     for c in &mut idle {
         let (head, _) = raw_get(c, "/healthz");
         assert!(head.starts_with("http/1.1 200"), "again: {head}");
