@@ -882,25 +882,48 @@ mod tests {
         third.until_parked();
     }
 
+    /// A future that records, as it is dropped, the name of the thread
+    /// that drops it, and panics then if `panics`.
+    struct Records(mpsc::Sender<Option<String>>, bool);
+
+    impl Drop for Records {
+        fn drop(&mut self) {
+            let _ = self.0.send(std::thread::current().name().map(String::from));
+            if self.1 {
+                panic!("a future panics as it is dropped");
+            }
+        }
+    }
+
+    impl Future for Records {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            Poll::Pending
+        }
+    }
+
+    /// Drops a `Records` with `drop_later`: the thread it was dropped on.
+    fn dropped_later_on(panics: bool) -> Option<String> {
+        let (tx, rx) = mpsc::channel();
+        parker().unwrap().drop_later(Box::pin(Records(tx, panics)));
+        rx.recv_timeout(BOUND).expect("never dropped")
+    }
+
     /// A future that cannot be run again is dropped on the parker's
     /// thread, not in its waker's caller.
     #[test]
     fn a_future_dropped_later_is_dropped_on_the_parkers_thread() {
-        struct Records(mpsc::Sender<Option<String>>);
-        impl Drop for Records {
-            fn drop(&mut self) {
-                let _ = self.0.send(std::thread::current().name().map(String::from));
-            }
-        }
-        impl Future for Records {
-            type Output = ();
-            fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
-                Poll::Pending
-            }
-        }
-        let (tx, rx) = mpsc::channel();
-        parker().unwrap().drop_later(Box::pin(Records(tx)));
-        let on = rx.recv_timeout(BOUND).expect("never dropped");
-        assert_eq!(on.as_deref(), Some("graceful-parker"));
+        assert_eq!(dropped_later_on(false).as_deref(), Some("graceful-parker"));
+    }
+
+    /// A future whose drop panics on the parker's thread is logged, and
+    /// the parker goes on: it still drops the next one, and still runs a
+    /// parked task again at its timer.
+    #[test]
+    fn a_future_that_panics_as_the_parker_drops_it_leaves_the_parker_serving() {
+        assert_eq!(dropped_later_on(true).as_deref(), Some("graceful-parker"));
+        assert_eq!(dropped_later_on(false).as_deref(), Some("graceful-parker"));
+        let deadline = Instant::now() + Duration::from_millis(300);
+        parked_until(sleeper(deadline), deadline);
     }
 }
