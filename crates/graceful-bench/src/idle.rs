@@ -4,7 +4,9 @@
 //! `GracefulShutdown`) measured in the same run:
 //!
 //! - a: descriptors per idle connection;
-//! - b: resident memory per idle connection;
+//! - b: resident memory per idle connection (in full mode std_http twice:
+//!   just after the opening, and once the threads the opening started have
+//!   left, which 8c and f then stop too);
 //! - c: SIGTERM to the last of N idle keep-alive connections closed;
 //! - f: the CPU time the server spent in that stop, per connection: what
 //!   the closes cost, and where c's time goes (the kernel's share is the
@@ -43,6 +45,9 @@ struct Server {
     kind: Kind,
     program: Program,
     http: bool,
+    /// Measured once the threads the opening started have left (the std
+    /// runtime's pool keeps a thread 10 s after its last task).
+    settled: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -64,6 +69,18 @@ const KERNEL: Server = Server {
     kind: Kind::Floor,
     program: Program::ExitAtSigterm,
     http: true,
+    settled: false,
+};
+
+/// std_http again, its idle connections measured (and stopped) once the
+/// threads the opening started have left: what they cost after the burst
+/// that opened them.
+const STD_HTTP_SETTLED: Server = Server {
+    name: "std_http, once the opening's threads left",
+    kind: Kind::Ours,
+    program: Program::Example("std_http"),
+    http: true,
+    settled: true,
 };
 
 const SERVERS: [Server; 7] = [
@@ -72,42 +89,49 @@ const SERVERS: [Server; 7] = [
         kind: Kind::Floor,
         program: Program::HandWired,
         http: true,
+        settled: false,
     },
     Server {
         name: "tokio_http",
         kind: Kind::Ours,
         program: Program::Example("tokio_http"),
         http: true,
+        settled: false,
     },
     Server {
         name: "smol_http",
         kind: Kind::Ours,
         program: Program::Example("smol_http"),
         http: true,
+        settled: false,
     },
     Server {
         name: "std_http",
         kind: Kind::Ours,
         program: Program::Example("std_http"),
         http: true,
+        settled: false,
     },
     Server {
         name: "tokio_echo",
         kind: Kind::Ours,
         program: Program::Example("tokio_echo"),
         http: false,
+        settled: false,
     },
     Server {
         name: "smol_echo",
         kind: Kind::Ours,
         program: Program::Example("smol_echo"),
         http: false,
+        settled: false,
     },
     Server {
         name: "std_echo",
         kind: Kind::Ours,
         program: Program::Example("std_echo"),
         http: false,
+        settled: false,
     },
 ];
 
@@ -259,11 +283,20 @@ fn reaped_cpu_ms() -> f64 {
 }
 
 fn rss_kib(pid: u32) -> f64 {
+    status_field(pid, "VmRSS:", "kB")
+}
+
+fn threads(pid: u32) -> f64 {
+    status_field(pid, "Threads:", "")
+}
+
+/// A number in `/proc/PID/status`.
+fn status_field(pid: u32, field: &str, unit: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches(unit).trim().parse().ok())
         .unwrap()
 }
 
@@ -367,7 +400,7 @@ fn idle_round(client: &tokio::runtime::Runtime, server: Server) -> IdleRound {
     // Warm up (first-use allocations, worker threads), then the baseline.
     client.block_on(open(addr, server, false));
     std::thread::sleep(Duration::from_millis(50));
-    let (fds0, rss0) = (descriptors(pid), rss_kib(pid));
+    let (fds0, rss0, threads0) = (descriptors(pid), rss_kib(pid), threads(pid));
     let streams = client.block_on(async move {
         // At most OPENING connects at once: 2000 at once overflow a
         // listener's accept queue, the kernel falls back to SYN cookies, and
@@ -388,6 +421,17 @@ fn idle_round(client: &tokio::runtime::Runtime, server: Server) -> IdleRound {
         }
         streams
     });
+    if server.settled {
+        let until = Instant::now() + Duration::from_secs(30);
+        while threads(pid) > threads0 {
+            assert!(
+                Instant::now() < until,
+                "{}: threads never left",
+                server.name
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     std::thread::sleep(Duration::from_millis(100));
     let (fds1, rss1) = (descriptors(pid), rss_kib(pid));
     let streams: Vec<_> = streams.into_iter().map(|s| s.into_std().unwrap()).collect();
@@ -442,10 +486,21 @@ pub(crate) fn idle_connections(mode: Mode) -> Vec<Table> {
     let mut firsts = vec![Vec::new(); SERVERS.len()];
     let mut kernel = Row::new(KERNEL.name, KERNEL.kind);
     let mut kernel_cpu = Row::new(KERNEL.name, KERNEL.kind);
+    // Full mode only: 10 s more per round.
+    let settled = mode.pick(None, Some(STD_HTTP_SETTLED));
+    let (mut settled_rows, mut settled_firsts) = (vec![Vec::new(); 4], Vec::new());
     for _ in 0..mode.pick(3, 7) {
         let r = idle_round(&client, KERNEL);
         kernel.samples.push(r.close_ms);
         kernel_cpu.samples.push(r.stop_cpu_us);
+        if let Some(server) = settled {
+            let r = idle_round(&client, server);
+            let values = [r.fds_per_conn, r.kib_per_conn, r.close_ms, r.stop_cpu_us];
+            for (samples, v) in settled_rows.iter_mut().zip(values) {
+                samples.push(v);
+            }
+            settled_firsts.push(r.first_ms);
+        }
         for (i, &server) in SERVERS.iter().enumerate() {
             let r = idle_round(&client, server);
             fds[i].samples.push(r.fds_per_conn);
@@ -462,7 +517,22 @@ pub(crate) fn idle_connections(mode: Mode) -> Vec<Table> {
             row.samples.push(ms);
         }
     }
-    for ((row, server), first) in close.iter_mut().zip(SERVERS).zip(firsts) {
+    let mut servers = SERVERS.to_vec();
+    if let Some(server) = settled {
+        // Next to std_http's rows.
+        let at = 1 + SERVERS.iter().position(|s| s.name == "std_http").unwrap();
+        servers.insert(at, server);
+        firsts.insert(at, settled_firsts);
+        for (rows, samples) in [&mut fds, &mut kib, &mut close, &mut cpu]
+            .into_iter()
+            .zip(settled_rows)
+        {
+            let mut row = Row::new(server.name, server.kind);
+            row.samples = samples;
+            rows.insert(at, row);
+        }
+    }
+    for ((row, server), first) in close.iter_mut().zip(servers).zip(firsts) {
         let what = match server.http {
             true => "HTTP/1.1 keep-alive connections, idle after one request",
             false => "TCP connections, idle after one echoed line",
