@@ -501,7 +501,8 @@ pub fn http_b6_request_pipelined_behind_a_response_in_progress_is_served<A: Http
 /// end), so the stop need not wait for a client slow to close; and it
 /// lingers while a body is not all read, discarding what the client still
 /// sends until it closes its side, so the client reads its response rather
-/// than a reset. The clock never moves, so no linger ends by its limit:
+/// than a reset, also after a request that asked for an upgrade it did
+/// not get. The clock never moves, so no linger ends by its limit:
 /// one that should not have begun holds the stop for good.
 pub fn http_b12_the_close_lingers_only_while_a_body_is_not_all_read<A: HttpAdapter>() {
     let config = ServeConfig::default().progress_every(None);
@@ -532,19 +533,24 @@ pub fn http_b12_the_close_lingers_only_while_a_body_is_not_all_read<A: HttpAdapt
         assert!(all.ends_with("read 5"), "{all}");
         open.push(c);
     }
-    // A body the handler does not read, 4 of its 10 bytes sent.
-    let mut c = connect();
-    c.write_all(
-        b"POST /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\ncontent-length: 10\r\n\r\nabcd",
-    )
-    .unwrap();
-    let mut all = String::new();
-    // To the server's end of stream: its close has begun.
-    c.read_to_string(&mut all).unwrap();
-    assert!(all.starts_with("HTTP/1.1 200"), "{all}");
-    // The rest is read and discarded; the close follows the client's.
-    let hold = Duration::from_millis(300);
-    assert_lingers_until_closed(&server.shutdown, &mut c, b"efghij", hold, "unread body");
+    // A body the handler does not read, 4 of its 10 bytes sent; again in
+    // a request that asks for an upgrade it does not get (hyper hands such
+    // a connection to the upgrade at its end, unshut).
+    for upgrade in ["", "Upgrade: h2c\r\n"] {
+        let mut c = connect();
+        let head = format!(
+            "POST /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{upgrade}content-length: 10\r\n\r\nabcd"
+        );
+        c.write_all(head.as_bytes()).unwrap();
+        let mut all = String::new();
+        // To the server's end of stream: its close has begun.
+        c.read_to_string(&mut all).unwrap();
+        assert!(all.starts_with("HTTP/1.1 200"), "{all}");
+        // The rest is read and discarded; the close follows the client's.
+        let hold = Duration::from_millis(300);
+        let what = format!("unread body {upgrade:?}");
+        assert_lingers_until_closed(&server.shutdown, &mut c, b"efghij", hold, &what);
+    }
     // Nothing else lingers.
     server.shutdown.trigger(Reason::requested());
     let outcome = server.outcome();

@@ -10,7 +10,7 @@ use hyper::rt::{Read, Write};
 use hyper_util::server::conn::auto;
 
 use crate::exec::Exec;
-use crate::io::Io;
+use crate::io::{Io, Orphan, Orphanable};
 use crate::service::{Activity, GracefulService};
 use crate::{BoxError, HttpService};
 
@@ -77,67 +77,78 @@ where
     let service = GracefulService::new(service, conn.clone(), activity.clone());
     let io = Io::with_activity(io, rt.clone(), options.linger, activity.clone())
         .drop_closes(options.drop_closes);
+    let orphan: Orphan<I, R> = Orphan::default();
+    let io = Orphanable::new(io, orphan.clone());
     let mut connection = pin!(builder.serve_connection_with_upgrades(io, service));
+    let done = async {
+        // Serve until the server starts to stop: HTTP/2 at the trigger (its
+        // GOAWAY), HTTP/1 when the listener closes (until then its responses
+        // carry `Connection: close`, which needs no wake-up at the trigger).
+        {
+            let (mut triggered, mut closed) = (conn.triggered(), conn.listener_closed());
+            let stop = poll_fn(|cx| match activity.is_http2() {
+                true => Pin::new(&mut triggered).poll(cx),
+                false => Pin::new(&mut closed).poll(cx),
+            });
+            if let Either::Left((done, _)) = select(connection.as_mut(), stop).await {
+                return done;
+            }
+        }
 
-    // Serve until the server starts to stop: HTTP/2 at the trigger (its
-    // GOAWAY), HTTP/1 when the listener closes (until then its responses
-    // carry `Connection: close`, which needs no wake-up at the trigger).
-    {
-        let (mut triggered, mut closed) = (conn.triggered(), conn.listener_closed());
-        let stop = poll_fn(|cx| match activity.is_http2() {
-            true => Pin::new(&mut triggered).poll(cx),
-            false => Pin::new(&mut closed).poll(cx),
-        });
-        if let Either::Left((done, _)) = select(connection.as_mut(), stop).await {
-            return done;
-        }
-    }
-
-    // Nothing sent yet: the grace to send a first request.
-    if activity.requests() == 0 {
-        let grace = options.first_request_grace;
-        let first = pin!(activity.first_request());
-        let timer = pin!(rt.sleep(grace));
-        let waited = select(first, timer);
-        if let Either::Left((done, _)) = select(connection.as_mut(), waited).await {
-            return done;
-        }
-    }
-    // HTTP/1: first the responses in progress end (head and body, written
-    // out). One marked `Connection: close` ends the connection by itself;
-    // one begun before the stop is followed by the requests the client
-    // pipelined behind it, which hyper holds read: its graceful shutdown of
-    // a busy connection would close after the response and drop them (and
-    // append `close` to a `101` upgrade's `Connection: upgrade`). Then an
-    // idle connection is closed. Idle is seen twice, with hyper polled in
-    // between and no request read meanwhile: going idle, it parses a
-    // request already in its buffer (and it may yield first). Both looks
-    // are taken in one poll of this task, with hyper polled again in
-    // between, rather than by waking the task for the second: a stop
-    // closing thousands of idle connections then polls each once.
-    if !activity.is_http2() {
-        let mut quiet_since: Option<usize> = None;
-        let ended = poll_fn(|cx| loop {
-            if let Poll::Ready(done) = connection.as_mut().poll(cx) {
-                return Poll::Ready(Some(done));
+        // Nothing sent yet: the grace to send a first request.
+        if activity.requests() == 0 {
+            let grace = options.first_request_grace;
+            let first = pin!(activity.first_request());
+            let timer = pin!(rt.sleep(grace));
+            let waited = select(first, timer);
+            if let Either::Left((done, _)) = select(connection.as_mut(), waited).await {
+                return done;
             }
-            if !activity.is_quiet() {
-                quiet_since = None;
-                return Poll::Pending;
-            }
-            let requests = activity.requests();
-            if quiet_since == Some(requests) {
-                return Poll::Ready(None);
-            }
-            quiet_since = Some(requests);
-        })
-        .await;
-        if let Some(done) = ended {
-            return done;
         }
+        // HTTP/1: first the responses in progress end (head and body, written
+        // out). One marked `Connection: close` ends the connection by itself;
+        // one begun before the stop is followed by the requests the client
+        // pipelined behind it, which hyper holds read: its graceful shutdown of
+        // a busy connection would close after the response and drop them (and
+        // append `close` to a `101` upgrade's `Connection: upgrade`). Then an
+        // idle connection is closed. Idle is seen twice, with hyper polled in
+        // between and no request read meanwhile: going idle, it parses a
+        // request already in its buffer (and it may yield first). Both looks
+        // are taken in one poll of this task, with hyper polled again in
+        // between, rather than by waking the task for the second: a stop
+        // closing thousands of idle connections then polls each once.
+        if !activity.is_http2() {
+            let mut quiet_since: Option<usize> = None;
+            let ended = poll_fn(|cx| loop {
+                if let Poll::Ready(done) = connection.as_mut().poll(cx) {
+                    return Poll::Ready(Some(done));
+                }
+                if !activity.is_quiet() {
+                    quiet_since = None;
+                    return Poll::Pending;
+                }
+                let requests = activity.requests();
+                if quiet_since == Some(requests) {
+                    return Poll::Ready(None);
+                }
+                quiet_since = Some(requests);
+            })
+            .await;
+            if let Some(done) = ended {
+                return done;
+            }
+        }
+        connection.as_mut().graceful_shutdown();
+        connection.await
     }
-    connection.as_mut().graceful_shutdown();
-    connection.await
+    .await;
+    // The I/O hyper dropped unclosed, if it did (see `Orphanable`): its
+    // close, which may linger, is done here.
+    let io = orphan.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(mut io) = io {
+        let _ = poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
+    }
+    done
 }
 
 /// What a connection needs from the server's configuration, cheap to clone
@@ -408,6 +419,22 @@ mod tests {
         assert!(!ends_at_once(start, ok));
         let whole = b"POST / HTTP/1.0\r\nUpgrade: foo\r\nContent-Length: 4\r\n\r\nabcd";
         assert!(ends_at_once(whole, switching));
+    }
+
+    /// hyper ends an HTTP/1.1 connection whose request asked for an
+    /// upgrade by handing its I/O to that upgrade, unshut, even when the
+    /// answer switched nothing: its close is still staged, lingering for a
+    /// body not all read and not for one read whole.
+    #[test]
+    fn a_request_that_asked_for_an_upgrade_answered_without_one_still_gets_its_close() {
+        let ok = StatusCode::OK;
+        let start = b"POST / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: close\r\nContent-Length: 10\r\n\r\nabcd";
+        assert!(
+            !ends_at_once(start, ok),
+            "no linger for the body not all read"
+        );
+        let whole = b"POST / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: close\r\nContent-Length: 4\r\n\r\nabcd";
+        assert!(ends_at_once(whole, ok));
     }
 
     /// A 2xx to CONNECT opens a tunnel: after the trigger it is not marked

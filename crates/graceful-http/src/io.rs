@@ -2,7 +2,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -319,6 +319,96 @@ impl<I: Read + Write + Unpin, R: Runtime> Write for Io<I, R> {
                 Close::Done => return Poll::Ready(Ok(())),
             }
         }
+    }
+}
+
+impl<I, R: Runtime> Io<I, R> {
+    /// Whether the connection was neither shut nor switched (by a `101`):
+    /// its close is still to be done.
+    fn unclosed(&self) -> bool {
+        matches!(self.close, Close::Open)
+            && !self.activity.as_ref().is_some_and(|a| a.is_upgraded())
+    }
+}
+
+/// Where an [`Orphanable`] leaves its I/O.
+pub(crate) type Orphan<I, R> = Arc<Mutex<Option<Io<I, R>>>>;
+
+/// An [`Io`] that, dropped before its close (see [`Io::unclosed`]), is
+/// left in `orphan` for its owner to close. hyper ends an HTTP/1
+/// connection whose request asked for an upgrade (`Upgrade:`) by handing
+/// its I/O to that upgrade instead of shutting it, even when the answer
+/// switched nothing; nobody takes it, and it is dropped: no linger for a
+/// body not all read, no TLS `close_notify`. So are connections hyper
+/// ends with an error. The owner does the close hyper skipped.
+pub(crate) struct Orphanable<I, R: Runtime> {
+    io: Option<Io<I, R>>,
+    orphan: Orphan<I, R>,
+}
+
+impl<I, R: Runtime> Orphanable<I, R> {
+    pub(crate) fn new(io: Io<I, R>, orphan: Orphan<I, R>) -> Self {
+        Orphanable {
+            io: Some(io),
+            orphan,
+        }
+    }
+}
+
+impl<I: Unpin, R: Runtime> Orphanable<I, R> {
+    fn io(&mut self) -> Pin<&mut Io<I, R>> {
+        Pin::new(self.io.as_mut().expect("taken only as it is dropped"))
+    }
+}
+
+impl<I, R: Runtime> Drop for Orphanable<I, R> {
+    fn drop(&mut self) {
+        if let Some(io) = self.io.take().filter(Io::unclosed) {
+            *self.orphan.lock().unwrap_or_else(|p| p.into_inner()) = Some(io);
+        }
+    }
+}
+
+// As `Io`: nothing inside is pinned structurally.
+impl<I: Unpin, R: Runtime> Unpin for Orphanable<I, R> {}
+
+impl<I: Read + Unpin, R: Runtime> Read for Orphanable<I, R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.get_mut().io().poll_read(cx, buf)
+    }
+}
+
+impl<I: Read + Write + Unpin, R: Runtime> Write for Orphanable<I, R> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().io().poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().io().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.as_ref().is_some_and(|io| io.is_write_vectored())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().io().poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().io().poll_shutdown(cx)
     }
 }
 
