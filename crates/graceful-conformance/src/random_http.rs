@@ -108,6 +108,10 @@ pub struct HttpPlan {
     pub timeout: Duration,
     /// The clients.
     pub clients: Vec<HttpKind>,
+    /// Whether the HTTP/1 requests that are not upgrades ask for one they
+    /// do not get (`Upgrade: h2c`, answered without switching): hyper
+    /// then ends their connections without shutting them.
+    pub asks_upgrade: bool,
 }
 
 impl HttpPlan {
@@ -165,12 +169,23 @@ impl HttpPlan {
                 clients.push(HttpKind::Burst);
             }
         }
+        let asks_upgrade = rng.chance(1, 3);
         HttpPlan {
             seed,
             pre_drain,
             pre_drain_step,
             timeout,
             clients,
+            asks_upgrade,
+        }
+    }
+
+    /// What the head of a request that is not an upgrade carries besides
+    /// its host.
+    fn extra_head(&self) -> &'static str {
+        match self.asks_upgrade {
+            true => "Upgrade: h2c\r\n",
+            false => "",
         }
     }
 
@@ -202,9 +217,10 @@ struct Reply {
     body: String,
 }
 
-fn get(c: &mut BufReader<TcpStream>, path: &str) {
+/// Sends `GET path`, its head with `extra` lines.
+fn get(c: &mut BufReader<TcpStream>, path: &str, extra: &str) {
     c.get_mut()
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n").as_bytes())
         .unwrap();
 }
 
@@ -369,7 +385,7 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
         let (conn, pending) = match kind {
             HttpKind::Idle | HttpKind::Reuse => {
                 let mut c = connect(addr);
-                get(&mut c, "/healthz");
+                get(&mut c, "/healthz", plan.extra_head());
                 let r = reply(&mut c).expect("a response");
                 assert!(r.status.starts_with("HTTP/1.1 200"), "{}", r.status);
                 assert!(!r.head.contains("connection: close"), "{}", r.head);
@@ -378,7 +394,7 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
             }
             HttpKind::Slow(ms) => {
                 let mut c = connect(addr);
-                get(&mut c, &format!("/sleep?ms={ms}"));
+                get(&mut c, &format!("/sleep?ms={ms}"), plan.extra_head());
                 sleeps += 1;
                 (c, Some(format!("slept {ms}")))
             }
@@ -390,8 +406,9 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
             }
             HttpKind::Unread(ms) => {
                 let mut c = connect(addr);
+                let extra = plan.extra_head();
                 let start = format!(
-                    "POST /sleep?ms={ms} HTTP/1.1\r\nHost: t\r\ncontent-length: 10\r\n\r\nabcd"
+                    "POST /sleep?ms={ms} HTTP/1.1\r\nHost: t\r\n{extra}content-length: 10\r\n\r\nabcd"
                 );
                 c.get_mut().write_all(start.as_bytes()).unwrap();
                 sleeps += 1;
@@ -421,7 +438,7 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
             }
             HttpKind::Download(_) => {
                 let mut c = connect(addr);
-                get(&mut c, "/big");
+                get(&mut c, "/big", plan.extra_head());
                 let (status, head) = head(&mut c).expect("a response head");
                 assert!(status.starts_with("HTTP/1.1 200"), "{status}");
                 assert!(!head.contains("connection: close"), "{head}");
@@ -511,7 +528,7 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
         );
         clock.advance(plan.pre_drain_step);
         for c in clients.iter_mut().filter(|c| c.kind == HttpKind::Reuse) {
-            get(&mut c.conn, "/healthz");
+            get(&mut c.conn, "/healthz", plan.extra_head());
             let r = reply(&mut c.conn).expect("a pooled connection is served during pre-drain");
             assert!(r.status.starts_with("HTTP/1.1 503"), "{}", r.status);
             assert!(r.head.contains("connection: close"), "{}", r.head);
@@ -526,7 +543,7 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
             match kind {
                 HttpKind::LateSlow(ms) => {
                     let mut c = connect(addr);
-                    get(&mut c, &format!("/sleep?ms={ms}"));
+                    get(&mut c, &format!("/sleep?ms={ms}"), plan.extra_head());
                     sleeps += 1;
                     clients.push(Client {
                         kind,
