@@ -10,7 +10,7 @@ use hyper::rt::{Read, Write};
 use hyper_util::server::conn::auto;
 
 use crate::exec::Exec;
-use crate::io::{Io, Orphan, Orphanable};
+use crate::io::{Io, Orphanable};
 use crate::service::{Activity, GracefulService};
 use crate::{BoxError, HttpService};
 
@@ -77,8 +77,7 @@ where
     let service = GracefulService::new(service, conn.clone(), activity.clone());
     let io = Io::with_activity(io, rt.clone(), options.linger, activity.clone())
         .drop_closes(options.drop_closes);
-    let orphan: Orphan<I, R> = Orphan::default();
-    let io = Orphanable::new(io, orphan.clone());
+    let io = Orphanable::new(io);
     let mut connection = pin!(builder.serve_connection_with_upgrades(io, service));
     let done = async {
         // Serve until the server starts to stop: HTTP/2 at the trigger (its
@@ -144,8 +143,9 @@ where
     .await;
     // The I/O hyper dropped unclosed, if it did (see `Orphanable`): its
     // close, which may linger, is done here.
-    let io = orphan.lock().unwrap_or_else(|p| p.into_inner()).take();
-    if let Some(mut io) = io {
+    let orphan = activity.take_orphan().map(|io| io.downcast::<Io<I, R>>());
+    if let Some(Ok(io)) = orphan {
+        let mut io = io.adopted(activity);
         let _ = poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
     }
     done

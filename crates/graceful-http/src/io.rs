@@ -2,7 +2,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -329,50 +329,56 @@ impl<I, R: Runtime> Io<I, R> {
         matches!(self.close, Close::Open)
             && !self.activity.as_ref().is_some_and(|a| a.is_upgraded())
     }
-}
 
-/// Where an [`Orphanable`] leaves its I/O.
-pub(crate) type Orphan<I, R> = Arc<Mutex<Option<Io<I, R>>>>;
+    /// An orphaned I/O (see [`Orphanable`]) back with its activity, for
+    /// its close.
+    pub(crate) fn adopted(mut self, activity: Arc<Activity>) -> Self {
+        self.activity = Some(activity);
+        self
+    }
+}
 
 /// An [`Io`] that, dropped before its close (see [`Io::unclosed`]), is
-/// left in `orphan` for its owner to close. hyper ends an HTTP/1
-/// connection whose request asked for an upgrade (`Upgrade:`) by handing
-/// its I/O to that upgrade instead of shutting it, even when the answer
-/// switched nothing; nobody takes it, and it is dropped: no linger for a
-/// body not all read, no TLS `close_notify`. So are connections hyper
-/// ends with an error. The owner does the close hyper skipped.
-pub(crate) struct Orphanable<I, R: Runtime> {
+/// left with its connection's activity for the connection's driver to
+/// close. hyper ends an HTTP/1 connection whose request asked for an
+/// upgrade (`Upgrade:`) by handing its I/O to that upgrade instead of
+/// shutting it, even when the answer switched nothing; nobody takes it,
+/// and it is dropped: no linger for a body not all read, no TLS
+/// `close_notify`. So are connections hyper ends with an error. The
+/// driver does the close hyper skipped.
+pub(crate) struct Orphanable<I: Send + 'static, R: Runtime> {
     io: Option<Io<I, R>>,
-    orphan: Orphan<I, R>,
 }
 
-impl<I, R: Runtime> Orphanable<I, R> {
-    pub(crate) fn new(io: Io<I, R>, orphan: Orphan<I, R>) -> Self {
-        Orphanable {
-            io: Some(io),
-            orphan,
+impl<I: Send + 'static, R: Runtime> Orphanable<I, R> {
+    pub(crate) fn new(io: Io<I, R>) -> Self {
+        Orphanable { io: Some(io) }
+    }
+}
+
+impl<I: Send + 'static, R: Runtime> Drop for Orphanable<I, R> {
+    fn drop(&mut self) {
+        if let Some(mut io) = self.io.take().filter(Io::unclosed) {
+            // Kept without its activity, which keeps it: no cycle, so a
+            // connection forced (its driver dropped) drops it with the
+            // activity, closing it at once.
+            if let Some(activity) = io.activity.take() {
+                activity.orphan(Box::new(io));
+            }
         }
     }
 }
 
-impl<I: Unpin, R: Runtime> Orphanable<I, R> {
+impl<I: Send + Unpin + 'static, R: Runtime> Orphanable<I, R> {
     fn io(&mut self) -> Pin<&mut Io<I, R>> {
         Pin::new(self.io.as_mut().expect("taken only as it is dropped"))
     }
 }
 
-impl<I, R: Runtime> Drop for Orphanable<I, R> {
-    fn drop(&mut self) {
-        if let Some(io) = self.io.take().filter(Io::unclosed) {
-            *self.orphan.lock().unwrap_or_else(|p| p.into_inner()) = Some(io);
-        }
-    }
-}
-
 // As `Io`: nothing inside is pinned structurally.
-impl<I: Unpin, R: Runtime> Unpin for Orphanable<I, R> {}
+impl<I: Send + Unpin + 'static, R: Runtime> Unpin for Orphanable<I, R> {}
 
-impl<I: Read + Unpin, R: Runtime> Read for Orphanable<I, R> {
+impl<I: Read + Send + Unpin + 'static, R: Runtime> Read for Orphanable<I, R> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -382,7 +388,7 @@ impl<I: Read + Unpin, R: Runtime> Read for Orphanable<I, R> {
     }
 }
 
-impl<I: Read + Write + Unpin, R: Runtime> Write for Orphanable<I, R> {
+impl<I: Read + Write + Send + Unpin + 'static, R: Runtime> Write for Orphanable<I, R> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

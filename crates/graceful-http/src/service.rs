@@ -1,8 +1,9 @@
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
 use event_listener::Event;
@@ -35,9 +36,23 @@ pub(crate) struct Activity {
     /// knows from the bytes read).
     body: AtomicBool,
     first: Event,
+    /// The connection's I/O, if hyper dropped it before its close (see
+    /// `Orphanable`): an `Io` of the connection's types.
+    orphan: Mutex<Option<Box<dyn Any + Send>>>,
 }
 
 impl Activity {
+    /// Keeps the connection's I/O, dropped by hyper before its close, for
+    /// its driver to close.
+    pub(crate) fn orphan(&self, io: Box<dyn Any + Send>) {
+        *self.orphan.lock().unwrap_or_else(|p| p.into_inner()) = Some(io);
+    }
+
+    /// The I/O [`Activity::orphan`] kept, if any.
+    pub(crate) fn take_orphan(&self) -> Option<Box<dyn Any + Send>> {
+        self.orphan.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
     pub(crate) fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
     }
