@@ -558,6 +558,44 @@ pub fn http_b12_the_close_lingers_only_while_a_body_is_not_all_read<A: HttpAdapt
     drop(open);
 }
 
+/// B6: a response to a request that asked for an upgrade it did not get
+/// (`Upgrade: h2c`, answered `200`) reaches its client whole, also when
+/// the client reads it slowly and the handler left the request's body
+/// unread (hyper then closes the reading side early). hyper hands such a
+/// connection to the upgrade as soon as both sides are done, and what it
+/// holds unwritten then is lost unless it was written out first.
+pub fn http_b6_a_response_to_a_request_that_asked_for_an_upgrade_is_sent_whole<A: HttpAdapter>() {
+    let config = ServeConfig::default().progress_every(None);
+    let server = HttpServer::start::<A>(config, true);
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    // `/big` never reads the body, of which 4 of 10 bytes are sent.
+    s.write_all(
+        b"POST /big HTTP/1.1\r\nHost: t\r\nConnection: close\r\nUpgrade: h2c\r\ncontent-length: 10\r\n\r\nabcd",
+    )
+    .unwrap();
+    // Read slowly: the response keeps the sockets' buffers full, and the
+    // server holds the rest of it, its end included.
+    let mut r = BufReader::new(s);
+    let (status, head) = head(&mut r).expect("a response head");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(head.contains(&format!("content-length: {BIG}")), "{head}");
+    let (mut got, mut buf) = (0, vec![0u8; 64 << 10]);
+    loop {
+        std::thread::sleep(Duration::from_millis(1));
+        match r.read(&mut buf).unwrap() {
+            0 => break,
+            n => got += n,
+        }
+    }
+    assert_eq!(got, BIG, "the response was cut");
+    // The close lingers for the rest of the body; the client closes.
+    drop(r);
+    server.shutdown.trigger(Reason::requested());
+    let outcome = server.outcome();
+    assert!(outcome.is_drained(), "{outcome}");
+}
+
 /// Reads a response head: its status line, and its header lines in lower
 /// case, up to the empty line.
 pub(crate) fn head(c: &mut BufReader<TcpStream>) -> io::Result<(String, String)> {

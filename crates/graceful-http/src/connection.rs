@@ -79,6 +79,9 @@ where
         .drop_closes(options.drop_closes);
     let io = Orphanable::new(io);
     let mut connection = pin!(builder.serve_connection_with_upgrades(io, service));
+    // Dropped before `connection` when this future is (a forced stop): an
+    // I/O that hyper drops then is closed at once, not kept.
+    let abandon = Abandon(&activity);
     let done = async {
         // Serve until the server starts to stop: HTTP/2 at the trigger (its
         // GOAWAY), HTTP/1 when the listener closes (until then its responses
@@ -145,10 +148,21 @@ where
     // close, which may linger, is done here.
     let orphan = activity.take_orphan().map(|io| io.downcast::<Io<I, R>>());
     if let Some(Ok(io)) = orphan {
-        let mut io = io.adopted(activity);
+        let mut io = io.adopted(activity.clone());
         let _ = poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
     }
+    drop(abandon);
     done
+}
+
+/// While alive, the connection's driver is there to close an I/O that
+/// hyper drops unclosed (see `Orphanable`).
+struct Abandon<'a>(&'a Activity);
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        self.0.abandon();
+    }
 }
 
 /// What a connection needs from the server's configuration, cheap to clone
@@ -435,6 +449,47 @@ mod tests {
         );
         let whole = b"POST / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: close\r\nContent-Length: 4\r\n\r\nabcd";
         assert!(ends_at_once(whole, ok));
+    }
+
+    /// A response of unknown length (chunked) to a request that asked for
+    /// an upgrade it did not get, its body left unread: hyper hands the
+    /// connection to the upgrade once the response ended, with all of it
+    /// still unwritten (the socket takes nothing); it is all written out,
+    /// the last chunk included, before the close.
+    #[test]
+    fn an_unwritten_response_is_not_lost_when_hyper_hands_the_connection_to_an_upgrade() {
+        let wire = Stream::default();
+        wire.wire().to_read.extend(
+            b"POST / HTTP/1.1\r\nHost: t\r\nUpgrade: h2c\r\nContent-Length: 10\r\n\r\nabcd",
+        );
+        wire.wire().write_blocks = true;
+        let service = hyper::service::service_fn(|_: Request<Incoming>| async {
+            let frames = ["first\n", "last\n"]
+                .map(|s| Ok::<_, Infallible>(Frame::data(Bytes::from_static(s.as_bytes()))));
+            let body = StreamBody::new(futures_util::stream::iter(frames));
+            Ok::<_, Infallible>(Response::new(body))
+        });
+        let shutdown = Shutdown::new();
+        let config = ServeConfig::default().linger(std::time::Duration::from_secs(1));
+        let mut served = pin!(serve_on_wire(&wire, service, &shutdown, &config));
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..20 {
+            assert!(served.as_mut().poll(&mut cx).is_pending());
+        }
+        assert!(wire.wire().written.is_empty());
+        wire.wire().write_blocks = false;
+        // Written out, then the close lingers for the body not all read.
+        for _ in 0..20 {
+            assert!(served.as_mut().poll(&mut cx).is_pending());
+        }
+        let out = String::from_utf8_lossy(&wire.wire().written).into_owned();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.contains("transfer-encoding: chunked"), "{out}");
+        assert!(
+            out.ends_with("6\r\nfirst\n\r\n5\r\nlast\n\r\n0\r\n\r\n"),
+            "{out}"
+        );
+        assert_eq!(wire.wire().shutdowns, 1, "the write side was not shut");
     }
 
     /// A 2xx to CONNECT opens a tunnel: after the trigger it is not marked

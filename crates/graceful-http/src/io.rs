@@ -48,6 +48,10 @@ pub struct Io<I, R: Runtime> {
     /// side first would (a plain socket): a close that does not linger
     /// leaves the FIN to the drop.
     drop_closes: bool,
+    /// The last bytes of a response whose connection hyper hands to an
+    /// upgrade at its end, which the socket did not take when hyper wrote
+    /// them (see `Tracked`): written out before anything else.
+    tail: Vec<u8>,
     close: Close<R::Sleep>,
 }
 
@@ -85,6 +89,7 @@ impl<I, R: Runtime> Io<I, R> {
             pipelined: false,
             preface: None,
             drop_closes: false,
+            tail: Vec::new(),
             close: Close::Open,
         }
     }
@@ -141,6 +146,13 @@ impl<I, R: Runtime> Io<I, R> {
     /// The wrapped I/O.
     pub fn get_ref(&self) -> &I {
         &self.inner
+    }
+
+    /// Whether the last bytes of a response whose connection hyper hands to
+    /// an upgrade are being written: what the socket does not take is
+    /// taken into the tail.
+    fn ending(&self) -> bool {
+        self.activity.as_ref().is_some_and(|a| a.is_ending())
     }
 
     /// Tells the connection's activity that a write would block: hyper
@@ -230,16 +242,54 @@ impl<I: Read + Unpin, R: Runtime> Io<I, R> {
     }
 }
 
+impl<I: Write + Unpin, R: Runtime> Io<I, R> {
+    /// Writes out the tail: `Ready(Ok)` once none is left.
+    fn poll_tail(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.tail.is_empty() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.tail))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.tail.drain(..n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes `bufs` with `write` after the tail; while ending, takes into
+    /// the tail what the socket does not take now.
+    fn poll_write_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+        write: impl FnOnce(Pin<&mut I>, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        let written = match self.poll_tail(cx) {
+            Poll::Ready(Ok(())) => write(Pin::new(&mut self.inner), cx),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        };
+        if written.is_pending() && self.ending() {
+            let mut len = 0;
+            for buf in bufs {
+                self.tail.extend_from_slice(buf);
+                len += buf.len();
+            }
+            return Poll::Ready(Ok(len));
+        }
+        self.note_write(written.is_pending());
+        written
+    }
+}
+
 impl<I: Read + Write + Unpin, R: Runtime> Write for Io<I, R> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.note_write(written.is_pending());
-        written
+        let slices = [io::IoSlice::new(buf)];
+        self.get_mut()
+            .poll_write_with(cx, &slices, |inner, cx| inner.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -247,10 +297,8 @@ impl<I: Read + Write + Unpin, R: Runtime> Write for Io<I, R> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.note_write(written.is_pending());
-        written
+        self.get_mut()
+            .poll_write_with(cx, bufs, |inner, cx| inner.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -259,7 +307,10 @@ impl<I: Read + Write + Unpin, R: Runtime> Write for Io<I, R> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let flushed = Pin::new(&mut this.inner).poll_flush(cx);
+        let flushed = match this.poll_tail(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_flush(cx),
+            other => other,
+        };
         // A stream that buffers its writes (TLS) takes them at once and
         // blocks in its flush instead.
         match (&flushed, &this.activity) {
@@ -272,6 +323,7 @@ impl<I: Read + Write + Unpin, R: Runtime> Write for Io<I, R> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        ready!(this.poll_tail(cx))?;
         // After a `101` the connection is its handler's, and so is this
         // shutdown: the write side alone, at once, whenever the handler
         // drops the stream later. The handler may go on reading (a
@@ -338,14 +390,16 @@ impl<I, R: Runtime> Io<I, R> {
     }
 }
 
-/// An [`Io`] that, dropped before its close (see [`Io::unclosed`]), is
-/// left with its connection's activity for the connection's driver to
-/// close. hyper ends an HTTP/1 connection whose request asked for an
-/// upgrade (`Upgrade:`) by handing its I/O to that upgrade instead of
-/// shutting it, even when the answer switched nothing; nobody takes it,
-/// and it is dropped: no linger for a body not all read, no TLS
-/// `close_notify`. So are connections hyper ends with an error. The
-/// driver does the close hyper skipped.
+/// An [`Io`] that, dropped before its close (see [`Io::unclosed`]) while
+/// the connection's driver is there, is left with the connection's
+/// activity for the driver to close. hyper ends an HTTP/1 connection whose
+/// request asked for an upgrade (`Upgrade:`) by handing its I/O to that
+/// upgrade instead of shutting it, even when the answer switched nothing;
+/// nobody takes it, and it is dropped: no linger for a body not all read,
+/// no TLS `close_notify`. The driver does the close hyper skipped. (The
+/// write-out hyper skipped is the tail's, see `Tracked`.) An I/O dropped
+/// once the driver is gone (a forced stop, an `Upgraded` a handler was
+/// handed for a non-`101` answer and drops later) closes at once.
 pub(crate) struct Orphanable<I: Send + 'static, R: Runtime> {
     io: Option<Io<I, R>>,
 }

@@ -8,8 +8,9 @@ use std::task::{ready, Context, Poll};
 
 use event_listener::Event;
 use graceful_core::Conn;
-use http::header::{HeaderValue, CONNECTION};
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH};
 use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Buf;
 use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper::upgrade::OnUpgrade;
@@ -35,17 +36,33 @@ pub(crate) struct Activity {
     /// read to its end (HTTP/2: the close lingers after it; HTTP/1's close
     /// knows from the bytes read).
     body: AtomicBool,
+    /// The last bytes of a response whose connection hyper hands to an
+    /// upgrade at its end are being written: what the socket does not take
+    /// is taken from hyper (see [`Tracked`] and `Io`).
+    ending: AtomicBool,
     first: Event,
     /// The connection's I/O, if hyper dropped it before its close (see
     /// `Orphanable`): an `Io` of the connection's types.
     orphan: Mutex<Option<Box<dyn Any + Send>>>,
+    /// The connection's driver is gone (ended, or dropped by a forced
+    /// stop): an I/O dropped from now on is not kept.
+    abandoned: AtomicBool,
 }
 
 impl Activity {
     /// Keeps the connection's I/O, dropped by hyper before its close, for
-    /// its driver to close.
+    /// its driver to close; unless the driver is gone: then the I/O is
+    /// dropped at once, closing the connection (it would otherwise wait
+    /// for every holder of the activity, HTTP/2 streams' tasks included).
     pub(crate) fn orphan(&self, io: Box<dyn Any + Send>) {
-        *self.orphan.lock().unwrap_or_else(|p| p.into_inner()) = Some(io);
+        if !self.abandoned.load(Ordering::SeqCst) {
+            *self.orphan.lock().unwrap_or_else(|p| p.into_inner()) = Some(io);
+        }
+    }
+
+    /// Records that the connection's driver is gone.
+    pub(crate) fn abandon(&self) {
+        self.abandoned.store(true, Ordering::SeqCst);
     }
 
     /// The I/O [`Activity::orphan`] kept, if any.
@@ -72,6 +89,12 @@ impl Activity {
     /// flush went through (hyper wrote everything).
     pub(crate) fn set_write_blocked(&self, blocked: bool) {
         self.write_blocked.store(blocked, Ordering::SeqCst);
+    }
+
+    /// Whether the last bytes of a response whose connection hyper hands
+    /// to an upgrade are being written (see [`Tracked`]).
+    pub(crate) fn is_ending(&self) -> bool {
+        self.ending.load(Ordering::SeqCst)
     }
 
     /// Whether the connection has carried an HTTP/2 request.
@@ -165,6 +188,7 @@ impl<S> fmt::Debug for GracefulService<S> {
 impl<S, B> Service<Request<Incoming>> for GracefulService<S>
 where
     S: Service<Request<Incoming>, Response = Response<B>>,
+    B: http_body::Body,
 {
     type Response = Response<Tracked<B>>;
     type Error = S::Error;
@@ -220,10 +244,24 @@ impl Drop for InFlight {
 
 pin_project! {
     /// A response body that keeps its request in flight until its end.
+    ///
+    /// With `to_upgrade` (a response to an HTTP/1.1 request that asked for
+    /// an upgrade, answered without one), it marks its last bytes: hyper
+    /// hands such a connection to the upgrade as soon as both its sides
+    /// are done (the reading side is closed early when a body is left
+    /// unread, or the client closed its side), without the flush of its
+    /// normal close, and drops what it still holds unwritten then, however
+    /// much of the response that is. From the frame that completes the
+    /// body (its length reached, or its end signalled) the connection's
+    /// `Io` takes what the socket does not, and writes it out before the
+    /// close.
     pub(crate) struct Tracked<B> {
         #[pin]
         inner: B,
         in_flight: Option<InFlight>,
+        // With `to_upgrade`: the bytes left of a length announced. Boxed:
+        // held by every response, used by few.
+        to_upgrade: Option<Box<Option<u64>>>,
     }
 }
 
@@ -235,8 +273,21 @@ impl<B: http_body::Body> http_body::Body for Tracked<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        if let (Some(left), Some(InFlight(activity))) = (this.to_upgrade, &*this.in_flight) {
+            let data = match &frame {
+                Some(Ok(frame)) => frame.data_ref().map_or(0, |d| d.remaining() as u64),
+                _ => 0,
+            };
+            if let Some(left) = left.as_mut() {
+                *left = left.saturating_sub(data);
+            }
+            let last = frame.is_none() || this.inner.is_end_stream() || **left == Some(0);
+            if last {
+                activity.ending.store(true, Ordering::SeqCst);
+            }
+        }
         if frame.is_none() {
             this.in_flight.take();
         }
@@ -255,6 +306,7 @@ impl<B: http_body::Body> http_body::Body for Tracked<B> {
 impl<F, B, E> Future for MarkClose<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    B: http_body::Body,
 {
     type Output = Result<Response<Tracked<B>>, E>;
 
@@ -269,11 +321,28 @@ where
             }
             _ => false,
         };
-        if let (true, Some(InFlight(activity))) = (switches, &in_flight) {
-            activity.mark_upgraded();
+        if let Some(InFlight(activity)) = &in_flight {
+            activity.ending.store(false, Ordering::SeqCst);
+            if switches {
+                activity.mark_upgraded();
+            }
         }
         let mut res = match result {
-            Ok(res) => res.map(|inner| Tracked { inner, in_flight }),
+            Ok(res) => {
+                // An upgrade asked for (hyper prepared it) and not granted.
+                let to_upgrade = (this.upgrade.is_some() && !switches).then(|| {
+                    let announced = res
+                        .headers()
+                        .get(CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok()?.parse().ok());
+                    Box::new(announced.or(res.body().size_hint().exact()))
+                });
+                res.map(|inner| Tracked {
+                    inner,
+                    in_flight,
+                    to_upgrade,
+                })
+            }
             Err(e) => return Poll::Ready(Err(e)),
         };
         if let Some(conn) = this.conn {
