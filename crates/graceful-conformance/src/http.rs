@@ -561,36 +561,56 @@ pub fn http_b12_the_close_lingers_only_while_a_body_is_not_all_read<A: HttpAdapt
 /// B6: a response to a request that asked for an upgrade it did not get
 /// (`Upgrade: h2c`, answered `200`) reaches its client whole, also when
 /// the client reads it slowly and the handler left the request's body
-/// unread (hyper then closes the reading side early). hyper hands such a
-/// connection to the upgrade as soon as both sides are done, and what it
-/// holds unwritten then is lost unless it was written out first.
+/// unread (hyper then closes the reading side early); so does a later
+/// response on the same keep-alive connection, to a request that asked for
+/// nothing. hyper keeps that upgrade prepared and hands the connection to
+/// it as soon as both sides are done, and what it holds unwritten then is
+/// lost unless it was written out first.
 pub fn http_b6_a_response_to_a_request_that_asked_for_an_upgrade_is_sent_whole<A: HttpAdapter>() {
     let config = ServeConfig::default().progress_every(None);
     let server = HttpServer::start::<A>(config, true);
-    let mut s = TcpStream::connect(server.addr).unwrap();
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
-    // `/big` never reads the body, of which 4 of 10 bytes are sent.
-    s.write_all(
-        b"POST /big HTTP/1.1\r\nHost: t\r\nConnection: close\r\nUpgrade: h2c\r\ncontent-length: 10\r\n\r\nabcd",
-    )
-    .unwrap();
-    // Read slowly: the response keeps the sockets' buffers full, and the
-    // server holds the rest of it, its end included.
-    let mut r = BufReader::new(s);
-    let (status, head) = head(&mut r).expect("a response head");
-    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
-    assert!(head.contains(&format!("content-length: {BIG}")), "{head}");
-    let (mut got, mut buf) = (0, vec![0u8; 64 << 10]);
-    loop {
-        std::thread::sleep(Duration::from_millis(1));
-        match r.read(&mut buf).unwrap() {
-            0 => break,
-            n => got += n,
+    for earlier in [false, true] {
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let upgrade = match earlier {
+            // Asked for on an earlier request of the connection.
+            true => {
+                s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nUpgrade: h2c\r\n\r\n")
+                    .unwrap();
+                let (status, head) = head(&mut r).expect("a response head");
+                assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+                assert!(!head.contains("connection: close"), "{head}");
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                r.read_exact(&mut vec![0; len]).unwrap();
+                ""
+            }
+            false => "Upgrade: h2c\r\n",
+        };
+        // `/big` never reads the body, of which 4 of 10 bytes are sent.
+        let big = format!(
+            "POST /big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{upgrade}content-length: 10\r\n\r\nabcd"
+        );
+        s.write_all(big.as_bytes()).unwrap();
+        // Read slowly: the response keeps the sockets' buffers full, and
+        // the server holds the rest of it, its end included.
+        let (status, head) = head(&mut r).expect("a response head");
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        assert!(head.contains(&format!("content-length: {BIG}")), "{head}");
+        let (mut got, mut buf) = (0, vec![0u8; 64 << 10]);
+        loop {
+            std::thread::sleep(Duration::from_millis(1));
+            match r.read(&mut buf).unwrap() {
+                0 => break,
+                n => got += n,
+            }
         }
+        assert_eq!(got, BIG, "the response was cut (asked earlier: {earlier})");
+        // The close lingers for the rest of the body; the client closes.
     }
-    assert_eq!(got, BIG, "the response was cut");
-    // The close lingers for the rest of the body; the client closes.
-    drop(r);
     server.shutdown.trigger(Reason::requested());
     let outcome = server.outcome();
     assert!(outcome.is_drained(), "{outcome}");

@@ -451,23 +451,34 @@ mod tests {
         assert!(ends_at_once(whole, ok));
     }
 
-    /// A response of unknown length (chunked) to a request that asked for
-    /// an upgrade it did not get, its body left unread: hyper hands the
-    /// connection to the upgrade once the response ended, with all of it
-    /// still unwritten (the socket takes nothing); it is all written out,
-    /// the last chunk included, before the close.
-    #[test]
-    fn an_unwritten_response_is_not_lost_when_hyper_hands_the_connection_to_an_upgrade() {
+    /// Serves a chunked response of two frames, then `trailers` if any, to
+    /// a request that asked for an upgrade it did not get, its body left
+    /// unread, with a socket that takes nothing until the response ended:
+    /// hyper then hands the connection to the upgrade with all of it
+    /// unwritten. Returns what was written once the socket takes bytes
+    /// again, and how often the write side was shut.
+    fn unwritten_then_handed_over(trailers: Option<http::HeaderMap>) -> (String, usize) {
         let wire = Stream::default();
         wire.wire().to_read.extend(
-            b"POST / HTTP/1.1\r\nHost: t\r\nUpgrade: h2c\r\nContent-Length: 10\r\n\r\nabcd",
+            b"POST / HTTP/1.1\r\nHost: t\r\nTE: trailers\r\nUpgrade: h2c\r\nContent-Length: 10\r\n\r\nabcd",
         );
         wire.wire().write_blocks = true;
-        let service = hyper::service::service_fn(|_: Request<Incoming>| async {
-            let frames = ["first\n", "last\n"]
-                .map(|s| Ok::<_, Infallible>(Frame::data(Bytes::from_static(s.as_bytes()))));
-            let body = StreamBody::new(futures_util::stream::iter(frames));
-            Ok::<_, Infallible>(Response::new(body))
+        let service = hyper::service::service_fn(move |_: Request<Incoming>| {
+            let trailers = trailers.clone();
+            async move {
+                let mut frames: Vec<_> = ["first\n", "last\n"]
+                    .map(|s| Ok::<_, Infallible>(Frame::data(Bytes::from_static(s.as_bytes()))))
+                    .into();
+                let mut response = Response::builder();
+                if let Some(trailers) = trailers {
+                    for name in trailers.keys() {
+                        response = response.header("trailer", name.as_str());
+                    }
+                    frames.push(Ok(Frame::trailers(trailers)));
+                }
+                let body = StreamBody::new(futures_util::stream::iter(frames));
+                Ok::<_, Infallible>(response.body(body).unwrap())
+            }
         });
         let shutdown = Shutdown::new();
         let config = ServeConfig::default().linger(std::time::Duration::from_secs(1));
@@ -485,11 +496,30 @@ mod tests {
         let out = String::from_utf8_lossy(&wire.wire().written).into_owned();
         assert!(out.starts_with("HTTP/1.1 200"), "{out}");
         assert!(out.contains("transfer-encoding: chunked"), "{out}");
+        let shutdowns = wire.wire().shutdowns;
+        (out, shutdowns)
+    }
+
+    /// A response not yet written when hyper hands its connection to an
+    /// upgrade that was not granted is written out whole, its last chunk
+    /// included (its end signalled by the body's end, or by trailers, after
+    /// which hyper polls no further), before the close.
+    #[test]
+    fn an_unwritten_response_is_not_lost_when_hyper_hands_the_connection_to_an_upgrade() {
+        let (out, shutdowns) = unwritten_then_handed_over(None);
         assert!(
             out.ends_with("6\r\nfirst\n\r\n5\r\nlast\n\r\n0\r\n\r\n"),
             "{out}"
         );
-        assert_eq!(wire.wire().shutdowns, 1, "the write side was not shut");
+        assert_eq!(shutdowns, 1, "the write side was not shut");
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-sum", http::HeaderValue::from_static("7"));
+        let (out, shutdowns) = unwritten_then_handed_over(Some(trailers));
+        assert!(
+            out.ends_with("5\r\nlast\n\r\n0\r\nx-sum: 7\r\n\r\n"),
+            "{out}"
+        );
+        assert_eq!(shutdowns, 1, "the write side was not shut");
     }
 
     /// A 2xx to CONNECT opens a tunnel: after the trigger it is not marked

@@ -1,3 +1,4 @@
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -51,7 +52,7 @@ pub struct Io<I, R: Runtime> {
     /// The last bytes of a response whose connection hyper hands to an
     /// upgrade at its end, which the socket did not take when hyper wrote
     /// them (see `Tracked`): written out before anything else.
-    tail: Vec<u8>,
+    tail: VecDeque<u8>,
     close: Close<R::Sleep>,
 }
 
@@ -89,7 +90,7 @@ impl<I, R: Runtime> Io<I, R> {
             pipelined: false,
             preface: None,
             drop_closes: false,
-            tail: Vec::new(),
+            tail: VecDeque::new(),
             close: Close::Open,
         }
     }
@@ -246,7 +247,8 @@ impl<I: Write + Unpin, R: Runtime> Io<I, R> {
     /// Writes out the tail: `Ready(Ok)` once none is left.
     fn poll_tail(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.tail.is_empty() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.tail))?;
+            let (front, _) = self.tail.as_slices();
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, front))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -271,7 +273,7 @@ impl<I: Write + Unpin, R: Runtime> Io<I, R> {
         if written.is_pending() && self.ending() {
             let mut len = 0;
             for buf in bufs {
-                self.tail.extend_from_slice(buf);
+                self.tail.extend(buf.iter());
                 len += buf.len();
             }
             return Poll::Ready(Ok(len));
@@ -307,6 +309,12 @@ impl<I: Read + Write + Unpin, R: Runtime> Write for Io<I, R> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        // hyper flushes once it wrote everything it held: a response's end
+        // is now in the socket or the tail, and what is written next (by a
+        // handler holding the connection) waits for the socket again.
+        if let Some(activity) = &this.activity {
+            activity.end_written();
+        }
         let flushed = match this.poll_tail(cx) {
             Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_flush(cx),
             other => other,
@@ -523,6 +531,40 @@ mod tests {
         assert!(!activity.is_quiet(), "not flushed yet");
         assert!(pin!(&mut io).poll_flush(&mut cx).is_ready());
         assert!(activity.is_quiet());
+    }
+
+    /// While a response's last bytes are written, what the socket does not
+    /// take goes to the tail, in order, ahead of later writes; hyper's next
+    /// flush ends that (it wrote everything it held), and writes wait for
+    /// the socket again; the tail is written out before the shutdown.
+    #[test]
+    fn the_end_of_a_response_is_taken_until_hypers_next_flush() {
+        let mut cx = Context::from_waker(Waker::noop());
+        let activity = Arc::new(Activity::default());
+        let stream = Stream::default();
+        let mut io = Io::with_activity(stream.clone(), NoTimers, Duration::ZERO, activity.clone());
+        stream.wire().write_blocks = true;
+        assert!(pin!(&mut io).poll_write(&mut cx, b"held").is_pending());
+        activity.set_ending();
+        assert!(matches!(
+            pin!(&mut io).poll_write(&mut cx, b"0\r\n"),
+            std::task::Poll::Ready(Ok(3))
+        ));
+        let slices = [std::io::IoSlice::new(b"\r"), std::io::IoSlice::new(b"\n")];
+        assert!(matches!(
+            pin!(&mut io).poll_write_vectored(&mut cx, &slices),
+            std::task::Poll::Ready(Ok(2))
+        ));
+        // hyper's flush: the socket still takes nothing.
+        assert!(pin!(&mut io).poll_flush(&mut cx).is_pending());
+        assert!(
+            pin!(&mut io).poll_write(&mut cx, b"more").is_pending(),
+            "taken after hyper's flush"
+        );
+        stream.wire().write_blocks = false;
+        assert!(pin!(&mut io).poll_shutdown(&mut cx).is_ready());
+        assert_eq!(stream.wire().written, b"0\r\n\r\n");
+        assert_eq!(stream.wire().shutdowns, 1);
     }
 
     /// Reads everything the client sent so far through `io`, as hyper

@@ -36,9 +36,13 @@ pub(crate) struct Activity {
     /// read to its end (HTTP/2: the close lingers after it; HTTP/1's close
     /// knows from the bytes read).
     body: AtomicBool,
-    /// The last bytes of a response whose connection hyper hands to an
-    /// upgrade at its end are being written: what the socket does not take
-    /// is taken from hyper (see [`Tracked`] and `Io`).
+    /// An HTTP/1 request asked for an upgrade that its response did not
+    /// grant: hyper keeps that upgrade prepared, and hands the connection
+    /// to it at its end, whichever response comes last (see [`Tracked`]).
+    to_upgrade: AtomicBool,
+    /// The last bytes of a response on such a connection are being
+    /// written: what the socket does not take is taken from hyper (see
+    /// [`Tracked`] and `Io`), until hyper's next flush.
     ending: AtomicBool,
     first: Event,
     /// The connection's I/O, if hyper dropped it before its close (see
@@ -95,6 +99,19 @@ impl Activity {
     /// to an upgrade are being written (see [`Tracked`]).
     pub(crate) fn is_ending(&self) -> bool {
         self.ending.load(Ordering::SeqCst)
+    }
+
+    /// hyper flushes: it wrote out (into the socket, or the `Io`'s tail)
+    /// everything it held, the end of a response included.
+    pub(crate) fn end_written(&self) {
+        self.ending.store(false, Ordering::SeqCst);
+    }
+
+    /// Marks a response's last bytes as being written, as [`Tracked`]
+    /// does.
+    #[cfg(test)]
+    pub(crate) fn set_ending(&self) {
+        self.ending.store(true, Ordering::SeqCst);
     }
 
     /// Whether the connection has carried an HTTP/2 request.
@@ -245,16 +262,17 @@ impl Drop for InFlight {
 pin_project! {
     /// A response body that keeps its request in flight until its end.
     ///
-    /// With `to_upgrade` (a response to an HTTP/1.1 request that asked for
-    /// an upgrade, answered without one), it marks its last bytes: hyper
-    /// hands such a connection to the upgrade as soon as both its sides
-    /// are done (the reading side is closed early when a body is left
-    /// unread, or the client closed its side), without the flush of its
+    /// With `to_upgrade` (on a connection where an HTTP/1.1 request asked
+    /// for an upgrade that was not granted, this request or an earlier
+    /// one), it marks its last bytes: hyper hands such a connection to the
+    /// upgrade as soon as both its sides are done (the reading side is
+    /// closed early when a body is left unread), without the flush of its
     /// normal close, and drops what it still holds unwritten then, however
     /// much of the response that is. From the frame that completes the
-    /// body (its length reached, or its end signalled) the connection's
-    /// `Io` takes what the socket does not, and writes it out before the
-    /// close.
+    /// body (its length reached, its trailers, or its end signalled) to
+    /// hyper's next flush, the connection's `Io` takes what the socket does
+    /// not, and writes it out first, its close included (the connection's
+    /// driver closes an I/O hyper drops, see `Orphanable`).
     pub(crate) struct Tracked<B> {
         #[pin]
         inner: B,
@@ -276,14 +294,19 @@ impl<B: http_body::Body> http_body::Body for Tracked<B> {
         let mut this = self.project();
         let frame = ready!(this.inner.as_mut().poll_frame(cx));
         if let (Some(left), Some(InFlight(activity))) = (this.to_upgrade, &*this.in_flight) {
-            let data = match &frame {
-                Some(Ok(frame)) => frame.data_ref().map_or(0, |d| d.remaining() as u64),
-                _ => 0,
+            let (data, trailers) = match &frame {
+                Some(Ok(frame)) => (
+                    frame.data_ref().map_or(0, |d| d.remaining() as u64),
+                    frame.is_trailers(),
+                ),
+                _ => (0, false),
             };
             if let Some(left) = left.as_mut() {
                 *left = left.saturating_sub(data);
             }
-            let last = frame.is_none() || this.inner.is_end_stream() || **left == Some(0);
+            // hyper polls no further after trailers.
+            let last =
+                frame.is_none() || trailers || this.inner.is_end_stream() || **left == Some(0);
             if last {
                 activity.ending.store(true, Ordering::SeqCst);
             }
@@ -321,21 +344,28 @@ where
             }
             _ => false,
         };
+        let mut to_upgrade = false;
         if let Some(InFlight(activity)) = &in_flight {
             activity.ending.store(false, Ordering::SeqCst);
             if switches {
                 activity.mark_upgraded();
             }
+            // An upgrade asked for (hyper prepared it) and not granted.
+            if this.upgrade.is_some() && !switches {
+                activity.to_upgrade.store(true, Ordering::SeqCst);
+            }
+            to_upgrade = activity.to_upgrade.load(Ordering::SeqCst) && !switches;
         }
         let mut res = match result {
             Ok(res) => {
-                // An upgrade asked for (hyper prepared it) and not granted.
-                let to_upgrade = (this.upgrade.is_some() && !switches).then(|| {
+                let to_upgrade = to_upgrade.then(|| {
+                    // The length hyper frames the body by: the body's own,
+                    // else the header's.
                     let announced = res
                         .headers()
                         .get(CONTENT_LENGTH)
                         .and_then(|v| v.to_str().ok()?.parse().ok());
-                    Box::new(announced.or(res.body().size_hint().exact()))
+                    Box::new(res.body().size_hint().exact().or(announced))
                 });
                 res.map(|inner| Tracked {
                     inner,
