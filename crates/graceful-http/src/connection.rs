@@ -451,30 +451,53 @@ mod tests {
         assert!(ends_at_once(whole, ok));
     }
 
-    /// Serves a chunked response of two frames, then `trailers` if any, to
-    /// a request that asked for an upgrade it did not get, its body left
-    /// unread, with a socket that takes nothing until the response ended:
-    /// hyper then hands the connection to the upgrade with all of it
-    /// unwritten. Returns what was written once the socket takes bytes
-    /// again, and how often the write side was shut.
-    fn unwritten_then_handed_over(trailers: Option<http::HeaderMap>) -> (String, usize) {
+    /// How the response of [`unwritten_then_handed_over`] ends.
+    #[derive(Clone)]
+    enum End {
+        /// Chunked, its end signalled by the body's end.
+        Chunked,
+        /// Chunked, ending with these trailers, after which hyper polls
+        /// the body no further.
+        Trailers(http::HeaderMap),
+        /// Its length announced by a header alone: hyper ends it at that
+        /// length, without polling for the body's end.
+        Length,
+        /// A `204`: no body, its head is all.
+        NoContent,
+    }
+
+    /// Serves a response of two frames, ending as `end` says, to a request
+    /// that asked for an upgrade it did not get, its body left unread, with
+    /// a socket that takes nothing until the response ended: hyper then
+    /// hands the connection to the upgrade with all of it unwritten.
+    /// Returns what was written once the socket takes bytes again, and how
+    /// often the write side was shut.
+    fn unwritten_then_handed_over(end: End) -> (String, usize) {
         let wire = Stream::default();
         wire.wire().to_read.extend(
             b"POST / HTTP/1.1\r\nHost: t\r\nTE: trailers\r\nUpgrade: h2c\r\nContent-Length: 10\r\n\r\nabcd",
         );
         wire.wire().write_blocks = true;
         let service = hyper::service::service_fn(move |_: Request<Incoming>| {
-            let trailers = trailers.clone();
+            let end = end.clone();
             async move {
                 let mut frames: Vec<_> = ["first\n", "last\n"]
                     .map(|s| Ok::<_, Infallible>(Frame::data(Bytes::from_static(s.as_bytes()))))
                     .into();
                 let mut response = Response::builder();
-                if let Some(trailers) = trailers {
-                    for name in trailers.keys() {
-                        response = response.header("trailer", name.as_str());
+                match end {
+                    End::Chunked => {}
+                    End::Trailers(trailers) => {
+                        for name in trailers.keys() {
+                            response = response.header("trailer", name.as_str());
+                        }
+                        frames.push(Ok(Frame::trailers(trailers)));
                     }
-                    frames.push(Ok(Frame::trailers(trailers)));
+                    End::Length => response = response.header("content-length", "11"),
+                    End::NoContent => {
+                        response = response.status(StatusCode::NO_CONTENT);
+                        frames.clear();
+                    }
                 }
                 let body = StreamBody::new(futures_util::stream::iter(frames));
                 Ok::<_, Infallible>(response.body(body).unwrap())
@@ -494,32 +517,45 @@ mod tests {
             assert!(served.as_mut().poll(&mut cx).is_pending());
         }
         let out = String::from_utf8_lossy(&wire.wire().written).into_owned();
-        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-        assert!(out.contains("transfer-encoding: chunked"), "{out}");
         let shutdowns = wire.wire().shutdowns;
         (out, shutdowns)
     }
 
     /// A response not yet written when hyper hands its connection to an
-    /// upgrade that was not granted is written out whole, its last chunk
-    /// included (its end signalled by the body's end, or by trailers, after
-    /// which hyper polls no further), before the close.
+    /// upgrade that was not granted is written out whole before the close:
+    /// its last chunk included, its end signalled by the body's end or by
+    /// trailers (after which hyper polls no further), or reached at the
+    /// length a header announced; and a response with no body, its head.
     #[test]
     fn an_unwritten_response_is_not_lost_when_hyper_hands_the_connection_to_an_upgrade() {
-        let (out, shutdowns) = unwritten_then_handed_over(None);
-        assert!(
-            out.ends_with("6\r\nfirst\n\r\n5\r\nlast\n\r\n0\r\n\r\n"),
-            "{out}"
-        );
-        assert_eq!(shutdowns, 1, "the write side was not shut");
         let mut trailers = http::HeaderMap::new();
         trailers.insert("x-sum", http::HeaderValue::from_static("7"));
-        let (out, shutdowns) = unwritten_then_handed_over(Some(trailers));
-        assert!(
-            out.ends_with("5\r\nlast\n\r\n0\r\nx-sum: 7\r\n\r\n"),
-            "{out}"
-        );
-        assert_eq!(shutdowns, 1, "the write side was not shut");
+        for (end, head, ending) in [
+            (
+                End::Chunked,
+                "200 OK",
+                "6\r\nfirst\n\r\n5\r\nlast\n\r\n0\r\n\r\n",
+            ),
+            (
+                End::Trailers(trailers),
+                "200 OK",
+                "5\r\nlast\n\r\n0\r\nx-sum: 7\r\n\r\n",
+            ),
+            (End::Length, "200 OK", "content-length: 11\r\n"),
+            (End::NoContent, "204 No Content", "\r\n\r\n"),
+        ] {
+            let (out, shutdowns) = unwritten_then_handed_over(end);
+            assert!(out.starts_with(&format!("HTTP/1.1 {head}")), "{out}");
+            let ending = match head {
+                "200 OK" if ending.starts_with("content-length") => {
+                    assert!(out.contains(ending), "{out}");
+                    "\r\n\r\nfirst\nlast\n"
+                }
+                _ => ending,
+            };
+            assert!(out.ends_with(ending), "{out}");
+            assert_eq!(shutdowns, 1, "the write side was not shut: {out}");
+        }
     }
 
     /// A 2xx to CONNECT opens a tunnel: after the trigger it is not marked

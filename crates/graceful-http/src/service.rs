@@ -104,7 +104,9 @@ impl Activity {
     /// hyper flushes: it wrote out (into the socket, or the `Io`'s tail)
     /// everything it held, the end of a response included.
     pub(crate) fn end_written(&self) {
-        self.ending.store(false, Ordering::SeqCst);
+        if self.ending.load(Ordering::SeqCst) {
+            self.ending.store(false, Ordering::SeqCst);
+        }
     }
 
     /// Marks a response's last bytes as being written, as [`Tracked`]
@@ -222,6 +224,7 @@ where
         self.activity.request();
         // hyper hands the connection over only where it prepared an
         // upgrade (an HTTP/1.1 `Upgrade` request, or CONNECT).
+        let req_is_head = req.method() == Method::HEAD;
         let upgrade = (http1 && req.extensions().get::<OnUpgrade>().is_some())
             .then(|| req.method() == Method::CONNECT);
         req.extensions_mut().insert(self.conn.clone());
@@ -229,6 +232,7 @@ where
             inner: self.inner.call(req),
             conn: http1.then(|| self.conn.clone()),
             upgrade,
+            head: req_is_head,
             in_flight: Some(InFlight(self.activity.clone())),
         }
     }
@@ -245,6 +249,8 @@ pin_project! {
         // Set when hyper prepared an upgrade: whether the request is a
         // CONNECT (switched by a 2xx, others by a `101`).
         upgrade: Option<bool>,
+        // A HEAD request: hyper writes no body for it.
+        head: bool,
         in_flight: Option<InFlight>,
     }
 }
@@ -269,10 +275,12 @@ pin_project! {
     /// closed early when a body is left unread), without the flush of its
     /// normal close, and drops what it still holds unwritten then, however
     /// much of the response that is. From the frame that completes the
-    /// body (its length reached, its trailers, or its end signalled) to
-    /// hyper's next flush, the connection's `Io` takes what the socket does
-    /// not, and writes it out first, its close included (the connection's
-    /// driver closes an I/O hyper drops, see `Orphanable`).
+    /// body (its length reached, its trailers, or its end signalled), or
+    /// from its head for a response hyper asks no body of (HEAD, `204`,
+    /// `304`, an empty body), to hyper's next flush, the connection's `Io`
+    /// takes what the socket does not, and writes it out first, its close
+    /// included (the connection's driver closes an I/O hyper drops, see
+    /// `Orphanable`).
     pub(crate) struct Tracked<B> {
         #[pin]
         inner: B,
@@ -346,7 +354,7 @@ where
         };
         let mut to_upgrade = false;
         if let Some(InFlight(activity)) = &in_flight {
-            activity.ending.store(false, Ordering::SeqCst);
+            activity.end_written();
             if switches {
                 activity.mark_upgraded();
             }
@@ -358,15 +366,27 @@ where
         }
         let mut res = match result {
             Ok(res) => {
-                let to_upgrade = to_upgrade.then(|| {
-                    // The length hyper frames the body by: the body's own,
-                    // else the header's.
+                // The length hyper frames the body by: the body's own, else
+                // the header's.
+                let length = || {
                     let announced = res
                         .headers()
                         .get(CONTENT_LENGTH)
                         .and_then(|v| v.to_str().ok()?.parse().ok());
-                    Box::new(res.body().size_hint().exact().or(announced))
-                });
+                    res.body().size_hint().exact().or(announced)
+                };
+                // hyper asks no body of these: their end is their head.
+                let bodyless = *this.head
+                    || matches!(
+                        res.status(),
+                        StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+                    )
+                    || res.body().is_end_stream()
+                    || length() == Some(0);
+                if let (true, true, Some(InFlight(activity))) = (to_upgrade, bodyless, &in_flight) {
+                    activity.ending.store(true, Ordering::SeqCst);
+                }
+                let to_upgrade = to_upgrade.then(|| Box::new(length()));
                 res.map(|inner| Tracked {
                     inner,
                     in_flight,
