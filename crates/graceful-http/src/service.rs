@@ -366,27 +366,27 @@ where
         }
         let mut res = match result {
             Ok(res) => {
-                // The length hyper frames the body by: the body's own, else
-                // the header's.
-                let length = || {
+                let to_upgrade = to_upgrade.then(|| {
+                    // The length hyper frames the body by: the body's own,
+                    // else the header's.
                     let announced = res
                         .headers()
                         .get(CONTENT_LENGTH)
                         .and_then(|v| v.to_str().ok()?.parse().ok());
-                    res.body().size_hint().exact().or(announced)
-                };
-                // hyper asks no body of these: their end is their head.
-                let bodyless = *this.head
-                    || matches!(
-                        res.status(),
-                        StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
-                    )
-                    || res.body().is_end_stream()
-                    || length() == Some(0);
-                if let (true, true, Some(InFlight(activity))) = (to_upgrade, bodyless, &in_flight) {
-                    activity.ending.store(true, Ordering::SeqCst);
-                }
-                let to_upgrade = to_upgrade.then(|| Box::new(length()));
+                    let length = res.body().size_hint().exact().or(announced);
+                    // hyper asks no body of these: their end is their head.
+                    let bodyless = *this.head
+                        || matches!(
+                            res.status(),
+                            StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+                        )
+                        || res.body().is_end_stream()
+                        || length == Some(0);
+                    if let (true, Some(InFlight(activity))) = (bodyless, &in_flight) {
+                        activity.ending.store(true, Ordering::SeqCst);
+                    }
+                    Box::new(length)
+                });
                 res.map(|inner| Tracked {
                     inner,
                     in_flight,
