@@ -421,9 +421,7 @@ impl<I: Send + 'static, R: Runtime> Orphanable<I, R> {
 impl<I: Send + 'static, R: Runtime> Drop for Orphanable<I, R> {
     fn drop(&mut self) {
         if let Some(mut io) = self.io.take().filter(Io::unclosed) {
-            // Kept without its activity, which keeps it: no cycle, so a
-            // connection forced (its driver dropped) drops it with the
-            // activity, closing it at once.
+            // Kept without its activity, which keeps it: no cycle.
             if let Some(activity) = io.activity.take() {
                 activity.orphan(Box::new(io));
             }
