@@ -406,8 +406,8 @@ impl<I, R: Runtime> Io<I, R> {
 /// nobody takes it, and it is dropped: no linger for a body not all read,
 /// no TLS `close_notify`. The driver does the close hyper skipped. (The
 /// write-out hyper skipped is the tail's, see `Tracked`.) An I/O dropped
-/// once the driver is gone (a forced stop, an `Upgraded` a handler was
-/// handed for a non-`101` answer and drops later) closes at once.
+/// once the driver is gone (see `Activity::abandon`) is not kept: it closes
+/// as it is dropped.
 pub(crate) struct Orphanable<I: Send + 'static, R: Runtime> {
     io: Option<Io<I, R>>,
 }

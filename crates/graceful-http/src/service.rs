@@ -406,3 +406,38 @@ where
         Poll::Ready(Ok(res))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use super::Activity;
+
+    /// Records its drop.
+    struct Dropped(Arc<AtomicBool>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// An I/O orphaned while the connection's driver is there is kept for
+    /// it; once the driver is gone, it is dropped at once (closing the
+    /// connection), not kept for whoever still holds the activity.
+    #[test]
+    fn an_orphan_is_kept_for_the_driver_and_dropped_once_it_is_gone() {
+        let activity = Activity::default();
+        let kept = Arc::new(AtomicBool::new(false));
+        activity.orphan(Box::new(Dropped(kept.clone())));
+        assert!(!kept.load(Ordering::SeqCst));
+        assert!(activity.take_orphan().is_some());
+        assert!(kept.load(Ordering::SeqCst));
+        activity.abandon();
+        let late = Arc::new(AtomicBool::new(false));
+        activity.orphan(Box::new(Dropped(late.clone())));
+        assert!(late.load(Ordering::SeqCst), "kept after the driver left");
+        assert!(activity.take_orphan().is_none());
+    }
+}
