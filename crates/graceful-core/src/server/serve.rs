@@ -135,8 +135,10 @@ where
         }
     }
 
-    // Serve what the kernel already queued, then close the listener: it is
-    // owned here and dropped exactly once.
+    // The idle connections end, then what the kernel already queued is
+    // served and the listener closed: it is owned here and dropped exactly
+    // once.
+    scope.listener_closing(rt);
     let queued = take_backlog(
         rt,
         name,
@@ -148,7 +150,7 @@ where
     )
     .await;
     drop(listener);
-    scope.listener_closed(rt, queued);
+    scope.listener_closed(queued);
     Ok(scope.drain(rt).await)
 }
 
