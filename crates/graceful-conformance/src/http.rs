@@ -558,6 +558,55 @@ pub fn http_b12_the_close_lingers_only_while_a_body_is_not_all_read<A: HttpAdapt
     drop(open);
 }
 
+/// B12, and bad input loses nothing: a request hyper rejects itself (a
+/// malformed head: `400`; a head over its size limit: `431`) followed by
+/// more bytes than the socket buffers hold gets its answer whole, then
+/// the close: the server reads and discards what the client still sends,
+/// to its end, so the client's writes all go through and no reset cuts
+/// the answer short. Then the stop drains.
+pub fn http_b12_a_request_hyper_rejects_gets_its_answer_before_the_close<A: HttpAdapter>() {
+    let config = ServeConfig::default().progress_every(None);
+    let server = HttpServer::start::<A>(config, true);
+    let junk = vec![b'x'; 1 << 20];
+    let cases: [(&str, Vec<u8>); 3] = [
+        (
+            "400",
+            b"GET / HTTP/1.1\r\nHost: t\r\nbad header\r\n\r\n".to_vec(),
+        ),
+        ("400", b"GET /\x01 HTTP/1.1\r\nHost: t\r\n\r\n".to_vec()),
+        // Over hyper's limit for a head (about 400 KiB): it is cut short.
+        ("431", b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: ".to_vec()),
+    ];
+    for (status, head) in cases {
+        let mut c = TcpStream::connect(server.addr).unwrap();
+        c.set_read_timeout(Some(PATIENCE)).unwrap();
+        c.set_write_timeout(Some(PATIENCE)).unwrap();
+        let mut writer = c.try_clone().unwrap();
+        let what = format!("{status} to {:?}", String::from_utf8_lossy(&head));
+        let (sent, all) = std::thread::scope(|s| {
+            let sender = s.spawn(|| {
+                writer.write_all(&head)?;
+                writer.write_all(&junk)?;
+                // The client is done: the server's linger ends with it.
+                writer.shutdown(std::net::Shutdown::Write)
+            });
+            let mut all = Vec::new();
+            let read = c.read_to_end(&mut all).map(|_| all);
+            (sender.join().unwrap(), read)
+        });
+        let all = all.unwrap_or_else(|e| panic!("{what}: the answer was cut: {e}"));
+        let all = String::from_utf8_lossy(&all);
+        assert!(
+            all.starts_with(&format!("HTTP/1.1 {status}")),
+            "{what}: answered {all:?}"
+        );
+        sent.unwrap_or_else(|e| panic!("{what}: the client's sending failed: {e}"));
+    }
+    server.shutdown.trigger(Reason::requested());
+    let outcome = server.outcome();
+    assert!(outcome.is_drained(), "{outcome}");
+}
+
 /// B6: a response to a request that asked for an upgrade it did not get
 /// (`Upgrade: h2c`, answered `200`) reaches its client whole, also when
 /// the client reads it slowly and the handler left the request's body
