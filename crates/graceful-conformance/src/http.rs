@@ -22,7 +22,7 @@ use hyper::service::Service;
 use hyper::{Request, Response, StatusCode};
 
 use crate::clock::{ManualClock, TestRuntime};
-use crate::harness::{eventually, Cancellable, BIG, PATIENCE};
+use crate::harness::{eventually, is_timeout, Cancellable, BIG, PATIENCE};
 use crate::Adapter;
 
 /// An adapter with `http::serve_on`.
@@ -556,6 +556,73 @@ pub fn http_b12_the_close_lingers_only_while_a_body_is_not_all_read<A: HttpAdapt
     let outcome = server.outcome();
     assert!(outcome.is_drained(), "{outcome}");
     drop(open);
+}
+
+/// B6, B7: a keep-alive connection whose next request's head has begun
+/// to arrive when the listener closes (a pooled client reusing it just
+/// before the stop, its head split across packets) is not idle: it gets
+/// the first request's grace to send the rest, and that request is served
+/// whole, with `Connection: close`. Once the grace is over with the head
+/// still unfinished, the connection closes, unanswered (its close lingers
+/// while the client may still send); the stop drains.
+pub fn http_b6_a_request_whose_head_began_before_the_close_is_served<A: HttpAdapter>() {
+    let config = ServeConfig::default().progress_every(None);
+    let grace = config.first_request_grace;
+    let server = HttpServer::start::<A>(config, true);
+    // Two pooled connections, one request answered on each, then the
+    // start of the next request's head.
+    let mut pooled = [1, 2].map(|i| {
+        let mut c = BufReader::new(TcpStream::connect(server.addr).unwrap());
+        c.get_ref().set_read_timeout(Some(PATIENCE)).unwrap();
+        c.get_mut()
+            .write_all(format!("GET /burst?i={i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .unwrap();
+        let (status, head) = head(&mut c).unwrap();
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        assert!(!head.contains("connection: close"), "{head}");
+        let mut body = vec![0; format!("burst {i}").len()];
+        c.read_exact(&mut body).unwrap();
+        c.get_mut()
+            .write_all(format!("GET /burst?i={} HTTP/1.1\r\nHo", i + 10).as_bytes())
+            .unwrap();
+        c
+    });
+    server.shutdown.trigger(Reason::requested());
+    // The first sends the rest of its head: served.
+    let [first, second] = &mut pooled;
+    first.get_mut().write_all(b"st: t\r\n\r\n").unwrap();
+    let (status, head) = head(first).expect("the request whose head began was dropped");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(head.contains("connection: close"), "{head}");
+    let mut rest = String::new();
+    first.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "burst 11");
+    // The second sends nothing more: open through the grace, then closed.
+    let clock = server.clock.as_ref().unwrap();
+    assert!(
+        clock.wait_for_sleep_ending_at(grace, PATIENCE),
+        "no grace for the rest of the head"
+    );
+    second
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut byte = [0u8];
+    let early = second.read(&mut byte);
+    assert!(
+        early.as_ref().is_err_and(is_timeout),
+        "closed before its grace was over: {early:?}"
+    );
+    clock.advance(grace);
+    second.get_ref().set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut after = Vec::new();
+    second.read_to_end(&mut after).unwrap();
+    assert!(after.is_empty(), "{:?}", String::from_utf8_lossy(&after));
+    // Its close lingers (the client may still be sending its head) until
+    // the client closes its side.
+    drop(pooled);
+    let outcome = server.outcome();
+    assert!(outcome.is_drained(), "{outcome}");
 }
 
 /// B12, and bad input loses nothing: a request hyper rejects itself (a

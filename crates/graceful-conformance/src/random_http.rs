@@ -5,8 +5,9 @@
 //! handler, or never read), upgraded connections whose handler watches
 //! the stop or ignores it, large responses to clients that stopped
 //! reading (the server's writes blocked), HTTP/2 connections idle or with
-//! a stream in flight, and connections (HTTP/1 or 2) opened during the
-//! delay, in combinations drawn from a seed. The invariants:
+//! a stream in flight, connections (HTTP/1 or 2) opened during the delay,
+//! and keep-alive connections whose next request's head began before the
+//! close, in combinations drawn from a seed. The invariants:
 //!
 //! - a request the server read gets its whole response, marked
 //!   `Connection: close` once the stop began, unless the deadline forced
@@ -18,6 +19,9 @@
 //! - a connection racing the trigger is refused (without a pre-drain
 //!   delay), or its request is answered whole and the connection closes,
 //!   or it ends with its request never read (without a delay);
+//! - a request whose head began on a keep-alive connection before the
+//!   listener closed, its rest sent after, is answered whole, with
+//!   `Connection: close`;
 //! - a request pipelined behind a response still streaming at the stop
 //!   is answered too, after that response, with `Connection: close`;
 //! - an upgraded connection lives until its handler ends it, or until the
@@ -93,6 +97,10 @@ pub enum HttpKind {
     /// At the trigger: connects and sends a request at once, racing the
     /// close.
     Burst,
+    /// Before the trigger: one request, then the start of the next one's
+    /// head on the same keep-alive connection; the rest once the listener
+    /// closed (within the first-request grace): answered whole.
+    Begun,
 }
 
 /// A stop configuration and its HTTP clients, drawn from a seed.
@@ -170,6 +178,11 @@ impl HttpPlan {
             }
         }
         let asks_upgrade = rng.chance(1, 3);
+        if rng.chance(1, 3) {
+            for _ in 0..1 + rng.below(2) {
+                clients.push(HttpKind::Begun);
+            }
+        }
         HttpPlan {
             seed,
             pre_drain,
@@ -383,14 +396,20 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
     let mut sleeps = 0;
     for (index, &kind) in plan.clients.iter().enumerate() {
         let (conn, pending) = match kind {
-            HttpKind::Idle | HttpKind::Reuse => {
+            HttpKind::Idle | HttpKind::Reuse | HttpKind::Begun => {
                 let mut c = connect(addr);
                 get(&mut c, "/healthz", plan.extra_head());
                 let r = reply(&mut c).expect("a response");
                 assert!(r.status.starts_with("HTTP/1.1 200"), "{}", r.status);
                 assert!(!r.head.contains("connection: close"), "{}", r.head);
                 tally.responses += 1;
-                (c, None)
+                if kind != HttpKind::Begun {
+                    (c, None)
+                } else {
+                    let start = format!("GET /burst?i={index} HTTP/1.1\r\nHo");
+                    c.get_mut().write_all(start.as_bytes()).unwrap();
+                    (c, Some(format!("burst {index}")))
+                }
             }
             HttpKind::Slow(ms) => {
                 let mut c = connect(addr);
@@ -625,6 +644,18 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
         assert!(
             closed(&mut c.conn, PATIENCE),
             "idle client {} open after the close",
+            c.index
+        );
+    }
+    // The rest of the heads begun before the close, within the grace: each
+    // request is read (before the clock moves again) and answered below.
+    for c in clients.iter_mut().filter(|c| c.kind == HttpKind::Begun) {
+        let rest = format!("st: t\r\n{}\r\n", plan.extra_head());
+        c.conn.get_mut().write_all(rest.as_bytes()).unwrap();
+        let path = format!("/burst?i={}", c.index);
+        assert!(
+            eventually(PATIENCE, || server.seen.lock().unwrap().contains(&path)),
+            "client {} (Begun): its request was never read",
             c.index
         );
     }

@@ -5,6 +5,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
+use graceful_core::server::SharedSocket;
 use graceful_core::{Conn, Runtime, ServeConfig};
 use hyper::rt::{Read, Write};
 use hyper_util::server::conn::auto;
@@ -54,16 +55,19 @@ where
     S: HttpService,
 {
     let builder = Arc::new(options.builder(rt.clone()));
-    serve_with(rt, builder, io, conn, service, options).await
+    serve_with(rt, builder, io, None, conn, service, options).await
 }
 
 /// [`serve_connection`] with a hyper builder shared by every connection of
 /// a server (made by [`HttpOptions::builder`]), so a connection does not
-/// carry a builder of its own.
+/// carry a builder of its own; and, if given, `socket`, the connection's
+/// socket under `io`, asked for bytes not yet read before an idle
+/// connection is closed (see [`SharedSocket::has_pending_input`]).
 pub(crate) async fn serve_with<R, I, S>(
     rt: R,
     builder: Arc<auto::Builder<Exec<R>>>,
     io: I,
+    socket: Option<Arc<dyn SharedSocket>>,
     conn: Conn,
     service: S,
     options: HttpOptions,
@@ -98,13 +102,16 @@ where
         }
 
         // Nothing sent yet: the grace to send a first request.
+        let mut grace_spent = false;
         if activity.requests() == 0 {
             let grace = options.first_request_grace;
             let first = pin!(activity.first_request());
             let timer = pin!(rt.sleep(grace));
             let waited = select(first, timer);
-            if let Either::Left((done, _)) = select(connection.as_mut(), waited).await {
-                return done;
+            match select(connection.as_mut(), waited).await {
+                Either::Left((done, _)) => return done,
+                Either::Right((Either::Right(_), _)) => grace_spent = true,
+                Either::Right((Either::Left(_), _)) => {}
             }
         }
         // HTTP/1: first the responses in progress end (head and body, written
@@ -119,8 +126,14 @@ where
         // are taken in one poll of this task, with hyper polled again in
         // between, rather than by waking the task for the second: a stop
         // closing thousands of idle connections then polls each once.
+        // A connection whose next request has begun to arrive (a client
+        // reusing it just before the stop, its head split across packets,
+        // or its bytes not yet reported by the reactor when idle is seen
+        // the second time) is not idle: it gets the first request's grace
+        // to send the rest, and the request is then served.
         if !activity.is_http2() {
             let mut quiet_since: Option<usize> = None;
+            let mut rest: Option<Pin<Box<R::Sleep>>> = None;
             let ended = poll_fn(|cx| loop {
                 if let Poll::Ready(done) = connection.as_mut().poll(cx) {
                     return Poll::Ready(Some(done));
@@ -130,6 +143,19 @@ where
                     return Poll::Pending;
                 }
                 let requests = activity.requests();
+                let begun = activity.head_begun()
+                    || (quiet_since == Some(requests)
+                        && socket.as_ref().is_some_and(|s| s.has_pending_input()));
+                if begun && !grace_spent {
+                    let grace = options.first_request_grace;
+                    let timer = rest.get_or_insert_with(|| Box::pin(rt.sleep(grace)));
+                    if timer.as_mut().poll(cx).is_pending() {
+                        quiet_since = None;
+                        return Poll::Pending;
+                    }
+                    // The grace is over, the request still unfinished.
+                    return Poll::Ready(None);
+                }
                 if quiet_since == Some(requests) {
                     return Poll::Ready(None);
                 }
@@ -605,5 +631,67 @@ mod tests {
             served.as_mut().poll(&mut cx).is_ready(),
             "the idle connection did not end in one poll"
         );
+    }
+
+    /// A request that arrived on an idle keep-alive connection as the
+    /// listener closes, which the reactor has not reported yet (reads see
+    /// nothing, the socket's peek sees it), is not closed under its client:
+    /// the connection waits for it, and serves it with `Connection: close`.
+    #[test]
+    fn a_request_the_reactor_has_not_reported_is_served_not_closed_on() {
+        let wire = Stream::default();
+        wire.wire()
+            .to_read
+            .extend(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n");
+        let service = hyper::service::service_fn(|r: Request<Incoming>| async move {
+            let body = format!("{}\n", r.uri().path());
+            Ok::<_, Infallible>(Response::new(http_body_util::Full::new(Bytes::from(body))))
+        });
+        let shutdown = Shutdown::new();
+        let config = ServeConfig::default();
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let conn = Conn::new(addr, addr, shutdown.clone());
+        let options = HttpOptions::new(&config);
+        let builder = Arc::new(options.builder(NoTimers));
+        let socket: Arc<dyn graceful_core::server::SharedSocket> = Arc::new(wire.clone());
+        let io = wire.clone();
+        let mut served = pin!(super::serve_with(
+            NoTimers,
+            builder,
+            io,
+            Some(socket),
+            conn,
+            service,
+            options
+        ));
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..10 {
+            assert!(served.as_mut().poll(&mut cx).is_pending());
+        }
+        let written = |wire: &Stream| String::from_utf8_lossy(&wire.wire().written).into_owned();
+        assert!(written(&wire).ends_with("/first\n"), "{}", written(&wire));
+        wire.wire()
+            .unreported
+            .extend(b"GET /second HTTP/1.1\r\nHost: t\r\n\r\n");
+        shutdown.trigger(Reason::requested());
+        for _ in 0..10 {
+            assert!(
+                served.as_mut().poll(&mut cx).is_pending(),
+                "closed on a request that had arrived"
+            );
+        }
+        // The reactor reports it.
+        let arrived = std::mem::take(&mut wire.wire().unreported);
+        wire.wire().to_read.extend(arrived);
+        let ended = (0..10).any(|_| served.as_mut().poll(&mut cx).is_ready());
+        let out = written(&wire);
+        let second = out.split("/first\n").nth(1).unwrap_or_default();
+        assert!(second.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(
+            second.to_ascii_lowercase().contains("connection: close"),
+            "{out}"
+        );
+        assert!(second.ends_with("/second\n"), "{out}");
+        assert!(ended, "open after its response");
     }
 }

@@ -79,6 +79,12 @@ impl Framing {
         self.state == State::Head && self.head.is_empty() && !self.cr
     }
 
+    /// Whether the bytes read so far end inside a request's head: its
+    /// start was read, not yet its end.
+    pub(crate) fn in_head(&self) -> bool {
+        self.state == State::Head && !self.head.is_empty()
+    }
+
     /// How many request heads were read whole (hyper may have read more
     /// than it served).
     pub(crate) fn heads(&self) -> usize {
@@ -345,6 +351,25 @@ mod tests {
         assert!(bytewise.last().unwrap());
         // Bare line feeds, as httparse takes them.
         assert_eq!(ends(&[b"GET / HTTP/1.1\nhost: a\n\n"]), [true]);
+    }
+
+    #[test]
+    fn a_head_is_begun_from_its_first_byte_to_its_end_only() {
+        let mut framing = Framing::default();
+        let mut begun = |part: &[u8]| {
+            framing.read(part);
+            framing.in_head()
+        };
+        let sized = b"POST / HTTP/1.1\r\ncontent-length: 2\r\n\r\n";
+        assert!(!begun(b"\r\n"), "an empty line before a request");
+        assert!(begun(b"P"));
+        assert!(begun(&sized[1..sized.len() - 1]));
+        assert!(!begun(b"\n"), "the head ended");
+        assert!(!begun(b"h"), "in the body");
+        assert!(!begun(b"i"));
+        assert!(begun(b"GET / HT"), "the next head");
+        assert!(!begun(b"TP/1.1\r\n\r\n"));
+        assert!(!begun(b"\x01\x02 nonsense\r\n\r\n"), "lost: nothing known");
     }
 
     #[test]

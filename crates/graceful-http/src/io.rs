@@ -223,6 +223,9 @@ impl<I: Read + Unpin, R: Runtime> Read for Io<I, R> {
             let heads = framing.heads() - before;
             let busy = this.activity.as_ref().is_some_and(|a| a.in_flight() > 0);
             this.pipelined |= heads > 1 || (heads > 0 && busy);
+            if let Some(activity) = &this.activity {
+                activity.set_head_begun(framing.in_head());
+            }
         }
         Poll::Ready(Ok(()))
     }

@@ -61,10 +61,12 @@ where
         shutdown,
         config,
         move |stream, track, conn| {
+            let socket: std::sync::Arc<dyn graceful_core::server::SharedSocket> = stream.clone();
             serve_with(
                 conn_rt.clone(),
                 builder.clone(),
                 io(stream, track),
+                Some(socket),
                 conn,
                 service.clone(),
                 options.clone(),

@@ -44,6 +44,9 @@ pub(crate) struct Activity {
     /// written: what the socket does not take is taken from hyper (see
     /// [`Tracked`] and `Io`), until hyper's next flush.
     ending: AtomicBool,
+    /// HTTP/1: the start of a request's head was read, not yet its end (a
+    /// client reusing the connection, its head split across packets).
+    head_begun: AtomicBool,
     first: Event,
     /// The connection's I/O, if hyper dropped it before its close (see
     /// `Orphanable`): an `Io` of the connection's types.
@@ -87,6 +90,16 @@ impl Activity {
     /// unwritten: an HTTP/1 connection between requests.
     pub(crate) fn is_quiet(&self) -> bool {
         self.in_flight() == 0 && !self.write_blocked.load(Ordering::SeqCst)
+    }
+
+    /// Whether the start of a request's head was read and not yet its end.
+    pub(crate) fn head_begun(&self) -> bool {
+        self.head_begun.load(Ordering::SeqCst)
+    }
+
+    /// Records whether the bytes read so far end inside a request's head.
+    pub(crate) fn set_head_begun(&self, begun: bool) {
+        self.head_begun.store(begun, Ordering::SeqCst);
     }
 
     /// Records that a write would block (hyper keeps the bytes), or that a

@@ -42,6 +42,9 @@ pub(crate) struct Wire {
     pub(crate) shutdowns: usize,
     /// Bytes the client sends while the server shuts its write side.
     pub(crate) sent_during_shutdown: Vec<u8>,
+    /// Bytes that arrived but that reads do not see yet (a reactor that
+    /// has not reported them); the socket's peek does.
+    pub(crate) unreported: Vec<u8>,
 }
 
 /// A stream over a shared [`Wire`].
@@ -51,6 +54,18 @@ pub(crate) struct Stream(pub(crate) Arc<Mutex<Wire>>);
 impl Stream {
     pub(crate) fn wire(&self) -> std::sync::MutexGuard<'_, Wire> {
         self.0.lock().unwrap()
+    }
+}
+
+/// The stream as its connection's socket: shutting it does nothing; its
+/// peek sees the bytes not reported yet.
+impl graceful_core::server::SharedSocket for Stream {
+    fn shutdown(&self, _: std::net::Shutdown) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn has_pending_input(&self) -> bool {
+        !self.wire().unreported.is_empty()
     }
 }
 

@@ -26,6 +26,11 @@ impl SharedSocket for Shared {
     fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
         socket2::SockRef::from(&*self.lock()).shutdown(how)
     }
+
+    fn has_pending_input(&self) -> bool {
+        use std::os::fd::AsFd;
+        graceful_core::server::has_pending_input(self.lock().as_fd())
+    }
 }
 
 graceful_core::stream_type! {

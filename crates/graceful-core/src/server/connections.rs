@@ -192,6 +192,15 @@ impl ConnTrack {
 pub trait SharedSocket: Send + Sync + 'static {
     /// Shuts down the read half, the write half or both (`shutdown(2)`).
     fn shutdown(&self, how: How) -> io::Result<()>;
+
+    /// Whether bytes the peer sent wait unread in the socket (a peek that
+    /// never blocks and takes nothing; `false` when it cannot be told).
+    /// The HTTP layer asks it before it closes a connection it saw idle,
+    /// so a request that has just arrived, which the runtime's reactor has
+    /// not reported yet, is served rather than reset.
+    fn has_pending_input(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(unix)]
@@ -199,6 +208,20 @@ impl<T: AsFd + Send + Sync + 'static> SharedSocket for T {
     fn shutdown(&self, how: How) -> io::Result<()> {
         socket2::SockRef::from(self).shutdown(how)
     }
+
+    fn has_pending_input(&self) -> bool {
+        has_pending_input(self.as_fd())
+    }
+}
+
+/// [`SharedSocket::has_pending_input`] for the socket `fd`: a
+/// non-blocking peek of one byte. For adapter authors.
+#[cfg(unix)]
+#[doc(hidden)]
+pub fn has_pending_input(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+    let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
+    matches!(socket2::SockRef::from(&fd).recv_with_flags(&mut byte, flags), Ok(n) if n > 0)
 }
 
 /// A reference to a connection's socket that keeps its descriptor open.

@@ -210,3 +210,33 @@ fn a_connection_that_ends_as_reads_are_ended_closes_before_the_next_is_shut_down
     assert_eq!(conns.len(), 0);
     assert_eq!(shutdown.held(), 0);
 }
+
+#[test]
+fn pending_input_is_peeked_without_blocking_or_taking_it() {
+    use super::SharedSocket;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (mut client, server) = pair(&listener);
+    // A blocking socket: the peek must not wait.
+    assert!(!server.has_pending_input(), "nothing was sent");
+    client.write_all(b"GET").unwrap();
+    let start = Instant::now();
+    while !server.has_pending_input() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the bytes never showed"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(server.has_pending_input(), "the peek took the bytes");
+    let mut got = [0u8; 3];
+    (&*server).read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"GET");
+    assert!(!server.has_pending_input(), "all was read");
+    // The client's end of stream is no input.
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(
+        !server.has_pending_input(),
+        "end of stream counted as input"
+    );
+}

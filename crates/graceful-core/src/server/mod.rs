@@ -27,6 +27,9 @@ mod serve;
 pub(crate) use backoff::{is_fatal_accept_error, is_out_of_descriptors, Backoff};
 pub use config::ServeConfig;
 pub use conn::{Conn, HandlerOutput};
+#[cfg(unix)]
+#[doc(hidden)]
+pub use connections::has_pending_input;
 pub(crate) use connections::Connections;
 pub use connections::{ConnTrack, SharedSocket};
 #[cfg(unix)]
