@@ -27,7 +27,11 @@ use crate::{BoxError, HttpService};
 ///   connection closes after it);
 /// - when the listener closes (at the trigger, or after the pre-drain
 ///   delay), an idle HTTP/1 keep-alive connection closes; until then a
-///   pooled client may still reuse it;
+///   pooled client may still reuse it. One whose next request's head has
+///   begun to arrive is not idle: it gets `config.first_request_grace` to
+///   send the rest, and the request is served with `Connection: close`
+///   (through [`serve`](crate::serve), which knows the socket, bytes that
+///   arrived but were not read yet count too);
 /// - a connection that has not sent a request yet gets
 ///   `config.first_request_grace` to send one, which is served with
 ///   `Connection: close`; after the grace it is closed. The grace bounds
@@ -631,6 +635,48 @@ mod tests {
             served.as_mut().poll(&mut cx).is_ready(),
             "the idle connection did not end in one poll"
         );
+    }
+
+    /// A keep-alive connection whose next request's head was half read
+    /// when the listener closes is not closed under its client: the rest
+    /// comes, and the request is served with `Connection: close`. Through
+    /// `serve_connection`, which has no socket to peek at: hyper read the
+    /// start of the head, and the connection's I/O saw it.
+    #[test]
+    fn a_head_half_read_when_the_listener_closes_is_waited_for_and_served() {
+        let wire = Stream::default();
+        wire.wire()
+            .to_read
+            .extend(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\nGET /second HTTP/1.1\r\nHo");
+        let service = hyper::service::service_fn(|r: Request<Incoming>| async move {
+            let body = format!("{}\n", r.uri().path());
+            Ok::<_, Infallible>(Response::new(http_body_util::Full::new(Bytes::from(body))))
+        });
+        let shutdown = Shutdown::new();
+        let config = ServeConfig::default();
+        let mut served = pin!(serve_on_wire(&wire, service, &shutdown, &config));
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..10 {
+            assert!(served.as_mut().poll(&mut cx).is_pending());
+        }
+        shutdown.trigger(Reason::requested());
+        for _ in 0..10 {
+            assert!(
+                served.as_mut().poll(&mut cx).is_pending(),
+                "closed with a head half read"
+            );
+        }
+        wire.wire().to_read.extend(b"st: t\r\n\r\n");
+        let ended = (0..10).any(|_| served.as_mut().poll(&mut cx).is_ready());
+        let out = String::from_utf8_lossy(&wire.wire().written).into_owned();
+        let second = out.split("/first\n").nth(1).unwrap_or_default();
+        assert!(second.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(
+            second.to_ascii_lowercase().contains("connection: close"),
+            "{out}"
+        );
+        assert!(second.ends_with("/second\n"), "{out}");
+        assert!(ended, "open after its response");
     }
 
     /// A request that arrived on an idle keep-alive connection as the

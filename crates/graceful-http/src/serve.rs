@@ -15,7 +15,10 @@ use crate::{HttpOptions, HttpService};
 ///
 /// - responses produced after the trigger carry `Connection: close` and
 ///   their connection closes after them; idle keep-alive connections close
-///   at once; HTTP/2 connections get GOAWAY and their open streams finish;
+///   when the listener closes (one whose next request has begun to arrive,
+///   its head split across packets or its bytes not read yet, gets the
+///   first-request grace for the rest, and is served); HTTP/2 connections
+///   get GOAWAY and their open streams finish;
 /// - a connection that has sent nothing yet gets
 ///   [`ServeConfig::first_request_grace`] to send its first request;
 /// - during [`ServeConfig::pre_drain`] the listener keeps accepting and
