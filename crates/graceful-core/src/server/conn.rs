@@ -54,10 +54,7 @@ impl Conn {
 
     /// Resolves when the server's listener has closed (at the trigger, or
     /// after the pre-drain delay): the moment to end a connection that is
-    /// idle, since no client is routed here any more. It resolves as the
-    /// close begins, before the close takes the connections still queued in
-    /// the listener's backlog (those are served, each with the first-request
-    /// grace), so an idle connection does not wait for that.
+    /// idle, since no client is routed here any more.
     pub fn listener_closed(&self) -> Triggered {
         self.listener.triggered()
     }

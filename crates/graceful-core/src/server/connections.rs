@@ -12,11 +12,10 @@
 //! 2. A connection is *late* if its server was triggered when it was
 //!    registered (accepted during the pre-drain delay, or from the backlog
 //!    at close): it may not have sent its first request yet. The server
-//!    ends the reads of the others when its listener starts to close, once
-//!    its pre-drain delay is over (every connection registered from then on
-//!    is late), and those of the late ones after the first-request grace,
-//!    so one accepted just after the trigger never loses the request it is
-//!    about to send.
+//!    ends the reads of the others when its listener closes, after its last
+//!    registration, and those of the late ones after the first-request
+//!    grace, so one accepted just after the trigger never loses the request
+//!    it is about to send.
 
 use std::fmt;
 use std::io;
@@ -51,8 +50,8 @@ impl Connections {
     }
 
     /// Cuts every connection when `server` is forced. (Reads are ended by
-    /// the server when its listener starts to close: see
-    /// [`ServerScope::listener_closing`](super::ServerScope::listener_closing).)
+    /// the server when its listener closes: see
+    /// [`ServerScope::listener_closed`](super::ServerScope::listener_closed).)
     pub(crate) fn attach(self: &Arc<Self>, server: &Shutdown) {
         let conns = self.clone();
         server.on_forced(move |_| conns.shutdown_all());

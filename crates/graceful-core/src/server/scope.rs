@@ -73,25 +73,20 @@ impl ServerScope {
         Conn::with_listener(peer, local, self.shutdown.clone(), self.closed.clone())
     }
 
-    /// Winds the idle connections down as the listener starts to close
-    /// (the pre-drain delay, if any, is over, and no new client is routed
-    /// here): HTTP connections see [`Conn::listener_closed`]; with
+    /// Records that the listener closed, after taking `queued` connections
+    /// from its backlog, and winds the idle connections down: HTTP
+    /// connections see [`Conn::listener_closed`]; with
     /// [`ServeConfig::close_idle`], the reads of the connections accepted
     /// before the trigger end now, and those of the connections accepted
     /// after it (during the pre-drain delay, from the backlog) end after the
     /// first-request grace, timed on `rt`. Until now, during the pre-drain
     /// delay, idle connections stayed open: a pooled client may reuse one
-    /// at any moment. Called before the close takes the backlog, so the
-    /// idle connections do not wait for its looks (see [`take_backlog`]);
-    /// the connections it takes are late ones. Calling it again does
-    /// nothing more.
-    ///
-    /// [`take_backlog`]: super::serve::take_backlog
-    pub(crate) fn listener_closing<R: Runtime>(&self, rt: &R) {
-        if self.closed.is_triggered() {
+    /// at any moment. Then releases the listener's hold. Calling it again
+    /// does nothing more.
+    pub(crate) fn listener_closed<R: Runtime>(&self, rt: &R, queued: usize) {
+        let Some(hold) = self.listener_gone() else {
             return;
-        }
-        self.closed.trigger(Reason::requested());
+        };
         if self.config.close_idle {
             // The grace is timed from here, before any read ends.
             let (conns, grace, sleep) = (
@@ -106,15 +101,6 @@ impl ServerScope {
                 conns.shutdown_late_reads();
             });
         }
-    }
-
-    /// Records that the listener closed, after taking `queued` connections
-    /// from its backlog, and releases the listener's hold. Calling it again
-    /// does nothing more.
-    pub(crate) fn listener_closed(&self, queued: usize) {
-        let Some(hold) = self.listener_gone() else {
-            return;
-        };
         tracing::info!(
             "{}: listener closed ({queued} queued connection(s) taken); {} connection(s) to drain",
             self.name,

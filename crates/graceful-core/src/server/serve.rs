@@ -135,10 +135,8 @@ where
         }
     }
 
-    // The idle connections end, then what the kernel already queued is
-    // served and the listener closed: it is owned here and dropped exactly
-    // once.
-    scope.listener_closing(rt);
+    // Serve what the kernel already queued, then close the listener: it is
+    // owned here and dropped exactly once.
     let queued = take_backlog(
         rt,
         name,
@@ -150,7 +148,7 @@ where
     )
     .await;
     drop(listener);
-    scope.listener_closed(queued);
+    scope.listener_closed(rt, queued);
     Ok(scope.drain(rt).await)
 }
 
