@@ -34,9 +34,9 @@ use crate::{BoxError, HttpService};
 ///   arrived but were not read yet count too);
 /// - a connection that has not sent a request yet gets
 ///   `config.first_request_grace` to send one, which is served with
-///   `Connection: close`; after the grace it is closed. The grace bounds
-///   only that wait: a request read is served to its end, however long
-///   it takes;
+///   `Connection: close`; after the grace, one that has sent nothing is
+///   closed. The grace bounds only that wait: a request read is served to
+///   its end, however long it takes;
 /// - upgraded connections (WebSocket) are handed to their handler and not
 ///   cut here; their stream keeps the connection's guard; a `101` response
 ///   keeps `Connection: upgrade` alone;
@@ -637,6 +637,26 @@ mod tests {
         );
     }
 
+    /// Answers each request with its path and a line feed.
+    fn path_service() -> impl crate::HttpService {
+        hyper::service::service_fn(|r: Request<Incoming>| async move {
+            let body = format!("{}\n", r.uri().path());
+            Ok::<_, Infallible>(Response::new(http_body_util::Full::new(Bytes::from(body))))
+        })
+    }
+
+    /// Asserts that `wire`'s connection answered `/second` after `/first`,
+    /// whole and with `Connection: close`, and `ended` after it.
+    fn assert_second_served_with_close(wire: &Stream, ended: bool) {
+        let out = String::from_utf8_lossy(&wire.wire().written).into_owned();
+        let second = out.split("/first\n").nth(1).unwrap_or_default();
+        assert!(second.starts_with("HTTP/1.1 200"), "{out}");
+        let head = second.to_ascii_lowercase();
+        assert!(head.contains("connection: close"), "{out}");
+        assert!(second.ends_with("/second\n"), "{out}");
+        assert!(ended, "open after its response");
+    }
+
     /// A keep-alive connection whose next request's head was half read
     /// when the listener closes is not closed under its client: the rest
     /// comes, and the request is served with `Connection: close`. Through
@@ -648,10 +668,7 @@ mod tests {
         wire.wire()
             .to_read
             .extend(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\nGET /second HTTP/1.1\r\nHo");
-        let service = hyper::service::service_fn(|r: Request<Incoming>| async move {
-            let body = format!("{}\n", r.uri().path());
-            Ok::<_, Infallible>(Response::new(http_body_util::Full::new(Bytes::from(body))))
-        });
+        let service = path_service();
         let shutdown = Shutdown::new();
         let config = ServeConfig::default();
         let mut served = pin!(serve_on_wire(&wire, service, &shutdown, &config));
@@ -668,15 +685,7 @@ mod tests {
         }
         wire.wire().to_read.extend(b"st: t\r\n\r\n");
         let ended = (0..10).any(|_| served.as_mut().poll(&mut cx).is_ready());
-        let out = String::from_utf8_lossy(&wire.wire().written).into_owned();
-        let second = out.split("/first\n").nth(1).unwrap_or_default();
-        assert!(second.starts_with("HTTP/1.1 200"), "{out}");
-        assert!(
-            second.to_ascii_lowercase().contains("connection: close"),
-            "{out}"
-        );
-        assert!(second.ends_with("/second\n"), "{out}");
-        assert!(ended, "open after its response");
+        assert_second_served_with_close(&wire, ended);
     }
 
     /// A request that arrived on an idle keep-alive connection as the
@@ -689,10 +698,7 @@ mod tests {
         wire.wire()
             .to_read
             .extend(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n");
-        let service = hyper::service::service_fn(|r: Request<Incoming>| async move {
-            let body = format!("{}\n", r.uri().path());
-            Ok::<_, Infallible>(Response::new(http_body_util::Full::new(Bytes::from(body))))
-        });
+        let service = path_service();
         let shutdown = Shutdown::new();
         let config = ServeConfig::default();
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
@@ -730,14 +736,6 @@ mod tests {
         let arrived = std::mem::take(&mut wire.wire().unreported);
         wire.wire().to_read.extend(arrived);
         let ended = (0..10).any(|_| served.as_mut().poll(&mut cx).is_ready());
-        let out = written(&wire);
-        let second = out.split("/first\n").nth(1).unwrap_or_default();
-        assert!(second.starts_with("HTTP/1.1 200"), "{out}");
-        assert!(
-            second.to_ascii_lowercase().contains("connection: close"),
-            "{out}"
-        );
-        assert!(second.ends_with("/second\n"), "{out}");
-        assert!(ended, "open after its response");
+        assert_second_served_with_close(&wire, ended);
     }
 }

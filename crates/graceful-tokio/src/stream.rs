@@ -104,3 +104,38 @@ graceful_core::futures_io_impls! {
         close => AsyncWrite::poll_shutdown(this, cx),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    use graceful_core::server::SharedSocket;
+
+    use super::Shared;
+
+    /// The shared socket sees bytes its reads have not taken, through the
+    /// lock (the core's blanket implementation needs a descriptor, which
+    /// `Shared` does not lend).
+    #[test]
+    fn the_shared_socket_peeks_at_unread_input() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (server, _) = listener.accept().unwrap();
+            server.set_nonblocking(true).unwrap();
+            let shared = Shared::new(tokio::net::TcpStream::from_std(server).unwrap());
+            assert!(!shared.has_pending_input(), "nothing was sent");
+            client.write_all(b"GET").unwrap();
+            let start = Instant::now();
+            while !shared.has_pending_input() {
+                assert!(start.elapsed() < Duration::from_secs(10), "never seen");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+    }
+}

@@ -196,7 +196,10 @@ pub trait SharedSocket: Send + Sync + 'static {
     /// never blocks and takes nothing; `false` when it cannot be told).
     /// The HTTP layer asks it before it closes a connection it saw idle,
     /// so a request that has just arrived, which the runtime's reactor has
-    /// not reported yet, is served rather than reset.
+    /// not reported yet, is served rather than reset. Every socket that
+    /// lends its descriptor has it; a wrapper that does not (as the tokio
+    /// adapter's, behind a lock) implements it with the crate's
+    /// `server::has_pending_input`.
     fn has_pending_input(&self) -> bool {
         false
     }
