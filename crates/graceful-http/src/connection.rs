@@ -314,6 +314,29 @@ mod tests {
         )
     }
 
+    /// [`serve_on_wire`] as `serve` does it, with the connection's socket
+    /// to peek at: `wire` itself, whose peek sees its unreported bytes.
+    fn serve_on_wire_peeking<S: crate::HttpService>(
+        wire: &Stream,
+        service: S,
+        shutdown: &Shutdown,
+    ) -> impl Future<Output = Result<(), crate::BoxError>> {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let conn = Conn::new(addr, addr, shutdown.clone());
+        let options = HttpOptions::new(&ServeConfig::default());
+        let builder = Arc::new(options.builder(NoTimers));
+        let socket: Arc<dyn graceful_core::server::SharedSocket> = Arc::new(wire.clone());
+        super::serve_with(
+            NoTimers,
+            builder,
+            wire.clone(),
+            Some(socket),
+            conn,
+            service,
+            options,
+        )
+    }
+
     type Frames = futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>;
     type Body =
         StreamBody<futures_util::stream::Chain<Frames, futures_util::stream::Once<Pending>>>;
@@ -698,24 +721,8 @@ mod tests {
         wire.wire()
             .to_read
             .extend(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n");
-        let service = path_service();
         let shutdown = Shutdown::new();
-        let config = ServeConfig::default();
-        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let conn = Conn::new(addr, addr, shutdown.clone());
-        let options = HttpOptions::new(&config);
-        let builder = Arc::new(options.builder(NoTimers));
-        let socket: Arc<dyn graceful_core::server::SharedSocket> = Arc::new(wire.clone());
-        let io = wire.clone();
-        let mut served = pin!(super::serve_with(
-            NoTimers,
-            builder,
-            io,
-            Some(socket),
-            conn,
-            service,
-            options
-        ));
+        let mut served = pin!(serve_on_wire_peeking(&wire, path_service(), &shutdown));
         let mut cx = Context::from_waker(Waker::noop());
         for _ in 0..10 {
             assert!(served.as_mut().poll(&mut cx).is_pending());
