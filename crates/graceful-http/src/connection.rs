@@ -293,7 +293,7 @@ mod tests {
     use hyper::body::{Bytes, Frame, Incoming};
 
     use super::{serve_connection, HttpOptions};
-    use crate::test_support::{NoTimers, Stream};
+    use crate::test_support::{assert_second_served_with_close, path_service, NoTimers, Stream};
 
     /// `serve_connection` over `wire` for a connection of `shutdown`'s
     /// server, driven by hand.
@@ -311,29 +311,6 @@ mod tests {
             conn,
             service,
             HttpOptions::new(config),
-        )
-    }
-
-    /// [`serve_on_wire`] as `serve` does it, with the connection's socket
-    /// to peek at: `wire` itself, whose peek sees its unreported bytes.
-    fn serve_on_wire_peeking<S: crate::HttpService>(
-        wire: &Stream,
-        service: S,
-        shutdown: &Shutdown,
-    ) -> impl Future<Output = Result<(), crate::BoxError>> {
-        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let conn = Conn::new(addr, addr, shutdown.clone());
-        let options = HttpOptions::new(&ServeConfig::default());
-        let builder = Arc::new(options.builder(NoTimers));
-        let socket: Arc<dyn graceful_core::server::SharedSocket> = Arc::new(wire.clone());
-        super::serve_with(
-            NoTimers,
-            builder,
-            wire.clone(),
-            Some(socket),
-            conn,
-            service,
-            options,
         )
     }
 
@@ -660,26 +637,6 @@ mod tests {
         );
     }
 
-    /// Answers each request with its path and a line feed.
-    fn path_service() -> impl crate::HttpService {
-        hyper::service::service_fn(|r: Request<Incoming>| async move {
-            let body = format!("{}\n", r.uri().path());
-            Ok::<_, Infallible>(Response::new(http_body_util::Full::new(Bytes::from(body))))
-        })
-    }
-
-    /// Asserts that `wire`'s connection answered `/second` after `/first`,
-    /// whole and with `Connection: close`, and `ended` after it.
-    fn assert_second_served_with_close(wire: &Stream, ended: bool) {
-        let out = String::from_utf8_lossy(&wire.wire().written).into_owned();
-        let second = out.split("/first\n").nth(1).unwrap_or_default();
-        assert!(second.starts_with("HTTP/1.1 200"), "{out}");
-        let head = second.to_ascii_lowercase();
-        assert!(head.contains("connection: close"), "{out}");
-        assert!(second.ends_with("/second\n"), "{out}");
-        assert!(ended, "open after its response");
-    }
-
     /// A keep-alive connection whose next request's head was half read
     /// when the listener closes is not closed under its client: the rest
     /// comes, and the request is served with `Connection: close`. Through
@@ -707,41 +664,6 @@ mod tests {
             );
         }
         wire.wire().to_read.extend(b"st: t\r\n\r\n");
-        let ended = (0..10).any(|_| served.as_mut().poll(&mut cx).is_ready());
-        assert_second_served_with_close(&wire, ended);
-    }
-
-    /// A request that arrived on an idle keep-alive connection as the
-    /// listener closes, which the reactor has not reported yet (reads see
-    /// nothing, the socket's peek sees it), is not closed under its client:
-    /// the connection waits for it, and serves it with `Connection: close`.
-    #[test]
-    fn a_request_the_reactor_has_not_reported_is_served_not_closed_on() {
-        let wire = Stream::default();
-        wire.wire()
-            .to_read
-            .extend(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n");
-        let shutdown = Shutdown::new();
-        let mut served = pin!(serve_on_wire_peeking(&wire, path_service(), &shutdown));
-        let mut cx = Context::from_waker(Waker::noop());
-        for _ in 0..10 {
-            assert!(served.as_mut().poll(&mut cx).is_pending());
-        }
-        let written = |wire: &Stream| String::from_utf8_lossy(&wire.wire().written).into_owned();
-        assert!(written(&wire).ends_with("/first\n"), "{}", written(&wire));
-        wire.wire()
-            .unreported
-            .extend(b"GET /second HTTP/1.1\r\nHost: t\r\n\r\n");
-        shutdown.trigger(Reason::requested());
-        for _ in 0..10 {
-            assert!(
-                served.as_mut().poll(&mut cx).is_pending(),
-                "closed on a request that had arrived"
-            );
-        }
-        // The reactor reports it.
-        let arrived = std::mem::take(&mut wire.wire().unreported);
-        wire.wire().to_read.extend(arrived);
         let ended = (0..10).any(|_| served.as_mut().poll(&mut cx).is_ready());
         assert_second_served_with_close(&wire, ended);
     }

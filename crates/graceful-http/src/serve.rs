@@ -78,3 +78,167 @@ where
     )
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::net::{SocketAddr, TcpListener};
+    use std::os::fd::{AsFd, BorrowedFd};
+    use std::pin::{pin, Pin};
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll, Waker};
+    use std::time::{Duration, Instant};
+
+    use graceful_core::server::{Accept, ConnTrack};
+    use graceful_core::{Reason, ServeConfig, Shutdown};
+
+    use crate::test_support::{assert_second_served_with_close, path_service, Stream};
+
+    type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    /// A runtime driven by hand: spawned tasks wait in a list for the test
+    /// to poll them; timers never fire.
+    #[derive(Clone, Default)]
+    struct ByHand(Arc<Mutex<Vec<Task>>>);
+
+    impl ByHand {
+        /// Polls every spawned task `times` times; returns how many are left.
+        fn run(&self, times: usize) -> usize {
+            let mut tasks = std::mem::take(&mut *self.0.lock().unwrap());
+            let mut cx = Context::from_waker(Waker::noop());
+            for _ in 0..times {
+                tasks.retain_mut(|t| t.as_mut().poll(&mut cx).is_pending());
+            }
+            let left = tasks.len();
+            self.0.lock().unwrap().extend(tasks);
+            left
+        }
+    }
+
+    impl graceful_core::Runtime for ByHand {
+        type Sleep = std::future::Pending<()>;
+        fn sleep(&self, _: Duration) -> Self::Sleep {
+            std::future::pending()
+        }
+        fn spawn<F: Future<Output = ()> + Send + 'static>(&self, future: F) {
+            self.0.lock().unwrap().push(Box::pin(future));
+        }
+        fn block_on<F: Future>(&self, _: F) -> F::Output {
+            unreachable!("driven by hand")
+        }
+    }
+
+    /// hyper's timer, whose sleeps never end.
+    struct NoTimer;
+
+    struct Never;
+
+    impl Future for Never {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            Poll::Pending
+        }
+    }
+
+    impl hyper::rt::Sleep for Never {}
+
+    impl hyper::rt::Timer for NoTimer {
+        fn sleep(&self, _: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+            Box::pin(Never)
+        }
+        fn sleep_until(&self, _: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+            Box::pin(Never)
+        }
+    }
+
+    /// A listener that accepts one connection, `wire`, then waits (a real
+    /// listening socket lends it a descriptor).
+    struct OneConnection {
+        socket: TcpListener,
+        wire: Option<Arc<Stream>>,
+    }
+
+    impl AsFd for OneConnection {
+        fn as_fd(&self) -> BorrowedFd<'_> {
+            self.socket.as_fd()
+        }
+    }
+
+    impl Accept for OneConnection {
+        type Socket = Stream;
+
+        fn poll_accept(
+            &mut self,
+            _: &mut Context<'_>,
+        ) -> Poll<std::io::Result<(Arc<Stream>, SocketAddr)>> {
+            match self.wire.take() {
+                Some(wire) => Poll::Ready(Ok((wire, "127.0.0.1:1".parse().unwrap()))),
+                None => Poll::Pending,
+            }
+        }
+
+        fn accept_queued(&mut self) -> std::io::Result<Option<(Arc<Stream>, SocketAddr)>> {
+            Ok(None)
+        }
+
+        fn local_addr(&self) -> std::io::Result<SocketAddr> {
+            self.socket.local_addr()
+        }
+    }
+
+    /// `serve` hands each connection's socket to its driver, which peeks at
+    /// it before closing the connection as idle: a request that arrived as
+    /// the listener closed, which the reactor has not reported yet (reads
+    /// see nothing, the peek sees it), is waited for and served with
+    /// `Connection: close`, not closed on.
+    #[test]
+    fn a_request_the_reactor_has_not_reported_is_served_not_closed_on() {
+        let wire = Stream::default();
+        wire.wire()
+            .to_read
+            .extend(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n");
+        let listener = OneConnection {
+            socket: TcpListener::bind("127.0.0.1:0").unwrap(),
+            wire: Some(Arc::new(wire.clone())),
+        };
+        let (rt, shutdown) = (ByHand::default(), Shutdown::new());
+        let tracks: Arc<Mutex<Vec<ConnTrack>>> = Arc::default();
+        let keep = tracks.clone();
+        let io = move |socket: Arc<Stream>, track| {
+            keep.lock().unwrap().push(track);
+            (*socket).clone()
+        };
+        let config = ServeConfig::default().progress_every(None);
+        let mut served = pin!(super::serve(
+            &rt,
+            listener,
+            &shutdown,
+            config,
+            path_service(),
+            NoTimer,
+            io
+        ));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(served.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(rt.run(10), 1, "the connection's task");
+        let out = String::from_utf8_lossy(&wire.wire().written).into_owned();
+        assert!(out.ends_with("/first\n"), "{out}");
+        wire.wire()
+            .unreported
+            .extend(b"GET /second HTTP/1.1\r\nHost: t\r\n\r\n");
+        shutdown.trigger(Reason::requested());
+        assert!(served.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(rt.run(10), 1, "closed on a request that had arrived");
+        // The reactor reports it.
+        let arrived = std::mem::take(&mut wire.wire().unreported);
+        wire.wire().to_read.extend(arrived);
+        let ended = rt.run(10) == 0;
+        assert_second_served_with_close(&wire, ended);
+        // The connection's guard goes with its track: the server drains.
+        tracks.lock().unwrap().clear();
+        match served.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(outcome)) => assert!(outcome.is_drained(), "{outcome}"),
+            other => panic!("serve did not return drained: {other:?}"),
+        }
+    }
+}

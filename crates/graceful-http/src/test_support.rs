@@ -113,3 +113,24 @@ impl Write for Stream {
         Poll::Ready(Ok(()))
     }
 }
+
+/// Answers each request with its path and a line feed.
+pub(crate) fn path_service() -> impl crate::HttpService {
+    hyper::service::service_fn(|r: http::Request<hyper::body::Incoming>| async move {
+        let body = format!("{}\n", r.uri().path());
+        let body = http_body_util::Full::new(hyper::body::Bytes::from(body));
+        Ok::<_, std::convert::Infallible>(http::Response::new(body))
+    })
+}
+
+/// Asserts that `wire`'s connection answered `/second` after `/first`,
+/// whole and with `Connection: close`, and `ended` after it.
+pub(crate) fn assert_second_served_with_close(wire: &Stream, ended: bool) {
+    let out = String::from_utf8_lossy(&wire.wire().written).into_owned();
+    let second = out.split("/first\n").nth(1).unwrap_or_default();
+    assert!(second.starts_with("HTTP/1.1 200"), "{out}");
+    let head = second.to_ascii_lowercase();
+    assert!(head.contains("connection: close"), "{out}");
+    assert!(second.ends_with("/second\n"), "{out}");
+    assert!(ended, "open after its response");
+}
