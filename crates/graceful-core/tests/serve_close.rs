@@ -79,6 +79,7 @@ fn idle_connections_are_told_only_once_the_backlog_was_taken() {
         // Exclusive: the close stops the handshakes and looks at the backlog
         // twice, 2 ms apart.
         let config = ServeConfig::new().exclusive_listener(true);
+        let (served_tx, served) = std::sync::mpsc::channel();
         let server = {
             let (shutdown, conn) = (shutdown.clone(), conn.clone());
             std::thread::spawn(move || {
@@ -89,6 +90,7 @@ fn idle_connections_are_told_only_once_the_backlog_was_taken() {
                     config,
                     move |_socket: Arc<TcpStream>, track, c: Conn| {
                         *conn.lock().unwrap() = Some(c.clone());
+                        let _ = served_tx.send(());
                         // An idle connection: it ends when told.
                         async move {
                             c.listener_closed().await;
@@ -98,9 +100,9 @@ fn idle_connections_are_told_only_once_the_backlog_was_taken() {
                 ))
             })
         };
-        while conn.lock().unwrap().is_none() {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        served
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the connection was never handed to its handler");
         shutdown.trigger(Reason::requested());
         let outcome = server.join().unwrap().unwrap();
         assert!(outcome.is_drained(), "{outcome:?}");

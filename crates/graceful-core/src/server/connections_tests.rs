@@ -232,9 +232,13 @@ fn pending_input_is_peeked_without_blocking_or_taking_it() {
     (&*server).read_exact(&mut got).unwrap();
     assert_eq!(&got, b"GET");
     assert!(!server.has_pending_input(), "all was read");
-    // The client's end of stream is no input.
+    // The client's end of stream, once it arrived (a read sees it and
+    // takes nothing), is no input.
     client.shutdown(std::net::Shutdown::Write).unwrap();
-    std::thread::sleep(Duration::from_millis(20));
+    server
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!((&*server).read(&mut got).unwrap(), 0, "no end of stream");
     assert!(
         !server.has_pending_input(),
         "end of stream counted as input"
