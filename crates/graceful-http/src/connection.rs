@@ -31,12 +31,14 @@ use crate::{BoxError, HttpService};
 ///   begun to arrive is not idle: it gets `config.first_request_grace` to
 ///   send the rest, and the request is served with `Connection: close`
 ///   (through [`serve`](crate::serve), which knows the socket, bytes that
-///   arrived but were not read yet count too);
+///   arrived but were not read yet count too), or the connection is
+///   closed when the grace ends first;
 /// - a connection that has not sent a request yet gets
 ///   `config.first_request_grace` to send one, which is served with
-///   `Connection: close`; after the grace, one that has sent nothing is
-///   closed. The grace bounds only that wait: a request read is served to
-///   its end, however long it takes;
+///   `Connection: close`; when the grace ends first, the connection is
+///   closed, whether it sent nothing or part of a head. The grace bounds
+///   only that wait: a request read is served to its end, however long it
+///   takes;
 /// - upgraded connections (WebSocket) are handed to their handler and not
 ///   cut here; their stream keeps the connection's guard; a `101` response
 ///   keeps `Connection: upgrade` alone;
@@ -86,7 +88,8 @@ where
     let io = Io::with_activity(io, rt.clone(), options.linger, activity.clone())
         .drop_closes(options.drop_closes);
     let io = Orphanable::new(io);
-    let mut connection = pin!(builder.serve_connection_with_upgrades(io, service));
+    // In an `Option` to be dropped early: see the end of a head begun.
+    let mut connection = pin!(Some(builder.serve_connection_with_upgrades(io, service)));
     // Dropped before `connection` when this future is (a forced stop): an
     // I/O that hyper drops then is closed at once, not kept.
     let abandon = Abandon(&activity);
@@ -100,7 +103,7 @@ where
                 true => Pin::new(&mut triggered).poll(cx),
                 false => Pin::new(&mut closed).poll(cx),
             });
-            if let Either::Left((done, _)) = select(connection.as_mut(), stop).await {
+            if let Either::Left((done, _)) = select(live(connection.as_mut()), stop).await {
                 return done;
             }
         }
@@ -112,7 +115,7 @@ where
             let first = pin!(activity.first_request());
             let timer = pin!(rt.sleep(grace));
             let waited = select(first, timer);
-            match select(connection.as_mut(), waited).await {
+            match select(live(connection.as_mut()), waited).await {
                 Either::Left((done, _)) => return done,
                 Either::Right((Either::Right(_), _)) => grace_spent = true,
                 Either::Right((Either::Left(_), _)) => {}
@@ -139,7 +142,7 @@ where
             let mut quiet_since: Option<usize> = None;
             let mut rest: Option<Pin<Box<R::Sleep>>> = None;
             let ended = poll_fn(|cx| loop {
-                if let Poll::Ready(done) = connection.as_mut().poll(cx) {
+                if let Poll::Ready(done) = live(connection.as_mut()).poll(cx) {
                     return Poll::Ready(Some(done));
                 }
                 if !activity.is_quiet() {
@@ -169,7 +172,18 @@ where
             if let Some(done) = ended {
                 return done;
             }
+            // No request read, and its grace is over. hyper's graceful
+            // shutdown keeps a connection whose first head it is reading
+            // (it is not idle before a first response) until its
+            // header-read timeout (30 s) or the deadline: the connection is
+            // dropped here instead, and its I/O, left unclosed, is closed
+            // below.
+            if activity.requests() == 0 {
+                connection.set(None);
+                return Ok(());
+            }
         }
+        let mut connection = live(connection.as_mut());
         connection.as_mut().graceful_shutdown();
         connection.await
     }
@@ -183,6 +197,11 @@ where
     }
     drop(abandon);
     done
+}
+
+/// The connection being served, while it is not dropped.
+fn live<F>(connection: Pin<&mut Option<F>>) -> Pin<&mut F> {
+    connection.as_pin_mut().expect("dropped only at the end")
 }
 
 /// While alive, the connection's driver is there to close an I/O that
@@ -285,9 +304,10 @@ mod tests {
     use std::pin::{pin, Pin};
     use std::sync::{Arc, Mutex};
     use std::task::{Context, Poll, Waker};
+    use std::time::Duration;
 
     use futures_util::StreamExt;
-    use graceful_core::{Conn, Reason, ServeConfig, Shutdown};
+    use graceful_core::{Conn, Reason, Runtime, ServeConfig, Shutdown};
     use http::{Request, Response, StatusCode};
     use http_body_util::StreamBody;
     use hyper::body::{Bytes, Frame, Incoming};
@@ -296,8 +316,19 @@ mod tests {
     use crate::test_support::{assert_second_served_with_close, path_service, NoTimers, Stream};
 
     /// `serve_connection` over `wire` for a connection of `shutdown`'s
-    /// server, driven by hand.
+    /// server, driven by hand, with timers that never fire.
     fn serve_on_wire<S: crate::HttpService>(
+        wire: &Stream,
+        service: S,
+        shutdown: &Shutdown,
+        config: &ServeConfig,
+    ) -> impl Future<Output = Result<(), crate::BoxError>> {
+        serve_on_wire_with(NoTimers, wire, service, shutdown, config)
+    }
+
+    /// [`serve_on_wire`] on the runtime `rt`.
+    fn serve_on_wire_with<R: Runtime, S: crate::HttpService>(
+        rt: R,
         wire: &Stream,
         service: S,
         shutdown: &Shutdown,
@@ -305,13 +336,24 @@ mod tests {
     ) -> impl Future<Output = Result<(), crate::BoxError>> {
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let conn = Conn::new(addr, addr, shutdown.clone());
-        serve_connection(
-            NoTimers,
-            wire.clone(),
-            conn,
-            service,
-            HttpOptions::new(config),
-        )
+        serve_connection(rt, wire.clone(), conn, service, HttpOptions::new(config))
+    }
+
+    /// A runtime whose timers are all due at once (and that runs nothing).
+    #[derive(Clone)]
+    struct DueTimers;
+
+    impl Runtime for DueTimers {
+        type Sleep = std::future::Ready<()>;
+        fn sleep(&self, _: Duration) -> Self::Sleep {
+            std::future::ready(())
+        }
+        fn spawn<F: Future<Output = ()> + Send + 'static>(&self, _: F) {
+            unreachable!("an HTTP/1 connection spawns nothing")
+        }
+        fn block_on<F: Future>(&self, _: F) -> F::Output {
+            unreachable!("not used")
+        }
     }
 
     type Frames = futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>;
@@ -635,6 +677,38 @@ mod tests {
             served.as_mut().poll(&mut cx).is_ready(),
             "the idle connection did not end in one poll"
         );
+    }
+
+    /// A connection whose first request's head is half read when its
+    /// first-request grace ends is closed then, unanswered: hyper's
+    /// graceful shutdown alone keeps a connection reading its first head
+    /// until its header-read timeout (none here), and so past the grace.
+    #[test]
+    fn a_first_head_unfinished_when_its_grace_ends_is_closed() {
+        let wire = Stream::default();
+        wire.wire()
+            .to_read
+            .extend(b"GET /first HTTP/1.1\r\nHost: t\r\nX-Slow: ");
+        let shutdown = Shutdown::new();
+        let config = ServeConfig::default();
+        let mut served = pin!(serve_on_wire_with(
+            DueTimers,
+            &wire,
+            path_service(),
+            &shutdown,
+            &config
+        ));
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..10 {
+            assert!(served.as_mut().poll(&mut cx).is_pending());
+        }
+        // The grace (due at once here) begins with the stop.
+        shutdown.trigger(Reason::requested());
+        let ended = (0..10).any(|_| served.as_mut().poll(&mut cx).is_ready());
+        assert!(ended, "kept past its grace with its first head unfinished");
+        let wire = wire.wire();
+        assert!(wire.written.is_empty(), "{:?}", wire.written);
+        assert_eq!(wire.shutdowns, 1, "its I/O was not closed");
     }
 
     /// A keep-alive connection whose next request's head was half read

@@ -19,8 +19,9 @@ use crate::{HttpOptions, HttpService};
 ///   its head split across packets or its bytes not read yet, gets the
 ///   first-request grace for the rest, and is served); HTTP/2 connections
 ///   get GOAWAY and their open streams finish;
-/// - a connection that has sent nothing yet gets
-///   [`ServeConfig::first_request_grace`] to send its first request;
+/// - a connection that has not sent a whole request yet gets
+///   [`ServeConfig::first_request_grace`] to send its first request, and
+///   is closed when the grace ends first;
 /// - during [`ServeConfig::pre_drain`] the listener keeps accepting and
 ///   serving (mount [`Readiness`](crate::Readiness) so load balancers see
 ///   503);

@@ -23,10 +23,12 @@ pub struct ServeConfig {
     /// balancers see the readiness change before the listeners close
     /// (default 0).
     pub pre_drain: Duration,
-    /// How long a connection that has sent nothing when its server winds
-    /// it down (accepted but silent, during the pre-drain delay, or from the
-    /// backlog at close) may take to send its first request, which is then
-    /// served to its end however long it takes (default 1 s). TCP: the
+    /// How long a connection that has not sent a request when its server
+    /// winds it down (accepted but silent, during the pre-drain delay, or
+    /// from the backlog at close) may take to send its first request, which
+    /// is then served to its end however long it takes (default 1 s). HTTP:
+    /// one whose first request is not all there when the grace ends is
+    /// closed then. TCP: the
     /// reads of connections accepted after the trigger end this long after
     /// the listener closed, rather than when it closes.
     pub first_request_grace: Duration,
