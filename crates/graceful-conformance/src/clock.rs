@@ -122,6 +122,17 @@ impl ManualClock {
         self.wait_until(timeout, |st| Self::ends_at(st, at))
     }
 
+    /// Blocks (in real time, at most `timeout`) until at least `n` sleeps
+    /// ending exactly at `at` (from the clock's start) are waiting; returns
+    /// whether they are. Lets a test know that each of several timers of
+    /// one length armed at one moment (say the first-request graces of
+    /// connections waiting when the listener closed) was armed.
+    pub fn wait_for_sleeps_ending_at(&self, at: Duration, n: usize, timeout: Duration) -> bool {
+        self.wait_until(timeout, |st| {
+            st.sleepers.iter().filter(|(_, d, _)| *d == at).count() >= n
+        })
+    }
+
     /// Blocks (in real time, at most `timeout`) until some sleep that ends at
     /// least `remaining` from now is waiting; returns whether one is. Lets a
     /// test know that a deadline timer was armed before it moves the clock.

@@ -625,6 +625,54 @@ pub fn http_b6_a_request_whose_head_began_before_the_close_is_served<A: HttpAdap
     assert!(outcome.is_drained(), "{outcome}");
 }
 
+/// B7: the first-request grace bounds the wait for a first request. A
+/// connection whose first head is still unfinished when the grace ends
+/// (a slow client, or one that never finishes) is closed then, unanswered,
+/// and does not hold the stop to the deadline; nor does one that sent too
+/// little to tell HTTP/1 from HTTP/2.
+pub fn http_b7_a_first_request_unfinished_when_its_grace_ends_is_closed<A: HttpAdapter>() {
+    let config = ServeConfig::default().progress_every(None);
+    let grace = config.first_request_grace;
+    let server = HttpServer::start::<A>(config, true);
+    let slow: [&[u8]; 2] = [
+        b"GET /burst?i=1 HTTP/1.1\r\nHost: t\r\nX-Slow: ",
+        b"GET / HT",
+    ];
+    let mut slow = slow.map(|sent| {
+        let mut c = TcpStream::connect(server.addr).unwrap();
+        c.write_all(sent).unwrap();
+        c
+    });
+    server.shutdown.trigger(Reason::requested());
+    let clock = server.clock.as_ref().unwrap();
+    assert!(
+        clock.wait_for_sleeps_ending_at(grace, slow.len(), PATIENCE),
+        "no first-request grace"
+    );
+    for c in &mut slow {
+        c.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let early = c.read(&mut [0u8]);
+        assert!(
+            early.as_ref().is_err_and(is_timeout),
+            "closed before its grace was over: {early:?}"
+        );
+    }
+    clock.advance(grace);
+    for c in &mut slow {
+        c.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut after = Vec::new();
+        c.read_to_end(&mut after)
+            .expect("still open after the grace, its first head unfinished");
+        assert!(after.is_empty(), "{:?}", String::from_utf8_lossy(&after));
+    }
+    // The first one's close lingers (it may still be sending its head)
+    // until the client closes its side.
+    drop(slow);
+    let outcome = server.outcome();
+    assert!(outcome.is_drained(), "{outcome}");
+}
+
 /// B12, and bad input loses nothing: a request hyper rejects itself (a
 /// malformed head: `400`; a head over its size limit: `431`) followed by
 /// more bytes than the socket buffers hold gets its answer whole, then

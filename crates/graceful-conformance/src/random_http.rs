@@ -6,8 +6,9 @@
 //! the stop or ignores it, large responses to clients that stopped
 //! reading (the server's writes blocked), HTTP/2 connections idle or with
 //! a stream in flight, connections (HTTP/1 or 2) opened during the delay,
-//! and keep-alive connections whose next request's head began before the
-//! close, in combinations drawn from a seed. The invariants:
+//! keep-alive connections whose next request's head began before the
+//! close, and connections whose first head never ends, in combinations
+//! drawn from a seed. The invariants:
 //!
 //! - a request the server read gets its whole response, marked
 //!   `Connection: close` once the stop began, unless the deadline forced
@@ -22,6 +23,9 @@
 //! - a request whose head began on a keep-alive connection before the
 //!   listener closed, its rest sent after, is answered whole, with
 //!   `Connection: close`;
+//! - a connection whose first request's head is still unfinished when
+//!   its first-request grace ends is closed then, unanswered (its close
+//!   lingers until its client closes), and is not left to the deadline;
 //! - a request pipelined behind a response still streaming at the stop
 //!   is answered too, after that response, with `Connection: close`;
 //! - an upgraded connection lives until its handler ends it, or until the
@@ -101,6 +105,10 @@ pub enum HttpKind {
     /// head on the same keep-alive connection; the rest once the listener
     /// closed (within the first-request grace): answered whole.
     Begun,
+    /// Before the trigger: a new connection that sends the start of its
+    /// first request's head and never the rest: closed when its
+    /// first-request grace ends.
+    Stalled,
 }
 
 /// A stop configuration and its HTTP clients, drawn from a seed.
@@ -182,6 +190,9 @@ impl HttpPlan {
             for _ in 0..1 + rng.below(2) {
                 clients.push(HttpKind::Begun);
             }
+        }
+        if rng.chance(1, 4) {
+            clients.push(HttpKind::Stalled);
         }
         HttpPlan {
             seed,
@@ -368,6 +379,7 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
         .timeout(plan.timeout)
         .linger(Duration::from_secs(60))
         .progress_every(None);
+    let grace = config.first_request_grace;
     let server = HttpServer::start::<A>(config, true);
     let clock = server.clock.clone().unwrap();
     let addr = server.addr;
@@ -410,6 +422,12 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
                     c.get_mut().write_all(start.as_bytes()).unwrap();
                     (c, Some(format!("burst {index}")))
                 }
+            }
+            HttpKind::Stalled => {
+                let mut c = connect(addr);
+                let start = format!("GET /burst?i={index} HTTP/1.1\r\nHo");
+                c.get_mut().write_all(start.as_bytes()).unwrap();
+                (c, None)
             }
             HttpKind::Slow(ms) => {
                 let mut c = connect(addr);
@@ -647,6 +665,18 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
             c.index
         );
     }
+    // Every connection with a head begun, and none read, when the listener
+    // closed has its grace: the clock moves only once each is armed (one
+    // armed after the moves below would end past the deadline).
+    let graced = plan
+        .clients
+        .iter()
+        .filter(|k| matches!(k, HttpKind::Begun | HttpKind::Stalled))
+        .count();
+    assert!(
+        clock.wait_for_sleeps_ending_at(closed_at + grace, graced, PATIENCE),
+        "the graces of the heads begun were not all armed"
+    );
     // The rest of the heads begun before the close, within the grace: each
     // request is read (before the clock moves again) and answered below.
     for c in clients.iter_mut().filter(|c| c.kind == HttpKind::Begun) {
@@ -676,6 +706,18 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
                     c.index
                 );
             }
+            continue;
+        }
+        if c.kind == HttpKind::Stalled {
+            // Its grace (shorter than any deadline) is over: closed,
+            // unanswered; the close lingers while it may still send.
+            let what = format!("client {} (Stalled)", c.index);
+            assert!(
+                closed(&mut c.conn, PATIENCE),
+                "{what} open after its first-request grace"
+            );
+            let hold = Duration::from_millis(100);
+            assert_lingers_until_closed(&server.shutdown, c.conn.get_mut(), b"", hold, &what);
             continue;
         }
         if let HttpKind::Streaming(_) = c.kind {
