@@ -21,7 +21,9 @@ use crate::{BoxError, HttpService};
 ///
 /// - at the trigger, an HTTP/2 connection gets GOAWAY and its open streams
 ///   finish (one opened later gets it once its preface is read and it
-///   sent a first request, or its first-request grace is over); an
+///   sent a first request, or its first-request grace is over); one whose
+///   client does not answer the PING sent with the GOAWAY is closed once
+///   it has had no stream in flight for `config.first_request_grace`; an
 ///   HTTP/1 connection keeps serving, each response marked
 ///   `Connection: close` (so pooled clients move elsewhere, and the
 ///   connection closes after it);
@@ -183,9 +185,35 @@ where
                 return Ok(());
             }
         }
-        let mut connection = live(connection.as_mut());
-        connection.as_mut().graceful_shutdown();
-        connection.await
+        live(connection.as_mut()).graceful_shutdown();
+        if !activity.is_http2() {
+            return live(connection.as_mut()).await;
+        }
+        // HTTP/2: the graceful shutdown sends GOAWAY and a PING, and names
+        // the last stream (closing an idle connection) only once the PING
+        // is answered. A client that never answers (gone behind a NAT,
+        // stopped) would hold the connection to the deadline: once it has
+        // had no stream in flight for the first request's grace, it is
+        // dropped, and its I/O, left unclosed, is closed below.
+        let grace = options.first_request_grace;
+        let mut quiet: Option<Pin<Box<R::Sleep>>> = None;
+        let ended = poll_fn(|cx| {
+            if let Poll::Ready(done) = live(connection.as_mut()).poll(cx) {
+                return Poll::Ready(Some(done));
+            }
+            if !activity.is_quiet() {
+                quiet = None;
+                return Poll::Pending;
+            }
+            let timer = quiet.get_or_insert_with(|| Box::pin(rt.sleep(grace)));
+            timer.as_mut().poll(cx).map(|()| None)
+        })
+        .await;
+        if let Some(done) = ended {
+            return done;
+        }
+        connection.set(None);
+        Ok(())
     }
     .await;
     // The I/O hyper dropped unclosed, if it did (see `Orphanable`): its

@@ -28,7 +28,8 @@ pub struct ServeConfig {
     /// from the backlog at close) may take to send its first request, which
     /// is then served to its end however long it takes (default 1 s). HTTP:
     /// one whose first request is not all there when the grace ends is
-    /// closed then. TCP: the
+    /// closed then; an idle HTTP/2 connection whose client does not answer
+    /// the PING sent with its GOAWAY is closed this long after it. TCP: the
     /// reads of connections accepted after the trigger end this long after
     /// the listener closed, rather than when it closes.
     pub first_request_grace: Duration,
