@@ -41,6 +41,8 @@ pub(crate) struct H2 {
     pub(crate) goaways: Vec<u32>,
     /// The server closed (or reset) the connection.
     pub(crate) ended: bool,
+    /// Whether it answers PINGs (a client gone quiet does not).
+    pub(crate) answers_pings: bool,
 }
 
 impl H2 {
@@ -58,6 +60,7 @@ impl H2 {
             responses: HashMap::new(),
             goaways: Vec::new(),
             ended: false,
+            answers_pings: true,
         };
         h2.frame(SETTINGS, 0, 0, &[]);
         h2
@@ -125,7 +128,7 @@ impl H2 {
         let payload = &frame[9..];
         match kind {
             SETTINGS if flags & ACK == 0 => self.frame(SETTINGS, ACK, 0, &[]),
-            PING if flags & ACK == 0 => self.frame(PING, ACK, 0, payload),
+            PING if flags & ACK == 0 && self.answers_pings => self.frame(PING, ACK, 0, payload),
             GOAWAY => {
                 let last = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
                 self.goaways.push(last & 0x7fff_ffff);

@@ -22,6 +22,7 @@ use hyper::service::Service;
 use hyper::{Request, Response, StatusCode};
 
 use crate::clock::{ManualClock, TestRuntime};
+use crate::h2::H2;
 use crate::harness::{eventually, is_timeout, Cancellable, BIG, PATIENCE};
 use crate::Adapter;
 
@@ -669,6 +670,53 @@ pub fn http_b7_a_first_request_unfinished_when_its_grace_ends_is_closed<A: HttpA
     // The first one's close lingers (it may still be sending its head)
     // until the client closes its side.
     drop(slow);
+    let outcome = server.outcome();
+    assert!(outcome.is_drained(), "{outcome}");
+}
+
+/// B13 x a client gone quiet: an idle HTTP/2 connection gets GOAWAY at the
+/// trigger, and its final GOAWAY (and close) waits for the answer to a
+/// PING. A client that never answers (gone behind a NAT, stopped) does not
+/// hold the stop to the deadline: the connection closes once it has had
+/// no stream in flight for the first request's grace, and the stop
+/// drains. One that answers is closed at once.
+pub fn http_b13_an_idle_http2_client_that_never_answers_the_ping_is_closed_after_the_grace<
+    A: HttpAdapter,
+>() {
+    let config = ServeConfig::default().progress_every(None);
+    let grace = config.first_request_grace;
+    let server = HttpServer::start::<A>(config, true);
+    let [mut quiet, mut answering] = [0, 1].map(|_| {
+        let mut h2 = H2::connect(server.addr);
+        let id = h2.get("/healthz");
+        let r = h2.finish(id, PATIENCE);
+        assert!(r.ended && r.first_header_byte == Some(0x88), "{r:?}");
+        h2
+    });
+    quiet.answers_pings = false;
+    server.shutdown.trigger(Reason::requested());
+    assert!(
+        answering.closed_within(PATIENCE),
+        "the client that answers the PING is still open"
+    );
+    assert!(
+        quiet.read_until(PATIENCE, |h2| !h2.goaways.is_empty()),
+        "no GOAWAY"
+    );
+    let clock = server.clock.as_ref().unwrap();
+    assert!(
+        clock.wait_for_sleep_ending_at(grace, PATIENCE),
+        "no wait bounded by the grace"
+    );
+    assert!(
+        !quiet.closed_within(Duration::from_millis(100)),
+        "closed before its grace was over"
+    );
+    clock.advance(grace);
+    assert!(
+        quiet.closed_within(PATIENCE),
+        "still open after the grace, its PING unanswered"
+    );
     let outcome = server.outcome();
     assert!(outcome.is_drained(), "{outcome}");
 }

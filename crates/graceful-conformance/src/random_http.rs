@@ -7,8 +7,9 @@
 //! reading (the server's writes blocked), HTTP/2 connections idle or with
 //! a stream in flight, connections (HTTP/1 or 2) opened during the delay,
 //! keep-alive connections whose next request's head began before the
-//! close, and connections whose first head never ends, in combinations
-//! drawn from a seed. The invariants:
+//! close, connections whose first head never ends, and HTTP/2 clients
+//! that never answer a PING, in combinations drawn from a seed. The
+//! invariants:
 //!
 //! - a request the server read gets its whole response, marked
 //!   `Connection: close` once the stop began, unless the deadline forced
@@ -34,7 +35,9 @@
 //!   the delay, once its first request is read), naming the streams it
 //!   serves: an idle one then closes, during the delay too; a stream in
 //!   flight gets its whole response (or is cut at the deadline), then the
-//!   connection closes;
+//!   connection closes; an idle one whose client never answers the PING
+//!   that the final GOAWAY waits for closes once the first request's grace
+//!   is over;
 //! - after its last response a connection closes at once when its client
 //!   sent everything it meant to (a body read whole included); it lingers,
 //!   holding the stop, while a body was never read to its end or the
@@ -109,6 +112,9 @@ pub enum HttpKind {
     /// first request's head and never the rest: closed when its
     /// first-request grace ends.
     Stalled,
+    /// Before the trigger: an HTTP/2 connection, one request answered,
+    /// then idle; it never answers a PING (a client gone quiet).
+    H2Mute,
 }
 
 /// A stop configuration and its HTTP clients, drawn from a seed.
@@ -193,6 +199,9 @@ impl HttpPlan {
         }
         if rng.chance(1, 4) {
             clients.push(HttpKind::Stalled);
+        }
+        if rng.chance(1, 4) {
+            clients.push(HttpKind::H2Mute);
         }
         HttpPlan {
             seed,
@@ -484,12 +493,13 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
                 c.read_exact(&mut start).unwrap();
                 (c, None)
             }
-            HttpKind::H2Idle => {
+            HttpKind::H2Idle | HttpKind::H2Mute => {
                 let mut h2 = H2::connect(addr);
                 let id = h2.get("/healthz");
                 let r = h2.finish(id, PATIENCE);
                 assert!(r.ended && r.first_header_byte == Some(0x88), "{r:?}");
                 assert!(h2.goaways.is_empty(), "{:?}", h2.goaways);
+                h2.answers_pings = kind != HttpKind::H2Mute;
                 tally.responses += 1;
                 h2s.push(H2Client {
                     kind,
@@ -528,6 +538,7 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
             std::thread::spawn(move || burst(addr, index, attempted))
         })
         .collect();
+    let triggered_at = clock.elapsed();
     server.shutdown.trigger(Reason::requested());
     for _ in 0..bursts.len() {
         attempted
@@ -535,9 +546,15 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
             .expect("a burst client made its connect and its send");
     }
     // HTTP/2 connections get GOAWAY at once, during the pre-drain delay
-    // too: an idle one then closes, one with a stream in flight names it.
+    // too: an idle one then closes (one whose client never answers the
+    // PING, once the grace is over), one with a stream in flight names it.
     for c in h2s.iter_mut() {
         match c.pending {
+            None if c.kind == HttpKind::H2Mute => {
+                let what = c.what();
+                let goaway = c.h2.read_until(PATIENCE, |h2| !h2.goaways.is_empty());
+                assert!(goaway, "{what}: no GOAWAY");
+            }
             None => {
                 let what = c.what();
                 assert!(
@@ -548,6 +565,16 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
             }
             Some((id, _)) => c.assert_goaway_names(id),
         }
+    }
+    // The wait for a PING's answer is bounded from the GOAWAY on: the clock
+    // moves only once each such bound is armed (without a pre-drain delay,
+    // with the graces below, when the bursts' graces are gone).
+    let mute = h2s.iter().filter(|c| c.kind == HttpKind::H2Mute).count();
+    if !plan.pre_drain.is_zero() {
+        assert!(
+            clock.wait_for_sleeps_ending_at(triggered_at + grace, mute, PATIENCE),
+            "the waits for the PINGs' answers were not all bounded"
+        );
     }
     for c in clients.iter_mut().filter(|c| c.kind == HttpKind::Polite) {
         assert_eq!(roundtrip_read(&mut c.conn), "bye\n", "client {}", c.index);
@@ -666,13 +693,17 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
         );
     }
     // Every connection with a head begun, and none read, when the listener
-    // closed has its grace: the clock moves only once each is armed (one
-    // armed after the moves below would end past the deadline).
-    let graced = plan
+    // closed has its grace (and, without a pre-drain delay, each HTTP/2
+    // client gone quiet its bound): the clock moves only once each is armed
+    // (one armed after the moves below would end past the deadline).
+    let mut graced = plan
         .clients
         .iter()
         .filter(|k| matches!(k, HttpKind::Begun | HttpKind::Stalled))
         .count();
+    if plan.pre_drain.is_zero() {
+        graced += mute;
+    }
     assert!(
         clock.wait_for_sleeps_ending_at(closed_at + grace, graced, PATIENCE),
         "the graces of the heads begun were not all armed"
@@ -784,6 +815,13 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
             );
             tally.responses += 1;
         }
+    }
+    for c in h2s.iter_mut().filter(|c| c.kind == HttpKind::H2Mute) {
+        let what = c.what();
+        assert!(
+            c.h2.closed_within(PATIENCE),
+            "{what} open after the grace, its PING unanswered"
+        );
     }
     for c in h2s.iter_mut().filter(|c| c.pending.is_some()) {
         if plan.forced(c.kind) {
