@@ -26,7 +26,8 @@ use crate::{BoxError, HttpService};
 ///   it has had no stream in flight for `config.first_request_grace`; an
 ///   HTTP/1 connection keeps serving, each response marked
 ///   `Connection: close` (so pooled clients move elsewhere, and the
-///   connection closes after it);
+///   connection closes after it), but for one followed by requests the
+///   client pipelined, read whole: the last of them carries it;
 /// - when the listener closes (at the trigger, or after the pre-drain
 ///   delay), an idle HTTP/1 keep-alive connection closes; until then a
 ///   pooled client may still reuse it. One whose next request's head has
@@ -124,7 +125,8 @@ where
             }
         }
         // HTTP/1: first the responses in progress end (head and body, written
-        // out). One marked `Connection: close` ends the connection by itself;
+        // out). One marked `Connection: close` ends the connection by itself
+        // (none is while a pipelined request waits behind it, see `MarkClose`);
         // one begun before the stop is followed by the requests the client
         // pipelined behind it, which hyper holds read: its graceful shutdown of
         // a busy connection would close after the response and drop them (and

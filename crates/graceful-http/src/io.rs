@@ -138,7 +138,7 @@ impl<I, R: Runtime> Io<I, R> {
             // served, or a client that pipelines (as nginx's
             // `lingering_close auto`): it may be sending more.
             (Some(activity), Some(framing)) => {
-                !framing.at_request_end() || framing.heads() > activity.requests() || self.pipelined
+                !framing.at_request_end() || activity.request_waits() || self.pipelined
             }
             _ => false,
         }
@@ -224,7 +224,7 @@ impl<I: Read + Unpin, R: Runtime> Read for Io<I, R> {
             let busy = this.activity.as_ref().is_some_and(|a| a.in_flight() > 0);
             this.pipelined |= heads > 1 || (heads > 0 && busy);
             if let Some(activity) = &this.activity {
-                activity.set_head_begun(framing.in_head());
+                activity.set_heads(framing.heads(), framing.in_head());
             }
         }
         Poll::Ready(Ok(()))

@@ -47,6 +47,8 @@ pub(crate) struct Activity {
     /// HTTP/1: the start of a request's head was read, not yet its end (a
     /// client reusing the connection, its head split across packets).
     head_begun: AtomicBool,
+    /// HTTP/1: how many requests' heads were read whole.
+    heads: AtomicUsize,
     first: Event,
     /// The connection's I/O, if hyper dropped it before its close (see
     /// `Orphanable`): an `Io` of the connection's types.
@@ -97,9 +99,17 @@ impl Activity {
         self.head_begun.load(Ordering::SeqCst)
     }
 
-    /// Records whether the bytes read so far end inside a request's head.
-    pub(crate) fn set_head_begun(&self, begun: bool) {
+    /// Records how many requests' heads the bytes read so far hold whole,
+    /// and whether they end inside one.
+    pub(crate) fn set_heads(&self, whole: usize, begun: bool) {
+        self.heads.store(whole, Ordering::SeqCst);
         self.head_begun.store(begun, Ordering::SeqCst);
+    }
+
+    /// HTTP/1: whether a request the client pipelined was read whole and
+    /// not yet handed to the service (hyper holds it, parsed or not).
+    pub(crate) fn request_waits(&self) -> bool {
+        self.heads.load(Ordering::SeqCst) > self.requests()
     }
 
     /// Records that a write would block (hyper keeps the bytes), or that a
@@ -366,7 +376,9 @@ where
             _ => false,
         };
         let mut to_upgrade = false;
+        let mut request_waits = false;
         if let Some(InFlight(activity)) = &in_flight {
+            request_waits = activity.request_waits();
             activity.end_written();
             if switches {
                 activity.mark_upgraded();
@@ -409,9 +421,12 @@ where
             Err(e) => return Poll::Ready(Err(e)),
         };
         if let Some(conn) = this.conn {
-            // Not on a `101`, nor on a tunnel CONNECT opens.
+            // Not on a `101`, nor on a tunnel CONNECT opens. Nor while a
+            // request the client pipelined behind this one waits, read
+            // whole: hyper would close after this response and drop it.
+            // The last one's response carries it.
             let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS || switches;
-            if conn.is_triggered() && !switching {
+            if conn.is_triggered() && !switching && !request_waits {
                 res.headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
             }
