@@ -497,6 +497,76 @@ pub fn http_b6_request_pipelined_behind_a_response_in_progress_is_served<A: Http
     assert!(outcome.is_drained(), "{outcome}");
 }
 
+/// B6 x HTTP/1 pipelining after the trigger: requests a client pipelined
+/// behind one whose response is produced after the trigger (without a
+/// pre-drain delay, and during one) are answered too. That response does
+/// not carry `Connection: close` while a request read whole waits behind
+/// it (hyper would close after it and drop those); the last one's does,
+/// and the connection closes after it.
+pub fn http_b6_requests_pipelined_behind_a_response_after_the_trigger_are_served<A: HttpAdapter>() {
+    for pre_drain in [Duration::ZERO, Duration::from_secs(5)] {
+        let config = ServeConfig::default()
+            .pre_drain(pre_drain)
+            .progress_every(None);
+        let server = HttpServer::start::<A>(config, true);
+        let s = TcpStream::connect(server.addr).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut r = BufReader::new(s);
+        r.get_mut()
+            .write_all(
+                b"GET /sleep?ms=1000 HTTP/1.1\r\nHost: t\r\n\r\n\
+                  GET /sleep?ms=0 HTTP/1.1\r\nHost: t\r\n\r\n\
+                  GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
+            )
+            .unwrap();
+        let clock = server.clock.as_ref().unwrap();
+        assert!(clock.wait_for_sleep_ending_at(Duration::from_millis(1000), PATIENCE));
+        server.shutdown.trigger(Reason::requested());
+        if pre_drain.is_zero() {
+            assert!(crate::harness::refused_within(server.addr, PATIENCE));
+        } else {
+            assert!(clock.wait_for_sleep_ending_at(pre_drain, PATIENCE));
+        }
+        clock.advance(Duration::from_millis(1000));
+        let what = format!("pre-drain {pre_drain:?}");
+        // The last is the readiness endpoint's 503.
+        let mut heads = Vec::new();
+        for (i, body) in [Some("slept 1000"), Some("slept 0"), None]
+            .iter()
+            .enumerate()
+        {
+            let (status, head) = head(&mut r).unwrap_or_else(|e| {
+                panic!("{what}: response {i} of 3 never came (dropped unanswered): {e}")
+            });
+            assert!(status.starts_with("HTTP/1.1 "), "{what}: {status}");
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{what}: {head}"));
+            let mut got = vec![0u8; length];
+            r.read_exact(&mut got).unwrap();
+            if let Some(body) = body {
+                assert_eq!(String::from_utf8_lossy(&got), *body, "{what}");
+            }
+            heads.push(head);
+        }
+        let closes: Vec<bool> = heads
+            .iter()
+            .map(|h| h.contains("connection: close"))
+            .collect();
+        assert_eq!(closes, [false, false, true], "{what}: {heads:?}");
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "{what}: {rest:?}");
+        // The client pipelined: the close lingers until it closes its side.
+        drop(r);
+        clock.advance(pre_drain);
+        let outcome = server.outcome();
+        assert!(outcome.is_drained(), "{what}: {outcome}");
+    }
+}
+
 /// B12: after its last response a connection closes at once when every
 /// request it read has ended (its body, sized or chunked, read to its
 /// end), so the stop need not wait for a client slow to close; and it

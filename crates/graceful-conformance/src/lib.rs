@@ -102,6 +102,7 @@ macro_rules! __for_each_http_scenario {
             http_b16_an_upgraded_handlers_shutdown_is_a_half_close,
             http_b16_upgrade_after_the_trigger_keeps_connection_upgrade_alone,
             http_b6_request_pipelined_behind_a_response_in_progress_is_served,
+            http_b6_requests_pipelined_behind_a_response_after_the_trigger_are_served,
             http_b6_a_response_to_a_request_that_asked_for_an_upgrade_is_sent_whole,
             http_b6_a_request_whose_head_began_before_the_close_is_served,
             http_b7_a_first_request_unfinished_when_its_grace_ends_is_closed,

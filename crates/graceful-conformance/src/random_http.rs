@@ -28,7 +28,9 @@
 //!   its first-request grace ends is closed then, unanswered (its close
 //!   lingers until its client closes), and is not left to the deadline;
 //! - a request pipelined behind a response still streaming at the stop
-//!   is answered too, after that response, with `Connection: close`;
+//!   is answered too, after that response, with `Connection: close`; so
+//!   is one pipelined behind a request whose response comes after the
+//!   trigger, which then does not carry `close` itself;
 //! - an upgraded connection lives until its handler ends it, or until the
 //!   deadline forces it;
 //! - an HTTP/2 connection gets GOAWAY at the trigger (one opened during
@@ -115,6 +117,10 @@ pub enum HttpKind {
     /// Before the trigger: an HTTP/2 connection, one request answered,
     /// then idle; it never answers a PING (a client gone quiet).
     H2Mute,
+    /// Before the trigger: a request taking this many ms and, in the same
+    /// write, one pipelined behind it: both answered, only the second
+    /// marked `Connection: close`.
+    Pipelined(u64),
 }
 
 /// A stop configuration and its HTTP clients, drawn from a seed.
@@ -203,6 +209,12 @@ impl HttpPlan {
         if rng.chance(1, 4) {
             clients.push(HttpKind::H2Mute);
         }
+        if rng.chance(1, 4) {
+            clients.push(HttpKind::Pipelined(match rng.chance(1, 2) {
+                true => within,
+                false => beyond,
+            }));
+        }
         HttpPlan {
             seed,
             pre_drain,
@@ -229,6 +241,7 @@ impl HttpPlan {
             | HttpKind::LateSlow(ms)
             | HttpKind::Streaming(ms)
             | HttpKind::Unread(ms)
+            | HttpKind::Pipelined(ms)
             | HttpKind::H2Slow(ms)
             | HttpKind::LateH2(ms) => Duration::from_millis(ms) > self.timeout,
             _ => false,
@@ -441,6 +454,17 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
             HttpKind::Slow(ms) => {
                 let mut c = connect(addr);
                 get(&mut c, &format!("/sleep?ms={ms}"), plan.extra_head());
+                sleeps += 1;
+                (c, Some(format!("slept {ms}")))
+            }
+            HttpKind::Pipelined(ms) => {
+                let mut c = connect(addr);
+                let extra = plan.extra_head();
+                let both = format!(
+                    "GET /sleep?ms={ms} HTTP/1.1\r\nHost: t\r\n{extra}\r\n\
+                     GET /burst?i={index} HTTP/1.1\r\nHost: t\r\n{extra}\r\n"
+                );
+                c.get_mut().write_all(both.as_bytes()).unwrap();
                 sleeps += 1;
                 (c, Some(format!("slept {ms}")))
             }
@@ -749,6 +773,24 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
             );
             let hold = Duration::from_millis(100);
             assert_lingers_until_closed(&server.shutdown, c.conn.get_mut(), b"", hold, &what);
+            continue;
+        }
+        if let HttpKind::Pipelined(_) = c.kind {
+            let what = format!("client {} ({:?})", c.index, c.kind);
+            let first = c.pending.take().expect("a request in flight");
+            let r = reply(&mut c.conn).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(r.status.starts_with("HTTP/1.1 200"), "{what}: {}", r.status);
+            assert_eq!(r.body, first, "{what}");
+            assert!(!r.head.contains("connection: close"), "{what}: {}", r.head);
+            let r = reply(&mut c.conn).unwrap_or_else(|e| panic!("{what}: pipelined: {e}"));
+            assert!(r.status.starts_with("HTTP/1.1 200"), "{what}: {}", r.status);
+            assert_eq!(r.body, format!("burst {}", c.index), "{what}");
+            assert!(r.head.contains("connection: close"), "{what}: {}", r.head);
+            assert!(closed(&mut c.conn, PATIENCE), "{what} open after it");
+            // It pipelined: the close lingers until it closes its side.
+            let hold = Duration::from_millis(100);
+            assert_lingers_until_closed(&server.shutdown, c.conn.get_mut(), b"", hold, &what);
+            tally.responses += 2;
             continue;
         }
         if let HttpKind::Streaming(_) = c.kind {
