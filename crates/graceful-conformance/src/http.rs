@@ -53,6 +53,7 @@ pub trait HttpAdapter: Adapter {
 ///   `/stream?ms=N` once its timer is armed);
 /// - `GET /burst?i=N`: answers `burst N` at once (recorded in `seen`
 ///   as `/burst?i=N`);
+/// - `GET /panic`: panics (recorded in `seen` first);
 /// - `GET /big`: answers [`BIG`](crate::harness::BIG) bytes (zeros) at once, more than the
 ///   socket buffers hold, so its writes block while the client does not
 ///   read;
@@ -107,6 +108,10 @@ impl<R: Runtime> Service<Request<Incoming>> for TestService<R> {
                 seen.lock().unwrap().push(format!("/burst?{query}"));
                 let i = query.strip_prefix("i=").unwrap_or_default();
                 return Ok(Response::new(full(format!("burst {i}"))));
+            }
+            if req.uri().path() == "/panic" {
+                seen.lock().unwrap().push("/panic".to_string());
+                panic!("a handler panics (a test of it)");
             }
             if req.uri().path() == "/read" {
                 seen.lock().unwrap().push("/read".to_string());
@@ -565,6 +570,65 @@ pub fn http_b6_requests_pipelined_behind_a_response_after_the_trigger_are_served
         let outcome = server.outcome();
         assert!(outcome.is_drained(), "{what}: {outcome}");
     }
+}
+
+/// B10 over HTTP: a handler that panics, over HTTP/1 and on an HTTP/2
+/// stream (a task of its own), costs its own request alone: its
+/// connection's other streams and the other connections are served,
+/// nothing it held is left held, and the stop drains.
+pub fn http_b10_a_panicking_handler_costs_its_request_alone<A: HttpAdapter>() {
+    let config = ServeConfig::default().progress_every(None);
+    let server = HttpServer::start::<A>(config, true);
+    let burst = |i: usize| {
+        let mut c = BufReader::new(TcpStream::connect(server.addr).unwrap());
+        c.get_ref().set_read_timeout(Some(PATIENCE)).unwrap();
+        let get = format!("GET /burst?i={i} HTTP/1.1\r\nHost: t\r\n\r\n");
+        c.get_mut().write_all(get.as_bytes()).unwrap();
+        let (status, _) = head(&mut c).expect("a response");
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        c
+    };
+    let before = burst(1);
+    let mut h1 = TcpStream::connect(server.addr).unwrap();
+    h1.set_read_timeout(Some(PATIENCE)).unwrap();
+    h1.write_all(b"GET /panic HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let ended = h1.read_to_end(&mut got);
+    assert!(
+        ended.is_ok() || ended.as_ref().is_err_and(|e| !is_timeout(e)),
+        "the panicking request's connection was left open"
+    );
+    assert!(
+        !got.starts_with(b"HTTP/1.1 2"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let after = burst(2);
+    let mut h2 = H2::connect(server.addr);
+    let panics = h2.get("/panic");
+    let served = h2.get("/burst?i=3");
+    let r = h2.finish(served, PATIENCE);
+    assert!(r.ended && r.body == "burst 3", "{r:?}");
+    let r = h2.finish(panics, PATIENCE);
+    assert!(r.reset && !r.ended, "the panicking stream: {r:?}");
+    let later = h2.get("/burst?i=4");
+    let r = h2.finish(later, PATIENCE);
+    assert!(
+        r.ended && r.body == "burst 4",
+        "a stream after the panic: {r:?}"
+    );
+    let seen = server.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().filter(|p| *p == "/panic").count(),
+        2,
+        "{seen:?}"
+    );
+    server.shutdown.trigger(Reason::requested());
+    assert!(h2.closed_within(PATIENCE), "HTTP/2 open after the trigger");
+    drop((before, after));
+    let outcome = server.outcome();
+    assert!(outcome.is_drained(), "{outcome}");
 }
 
 /// B12: after its last response a connection closes at once when every

@@ -107,6 +107,7 @@ macro_rules! __for_each_http_scenario {
             http_b6_a_request_whose_head_began_before_the_close_is_served,
             http_b7_a_first_request_unfinished_when_its_grace_ends_is_closed,
             http_b13_an_idle_http2_client_that_never_answers_the_ping_is_closed_after_the_grace,
+            http_b10_a_panicking_handler_costs_its_request_alone,
             http_b12_the_close_lingers_only_while_a_body_is_not_all_read,
             http_b12_a_request_hyper_rejects_gets_its_answer_before_the_close,
             http_a_cancelled_serve_closes_its_idle_keep_alive_connections,
