@@ -808,6 +808,62 @@ pub fn http_b7_a_first_request_unfinished_when_its_grace_ends_is_closed<A: HttpA
     assert!(outcome.is_drained(), "{outcome}");
 }
 
+/// B13: at the trigger an HTTP/2 connection gets a first GOAWAY (naming
+/// no stream yet, 2^31-1) and a PING; a stream the client opens before it
+/// answers the PING is served, and the final GOAWAY, sent once it did,
+/// names it. A stream opened after the final GOAWAY is refused
+/// unprocessed (its handler never sees it). The stream in flight at the
+/// trigger finishes, then the connection closes and the stop drains.
+pub fn http_b13_a_stream_above_the_final_goaway_is_refused_unprocessed<A: HttpAdapter>() {
+    let config = ServeConfig::default().progress_every(None);
+    let server = HttpServer::start::<A>(config, true);
+    let clock = server.clock.as_ref().unwrap();
+    let mut h2 = H2::connect(server.addr);
+    let slow = h2.get("/sleep?ms=1000");
+    assert!(clock.wait_for_sleep_ending_at(Duration::from_millis(1000), PATIENCE));
+    server.shutdown.trigger(Reason::requested());
+    // Read up to the first GOAWAY, the PING behind it not answered yet.
+    assert!(h2.read_until(PATIENCE, |h2| !h2.goaways.is_empty()));
+    assert_eq!(
+        h2.goaways,
+        [(1 << 31) - 1],
+        "the first GOAWAY names no stream"
+    );
+    let between = h2.get("/burst?i=3");
+    assert!(
+        h2.read_until(PATIENCE, |h2| h2.goaways.len() == 2),
+        "no final GOAWAY: {:?}",
+        h2.goaways
+    );
+    assert_eq!(
+        h2.goaways[1], between,
+        "the final GOAWAY names the last stream served"
+    );
+    let r = h2.finish(between, PATIENCE);
+    assert!(
+        r.ended && r.body == "burst 3",
+        "the stream between the GOAWAYs: {r:?}"
+    );
+    let above = h2.get("/burst?i=5");
+    // Whatever the server does with it, it does at once.
+    h2.read_until(Duration::from_millis(200), |h2| h2.ended);
+    clock.advance(Duration::from_millis(1000));
+    let r = h2.finish(slow, PATIENCE);
+    assert!(
+        r.ended && r.body == "slept 1000",
+        "the stream in flight: {r:?}"
+    );
+    assert!(h2.closed_within(PATIENCE), "open after its last stream");
+    assert!(!h2.response(above).ended, "{:?}", h2.response(above));
+    let seen = server.seen.lock().unwrap().clone();
+    assert!(
+        !seen.contains(&"/burst?i=5".to_string()),
+        "processed: {seen:?}"
+    );
+    let outcome = server.outcome();
+    assert!(outcome.is_drained(), "{outcome}");
+}
+
 /// B13 x a client gone quiet: an idle HTTP/2 connection gets GOAWAY at the
 /// trigger, and its final GOAWAY (and close) waits for the answer to a
 /// PING. A client that never answers (gone behind a NAT, stopped) does not
