@@ -259,3 +259,11 @@ pub fn refused_within(addr: SocketAddr, within: Duration) -> bool {
         }
     }
 }
+
+/// How many queued connections a server out of descriptors at its close
+/// logged it could not take (and closed), if it logged that.
+#[allow(dead_code)] // not every test binary uses it
+pub fn could_not_take(log: &str) -> Option<usize> {
+    let (_, rest) = log.split_once("could not take ")?;
+    rest.split(',').next()?.parse().ok()
+}

@@ -89,6 +89,9 @@ where
         rt.spawn(run_conn(work, server, peer));
     };
 
+    // A descriptor kept for the close: out of descriptors while taking the
+    // backlog, it is let go so that what is left can be counted.
+    let spare = std::fs::File::open("/dev/null").ok();
     let mut listener = listener;
     let mut closing = pin!(close_signal(rt, server, config.pre_drain, name));
     let mut backoff = Backoff::new();
@@ -137,12 +140,16 @@ where
 
     // Serve what the kernel already queued, then close the listener: it is
     // owned here and dropped exactly once.
+    let closing = Closing {
+        name,
+        exclusive: config.exclusive_listener,
+        spare,
+    };
     let queued = take_backlog(
         rt,
-        name,
         &mut listener,
         server,
-        config.exclusive_listener,
+        closing,
         |listener: &mut A| listener.accept_queued(),
         |(stream, peer)| spawn_conn(stream, peer),
     )
@@ -171,82 +178,146 @@ const MAX_BACKLOG_TIME: Duration = Duration::from_millis(200);
 /// connections, 16 failed attempts per look, no look after 200 ms nor
 /// once the server is forced; it gives up at once when out of descriptors
 /// (EMFILE, ENFILE: no accept can succeed until a connection ends, and
-/// waiting would hold the stop), and logs what it left. Never spins: every
-/// failure counts.
+/// waiting would hold the stop), and logs what it left: with a `spare`
+/// descriptor, which it then lets go, how many, each accepted and closed
+/// at once (as the listener's close would have reset it). Never spins:
+/// every failure counts.
 pub(crate) async fn take_backlog<R: Runtime, L: std::os::fd::AsFd, C>(
     rt: &R,
-    name: &str,
     listener: &mut L,
     server: &Shutdown,
-    exclusive: bool,
+    closing: Closing<'_>,
     mut accept: impl FnMut(&mut L) -> io::Result<Option<C>>,
     mut serve: impl FnMut(C),
 ) -> usize {
+    let Closing {
+        name,
+        exclusive,
+        mut spare,
+    } = closing;
     let stopped = super::handshakes::stop_handshakes(listener, exclusive && !restarted(server));
     let start = std::time::Instant::now();
     let mut taken = 0;
-    let mut open = take_queued(name, listener, start, &mut taken, &mut accept, &mut serve);
+    let mut look = |listener: &mut L, taken: &mut usize| {
+        let backlog = Backlog {
+            name,
+            start,
+            spare: &mut spare,
+        };
+        backlog.take(listener, taken, &mut accept, &mut serve)
+    };
+    let mut open = look(listener, &mut taken);
     // Handshakes the stop caught half done: look again, until a look finds
     // none.
     while stopped && open && start.elapsed() < MAX_BACKLOG_TIME && !server.is_forced() {
         rt.sleep(super::handshakes::SETTLE).await;
         let before = taken;
-        open = take_queued(name, listener, start, &mut taken, &mut accept, &mut serve)
-            && taken > before;
+        open = look(listener, &mut taken) && taken > before;
     }
     taken
 }
 
-/// One look at the backlog for [`take_backlog`]: takes connections until
-/// it is empty, adding them to `taken`; returns whether it found it empty
-/// (rather than stopping at a bound). Makes at least one accept.
-fn take_queued<L, C>(
-    name: &str,
-    listener: &mut L,
+/// How [`take_backlog`] closes a server's listener: the server's name (for
+/// the log), whether the listener is exclusive, and a spare descriptor.
+pub(crate) struct Closing<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) exclusive: bool,
+    pub(crate) spare: Option<std::fs::File>,
+}
+
+/// What one look at the backlog for [`take_backlog`] needs besides the
+/// listener and what it takes.
+struct Backlog<'a> {
+    name: &'a str,
     start: std::time::Instant,
-    taken: &mut usize,
-    accept: &mut impl FnMut(&mut L) -> io::Result<Option<C>>,
-    serve: &mut impl FnMut(C),
-) -> bool {
-    let mut errors = 0;
-    loop {
-        match accept(listener) {
-            Ok(Some(conn)) => {
-                *taken += 1;
-                serve(conn);
-                if *taken >= MAX_QUEUED {
+    spare: &'a mut Option<std::fs::File>,
+}
+
+impl Backlog<'_> {
+    /// Takes connections until the backlog is empty, adding them to
+    /// `taken`; returns whether it found it empty (rather than stopping at a
+    /// bound). Makes at least one accept.
+    fn take<L, C>(
+        self,
+        listener: &mut L,
+        taken: &mut usize,
+        accept: &mut impl FnMut(&mut L) -> io::Result<Option<C>>,
+        serve: &mut impl FnMut(C),
+    ) -> bool {
+        let name = self.name;
+        let mut errors = 0;
+        loop {
+            match accept(listener) {
+                Ok(Some(conn)) => {
+                    *taken += 1;
+                    serve(conn);
+                    if *taken >= MAX_QUEUED {
+                        tracing::warn!(
+                            "{name}: took {taken} queued connections at close; closing on the rest"
+                        );
+                        return false;
+                    }
+                    if self.start.elapsed() > MAX_BACKLOG_TIME {
+                        tracing::warn!(
+                            "{name}: taking the backlog at close took over {MAX_BACKLOG_TIME:?}; \
+                             closing on the rest"
+                        );
+                        return false;
+                    }
+                }
+                Ok(None) => return true,
+                Err(e) if super::is_out_of_descriptors(&e) => {
+                    let left = match self.spare.take() {
+                        Some(spare) => {
+                            drop(spare);
+                            let left = self.count_left(listener, accept);
+                            format!("could not take {left}, closed")
+                        }
+                        None => "the connections still queued are reset".to_string(),
+                    };
                     tracing::warn!(
-                        "{name}: took {taken} queued connections at close; closing on the rest"
+                        "{name}: out of descriptors while taking the backlog at close ({e}); \
+                         took {taken}, {left}"
                     );
                     return false;
                 }
-                if start.elapsed() > MAX_BACKLOG_TIME {
-                    tracing::warn!(
-                        "{name}: taking the backlog at close took over {MAX_BACKLOG_TIME:?}; \
-                         closing on the rest"
-                    );
-                    return false;
+                Err(e) if super::is_fatal_accept_error(&e) => return false,
+                Err(e) => {
+                    errors += 1;
+                    if errors >= MAX_BACKLOG_ERRORS {
+                        tracing::warn!(
+                            "{name}: {errors} failed accepts while taking the backlog at close \
+                             ({e}); took {taken}, the connections still queued are reset"
+                        );
+                        return false;
+                    }
                 }
             }
-            Ok(None) => return true,
-            Err(e) if super::is_out_of_descriptors(&e) => {
-                tracing::warn!(
-                    "{name}: out of descriptors while taking the backlog at close ({e}); \
-                     took {taken}, the connections still queued are reset"
-                );
-                return false;
-            }
-            Err(e) if super::is_fatal_accept_error(&e) => return false,
-            Err(e) => {
-                errors += 1;
-                if errors >= MAX_BACKLOG_ERRORS {
-                    tracing::warn!(
-                        "{name}: {errors} failed accepts while taking the backlog at close ({e}); \
-                         took {taken}, the connections still queued are reset"
-                    );
-                    return false;
+        }
+    }
+
+    /// Out of descriptors, the spare let go: accepts each connection left
+    /// in the backlog and closes it at once, within the backlog's bounds;
+    /// says how many (at least, if a bound or a failure stopped it).
+    fn count_left<L, C>(
+        &self,
+        listener: &mut L,
+        accept: &mut impl FnMut(&mut L) -> io::Result<Option<C>>,
+    ) -> String {
+        let mut left = 0;
+        loop {
+            match accept(listener) {
+                Ok(Some(conn)) => {
+                    drop(conn);
+                    left += 1;
+                    if left < MAX_QUEUED && self.start.elapsed() <= MAX_BACKLOG_TIME {
+                        continue;
+                    }
                 }
+                Ok(None) => return left.to_string(),
+                Err(_) => {}
             }
+            return format!("at least {left}");
         }
     }
 }
@@ -547,10 +618,13 @@ mod tests {
         let mut calls = 0;
         let taken = block_on(take_backlog(
             &BlockingRt,
-            "test",
             &mut listener(),
             &Shutdown::new(),
-            exclusive,
+            Closing {
+                name: "test",
+                exclusive,
+                spare: None,
+            },
             |_| {
                 calls += 1;
                 match calls {
@@ -561,6 +635,52 @@ mod tests {
             |_| {},
         ));
         assert_eq!((taken, calls), (2, 3), "one EMFILE ends it");
+    }
+
+    /// Out of descriptors with a spare descriptor: the spare is let go,
+    /// and the connections left are accepted and closed at once (counted
+    /// for the log), none of them served; then the look ends.
+    #[test]
+    fn out_of_descriptors_the_spare_is_let_go_and_what_is_left_closed() {
+        use std::os::fd::AsRawFd;
+        let (mut calls, mut served, closed) = (0, 0, Arc::new(()));
+        let spare = std::fs::File::open("/dev/null").unwrap();
+        let spare_fd = spare.as_raw_fd();
+        let closes = closed.clone();
+        let taken = block_on(take_backlog(
+            &BlockingRt,
+            &mut listener(),
+            &Shutdown::new(),
+            Closing {
+                name: "test",
+                exclusive: false,
+                spare: Some(spare),
+            },
+            |_| {
+                calls += 1;
+                match calls {
+                    1 | 2 => Ok(Some(closes.clone())),
+                    // The spare is closed before the next accept.
+                    3 => Err(io::Error::from_raw_os_error(24)),
+                    4 => {
+                        let fd = std::fs::read_link(format!("/proc/self/fd/{spare_fd}"));
+                        let spare_open = fd.is_ok_and(|p| p.as_os_str() == "/dev/null");
+                        assert!(!spare_open, "the spare was not let go");
+                        Ok(Some(closes.clone()))
+                    }
+                    5 | 6 => Ok(Some(closes.clone())),
+                    _ => Ok(None),
+                }
+            },
+            |conn| {
+                served += 1;
+                std::mem::forget(conn);
+            },
+        ));
+        assert_eq!((taken, served, calls), (2, 2, 7));
+        // Those left were dropped (closed) at once; the served were kept.
+        drop(closes);
+        assert_eq!(Arc::strong_count(&closed), 3);
     }
 
     #[test]
@@ -574,10 +694,13 @@ mod tests {
         let mut calls = 0;
         let taken = block_on(take_backlog::<_, _, ()>(
             &BlockingRt,
-            "test",
             &mut listener(),
             &Shutdown::new(),
-            exclusive,
+            Closing {
+                name: "test",
+                exclusive,
+                spare: None,
+            },
             |_| {
                 calls += 1;
                 Err(io::Error::from_raw_os_error(103))
@@ -599,10 +722,13 @@ mod tests {
         let start = std::time::Instant::now();
         let taken = block_on(take_backlog(
             &BlockingRt,
-            "test",
             &mut listener(),
             &Shutdown::new(),
-            exclusive,
+            Closing {
+                name: "test",
+                exclusive,
+                spare: None,
+            },
             |_| {
                 std::thread::sleep(Duration::from_millis(20));
                 Ok(Some(()))
@@ -643,10 +769,13 @@ mod tests {
             let start = std::time::Instant::now();
             let taken = block_on(take_backlog(
                 &BlockingRt,
-                "test",
                 &mut listener(),
                 server,
-                exclusive,
+                Closing {
+                    name: "test",
+                    exclusive,
+                    spare: None,
+                },
                 one_connection_after_1ms(&mut calls),
                 |()| {},
             ));
@@ -679,10 +808,13 @@ mod tests {
         let mut served = 0;
         let taken = block_on(take_backlog(
             &BlockingRt,
-            "test",
             &mut listener(),
             &Shutdown::new(),
-            exclusive,
+            Closing {
+                name: "test",
+                exclusive,
+                spare: None,
+            },
             |_| Ok(Some(())),
             |()| served += 1,
         ));
