@@ -374,10 +374,22 @@ impl<I: Read + Write + Unpin, R: Runtime> Write for Io<I, R> {
                         this.close = Close::Done;
                         continue;
                     }
-                    match ready!(discard(&mut this.inner, cx)) {
-                        Some(true) => continue,
-                        _ => this.close = Close::Done,
+                    let mut reads = 0;
+                    while reads < LINGER_READS_PER_POLL {
+                        match ready!(discard(&mut this.inner, cx)) {
+                            Some(true) => reads += 1,
+                            // It closed its side, or the socket failed.
+                            _ => break,
+                        }
                     }
+                    if reads < LINGER_READS_PER_POLL {
+                        this.close = Close::Done;
+                        continue;
+                    }
+                    // Nor can it hold the thread: the task yields, woken
+                    // to go on (a runtime may have no budget of its own).
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
                 }
                 Close::Done => return Poll::Ready(Ok(())),
             }
@@ -483,6 +495,9 @@ impl<I: Read + Write + Send + Unpin + 'static, R: Runtime> Write for Orphanable<
 
 /// Reads and discards what the client sent: `Some(true)` if it read bytes,
 /// `Some(false)` at end-of-stream, `None` on an error.
+/// The most reads (of 1 KiB each) a lingering close makes in one poll.
+const LINGER_READS_PER_POLL: usize = 64;
+
 fn discard<I: Read + Unpin>(inner: &mut I, cx: &mut Context<'_>) -> Poll<Option<bool>> {
     let mut scratch = [0u8; 1024];
     let mut buf = ReadBuf::new(&mut scratch);
@@ -606,6 +621,50 @@ mod tests {
             Duration::from_secs(1),
             activity,
         )
+    }
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// A client that keeps sending while the close lingers does not hold
+    /// the thread: each poll of the close discards a bounded amount, then
+    /// yields, its task woken to go on; the linger goes on until the
+    /// client stops (or the linger's limit).
+    #[test]
+    fn a_lingering_close_yields_while_the_client_keeps_sending() {
+        let mut io = http1();
+        read_all(
+            &mut io,
+            &[b"POST / HTTP/1.1\r\ncontent-length: 9999999\r\n\r\n"],
+        );
+        let flood = 4 << 20;
+        io.get_ref()
+            .wire()
+            .to_read
+            .extend(std::iter::repeat_n(b'x', flood));
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut polls = 0;
+        while !io.get_ref().wire().to_read.is_empty() {
+            assert!(pin!(&mut io).poll_shutdown(&mut cx).is_pending());
+            polls += 1;
+        }
+        let woken = wakes.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(polls > 1, "{flood} bytes discarded in one poll");
+        // Each poll but the last yielded (the last found nothing more to
+        // read, and waits for the socket).
+        assert_eq!(woken, polls - 1, "a poll that yielded did not wake its task");
+        // Nothing more sent: still lingering, waiting for the client.
+        assert!(pin!(&mut io).poll_shutdown(&mut cx).is_pending());
+        assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), woken);
     }
 
     #[test]
