@@ -45,7 +45,10 @@
 //!   holding the stop, while a body was never read to its end or the
 //!   client pipelined, until the client closes its side;
 //! - the outcome names exactly the connections still working at the
-//!   deadline, and every guard is released.
+//!   deadline, and every guard is released;
+//! - a stop forced from code during the pre-drain delay (some plans) cuts
+//!   every connection at once, whatever it is doing, closes the listener
+//!   and releases every guard; the outcome is forced by the request.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -140,6 +143,9 @@ pub struct HttpPlan {
     /// do not get (`Upgrade: h2c`, answered without switching): hyper
     /// then ends their connections without shutting them.
     pub asks_upgrade: bool,
+    /// Whether the stop is forced from code during the pre-drain delay,
+    /// once the late clients are in: then every connection is cut.
+    pub force_in_delay: bool,
 }
 
 impl HttpPlan {
@@ -215,6 +221,7 @@ impl HttpPlan {
                 false => beyond,
             }));
         }
+        let force_in_delay = !pre_drain.is_zero() && rng.chance(1, 5);
         HttpPlan {
             seed,
             pre_drain,
@@ -222,6 +229,7 @@ impl HttpPlan {
             timeout,
             clients,
             asks_upgrade,
+            force_in_delay,
         }
     }
 
@@ -668,6 +676,9 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
             let (id, _) = c.pending.expect("a stream in flight");
             c.assert_goaway_names(id);
         }
+        if plan.force_in_delay {
+            return forced_in_delay(&server, clients, h2s, bursts, tally);
+        }
         clock.advance(plan.pre_drain - plan.pre_drain_step);
     }
 
@@ -927,6 +938,49 @@ enum BurstEnd {
 /// Connects at once and sends `GET /burst?i=index`, racing the trigger;
 /// says on `attempted` once its connect failed or its request was sent
 /// (the stop's clock moves only after that: see `random::burst`).
+/// The stop forced from code during the pre-drain delay, whatever each
+/// connection is doing (a slow request, a stream, an upload, a download
+/// its client does not read, an upgrade, a lingering close, a head half
+/// sent): every one is cut at once, the listener closes, every guard is
+/// released, and the outcome is forced by the request.
+fn forced_in_delay(
+    server: &HttpServer,
+    clients: Vec<Client>,
+    h2s: Vec<H2Client>,
+    bursts: Vec<std::thread::JoinHandle<BurstEnd>>,
+    mut tally: Tally,
+) -> Tally {
+    server.shutdown.force(ForceCause::Requested);
+    for mut c in clients {
+        let what = format!("client {} ({:?})", c.index, c.kind);
+        let end = ends_within(&mut c.conn, PATIENCE);
+        assert!(end.is_some(), "{what} not cut by the force");
+    }
+    for mut c in h2s {
+        let what = c.what();
+        assert!(c.h2.closed_within(PATIENCE), "{what} not cut by the force");
+    }
+    for t in bursts {
+        // Answered before the force, or cut by it: either way, ended.
+        if let BurstEnd::Answered(mut c) = t.join().expect("a burst thread panicked") {
+            assert!(ends_within(&mut c, PATIENCE).is_some(), "a burst not cut");
+        }
+    }
+    assert!(
+        refused_within(server.addr, PATIENCE),
+        "the listener did not close at the force"
+    );
+    assert_held(&server.shutdown, 0, "after the force");
+    let outcome = server.outcome();
+    match &outcome {
+        Outcome::Forced { cause, .. } => assert_eq!(*cause, ForceCause::Requested),
+        other => panic!("expected a forced outcome, got {other}"),
+    }
+    assert_eq!(outcome.exit_code(), 1);
+    tally.forced += outcome.forced_count();
+    tally
+}
+
 fn burst(addr: SocketAddr, index: usize, attempted: std::sync::mpsc::Sender<()>) -> BurstEnd {
     let connected = TcpStream::connect_timeout(&addr, PATIENCE);
     let attempted = crate::random::Attempted(attempted);
