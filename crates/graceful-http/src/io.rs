@@ -661,7 +661,11 @@ mod tests {
         assert!(polls > 1, "{flood} bytes discarded in one poll");
         // Each poll but the last yielded (the last found nothing more to
         // read, and waits for the socket).
-        assert_eq!(woken, polls - 1, "a poll that yielded did not wake its task");
+        assert_eq!(
+            woken,
+            polls - 1,
+            "a poll that yielded did not wake its task"
+        );
         // Nothing more sent: still lingering, waiting for the client.
         assert!(pin!(&mut io).poll_shutdown(&mut cx).is_pending());
         assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), woken);
