@@ -23,7 +23,7 @@ use hyper::{Request, Response, StatusCode};
 
 use crate::clock::{ManualClock, TestRuntime};
 use crate::h2::H2;
-use crate::harness::{eventually, is_timeout, Cancellable, BIG, PATIENCE};
+use crate::harness::{ends_within, eventually, is_timeout, Cancellable, BIG, PATIENCE};
 use crate::Adapter;
 
 /// An adapter with `http::serve_on`.
@@ -249,9 +249,17 @@ pub(crate) struct HttpServer {
 
 impl HttpServer {
     pub(crate) fn start<A: HttpAdapter>(config: ServeConfig, manual: bool) -> HttpServer {
+        HttpServer::start_under::<A>(Shutdown::new(), config, manual)
+    }
+
+    /// [`start`](Self::start), serving under `shutdown`.
+    pub(crate) fn start_under<A: HttpAdapter>(
+        shutdown: Shutdown,
+        config: ServeConfig,
+        manual: bool,
+    ) -> HttpServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let shutdown = Shutdown::new();
         let clock = manual.then(ManualClock::new);
         let rt = TestRuntime::new(A::runtime(), clock.clone());
         let (tx, done) = std::sync::mpsc::channel();
@@ -806,6 +814,38 @@ pub fn http_b7_a_first_request_unfinished_when_its_grace_ends_is_closed<A: HttpA
     drop(slow);
     let outcome = server.outcome();
     assert!(outcome.is_drained(), "{outcome}");
+}
+
+/// B9 x B16 x hooks: a force of the whole tree (a second signal, a force
+/// from code) cuts an upgraded connection whose handler ignores the stop
+/// at once, even while a forced hook elsewhere in the tree still runs:
+/// here one of a stage made before the server's (flushing something
+/// slowly, say), whose hooks run before the server's. Only the server's
+/// cut ends such a connection: its handler is not the server's to drop.
+pub fn http_b9_a_slow_forced_hook_elsewhere_does_not_delay_the_cut_of_an_upgrade<A: HttpAdapter>() {
+    let root = Shutdown::new();
+    let early = root.stage("early");
+    let (release, blocked) = std::sync::mpsc::channel::<()>();
+    let blocked = std::sync::Mutex::new(blocked);
+    early.on_forced(move |_| {
+        let _ = blocked.lock().unwrap().recv_timeout(PATIENCE);
+    });
+    let config = ServeConfig::default().progress_every(None);
+    let server = HttpServer::start_under::<A>(root.stage("http"), config, true);
+    let mut rude = upgrade(server.addr, "/echo");
+    assert_eq!(roundtrip(&mut rude, "before"), "before\n");
+    root.trigger(Reason::requested());
+    assert_eq!(roundtrip(&mut rude, "still"), "still\n");
+    let forcer = root.clone();
+    let forcing = std::thread::spawn(move || forcer.force(ForceCause::Requested));
+    let cut = ends_within(&mut rude, Duration::from_secs(2)).is_some();
+    release.send(()).unwrap();
+    assert!(
+        cut,
+        "the cut waited for a forced hook elsewhere in the tree"
+    );
+    assert!(forcing.join().unwrap());
+    assert!(!server.outcome().is_drained());
 }
 
 /// B13: at the trigger an HTTP/2 connection gets a first GOAWAY (naming

@@ -109,6 +109,7 @@ macro_rules! __for_each_http_scenario {
             http_b13_a_stream_above_the_final_goaway_is_refused_unprocessed,
             http_b13_an_idle_http2_client_that_never_answers_the_ping_is_closed_after_the_grace,
             http_b10_a_panicking_handler_costs_its_request_alone,
+            http_b9_a_slow_forced_hook_elsewhere_does_not_delay_the_cut_of_an_upgrade,
             http_b12_the_close_lingers_only_while_a_body_is_not_all_read,
             http_b12_a_request_hyper_rejects_gets_its_answer_before_the_close,
             http_a_cancelled_serve_closes_its_idle_keep_alive_connections,

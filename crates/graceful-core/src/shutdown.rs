@@ -321,13 +321,24 @@ impl Shutdown {
     /// was), with the cause. For cutting what cannot be dropped from here:
     /// servers shut their sockets down through it. A force marks every
     /// shutdown below this one forced before any hook runs, and runs the
-    /// hooks of children before their parent's, so a slow hook here never
-    /// delays the cut of a server below.
+    /// hooks of children before their parent's. The servers' own cuts of
+    /// their connections run before every hook of the tree, so a slow hook
+    /// anywhere never delays them.
     pub fn on_forced<F>(&self, hook: F)
     where
         F: FnOnce(ForceCause) + Send + 'static,
     {
         self.inner.on_forced(Box::new(hook));
+    }
+
+    /// A forced hook of the crate's own that cuts what this shutdown's work
+    /// holds (a server's connections), with no user code: it runs before
+    /// every [`on_forced`](Self::on_forced) hook of the whole tree.
+    pub(crate) fn on_cut<F>(&self, hook: F)
+    where
+        F: FnOnce(ForceCause) + Send + 'static,
+    {
+        self.inner.on_cut(Box::new(hook));
     }
 
     /// Runs `hook` once, when the shutdown is drained (at once if it already

@@ -71,6 +71,8 @@ pub(crate) type ForcedHook = Box<dyn FnOnce(ForceCause) + Send + 'static>;
 /// the force started.
 #[derive(Default)]
 struct AfterForce {
+    /// The cuts of the whole tree: run before any forced hook.
+    cuts: Vec<Vec<ForcedHook>>,
     hooks: Vec<Vec<ForcedHook>>,
     triggers: Vec<(Arc<Inner>, Reason)>,
 }
@@ -345,6 +347,10 @@ pub(crate) struct Inner {
     triggered_at: Mutex<Option<Instant>>,
     hooks: Mutex<Option<Vec<Hook>>>,
     forced_hooks: Mutex<Option<Vec<ForcedHook>>>,
+    /// Forced hooks that cut what this shutdown's work holds (a server's
+    /// connections) and run no user code: run before every forced hook of
+    /// the tree, so that no slow hook anywhere delays them.
+    cuts: Mutex<Option<Vec<ForcedHook>>>,
     pub(crate) registry: Mutex<Registry>,
     children: Mutex<Children>,
     /// The children this shutdown's start also started, with their
@@ -374,6 +380,7 @@ impl Inner {
             triggered_at: Mutex::new(None),
             hooks: Mutex::new(Some(Vec::new())),
             forced_hooks: Mutex::new(Some(Vec::new())),
+            cuts: Mutex::new(Some(Vec::new())),
             registry: Mutex::new(Registry::default()),
             children: Mutex::new(Children::default()),
             started_children: Mutex::new(Vec::new()),
@@ -478,16 +485,16 @@ impl Inner {
     /// first unless it was started already or is a stage waiting for others
     /// (see [`Start`]). The force has two halves, as a trigger has:
     /// first the bits and reports of the whole tree, which run no user code,
-    /// then the forced hooks, a child's before its parent's (a server's cut
-    /// of its connections is not held up by a slow hook on the root), then
-    /// the trigger hooks of the starts made here. So no hook delays the
-    /// force of any shutdown in the tree. Returns false if it was already
-    /// forced.
+    /// then the cuts of the whole tree (a server's cut of its connections),
+    /// then the forced hooks, a child's before its parent's, then the
+    /// trigger hooks of the starts made here. So no hook, here, above or
+    /// beside, delays the force of any shutdown in the tree, nor its cut.
+    /// Returns false if it was already forced.
     pub(crate) fn force_with(&self, reason: Reason, cause: ForceCause) -> bool {
         let started = self.start_by == Start::WithParent && self.start(&reason);
         let mut then = AfterForce::default();
         let forced = self.force_started(cause, &mut then);
-        for hook in then.hooks.into_iter().flatten() {
+        for hook in then.cuts.into_iter().chain(then.hooks).flatten() {
             if catch_unwind(AssertUnwindSafe(|| hook(cause))).is_err() {
                 tracing::error!("a forced hook panicked; the other hooks still run");
             }
@@ -527,6 +534,7 @@ impl Inner {
         *lock(&self.forced_report) = Some(report);
         self.phases.set(FORCED);
         let hooks = lock(&self.forced_hooks).take().unwrap_or_default();
+        then.cuts.push(lock(&self.cuts).take().unwrap_or_default());
         let children: Vec<Arc<Inner>> = {
             let mut c = lock(&self.children);
             c.forced = Some(cause);
@@ -612,7 +620,16 @@ impl Inner {
     }
 
     pub(crate) fn on_forced(&self, hook: ForcedHook) {
-        let mut hooks = lock(&self.forced_hooks);
+        self.add_forced(&self.forced_hooks, hook);
+    }
+
+    /// Like [`on_forced`](Self::on_forced), for a cut (see `cuts`).
+    pub(crate) fn on_cut(&self, hook: ForcedHook) {
+        self.add_forced(&self.cuts, hook);
+    }
+
+    fn add_forced(&self, list: &Mutex<Option<Vec<ForcedHook>>>, hook: ForcedHook) {
+        let mut hooks = lock(list);
         match hooks.as_mut() {
             Some(v) => v.push(hook),
             None => {

@@ -54,7 +54,7 @@ impl Connections {
     /// [`ServerScope::listener_closed`](super::ServerScope::listener_closed).)
     pub(crate) fn attach(self: &Arc<Self>, server: &Shutdown) {
         let conns = self.clone();
-        server.on_forced(move |_| conns.shutdown_all());
+        server.on_cut(move |_| conns.shutdown_all());
     }
 
     /// How many connections are live.
