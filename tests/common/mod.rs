@@ -265,5 +265,6 @@ pub fn refused_within(addr: SocketAddr, within: Duration) -> bool {
 #[allow(dead_code)] // not every test binary uses it
 pub fn could_not_take(log: &str) -> Option<usize> {
     let (_, rest) = log.split_once("could not take ")?;
-    rest.split(',').next()?.parse().ok()
+    let n = rest.split(',').next()?;
+    n.strip_prefix("at least ").unwrap_or(n).parse().ok()
 }

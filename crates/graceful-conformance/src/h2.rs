@@ -43,6 +43,8 @@ pub(crate) struct H2 {
     pub(crate) ended: bool,
     /// Whether it answers PINGs (a client gone quiet does not).
     pub(crate) answers_pings: bool,
+    /// How many answers to its own PINGs it read.
+    pongs: usize,
 }
 
 impl H2 {
@@ -61,6 +63,7 @@ impl H2 {
             goaways: Vec::new(),
             ended: false,
             answers_pings: true,
+            pongs: 0,
         };
         h2.frame(SETTINGS, 0, 0, &[]);
         h2
@@ -129,6 +132,7 @@ impl H2 {
         match kind {
             SETTINGS if flags & ACK == 0 => self.frame(SETTINGS, ACK, 0, &[]),
             PING if flags & ACK == 0 && self.answers_pings => self.frame(PING, ACK, 0, payload),
+            PING if flags & ACK != 0 => self.pongs += 1,
             GOAWAY => {
                 let last = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
                 self.goaways.push(last & 0x7fff_ffff);
@@ -168,6 +172,17 @@ impl H2 {
             }
             self.read_frame(left.min(Duration::from_millis(100)));
         }
+    }
+
+    /// Sends a PING and reads until its answer: the server has read all
+    /// the client sent before it.
+    pub(crate) fn sync(&mut self) {
+        let pongs = self.pongs;
+        self.frame(PING, 0, 0, &[0; 8]);
+        assert!(
+            self.read_until(PATIENCE, |h2| h2.pongs > pongs),
+            "no answer to a PING"
+        );
     }
 
     /// Reads until the server ends the connection, within `within`.

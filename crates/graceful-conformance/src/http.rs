@@ -779,7 +779,8 @@ pub fn http_b7_a_first_request_unfinished_when_its_grace_ends_is_closed<A: HttpA
     let server = HttpServer::start::<A>(config, true);
     let slow: [&[u8]; 2] = [
         b"GET /burst?i=1 HTTP/1.1\r\nHost: t\r\nX-Slow: ",
-        b"GET / HT",
+        // The start of HTTP/2's preface: hyper-util is still reading it.
+        b"PRI * HTTP/2.0\r\n",
     ];
     let mut slow = slow.map(|sent| {
         let mut c = TcpStream::connect(server.addr).unwrap();
@@ -851,8 +852,8 @@ pub fn http_b9_a_slow_forced_hook_elsewhere_does_not_delay_the_cut_of_an_upgrade
 /// B13: at the trigger an HTTP/2 connection gets a first GOAWAY (naming
 /// no stream yet, 2^31-1) and a PING; a stream the client opens before it
 /// answers the PING is served, and the final GOAWAY, sent once it did,
-/// names it. A stream opened after the final GOAWAY is refused
-/// unprocessed (its handler never sees it). The stream in flight at the
+/// names it. A stream opened after the final GOAWAY is not processed
+/// (h2 ignores it: its handler never sees it, and it gets no response). The stream in flight at the
 /// trigger finishes, then the connection closes and the stop drains.
 pub fn http_b13_a_stream_above_the_final_goaway_is_refused_unprocessed<A: HttpAdapter>() {
     let config = ServeConfig::default().progress_every(None);
@@ -923,6 +924,8 @@ pub fn http_b13_an_idle_http2_client_that_never_answers_the_ping_is_closed_after
         assert!(r.ended && r.first_header_byte == Some(0x88), "{r:?}");
         h2
     });
+    // All it sent read: nothing more comes from it.
+    quiet.sync();
     quiet.answers_pings = false;
     server.shutdown.trigger(Reason::requested());
     assert!(
@@ -996,6 +999,52 @@ pub fn http_b12_a_request_hyper_rejects_gets_its_answer_before_the_close<A: Http
         sent.unwrap_or_else(|e| panic!("{what}: the client's sending failed: {e}"));
     }
     server.shutdown.trigger(Reason::requested());
+    let outcome = server.outcome();
+    assert!(outcome.is_drained(), "{outcome}");
+}
+
+/// B12 x B7: a first request hyper rejects (`400`) during the first
+/// request's grace gets its answer, and its close lingers while the client
+/// may still send. The grace ending meanwhile (the connection, with no
+/// request read, is then dropped) does not cut that linger short: the
+/// client's writes all go through, and the close ends with the client's.
+pub fn http_b12_a_first_request_rejected_in_its_grace_lingers_past_it<A: HttpAdapter>() {
+    // A linger longer than the grace, which the clock moves past.
+    let config = ServeConfig::default()
+        .linger(Duration::from_secs(60))
+        .progress_every(None);
+    let grace = config.first_request_grace;
+    let server = HttpServer::start::<A>(config, true);
+    let mut c = TcpStream::connect(server.addr).unwrap();
+    c.set_write_timeout(Some(PATIENCE)).unwrap();
+    server.shutdown.trigger(Reason::requested());
+    let clock = server.clock.as_ref().unwrap();
+    assert!(
+        clock.wait_for_sleep_ending_at(grace, PATIENCE),
+        "no first-request grace"
+    );
+    // More behind it: the close lingers for what the client still sends.
+    let junk = vec![b'x'; 64 << 10];
+    c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nbad header\r\n\r\n")
+        .unwrap();
+    c.write_all(&junk).unwrap();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    r.get_ref().set_read_timeout(Some(PATIENCE)).unwrap();
+    let (status, _) = head(&mut r).expect("an answer");
+    assert!(status.starts_with("HTTP/1.1 400"), "{status}");
+    // To the server's end of stream: its close has begun, and lingers.
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).unwrap();
+    clock.advance(grace);
+    // Cut short, the connection would end and the server drain at once.
+    let hold = Duration::from_millis(200);
+    assert!(
+        !eventually(hold, || server.has_returned()),
+        "the linger ended with the grace"
+    );
+    let sent = c.write_all(&vec![b'x'; 1 << 20]);
+    sent.unwrap_or_else(|e| panic!("the client's sending failed: {e}"));
+    c.shutdown(std::net::Shutdown::Write).unwrap();
     let outcome = server.outcome();
     assert!(outcome.is_drained(), "{outcome}");
 }

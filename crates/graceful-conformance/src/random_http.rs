@@ -531,7 +531,11 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
                 let r = h2.finish(id, PATIENCE);
                 assert!(r.ended && r.first_header_byte == Some(0x88), "{r:?}");
                 assert!(h2.goaways.is_empty(), "{:?}", h2.goaways);
-                h2.answers_pings = kind != HttpKind::H2Mute;
+                if kind == HttpKind::H2Mute {
+                    // All it sent read: nothing more comes from it.
+                    h2.sync();
+                    h2.answers_pings = false;
+                }
                 tally.responses += 1;
                 h2s.push(H2Client {
                     kind,
@@ -935,9 +939,6 @@ enum BurstEnd {
     Ended,
 }
 
-/// Connects at once and sends `GET /burst?i=index`, racing the trigger;
-/// says on `attempted` once its connect failed or its request was sent
-/// (the stop's clock moves only after that: see `random::burst`).
 /// The stop forced from code during the pre-drain delay, whatever each
 /// connection is doing (a slow request, a stream, an upload, a download
 /// its client does not read, an upgrade, a lingering close, a head half
@@ -981,6 +982,9 @@ fn forced_in_delay(
     tally
 }
 
+/// Connects at once and sends `GET /burst?i=index`, racing the trigger;
+/// says on `attempted` once its connect failed or its request was sent
+/// (the stop's clock moves only after that: see `random::burst`).
 fn burst(addr: SocketAddr, index: usize, attempted: std::sync::mpsc::Sender<()>) -> BurstEnd {
     let connected = TcpStream::connect_timeout(&addr, PATIENCE);
     let attempted = crate::random::Attempted(attempted);

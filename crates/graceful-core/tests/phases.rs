@@ -585,7 +585,8 @@ fn a_stage_dropped_before_the_trigger_counts_as_drained_and_starts_what_follows_
 
 /// A slow forced hook on the root delays the force of no shutdown below it:
 /// every bit in the tree is set before any hook runs, and a child's hooks
-/// (a server's cut of its connections) run before its parent's.
+/// run before its parent's. (A server's own cut runs before every hook:
+/// conformance `http_b9_a_slow_forced_hook_elsewhere_…`.)
 #[test]
 fn a_slow_forced_hook_on_the_root_delays_no_force_below_it() {
     within(10, || {

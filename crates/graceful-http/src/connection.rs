@@ -21,9 +21,10 @@ use crate::{BoxError, HttpService};
 ///
 /// - at the trigger, an HTTP/2 connection gets GOAWAY and its open streams
 ///   finish (one opened later gets it once its preface is read and it
-///   sent a first request, or its first-request grace is over); one whose
-///   client does not answer the PING sent with the GOAWAY is closed once
-///   it has had no stream in flight for `config.first_request_grace`; an
+///   sent a first request, or its first-request grace is over); an idle
+///   one whose client sends nothing at all after the GOAWAY (not even the
+///   answer to the PING sent with it) is closed
+///   `config.first_request_grace` after it; an
 ///   HTTP/1 connection keeps serving, each response marked
 ///   `Connection: close` (so pooled clients move elsewhere, and the
 ///   connection closes after it), but for one followed by requests the
@@ -193,22 +194,26 @@ where
         }
         // HTTP/2: the graceful shutdown sends GOAWAY and a PING, and names
         // the last stream (closing an idle connection) only once the PING
-        // is answered. A client that never answers (gone behind a NAT,
-        // stopped) would hold the connection to the deadline: once it has
-        // had no stream in flight for the first request's grace, it is
-        // dropped, and its I/O, left unclosed, is closed below.
-        let grace = options.first_request_grace;
-        let mut quiet: Option<Pin<Box<R::Sleep>>> = None;
+        // is answered. A client that sends nothing at all after the GOAWAY,
+        // not even that answer (gone behind a NAT, stopped), would hold the
+        // connection to the deadline: once the grace has passed with
+        // nothing heard from it, and no stream in flight nor tunnel open,
+        // the connection is dropped, and its I/O closed below. A client
+        // heard from is alive: h2 closes its connection once it is done.
+        let heard = activity.heard();
+        let (mut alive, mut due) = (false, false);
+        let mut timer = pin!(rt.sleep(options.first_request_grace));
         let ended = poll_fn(|cx| {
             if let Poll::Ready(done) = live(connection.as_mut()).poll(cx) {
                 return Poll::Ready(Some(done));
             }
-            if !activity.is_quiet() {
-                quiet = None;
-                return Poll::Pending;
+            alive |= activity.heard() != heard;
+            due = due || (!alive && timer.as_mut().poll(cx).is_ready());
+            let gone = due && !alive && activity.is_quiet() && !activity.is_upgraded();
+            match gone {
+                true => Poll::Ready(None),
+                false => Poll::Pending,
             }
-            let timer = quiet.get_or_insert_with(|| Box::pin(rt.sleep(grace)));
-            timer.as_mut().poll(cx).map(|()| None)
         })
         .await;
         if let Some(done) = ended {

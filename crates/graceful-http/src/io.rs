@@ -188,7 +188,11 @@ impl<I: Read + Unpin, R: Runtime> Read for Io<I, R> {
         let following = this.framing.as_ref().is_some_and(|f| !f.is_lost())
             && !this.activity.as_ref().is_some_and(|a| a.is_upgraded());
         if this.preface.is_none() && !following {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
+            let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+            if let (Poll::Ready(_), Some(activity)) = (&read, &this.activity) {
+                activity.hear();
+            }
+            return read;
         }
         // Read through a buffer of our own to see the bytes: the HTTP/2
         // preface first, and where HTTP/1 requests end. On the heap, not
@@ -398,10 +402,11 @@ impl<I: Read + Write + Unpin, R: Runtime> Write for Io<I, R> {
 }
 
 impl<I, R: Runtime> Io<I, R> {
-    /// Whether the connection was neither shut nor switched (by a `101`):
-    /// its close is still to be done.
+    /// Whether the connection's close is still to be done, or to be
+    /// finished (its shut or its linger begun), and it was not switched
+    /// (by a `101`).
     fn unclosed(&self) -> bool {
-        matches!(self.close, Close::Open)
+        !matches!(self.close, Close::Done)
             && !self.activity.as_ref().is_some_and(|a| a.is_upgraded())
     }
 
@@ -420,7 +425,9 @@ impl<I, R: Runtime> Io<I, R> {
 /// upgrade instead of shutting it, even when the answer switched nothing;
 /// nobody takes it, and it is dropped: no linger for a body not all read,
 /// no TLS `close_notify`. The driver does the close hyper skipped. (The
-/// write-out hyper skipped is the tail's, see `Tracked`.) An I/O dropped
+/// write-out hyper skipped is the tail's, see `Tracked`.) So it does when
+/// the connection is dropped with its close begun (lingering): the driver
+/// finishes it, rather than the drop resetting the client. An I/O dropped
 /// once the driver is gone (see `Activity::abandon`) is not kept: it closes
 /// as it is dropped.
 pub(crate) struct Orphanable<I: Send + 'static, R: Runtime> {
@@ -493,11 +500,11 @@ impl<I: Read + Write + Send + Unpin + 'static, R: Runtime> Write for Orphanable<
     }
 }
 
-/// Reads and discards what the client sent: `Some(true)` if it read bytes,
-/// `Some(false)` at end-of-stream, `None` on an error.
 /// The most reads (of 1 KiB each) a lingering close makes in one poll.
 const LINGER_READS_PER_POLL: usize = 64;
 
+/// Reads and discards what the client sent: `Some(true)` if it read bytes,
+/// `Some(false)` at end-of-stream, `None` on an error.
 fn discard<I: Read + Unpin>(inner: &mut I, cx: &mut Context<'_>) -> Poll<Option<bool>> {
     let mut scratch = [0u8; 1024];
     let mut buf = ReadBuf::new(&mut scratch);

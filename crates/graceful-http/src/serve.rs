@@ -20,8 +20,8 @@ use crate::{HttpOptions, HttpService};
 ///   its head split across packets or its bytes not read yet, gets the
 ///   first-request grace for the rest, and is served); HTTP/2 connections
 ///   get GOAWAY and their open streams finish (an idle one whose client
-///   does not answer the GOAWAY's PING closes after the first-request
-///   grace);
+///   sends nothing after it, not even the answer to its PING, closes after
+///   the first-request grace);
 /// - a connection that has not sent a whole request yet gets
 ///   [`ServeConfig::first_request_grace`] to send its first request, and
 ///   is closed when the grace ends first;

@@ -49,6 +49,13 @@ pub(crate) struct Activity {
     head_begun: AtomicBool,
     /// HTTP/1: how many requests' heads were read whole.
     heads: AtomicUsize,
+    /// HTTP/1: how many heads were read whole when the first response
+    /// after the trigger was produced (0 until then): the responses up to
+    /// that request's leave the connection open for the next.
+    close_after: AtomicUsize,
+    /// HTTP/2 (and whatever is read without following requests): how many
+    /// reads found bytes, or the client's end.
+    heard: AtomicUsize,
     first: Event,
     /// The connection's I/O, if hyper dropped it before its close (see
     /// `Orphanable`): an `Io` of the connection's types.
@@ -104,6 +111,34 @@ impl Activity {
     pub(crate) fn set_heads(&self, whole: usize, begun: bool) {
         self.heads.store(whole, Ordering::SeqCst);
         self.head_begun.store(begun, Ordering::SeqCst);
+    }
+
+    /// Records that a read found bytes, or the client's end (counted where
+    /// HTTP/1 requests are not followed: HTTP/2).
+    pub(crate) fn hear(&self) {
+        self.heard.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many reads [`hear`](Self::hear) counted.
+    pub(crate) fn heard(&self) -> usize {
+        self.heard.load(Ordering::Relaxed)
+    }
+
+    /// HTTP/1, for a response produced after the trigger: whether a
+    /// request the client pipelined behind it waits, read whole by the time
+    /// the first response after the trigger was produced. Fixed then: a
+    /// client that keeps pipelining cannot keep the connection open.
+    pub(crate) fn request_waits_at_stop(&self) -> bool {
+        let heads = self.heads.load(Ordering::SeqCst);
+        let limit =
+            match self
+                .close_after
+                .compare_exchange(0, heads, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => heads,
+                Err(fixed) => fixed,
+            };
+        self.requests() < limit
     }
 
     /// HTTP/1: whether a request the client pipelined was read whole and
@@ -378,7 +413,8 @@ where
         let mut to_upgrade = false;
         let mut request_waits = false;
         if let Some(InFlight(activity)) = &in_flight {
-            request_waits = activity.request_waits();
+            let triggered = this.conn.as_ref().is_some_and(|c| c.is_triggered());
+            request_waits = triggered && activity.request_waits_at_stop();
             activity.end_written();
             if switches {
                 activity.mark_upgraded();
@@ -423,8 +459,9 @@ where
         if let Some(conn) = this.conn {
             // Not on a `101`, nor on a tunnel CONNECT opens. Nor while a
             // request the client pipelined behind this one waits, read
-            // whole: hyper would close after this response and drop it.
-            // The last one's response carries it.
+            // whole by the first response after the trigger: hyper would
+            // close after this response and drop it. The last of those
+            // carries it.
             let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS || switches;
             if conn.is_triggered() && !switching && !request_waits {
                 res.headers_mut()
@@ -449,6 +486,26 @@ mod tests {
         fn drop(&mut self) {
             self.0.store(true, Ordering::SeqCst);
         }
+    }
+
+    /// After the trigger, the responses up to the last request read whole
+    /// by the first response after the trigger leave the connection open
+    /// for the next; a client that keeps pipelining more meanwhile does not
+    /// move that bound: the connection closes after it.
+    #[test]
+    fn a_client_that_keeps_pipelining_cannot_keep_the_connection_open() {
+        let activity = Activity::default();
+        activity.set_heads(3, false);
+        activity.request();
+        assert!(activity.request_waits_at_stop(), "2 more wait behind 1");
+        activity.set_heads(10, false);
+        activity.request();
+        assert!(activity.request_waits_at_stop(), "1 more waits behind 2");
+        activity.request();
+        assert!(
+            !activity.request_waits_at_stop(),
+            "3 carries the close: 4 to 10 came after the bound was fixed"
+        );
     }
 
     /// An I/O orphaned while the connection's driver is there is kept for

@@ -27,9 +27,10 @@ pub struct ServeConfig {
     /// winds it down (accepted but silent, during the pre-drain delay, or
     /// from the backlog at close) may take to send its first request, which
     /// is then served to its end however long it takes (default 1 s). HTTP:
-    /// one whose first request is not all there when the grace ends is
-    /// closed then; an idle HTTP/2 connection whose client does not answer
-    /// the PING sent with its GOAWAY is closed this long after it. TCP: the
+    /// one whose first request's head is not all there when the grace ends
+    /// is closed then; an idle HTTP/2 connection whose client sends nothing
+    /// at all after its GOAWAY (not even the answer to the PING sent with
+    /// it) is closed this long after the GOAWAY. TCP: the
     /// reads of connections accepted after the trigger end this long after
     /// the listener closed, rather than when it closes.
     pub first_request_grace: Duration,

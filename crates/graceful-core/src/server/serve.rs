@@ -644,7 +644,10 @@ mod tests {
     fn out_of_descriptors_the_spare_is_let_go_and_what_is_left_closed() {
         use std::os::fd::AsRawFd;
         let (mut calls, mut served, closed) = (0, 0, Arc::new(()));
-        let spare = std::fs::File::open("/dev/null").unwrap();
+        // A file of its own: a descriptor number reused meanwhile by
+        // another test's file does not point to it.
+        let path = std::env::temp_dir().join(format!("graceful-spare-{}", std::process::id()));
+        let spare = std::fs::File::create(&path).unwrap();
         let spare_fd = spare.as_raw_fd();
         let closes = closed.clone();
         let taken = block_on(take_backlog(
@@ -664,7 +667,7 @@ mod tests {
                     3 => Err(io::Error::from_raw_os_error(24)),
                     4 => {
                         let fd = std::fs::read_link(format!("/proc/self/fd/{spare_fd}"));
-                        let spare_open = fd.is_ok_and(|p| p.as_os_str() == "/dev/null");
+                        let spare_open = fd.is_ok_and(|p| p == path);
                         assert!(!spare_open, "the spare was not let go");
                         Ok(Some(closes.clone()))
                     }
@@ -681,6 +684,7 @@ mod tests {
         // Those left were dropped (closed) at once; the served were kept.
         drop(closes);
         assert_eq!(Arc::strong_count(&closed), 3);
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]
