@@ -605,6 +605,14 @@ mod tests {
         std::net::TcpListener::bind("127.0.0.1:0").unwrap()
     }
 
+    fn closing(exclusive: bool, spare: Option<std::fs::File>) -> Closing<'static> {
+        Closing {
+            name: "test",
+            exclusive,
+            spare,
+        }
+    }
+
     // The bounds hold whether the listener's handshakes were stopped or not.
 
     #[test]
@@ -620,11 +628,7 @@ mod tests {
             &BlockingRt,
             &mut listener(),
             &Shutdown::new(),
-            Closing {
-                name: "test",
-                exclusive,
-                spare: None,
-            },
+            closing(exclusive, None),
             |_| {
                 calls += 1;
                 match calls {
@@ -654,11 +658,7 @@ mod tests {
             &BlockingRt,
             &mut listener(),
             &Shutdown::new(),
-            Closing {
-                name: "test",
-                exclusive: false,
-                spare: Some(spare),
-            },
+            closing(false, Some(spare)),
             |_| {
                 calls += 1;
                 match calls {
@@ -700,11 +700,7 @@ mod tests {
             &BlockingRt,
             &mut listener(),
             &Shutdown::new(),
-            Closing {
-                name: "test",
-                exclusive,
-                spare: None,
-            },
+            closing(exclusive, None),
             |_| {
                 calls += 1;
                 Err(io::Error::from_raw_os_error(103))
@@ -728,11 +724,7 @@ mod tests {
             &BlockingRt,
             &mut listener(),
             &Shutdown::new(),
-            Closing {
-                name: "test",
-                exclusive,
-                spare: None,
-            },
+            closing(exclusive, None),
             |_| {
                 std::thread::sleep(Duration::from_millis(20));
                 Ok(Some(()))
@@ -775,11 +767,7 @@ mod tests {
                 &BlockingRt,
                 &mut listener(),
                 server,
-                Closing {
-                    name: "test",
-                    exclusive,
-                    spare: None,
-                },
+                closing(exclusive, None),
                 one_connection_after_1ms(&mut calls),
                 |()| {},
             ));
@@ -814,11 +802,7 @@ mod tests {
             &BlockingRt,
             &mut listener(),
             &Shutdown::new(),
-            Closing {
-                name: "test",
-                exclusive,
-                spare: None,
-            },
+            closing(exclusive, None),
             |_| Ok(Some(())),
             |()| served += 1,
         ));
