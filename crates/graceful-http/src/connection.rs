@@ -92,7 +92,8 @@ where
     let io = Io::with_activity(io, rt.clone(), options.linger, activity.clone())
         .drop_closes(options.drop_closes);
     let io = Orphanable::new(io);
-    // In an `Option` to be dropped early: see the end of a head begun.
+    // In an `Option`, to be dropped early: a first request still unfinished
+    // when its grace ends, an HTTP/2 client gone quiet (see below).
     let mut connection = pin!(Some(builder.serve_connection_with_upgrades(io, service)));
     // Dropped before `connection` when this future is (a forced stop): an
     // I/O that hyper drops then is closed at once, not kept.
