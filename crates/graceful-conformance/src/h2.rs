@@ -17,6 +17,7 @@ const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
+const WINDOW_UPDATE: u8 = 0x8;
 const END_STREAM: u8 = 0x1;
 const ACK: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
@@ -172,6 +173,12 @@ impl H2 {
             }
             self.read_frame(left.min(Duration::from_millis(100)));
         }
+    }
+
+    /// Opens the flow-control window of stream `id` (0: the connection's)
+    /// by `increment` bytes.
+    pub(crate) fn window_update(&mut self, id: u32, increment: u32) {
+        self.frame(WINDOW_UPDATE, 0, id, &increment.to_be_bytes());
     }
 
     /// Sends a PING and reads until its answer: the server has read all

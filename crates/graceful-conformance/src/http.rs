@@ -910,7 +910,9 @@ pub fn http_b13_a_stream_above_the_final_goaway_is_refused_unprocessed<A: HttpAd
 /// PING. A client that never answers (gone behind a NAT, stopped) does not
 /// hold the stop to the deadline: the connection closes once it has had
 /// no stream in flight for the first request's grace, and the stop
-/// drains. One that answers is closed at once.
+/// drains. One that answers is closed at once; one that answers while its
+/// response waits for it to open its flow-control window is alive: it is
+/// left alone past the grace, and its response is then sent whole.
 pub fn http_b13_an_idle_http2_client_that_never_answers_the_ping_is_closed_after_the_grace<
     A: HttpAdapter,
 >() {
@@ -927,6 +929,12 @@ pub fn http_b13_an_idle_http2_client_that_never_answers_the_ping_is_closed_after
     // All it sent read: nothing more comes from it.
     quiet.sync();
     quiet.answers_pings = false;
+    // The first 64 KiB (its window) of a larger response, the rest held.
+    let mut slow = H2::connect(server.addr);
+    let big = slow.get("/big");
+    let window = 65_535;
+    let started = slow.read_until(PATIENCE, |h2| h2.response(big).body.len() >= window);
+    assert!(started, "{:?}", slow.response(big).body.len());
     server.shutdown.trigger(Reason::requested());
     assert!(
         answering.closed_within(PATIENCE),
@@ -937,6 +945,9 @@ pub fn http_b13_an_idle_http2_client_that_never_answers_the_ping_is_closed_after
         "no GOAWAY"
     );
     let clock = server.clock.as_ref().unwrap();
+    // It answers the PING (and the server reads the answer) as it reads.
+    slow.sync();
+    assert!(!slow.goaways.is_empty(), "no GOAWAY");
     assert!(
         clock.wait_for_sleep_ending_at(grace, PATIENCE),
         "no wait bounded by the grace"
@@ -950,6 +961,16 @@ pub fn http_b13_an_idle_http2_client_that_never_answers_the_ping_is_closed_after
         quiet.closed_within(PATIENCE),
         "still open after the grace, its PING unanswered"
     );
+    assert!(
+        !slow.closed_within(Duration::from_millis(100)),
+        "a client that answered, its response held for its window, was cut"
+    );
+    let more = (1 << 31) - 1 - window as u32;
+    slow.window_update(0, more);
+    slow.window_update(big, more);
+    let r = slow.finish(big, PATIENCE);
+    assert!(r.ended && r.body.len() == BIG, "{} of {BIG}", r.body.len());
+    assert!(slow.closed_within(PATIENCE), "open after its last stream");
     let outcome = server.outcome();
     assert!(outcome.is_drained(), "{outcome}");
 }
