@@ -317,6 +317,26 @@ fn closed(c: &mut BufReader<TcpStream>, within: Duration) -> bool {
     ends_within(c, within) == Some(0)
 }
 
+/// The last response a client that pipelined gets: `status` (and `body`,
+/// if given), marked `Connection: close`; then the connection's end, and a
+/// close that lingers until the client closes its side.
+fn assert_last_of_pipelined(
+    shutdown: &graceful_core::Shutdown,
+    conn: &mut BufReader<TcpStream>,
+    (status, body): (&str, Option<&str>),
+    what: &str,
+) {
+    let r = reply(conn).unwrap_or_else(|e| panic!("{what}: pipelined: {e}"));
+    assert!(r.status.starts_with(status), "{what}: {}", r.status);
+    if let Some(body) = body {
+        assert_eq!(r.body, body, "{what}");
+    }
+    assert!(r.head.contains("connection: close"), "{what}: {}", r.head);
+    assert!(closed(conn, PATIENCE), "{what} open after it");
+    let hold = Duration::from_millis(100);
+    assert_lingers_until_closed(shutdown, conn.get_mut(), b"", hold, what);
+}
+
 struct Client {
     kind: HttpKind,
     index: usize,
@@ -797,14 +817,9 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
             assert!(r.status.starts_with("HTTP/1.1 200"), "{what}: {}", r.status);
             assert_eq!(r.body, first, "{what}");
             assert!(!r.head.contains("connection: close"), "{what}: {}", r.head);
-            let r = reply(&mut c.conn).unwrap_or_else(|e| panic!("{what}: pipelined: {e}"));
-            assert!(r.status.starts_with("HTTP/1.1 200"), "{what}: {}", r.status);
-            assert_eq!(r.body, format!("burst {}", c.index), "{what}");
-            assert!(r.head.contains("connection: close"), "{what}: {}", r.head);
-            assert!(closed(&mut c.conn, PATIENCE), "{what} open after it");
-            // It pipelined: the close lingers until it closes its side.
-            let hold = Duration::from_millis(100);
-            assert_lingers_until_closed(&server.shutdown, c.conn.get_mut(), b"", hold, &what);
+            let burst = format!("burst {}", c.index);
+            let last = ("HTTP/1.1 200", Some(burst.as_str()));
+            assert_last_of_pipelined(&server.shutdown, &mut c.conn, last, &what);
             tally.responses += 2;
             continue;
         }
@@ -813,17 +828,8 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
             let last = c.pending.take().expect("a streaming response in progress");
             assert_eq!(chunk(&mut c.conn).expect(&stream), last, "{stream}");
             assert_eq!(chunk(&mut c.conn).expect(&stream), "", "{stream}: the end");
-            let r = reply(&mut c.conn).unwrap_or_else(|e| panic!("{stream}: pipelined: {e}"));
-            assert!(
-                r.status.starts_with("HTTP/1.1 503"),
-                "{stream}: {}",
-                r.status
-            );
-            assert!(r.head.contains("connection: close"), "{stream}: {}", r.head);
-            assert!(closed(&mut c.conn, PATIENCE), "{stream} open after it");
-            // It pipelined: the close lingers until it closes its side.
-            let hold = Duration::from_millis(100);
-            assert_lingers_until_closed(&server.shutdown, c.conn.get_mut(), b"", hold, &stream);
+            let last = ("HTTP/1.1 503", None);
+            assert_last_of_pipelined(&server.shutdown, &mut c.conn, last, &stream);
             tally.responses += 2;
             continue;
         }

@@ -419,12 +419,9 @@ mod tests {
     /// answered, rather than winding down as soon as the body ended.
     #[test]
     fn a_flush_still_blocked_holds_the_wind_down_of_a_pipelined_connection() {
-        let wire = Stream::default();
-        wire.0
-            .lock()
-            .unwrap()
-            .to_read
-            .extend(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\n\r\n");
+        let wire = Stream::sent(
+            b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\n\r\n",
+        );
         let last = Last::default();
         let service = {
             let last = last.clone();
@@ -495,8 +492,7 @@ mod tests {
     /// the connection ended at once (rather than lingering, which nothing
     /// ends here), and what it wrote, in lower case.
     fn serve_by_hand(sent: &[u8], status: StatusCode, triggered: bool) -> (bool, String) {
-        let wire = Stream::default();
-        wire.wire().to_read.extend(sent);
+        let wire = Stream::sent(sent);
         let service = hyper::service::service_fn(move |_: Request<Incoming>| async move {
             let mut res = Response::new(http_body_util::Empty::<Bytes>::new());
             *res.status_mut() = status;
@@ -581,10 +577,7 @@ mod tests {
     /// Returns what was written once the socket takes bytes again, and how
     /// often the write side was shut.
     fn unwritten_then_handed_over(end: End) -> (String, usize) {
-        let wire = Stream::default();
-        wire.wire().to_read.extend(
-            b"POST / HTTP/1.1\r\nHost: t\r\nTE: trailers\r\nUpgrade: h2c\r\nContent-Length: 10\r\n\r\nabcd",
-        );
+        let wire = Stream::sent(b"POST / HTTP/1.1\r\nHost: t\r\nTE: trailers\r\nUpgrade: h2c\r\nContent-Length: 10\r\n\r\nabcd");
         wire.wire().write_blocks = true;
         let service = hyper::service::service_fn(move |_: Request<Incoming>| {
             let end = end.clone();
@@ -685,10 +678,7 @@ mod tests {
     /// for the second (a stop closes thousands of idle connections).
     #[test]
     fn an_idle_connection_ends_in_the_first_poll_after_the_listener_closes() {
-        let wire = Stream::default();
-        wire.wire()
-            .to_read
-            .extend(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        let wire = Stream::sent(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
         let service = hyper::service::service_fn(|_: Request<Incoming>| async {
             Ok::<_, Infallible>(Response::new(http_body_util::Full::new(
                 Bytes::from_static(b"hi\n"),
@@ -721,10 +711,7 @@ mod tests {
     /// until its header-read timeout (none here), and so past the grace.
     #[test]
     fn a_first_head_unfinished_when_its_grace_ends_is_closed() {
-        let wire = Stream::default();
-        wire.wire()
-            .to_read
-            .extend(b"GET /first HTTP/1.1\r\nHost: t\r\nX-Slow: ");
+        let wire = Stream::sent(b"GET /first HTTP/1.1\r\nHost: t\r\nX-Slow: ");
         let shutdown = Shutdown::new();
         let config = ServeConfig::default();
         let mut served = pin!(serve_on_wire_with(
@@ -754,10 +741,8 @@ mod tests {
     /// start of the head, and the connection's I/O saw it.
     #[test]
     fn a_head_half_read_when_the_listener_closes_is_waited_for_and_served() {
-        let wire = Stream::default();
-        wire.wire()
-            .to_read
-            .extend(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\nGET /second HTTP/1.1\r\nHo");
+        let wire =
+            Stream::sent(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\nGET /second HTTP/1.1\r\nHo");
         let service = path_service();
         let shutdown = Shutdown::new();
         let config = ServeConfig::default();

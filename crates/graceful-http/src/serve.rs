@@ -197,10 +197,7 @@ mod tests {
     /// `Connection: close`, not closed on.
     #[test]
     fn a_request_the_reactor_has_not_reported_is_served_not_closed_on() {
-        let wire = Stream::default();
-        wire.wire()
-            .to_read
-            .extend(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n");
+        let wire = Stream::sent(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n");
         let listener = OneConnection {
             socket: TcpListener::bind("127.0.0.1:0").unwrap(),
             wire: Some(Arc::new(wire.clone())),

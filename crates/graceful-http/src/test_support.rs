@@ -52,6 +52,13 @@ pub(crate) struct Wire {
 pub(crate) struct Stream(pub(crate) Arc<Mutex<Wire>>);
 
 impl Stream {
+    /// A stream on which the client has sent `bytes`.
+    pub(crate) fn sent(bytes: &[u8]) -> Stream {
+        let stream = Stream::default();
+        stream.wire().to_read.extend(bytes);
+        stream
+    }
+
     pub(crate) fn wire(&self) -> std::sync::MutexGuard<'_, Wire> {
         self.0.lock().unwrap()
     }
