@@ -687,6 +687,26 @@ mod tests {
         let _ = std::fs::remove_file(&path);
     }
 
+    /// What is left is counted exactly when the backlog empties, and as a
+    /// lower bound when a failed accept (the freed descriptor taken
+    /// elsewhere) stops the count.
+    #[test]
+    fn what_is_left_is_counted_or_bounded_below() {
+        let count = |results: Vec<io::Result<Option<()>>>| {
+            let mut results = results.into_iter();
+            let mut spare = None;
+            let backlog = Backlog {
+                name: "test",
+                start: std::time::Instant::now(),
+                spare: &mut spare,
+            };
+            backlog.count_left(&mut listener(), &mut |_| results.next().unwrap())
+        };
+        let emfile = || Err(io::Error::from_raw_os_error(24));
+        assert_eq!(count(vec![Ok(Some(())), Ok(Some(())), Ok(None)]), "2");
+        assert_eq!(count(vec![Ok(Some(())), emfile()]), "at least 1");
+    }
+
     #[test]
     fn the_backlog_counts_transient_failures_instead_of_spinning() {
         for exclusive in [false, true] {
