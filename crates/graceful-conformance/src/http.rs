@@ -922,9 +922,9 @@ pub fn http_b13_a_stream_above_the_final_goaway_is_refused_unprocessed<A: HttpAd
 /// B13 x a client gone quiet: an idle HTTP/2 connection gets GOAWAY at the
 /// trigger, and its final GOAWAY (and close) waits for the answer to a
 /// PING. A client that never answers (gone behind a NAT, stopped) does not
-/// hold the stop to the deadline: the connection closes once it has had
-/// no stream in flight for the first request's grace, and the stop
-/// drains. One that answers is closed at once; one that answers while its
+/// hold the stop to the deadline: the connection closes once the first
+/// request's grace has passed with nothing heard from its client and no
+/// stream in flight, and the stop drains. One that answers is closed at once; one that answers while its
 /// response waits for it to open its flow-control window is alive: it is
 /// left alone past the grace, and its response is then sent whole.
 pub fn http_b13_an_idle_http2_client_that_never_answers_the_ping_is_closed_after_the_grace<

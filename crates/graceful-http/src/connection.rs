@@ -28,7 +28,8 @@ use crate::{BoxError, HttpService};
 ///   HTTP/1 connection keeps serving, each response marked
 ///   `Connection: close` (so pooled clients move elsewhere, and the
 ///   connection closes after it), but for one followed by requests the
-///   client pipelined, read whole: the last of them carries it;
+///   client pipelined, read whole by the first response after the
+///   trigger: the last of them carries it;
 /// - when the listener closes (at the trigger, or after the pre-drain
 ///   delay), an idle HTTP/1 keep-alive connection closes; until then a
 ///   pooled client may still reuse it. One whose next request's head has

@@ -14,8 +14,9 @@ use crate::{HttpOptions, HttpService};
 /// `timer`:
 ///
 /// - responses produced after the trigger carry `Connection: close` and
-///   their connection closes after them (after the last of the requests
-///   a client pipelined, each of which is answered); idle keep-alive connections close
+///   their connection closes after them (requests a client pipelined,
+///   read whole by the first of them, are answered first, the last one
+///   carrying it); idle keep-alive connections close
 ///   when the listener closes (one whose next request has begun to arrive,
 ///   its head split across packets or its bytes not read yet, gets the
 ///   first-request grace for the rest, and is served); HTTP/2 connections
