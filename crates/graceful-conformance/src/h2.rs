@@ -1,5 +1,6 @@
 //! A blocking HTTP/2 (prior knowledge) client of raw frames, as little as
-//! the randomized stop needs: `GET` requests without a body, their
+//! the scenarios need: `GET` requests without a body, `POST` requests
+//! whose body is begun and not ended, their
 //! responses' first header byte and body, GOAWAY, and the connection's end.
 //! It answers the server's SETTINGS and PINGs as it reads (a graceful
 //! GOAWAY waits for a PING's answer before it names the last stream).
@@ -48,6 +49,22 @@ pub(crate) struct H2 {
     pongs: usize,
 }
 
+/// The bytes of a DATA frame of stream `id` that ends its body.
+pub(crate) fn last_data(id: u32, payload: &[u8]) -> Vec<u8> {
+    frame(DATA, END_STREAM, id, payload)
+}
+
+fn frame(kind: u8, flags: u8, id: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut frame = Vec::with_capacity(9 + payload.len());
+    frame.extend_from_slice(&len.to_be_bytes()[1..]);
+    frame.push(kind);
+    frame.push(flags);
+    frame.extend_from_slice(&id.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
 impl H2 {
     /// Connects, sends the preface and empty SETTINGS.
     pub(crate) fn connect(addr: SocketAddr) -> H2 {
@@ -71,30 +88,41 @@ impl H2 {
     }
 
     fn frame(&mut self, kind: u8, flags: u8, id: u32, payload: &[u8]) {
-        let len = payload.len() as u32;
-        let mut frame = Vec::with_capacity(9 + payload.len());
-        frame.extend_from_slice(&len.to_be_bytes()[1..]);
-        frame.push(kind);
-        frame.push(flags);
-        frame.extend_from_slice(&id.to_be_bytes());
-        frame.extend_from_slice(payload);
         // A server that closed may reset the write: its end is read later.
-        let _ = self.stream.write_all(&frame);
+        let _ = self.stream.write_all(&frame(kind, flags, id, payload));
     }
 
     /// Sends `GET path` on a new stream; returns its id.
     pub(crate) fn get(&mut self, path: &str) -> u32 {
+        self.request(0x82, path, END_STREAM)
+    }
+
+    /// Sends `POST path` on a new stream and `part` of its body, leaving
+    /// the body unended; returns its id.
+    pub(crate) fn post_begun(&mut self, path: &str, part: &[u8]) -> u32 {
+        let id = self.request(0x83, path, 0);
+        self.frame(DATA, 0, id, part);
+        id
+    }
+
+    /// Sends a request's headers, `method` an HPACK index.
+    fn request(&mut self, method: u8, path: &str, end: u8) -> u32 {
         assert!(path.len() < 127);
         let id = self.next_id;
         self.next_id += 2;
-        // HPACK: `:method: GET` and `:scheme: http` from the static
-        // table, `:path` and `:authority` as literals not indexed.
-        let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+        // HPACK: `:method` and `:scheme: http` from the static table,
+        // `:path` and `:authority` as literals not indexed.
+        let mut block = vec![method, 0x86, 0x04, path.len() as u8];
         block.extend_from_slice(path.as_bytes());
         block.extend_from_slice(&[0x01, 0x01, b't']);
-        self.frame(HEADERS, END_HEADERS | END_STREAM, id, &block);
+        self.frame(HEADERS, END_HEADERS | end, id, &block);
         self.responses.insert(id, Response::default());
         id
+    }
+
+    /// The connection's socket.
+    pub(crate) fn socket(&mut self) -> &mut TcpStream {
+        &mut self.stream
     }
 
     /// The response of stream `id` as read so far.

@@ -704,6 +704,35 @@ pub fn http_b12_the_close_lingers_only_while_a_body_is_not_all_read<A: HttpAdapt
     drop(open);
 }
 
+/// B12 over HTTP/2: an upload the handler answered without reading it to
+/// its end may still be arriving when the connection closes, so the close
+/// lingers, discarding what the client still sends until it closes its
+/// side; also when a later stream came without a body (HTTP/2's streams
+/// overlap: a later request says nothing of an earlier upload). The clock
+/// never moves, so no linger ends by its limit.
+pub fn http_b12_an_http2_upload_left_unread_lingers_past_later_streams<A: HttpAdapter>() {
+    let config = ServeConfig::default().progress_every(None);
+    let server = HttpServer::start::<A>(config, true);
+    let mut h2 = H2::connect(server.addr);
+    // 4 bytes of a body the handler does not read, sent unended.
+    let upload = h2.post_begun("/healthz", b"abcd");
+    let r = h2.finish(upload, PATIENCE);
+    assert!(r.ended && r.first_header_byte == Some(0x88), "{r:?}");
+    let get = h2.get("/healthz");
+    let r = h2.finish(get, PATIENCE);
+    assert!(r.ended && r.first_header_byte == Some(0x88), "{r:?}");
+    h2.sync();
+    server.shutdown.trigger(Reason::requested());
+    // GOAWAY, the PING answered, the final GOAWAY, the server's end.
+    assert!(h2.closed_within(PATIENCE), "still open after the trigger");
+    assert_eq!(h2.goaways.last(), Some(&get), "{:?}", h2.goaways);
+    let rest = crate::h2::last_data(upload, b"efghij");
+    let hold = Duration::from_millis(300);
+    assert_lingers_until_closed(&server.shutdown, h2.socket(), &rest, hold, "HTTP/2 upload");
+    let outcome = server.outcome();
+    assert!(outcome.is_drained(), "{outcome}");
+}
+
 /// B6, B7: a keep-alive connection whose next request's head has begun
 /// to arrive when the listener closes (a pooled client reusing it just
 /// before the stop, its head split across packets) is not idle: it gets

@@ -113,6 +113,7 @@ macro_rules! __for_each_http_scenario {
             http_b12_the_close_lingers_only_while_a_body_is_not_all_read,
             http_b12_a_request_hyper_rejects_gets_its_answer_before_the_close,
             http_b12_a_first_request_rejected_in_its_grace_lingers_past_it,
+            http_b12_an_http2_upload_left_unread_lingers_past_later_streams,
             http_a_cancelled_serve_closes_its_idle_keep_alive_connections,
             http_randomized_stop_over_fixed_seeds,
         }

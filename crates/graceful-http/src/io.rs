@@ -709,11 +709,11 @@ mod tests {
         read_all(&mut upgraded, &[upgrade, b"hello\n"]);
         activity.mark_upgraded();
         assert!(closes_at_once(&mut upgraded, &[b"world\n"]));
-        // HTTP/2: it lingers only after a request that came with a body.
+        // HTTP/2: it lingers only once a request came with a body.
         let h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0".as_slice();
         assert!(closes_at_once(&mut http1(), &[h2]));
         let activity = Arc::new(Activity::default());
-        activity.set_had_body(true);
+        activity.mark_body();
         assert!(!closes_at_once(&mut http1_with(activity), &[h2]));
         // Without a connection's activity, only bytes pending count.
         let mut plain = Io::new(Stream::default(), NoTimers, Duration::from_secs(1));

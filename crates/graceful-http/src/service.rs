@@ -32,9 +32,11 @@ pub(crate) struct Activity {
     /// A response switched protocols (a `101`, or a 2xx to CONNECT, where
     /// hyper prepared the upgrade): what follows is not HTTP.
     upgraded: AtomicBool,
-    /// The last request came with a body, which the handler may not have
-    /// read to its end (HTTP/2: the close lingers after it; HTTP/1's close
-    /// knows from the bytes read).
+    /// A request on the connection came with a body, which the handler
+    /// may not have read to its end (HTTP/2: the close lingers after it;
+    /// HTTP/1's close knows from the bytes read). Never cleared: HTTP/2's
+    /// streams overlap, and a later request without a body says nothing of
+    /// an upload still arriving on another stream.
     body: AtomicBool,
     /// An HTTP/1 request asked for an upgrade that its response did not
     /// grant: hyper keeps that upgrade prepared, and hands the connection
@@ -194,14 +196,14 @@ impl Activity {
         self.upgraded.store(true, Ordering::SeqCst);
     }
 
-    /// Whether the last request came with a body.
+    /// Whether a request on the connection came with a body.
     pub(crate) fn had_body(&self) -> bool {
         self.body.load(Ordering::SeqCst)
     }
 
-    /// Records whether the last request came with a body.
-    pub(crate) fn set_had_body(&self, body: bool) {
-        self.body.store(body, Ordering::SeqCst);
+    /// Records that a request came with a body.
+    pub(crate) fn mark_body(&self) {
+        self.body.store(true, Ordering::SeqCst);
     }
 
     /// Resolves once a request arrived.
@@ -276,8 +278,9 @@ where
         if !http1 {
             self.activity.mark_http2();
         }
-        self.activity
-            .set_had_body(!http_body::Body::is_end_stream(req.body()));
+        if !http_body::Body::is_end_stream(req.body()) {
+            self.activity.mark_body();
+        }
         self.activity.in_flight.fetch_add(1, Ordering::SeqCst);
         self.activity.request();
         // hyper hands the connection over only where it prepared an
