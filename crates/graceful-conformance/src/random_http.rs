@@ -624,11 +624,16 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
     }
     // The wait for a PING's answer is bounded from the GOAWAY on: the clock
     // moves only once each such bound is armed (without a pre-drain delay,
-    // with the graces below, when the bursts' graces are gone).
-    let mute = h2s.iter().filter(|c| c.kind == HttpKind::H2Mute).count();
+    // with the graces below, when the bursts' graces are gone). Each HTTP/2
+    // client gone quiet has one, and so has each with a stream in flight
+    // (its client answered, and its bound stays armed).
+    let bounded = h2s
+        .iter()
+        .filter(|c| c.kind == HttpKind::H2Mute || c.pending.is_some())
+        .count();
     if !plan.pre_drain.is_zero() {
         assert!(
-            clock.wait_for_sleeps_ending_at(triggered_at + grace, mute, PATIENCE),
+            clock.wait_for_sleeps_ending_at(triggered_at + grace, bounded, PATIENCE),
             "the waits for the PINGs' answers were not all bounded"
         );
     }
@@ -752,16 +757,17 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
         );
     }
     // Every connection with a head begun, and none read, when the listener
-    // closed has its grace (and, without a pre-drain delay, each HTTP/2
-    // client gone quiet its bound): the clock moves only once each is armed
-    // (one armed after the moves below would end past the deadline).
+    // closed has its grace: the clock moves only once each is armed (one
+    // armed after the moves below would end past the deadline). Without a
+    // pre-drain delay, the bounds on the waits for the PINGs' answers,
+    // armed at the trigger, end at the same instant and are counted too.
     let mut graced = plan
         .clients
         .iter()
         .filter(|k| matches!(k, HttpKind::Begun | HttpKind::Stalled))
         .count();
     if plan.pre_drain.is_zero() {
-        graced += mute;
+        graced += bounded;
     }
     assert!(
         clock.wait_for_sleeps_ending_at(closed_at + grace, graced, PATIENCE),
