@@ -24,9 +24,12 @@
 //!
 //! One restart at a time: a request while one runs is refused and logged,
 //! and so is one after the handover. A stop of the parent while its
-//! successor is not ready yet stops the successor too (SIGTERM, then a
-//! wait); an exit at once on a third stop signal, which waits for
-//! nothing, still sends it SIGTERM. Under systemd (`NOTIFY_SOCKET`), the
+//! successor is not ready yet stops the successor too (SIGTERM), and
+//! drains only once it is gone: the successor is held like work in
+//! flight, named in the report, and killed at the force (the deadline, a
+//! second signal). An exit at once on a third stop signal, which waits
+//! for nothing, still sends it SIGTERM. A listener handed to a successor
+//! that failed is this process's alone again once the successor is gone. Under systemd (`NOTIFY_SOCKET`), the
 //! parent tells the manager the successor's PID (`MAINPID=`) once it is
 //! ready, so a `Type=notify` unit with `NotifyAccess=all` follows the new
 //! process. A PID file, when configured, is replaced atomically by
@@ -249,7 +252,18 @@ impl Restarter {
         listeners: &[(&str, &TcpListener)],
         config: RestartConfig,
     ) -> io::Result<Restarter> {
-        let exe = current_exe()?;
+        let args = std::env::args_os().skip(1).collect();
+        Restarter::with_command(shutdown, listeners, config, current_exe()?, args)
+    }
+
+    /// [`new`](Self::new), its successor started as `exe` with `args`.
+    fn with_command(
+        shutdown: &Shutdown,
+        listeners: &[(&str, &TcpListener)],
+        config: RestartConfig,
+        exe: PathBuf,
+        args: Vec<OsString>,
+    ) -> io::Result<Restarter> {
         let owned = listeners
             .iter()
             .map(|(name, l)| Ok((name.to_string(), l.try_clone()?)))
@@ -264,7 +278,7 @@ impl Restarter {
                 shutdown: shutdown.clone(),
                 config,
                 exe,
-                args: std::env::args_os().skip(1).collect(),
+                args,
                 listeners: Mutex::new(Some(owned)),
                 busy: AtomicBool::new(false),
                 starting: Mutex::new(false),
@@ -302,8 +316,8 @@ impl Restarter {
                         .name("graceful-restart".into())
                         .spawn(move || match me.restart() {
                             Ok(_) => {}
-                            Err(RestartError::Busy) => {
-                                tracing::warn!("{} ignored: {}", signal.name(), RestartError::Busy)
+                            Err(e @ (RestartError::Busy | RestartError::Stopping)) => {
+                                tracing::warn!("{} ignored: {e}", signal.name())
                             }
                             Err(e) => tracing::warn!("restart failed: {e}; still serving"),
                         });
@@ -321,20 +335,22 @@ impl Restarter {
         if inner.busy.swap(true, Ordering::SeqCst) {
             return Err(RestartError::Busy);
         }
-        *inner.starting.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        inner.set_starting(true);
         let result = inner.hand_over();
         if result.is_err() {
             inner.busy.store(false, Ordering::SeqCst);
         }
-        *inner.starting.lock().unwrap_or_else(|p| p.into_inner()) = false;
-        inner.started.notify_all();
+        inner.set_starting(false);
         result
     }
 
     /// Waits until no successor is starting: a restart in progress ends
-    /// (ready and handed over, failed, or stopped because this process
-    /// stops). Call it before the process exits, so that a stop during a
-    /// restart never leaves a half-started successor behind.
+    /// (handed over, failed, or stopped because this process stops). Call
+    /// it before the process exits, so that a stop during a restart never
+    /// leaves a half-started successor behind. A handover is done once it
+    /// is decided and the PID file and systemd name the successor: the
+    /// trigger's hooks that follow do not hold this wait (they are the
+    /// stop's, bounded by its deadline like any other).
     pub fn finish(&self) {
         let mut starting = self
             .inner
@@ -352,53 +368,49 @@ impl Restarter {
 }
 
 impl Inner {
+    /// Records whether a successor is starting, and wakes [`Restarter::finish`].
+    fn set_starting(&self, starting: bool) {
+        *self.starting.lock().unwrap_or_else(|p| p.into_inner()) = starting;
+        self.started.notify_all();
+    }
+
     fn hand_over(&self) -> Result<u32, RestartError> {
+        // Held until the successor is handed over, or stopped and reaped:
+        // a stop during the restart drains only once the successor it
+        // stops is gone, its deadline (or a second signal) bounds the wait
+        // for that, and its report names the successor if it passes.
+        // Taken before the trigger is looked at, so it is never one taken
+        // after the shutdown drained (which would count nothing).
+        let hold = self.shutdown.guard_named("restart");
         if self.shutdown.is_triggered() {
             return Err(RestartError::Stopping);
         }
         let ready = ReadySocket::new().map_err(RestartError::Spawn)?;
-        let mut child = self.spawn(ready.path()).map_err(RestartError::Spawn)?;
+        let (mut child, marked) = self.spawn(ready.path()).map_err(RestartError::Spawn)?;
         let pid = child.id();
+        let hold = {
+            let named = self
+                .shutdown
+                .guard_named(format!("successor {pid} starting"));
+            drop(hold);
+            named
+        };
         // Listed until it is handed over, or stopped and reaped.
         let starting = Starting::new(pid, &ready);
         tracing::info!(
             "started successor {pid}; waiting up to {:?} for it to be ready",
             self.config.ready_timeout
         );
-        let until = Instant::now() + self.config.ready_timeout;
-        loop {
-            match ready.wait(Duration::from_millis(50)) {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(e) => {
-                    self.stop_child(&mut child);
-                    return Err(RestartError::Spawn(e));
-                }
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(RestartError::Exited(status));
-            }
-            if self.shutdown.is_triggered() {
-                return Err(self.stopping(&mut child));
-            }
-            if Instant::now() >= until {
-                self.stop_child(&mut child);
-                return Err(RestartError::TimedOut(self.config.ready_timeout));
-            }
-        }
-        // Not needed once the successor is ready: removed before the
-        // trigger's hooks, during which this process may exit at once.
-        drop(ready);
-        // The handover is the trigger: a stop that came first wins, and the
-        // successor stops with this process.
         let reason = Reason::Restarted { successor: pid };
-        if !self.shutdown.start_trigger(&reason) {
-            return Err(self.stopping(&mut child));
+        if let Err(e) = self.until_triggered(&mut child, ready, &reason) {
+            // The successor is gone: the listeners are this process's alone
+            // again.
+            marked.into_iter().for_each(crate::server::unmark_shared);
+            return Err(e);
         }
-        // Handed over before the trigger's hooks run: an exit at once
-        // during them leaves the successor serving.
-        drop(starting);
-        self.shutdown.finish_trigger(reason);
+        // Handed over: an exit at once from now on leaves the successor
+        // serving, and the stop no longer waits for it.
+        drop((starting, hold));
         tracing::info!("successor {pid} is ready; handing over");
         if let Some(path) = &self.config.pid_file {
             if let Err(e) = write_pid_file(path, pid) {
@@ -409,10 +421,57 @@ impl Inner {
         if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::MainPid(pid)]) {
             tracing::warn!("cannot tell systemd the successor's PID: {e}");
         }
+        // Nothing is left half started: `finish` returns while the
+        // trigger's hooks run, which the stop's deadline bounds (a hook
+        // that blocks must not hold the exit past it, nor past a second
+        // signal).
+        self.set_starting(false);
+        self.shutdown.finish_trigger(reason);
         // The successor lives on after this process exits; nothing waits
         // for it here.
         drop(child);
         Ok(pid)
+    }
+
+    /// Waits for the successor to be ready, then starts this process's
+    /// trigger with `reason`. On an error the successor was stopped (or
+    /// exited) and was reaped.
+    fn until_triggered(
+        &self,
+        child: &mut Child,
+        ready: ReadySocket,
+        reason: &Reason,
+    ) -> Result<(), RestartError> {
+        let until = Instant::now() + self.config.ready_timeout;
+        loop {
+            match ready.wait(Duration::from_millis(50)) {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => {
+                    self.stop_child(child);
+                    return Err(RestartError::Spawn(e));
+                }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(RestartError::Exited(status));
+            }
+            if self.shutdown.is_triggered() {
+                return Err(self.stopping(child));
+            }
+            if Instant::now() >= until {
+                self.stop_child(child);
+                return Err(RestartError::TimedOut(self.config.ready_timeout));
+            }
+        }
+        // Not needed once the successor is ready: removed before the
+        // trigger's hooks, during which this process may exit at once.
+        drop(ready);
+        // The handover is the trigger: a stop that came first wins, and the
+        // successor stops with this process.
+        if !self.shutdown.start_trigger(reason) {
+            return Err(self.stopping(child));
+        }
+        Ok(())
     }
 
     /// This process stops while its successor is starting: stops it too.
@@ -454,34 +513,48 @@ impl Inner {
         }
     }
 
-    fn spawn(&self, ready: &Path) -> io::Result<Child> {
+    /// Starts the successor with the listeners; returns it, and the marks
+    /// that the listeners are shared (taken back if it fails).
+    fn spawn(&self, ready: &Path) -> io::Result<(Child, Vec<crate::server::Marked>)> {
         let listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
         let Some(listeners) = listeners.as_ref() else {
             return Err(io::Error::other("the listeners are closed"));
         };
-        let mut mappings = Vec::with_capacity(listeners.len());
-        for (i, (_, l)) in listeners.iter().enumerate() {
-            // From now on the successor may hold it too.
-            crate::server::mark_shared(l);
-            mappings.push(FdMapping {
-                parent_fd: OwnedFd::from(l.try_clone()?),
-                child_fd: 3 + i as i32,
-            });
+        // From now on the successor may hold them too.
+        let marked: Vec<_> = listeners
+            .iter()
+            .filter_map(|(_, l)| crate::server::mark_shared(l))
+            .collect();
+        let spawned = (|| {
+            let mut mappings = Vec::with_capacity(listeners.len());
+            for (i, (_, l)) in listeners.iter().enumerate() {
+                mappings.push(FdMapping {
+                    parent_fd: OwnedFd::from(l.try_clone()?),
+                    child_fd: 3 + i as i32,
+                });
+            }
+            let names: Vec<&str> = listeners.iter().map(|(n, _)| n.as_str()).collect();
+            // `sh` sets LISTEN_PID to its own PID, which `exec` keeps: the
+            // successor's. The descriptors are mapped before `sh` runs.
+            let mut cmd = Command::new("/bin/sh");
+            cmd.arg("-c")
+                .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
+                .arg(&self.exe)
+                .args(&self.args)
+                .env("LISTEN_FDS", listeners.len().to_string())
+                .env("LISTEN_FDNAMES", names.join(":"))
+                .env(READY_ENV, ready);
+            cmd.fd_mappings(mappings)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            cmd.spawn()
+        })();
+        match spawned {
+            Ok(child) => Ok((child, marked)),
+            Err(e) => {
+                marked.into_iter().for_each(crate::server::unmark_shared);
+                Err(e)
+            }
         }
-        let names: Vec<&str> = listeners.iter().map(|(n, _)| n.as_str()).collect();
-        // `sh` sets LISTEN_PID to its own PID, which `exec` keeps: the
-        // successor's. The descriptors are mapped before `sh` runs.
-        let mut cmd = Command::new("/bin/sh");
-        cmd.arg("-c")
-            .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
-            .arg(&self.exe)
-            .args(&self.args)
-            .env("LISTEN_FDS", listeners.len().to_string())
-            .env("LISTEN_FDNAMES", names.join(":"))
-            .env(READY_ENV, ready);
-        cmd.fd_mappings(mappings)
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        cmd.spawn()
     }
 }
 
@@ -518,8 +591,14 @@ impl ReadySocket {
             }
         };
         let path = dir.join("ready");
-        let socket = UnixDatagram::bind(&path)?;
-        Ok(ReadySocket { dir, path, socket })
+        match UnixDatagram::bind(&path) {
+            Ok(socket) => Ok(ReadySocket { dir, path, socket }),
+            Err(e) => {
+                // (Out of descriptors, say): no directory is left behind.
+                let _ = std::fs::remove_dir(&dir);
+                Err(e)
+            }
+        }
     }
 
     fn path(&self) -> &Path {
@@ -651,6 +730,152 @@ mod tests {
         );
         handed_over.kill().unwrap();
         handed_over.wait().unwrap();
+    }
+
+    /// Run by the tests below as a restart's successor: says it is ready,
+    /// then waits to be killed (a minute at most).
+    #[test]
+    #[ignore = "a successor the restart tests start"]
+    fn successor_that_says_ready() {
+        if std::env::var_os(READY_ENV).is_some() {
+            notify_ready().unwrap();
+            std::thread::sleep(Duration::from_secs(60));
+        }
+    }
+
+    /// Waits up to 10 s for the report of `shutdown` to name a guard
+    /// `successor PID starting`; returns the PID.
+    fn starting_successor(shutdown: &Shutdown) -> u32 {
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let report = shutdown.report();
+            let named = report.all_named().iter().find_map(|g| {
+                let pid = g
+                    .name
+                    .strip_prefix("successor ")?
+                    .strip_suffix(" starting")?;
+                pid.parse().ok()
+            });
+            if let Some(pid) = named {
+                return pid;
+            }
+            assert!(Instant::now() < until, "no successor starting: {report}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn is_running(pid: u32) -> bool {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+    }
+
+    /// A stop while a successor is starting stops the successor too, and
+    /// the stop drains only once it is gone: a successor slow to stop
+    /// holds the drain (and is named), not a wait of its own past the
+    /// stop's deadline; the force (the deadline's, or a second signal's)
+    /// kills it. The listener is then this process's alone again: its
+    /// handshakes can be stopped at its close.
+    #[test]
+    fn a_stop_during_a_restart_waits_for_the_successor_within_its_deadline() {
+        let shutdown = Shutdown::new();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        // A successor that ignores SIGTERM and never says it is ready.
+        let args = ["-c", "trap '' TERM; exec sleep 600"].map(OsString::from);
+        let config = RestartConfig::new().signal(None);
+        let restarter = Restarter::with_command(
+            &shutdown,
+            &[("web", &listener)],
+            config,
+            "/bin/sh".into(),
+            args.to_vec(),
+        )
+        .unwrap();
+        let r = restarter.clone();
+        let restart = std::thread::spawn(move || r.restart());
+        let pid = starting_successor(&shutdown);
+        shutdown.trigger(Reason::requested());
+        let held = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < held {
+            assert!(!shutdown.is_drained(), "drained while the successor runs");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(is_running(pid), "the successor ignores SIGTERM");
+        shutdown.force(crate::ForceCause::Deadline);
+        let report = shutdown.forced_report().expect("a report at the force");
+        let name = format!("successor {pid} starting");
+        assert!(
+            report.all_named().iter().any(|g| g.name == name),
+            "{report}"
+        );
+        assert!(
+            shutdown.wait_drained_until(Instant::now() + Duration::from_secs(10)),
+            "not drained after the force"
+        );
+        assert!(matches!(
+            restart.join().unwrap(),
+            Err(RestartError::Stopping)
+        ));
+        assert!(!is_running(pid), "the successor was not killed");
+        restarter.finish();
+        assert!(
+            crate::server::handshakes::stop_handshakes(&listener, true),
+            "the listener is still marked shared after its successor is gone"
+        );
+    }
+
+    /// Once the handover is decided, the PID file names the successor and
+    /// `finish` returns, while a trigger hook blocks: the hook is the
+    /// stop's, bounded by its deadline, and must not hold the exit.
+    #[test]
+    fn a_blocking_trigger_hook_does_not_hold_a_handover_done() {
+        let dir = std::env::temp_dir().join(format!("graceful-handover-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pid_file = dir.join("app.pid");
+        let shutdown = Shutdown::new();
+        let (entered, in_hook) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        shutdown.on_triggered(move |_| {
+            entered.send(()).unwrap();
+            let _ = released.recv_timeout(Duration::from_secs(20));
+        });
+        let exe = std::env::current_exe().unwrap();
+        let args = [
+            "restart::tests::successor_that_says_ready",
+            "--exact",
+            "--ignored",
+            "--quiet",
+        ]
+        .map(OsString::from);
+        let config = RestartConfig::new().signal(None).pid_file(&pid_file);
+        let restarter =
+            Restarter::with_command(&shutdown, &[], config, exe, args.to_vec()).unwrap();
+        let r = restarter.clone();
+        let restart = std::thread::spawn(move || r.restart());
+        in_hook
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the handover's trigger ran no hook");
+        let successor = std::fs::read_to_string(&pid_file).unwrap();
+        let (finished, done) = std::sync::mpsc::channel();
+        let r = restarter.clone();
+        std::thread::spawn(move || {
+            r.finish();
+            let _ = finished.send(());
+        });
+        let prompt = done.recv_timeout(Duration::from_secs(2));
+        release.send(()).unwrap();
+        let pid = restart.join().unwrap().expect("handed over");
+        let kill = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+        let _ = std::fs::remove_dir_all(&dir);
+        kill.unwrap();
+        assert!(prompt.is_ok(), "finish waited for the trigger's hook");
+        assert_eq!(
+            successor.trim(),
+            pid.to_string(),
+            "the PID file, during the hook"
+        );
     }
 
     #[test]

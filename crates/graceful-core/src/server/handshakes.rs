@@ -36,9 +36,20 @@ pub(crate) const SETTLE: std::time::Duration = std::time::Duration::from_millis(
 /// Records that another process may hold `listener` (it was inherited, or
 /// handed over): its handshakes are never stopped. Called for every
 /// listener taken by [`systemd::activated_listeners`](crate::systemd::activated_listeners)
-/// and every listener a restart hands to its successor.
-pub(crate) fn mark_shared<S: std::os::fd::AsFd>(listener: &S) {
-    imp::mark_shared(listener.as_fd());
+/// and every listener a restart hands to its successor. Returns what
+/// [`unmark_shared`] takes back, if the socket's identity could be read.
+pub(crate) fn mark_shared<S: std::os::fd::AsFd>(listener: &S) -> Option<Marked> {
+    imp::mark_shared(listener.as_fd()).map(Marked)
+}
+
+/// One [`mark_shared`] of a listener.
+#[derive(Debug)]
+pub(crate) struct Marked(u64);
+
+/// Takes back one [`mark_shared`]: the process the listener was handed to
+/// is gone (a restart's successor that failed, and was reaped).
+pub(crate) fn unmark_shared(marked: Marked) {
+    imp::unmark_shared(marked.0);
 }
 
 /// Stops the kernel completing new connections on `listener`, which is about
@@ -57,12 +68,19 @@ mod imp {
     /// another process may hold.
     static SHARED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
 
-    pub(super) fn mark_shared(fd: BorrowedFd<'_>) {
-        if let Ok(cookie) = socket2::SockRef::from(&fd).cookie() {
-            SHARED
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(cookie);
+    pub(super) fn mark_shared(fd: BorrowedFd<'_>) -> Option<u64> {
+        let cookie = socket2::SockRef::from(&fd).cookie().ok()?;
+        SHARED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(cookie);
+        Some(cookie)
+    }
+
+    pub(super) fn unmark_shared(cookie: u64) {
+        let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = shared.iter().position(|c| *c == cookie) {
+            shared.swap_remove(i);
         }
     }
 
@@ -118,7 +136,11 @@ const DROP_SYN: [socket2::SockFilter; 4] = {
 mod imp {
     use std::os::fd::BorrowedFd;
 
-    pub(super) fn mark_shared(_: BorrowedFd<'_>) {}
+    pub(super) fn mark_shared(_: BorrowedFd<'_>) -> Option<u64> {
+        None
+    }
+
+    pub(super) fn unmark_shared(_: u64) {}
 
     pub(super) fn stop_handshakes(_: BorrowedFd<'_>) -> bool {
         false

@@ -19,7 +19,7 @@ mod config;
 mod conn;
 mod connections;
 #[cfg(unix)]
-mod handshakes;
+pub(crate) mod handshakes;
 mod scope;
 #[cfg(unix)]
 mod serve;
@@ -33,7 +33,7 @@ pub use connections::has_pending_input;
 pub(crate) use connections::Connections;
 pub use connections::{ConnTrack, SharedSocket};
 #[cfg(unix)]
-pub(crate) use handshakes::mark_shared;
+pub(crate) use handshakes::{mark_shared, unmark_shared, Marked};
 pub(crate) use scope::ServerScope;
 #[cfg(unix)]
 pub use serve::{serve, Accept};
