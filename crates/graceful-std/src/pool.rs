@@ -68,10 +68,15 @@ impl<J: Send + 'static> WorkerPool<J> {
 
     /// Queues `job`, or gives it back if the shutdown was triggered.
     pub fn submit(&self, job: J) -> Result<(), J> {
+        // The trigger is looked at under the queue's lock: a job is queued
+        // before a [`take_queued`](Self::take_queued) that follows the
+        // trigger takes the queue, or it is refused, never queued after it.
+        let mut queue = self.shared.lock();
         if self.stage.is_triggered() {
             return Err(job);
         }
-        self.shared.lock().push_back(job);
+        queue.push_back(job);
+        drop(queue);
         // One more worker than were woken already: `notify(1)` only makes
         // sure one is, so a second job queued before the first woken worker
         // ran would wake nobody and wait with a worker idle.

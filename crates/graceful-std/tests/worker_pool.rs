@@ -202,3 +202,48 @@ fn take_queued_hands_back_the_jobs_not_started() {
     assert_eq!(shared.take_queued(), [2, 3, 4]);
     assert!(pool.take_queued().is_empty(), "taken once");
 }
+
+/// Jobs submitted from other threads while the stage triggers and its
+/// queue is taken: every job `submit` accepted is run or handed back, and
+/// none is queued after the queue was taken (where nobody would run it nor
+/// hand it back).
+#[test]
+fn a_job_submitted_as_the_stage_triggers_is_run_or_handed_back() {
+    for round in 0..300 {
+        let shutdown = Shutdown::new();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        let pool = WorkerPool::new(&shutdown, "jobs", 1, move |_: u32, _stage| {
+            r.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        let pool = Arc::new(pool);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let submitters: Vec<_> = (0..3)
+            .map(|_| {
+                let (pool, accepted) = (pool.clone(), accepted.clone());
+                std::thread::spawn(move || {
+                    while pool.submit(0).is_ok() {
+                        accepted.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        while accepted.load(Ordering::SeqCst) < 8 {
+            std::thread::yield_now();
+        }
+        shutdown.trigger(Reason::requested());
+        assert!(shutdown.wait_drained_until(Instant::now() + Duration::from_secs(10)));
+        let handed_back = pool.take_queued().len();
+        for s in submitters {
+            s.join().unwrap();
+        }
+        let late = pool.take_queued().len();
+        assert_eq!(late, 0, "round {round}: accepted after the queue was taken");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            ran.load(Ordering::SeqCst) + handed_back,
+            "round {round}"
+        );
+    }
+}
