@@ -604,6 +604,9 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
     // HTTP/2 connections get GOAWAY at once, during the pre-drain delay
     // too: an idle one then closes (one whose client never answers the
     // PING, once the grace is over), one with a stream in flight names it.
+    // The connections their clients saw end, whose server side may still be
+    // finishing (see `wait_released`).
+    let mut ended = Vec::new();
     for c in h2s.iter_mut() {
         match c.pending {
             None if c.kind == HttpKind::H2Mute => {
@@ -618,15 +621,16 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
                     "{what} open after the trigger"
                 );
                 assert!(!c.h2.goaways.is_empty(), "{what}: closed without GOAWAY");
+                ended.extend(c.h2.socket().local_addr().ok());
             }
             Some((id, _)) => c.assert_goaway_names(id),
         }
     }
     // The wait for a PING's answer is bounded from the GOAWAY on: the clock
     // moves only once each such bound is armed (without a pre-drain delay,
-    // with the graces below, when the bursts' graces are gone). Each HTTP/2
-    // client gone quiet has one, and so has each with a stream in flight
-    // (its client answered, and its bound stays armed).
+    // with the graces below, once the connections ended are gone). Every
+    // HTTP/2 connection arms one at the GOAWAY, and keeps it while it
+    // lives: each client gone quiet's, each one's with a stream in flight.
     let bounded = h2s
         .iter()
         .filter(|c| c.kind == HttpKind::H2Mute || c.pending.is_some())
@@ -733,6 +737,7 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
                     closed(&mut c, PATIENCE),
                     "burst {index} open after the close"
                 );
+                ended.extend(c.get_ref().local_addr().ok());
                 tally.responses += 1;
             }
             BurstEnd::Ended => {
@@ -769,6 +774,9 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
     if plan.pre_drain.is_zero() {
         graced += bounded;
     }
+    // A connection its client saw end may not have dropped its timers yet
+    // (its grace, its bound), which end at that instant too.
+    wait_released(&server.shutdown, &ended);
     assert!(
         clock.wait_for_sleeps_ending_at(closed_at + grace, graced, PATIENCE),
         "the graces of the heads begun were not all armed"
@@ -942,6 +950,24 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
 }
 
 /// What a burst client saw.
+/// Waits until the server holds none of the connections from `peers`:
+/// their tasks ended, and every timer they armed is gone.
+fn wait_released(shutdown: &graceful_core::Shutdown, peers: &[SocketAddr]) {
+    let names: Vec<String> = peers.iter().map(|p| format!(" {p}")).collect();
+    let held = || {
+        let report = shutdown.report();
+        let held = report
+            .all_named()
+            .iter()
+            .any(|g| names.iter().any(|n| g.name.ends_with(n.as_str())));
+        held
+    };
+    assert!(
+        eventually(PATIENCE, || !held()),
+        "connections whose clients saw them end are still held"
+    );
+}
+
 enum BurstEnd {
     Refused,
     /// Answered whole (`burst N`, 200); the connection is returned to be

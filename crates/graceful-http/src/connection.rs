@@ -202,15 +202,17 @@ where
         // nothing heard from it, and no stream in flight nor tunnel open,
         // the connection is dropped, and its I/O closed below. A client
         // heard from is alive: h2 closes its connection once it is done.
+        // The bound is armed at the GOAWAY, before hyper reads on: whatever
+        // it reads then, every HTTP/2 connection arms it alike.
         let heard = activity.heard();
         let (mut alive, mut due) = (false, false);
         let mut timer = pin!(rt.sleep(options.first_request_grace));
         let ended = poll_fn(|cx| {
+            due = due || (!alive && timer.as_mut().poll(cx).is_ready());
             if let Poll::Ready(done) = live(connection.as_mut()).poll(cx) {
                 return Poll::Ready(Some(done));
             }
             alive |= activity.heard() != heard;
-            due = due || (!alive && timer.as_mut().poll(cx).is_ready());
             let gone = due && !alive && activity.is_quiet() && !activity.is_upgraded();
             match gone {
                 true => Poll::Ready(None),
