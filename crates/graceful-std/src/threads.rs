@@ -35,9 +35,13 @@
 //! thread is starting, and before it runs its own job it starts another,
 //! which takes a queued one. So every queued job is taken by a waiting
 //! thread or gets a new one, whatever the running jobs do, as long as
-//! threads can be started. When one cannot, [`run`] fails for the job it
-//! was started for (its caller drops the job), and the jobs already
-//! queued wait for a thread whose job ends.
+//! threads can be started. When one cannot (a process at its thread or
+//! PID limit, at a stop that wakes thousands of parked connections at
+//! once), the job it was started for is queued like the others, for a
+//! thread whose job ends: a connection with a request in flight waits a
+//! moment rather than being dropped. Only with no thread at all, which no
+//! queued job would ever reach, does [`run`] fail (its caller drops the
+//! job).
 
 use std::collections::VecDeque;
 use std::io;
@@ -75,6 +79,8 @@ struct State {
     /// Wake-ups sent to sleeping threads and not yet taken by one.
     wakes: usize,
     starting: usize,
+    /// The threads alive (started, not exited).
+    threads: usize,
 }
 
 impl State {
@@ -125,6 +131,7 @@ impl Pool {
 
     /// Runs `first`, if any, then takes jobs until none comes for `idle`.
     fn worker(&'static self, first: Option<Job>) {
+        self.state().threads += 1;
         self.started(first.is_some());
         let mut job = first;
         loop {
@@ -161,6 +168,7 @@ impl Pool {
                 st.wakes = st.wakes.saturating_sub(1);
                 if timeout.timed_out() && st.queue.is_empty() {
                     st.idle -= 1;
+                    st.threads -= 1;
                     return;
                 }
             }
@@ -186,19 +194,50 @@ impl Pool {
             }
             st.starting += 1;
         }
-        self.start(Some(job))
-            .inspect_err(|_| self.state().starting -= 1)
+        let Err((e, job)) = self.start(Some(job)) else {
+            return Ok(());
+        };
+        let mut st = self.state();
+        st.starting -= 1;
+        let job = match job {
+            // A thread whose job ends (or one starting) takes it.
+            Some(job) if st.threads > 0 || st.starting > 0 => {
+                st.queue.push_back(job);
+                let wake = st.wake_one();
+                drop(st);
+                self.wake(wake);
+                tracing::warn!("cannot start a thread: {e}; the task waits for a busy one");
+                return Ok(());
+            }
+            job => job,
+        };
+        drop(st);
+        drop(job);
+        Err(e)
     }
 
-    fn start(&'static self, first: Option<Job>) -> io::Result<()> {
+    /// Starts a thread that runs `first`, if any, then takes queued jobs;
+    /// if it cannot, gives `first` back with the error.
+    fn start(&'static self, first: Option<Job>) -> Result<(), (io::Error, Option<Job>)> {
         #[cfg(test)]
         if self.fail_starts.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(io::Error::other("thread starts fail in this test"));
+            return Err((io::Error::other("thread starts fail in this test"), first));
         }
-        std::thread::Builder::new()
+        // The job is taken back from the thread's closure if the thread
+        // could not start (the closure is dropped unrun).
+        let slot = std::sync::Arc::new(Mutex::new(first));
+        let theirs = slot.clone();
+        let started = std::thread::Builder::new()
             .name("graceful-conn".into())
-            .spawn(move || self.worker(first))
-            .map(drop)
+            .spawn(move || {
+                let first = theirs.lock().unwrap_or_else(|p| p.into_inner()).take();
+                drop(theirs);
+                self.worker(first)
+            });
+        match started {
+            Ok(_) => Ok(()),
+            Err(e) => Err((e, slot.lock().unwrap_or_else(|p| p.into_inner()).take())),
+        }
     }
 
     /// A new thread's start (`busy`: with a job of its own): while more
@@ -213,7 +252,7 @@ impl Pool {
         }
         st.starting += 1;
         drop(st);
-        if let Err(e) = self.start(None) {
+        if let Err((e, _)) = self.start(None) {
             // The jobs stay queued for the threads whose jobs end.
             tracing::error!("no thread for queued tasks: {e}");
             self.state().starting -= 1;
@@ -388,8 +427,9 @@ mod tests {
         }
     }
 
-    /// When no thread can be started, `run` fails for the job it would
-    /// have started one for, and that job is dropped (its caller learns).
+    /// When no thread can be started and none runs, `run` fails for the
+    /// job it would have started one for, and that job is dropped (its
+    /// caller learns): nothing would ever take it.
     #[test]
     fn a_job_no_thread_can_start_for_fails_and_is_dropped() {
         let pool = own();
@@ -400,6 +440,37 @@ mod tests {
         assert!(pool.run(Box::new(move || drop(job))).is_err());
         dropped.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(pool.state().starting, 0);
+        assert_eq!(pool.state().queue.len(), 0);
+    }
+
+    /// When no thread can be started but one is busy, the job is queued
+    /// and runs once that thread's job ends, rather than being dropped (a
+    /// parked connection woken at a stop, its request in flight, at the
+    /// process's thread limit).
+    #[test]
+    fn a_job_no_thread_can_start_for_waits_for_a_busy_one() {
+        let pool = own();
+        let (release, gate) = mpsc::channel::<()>();
+        let (tx, ran) = mpsc::channel();
+        pool.run(Box::new(move || gate.recv().unwrap())).unwrap();
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while pool.state().threads != 1 || pool.state().starting != 0 {
+            assert!(
+                std::time::Instant::now() < until,
+                "the first thread never started"
+            );
+            std::thread::yield_now();
+        }
+        pool.fail_starts
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let tx2 = tx.clone();
+        pool.run(Box::new(move || tx2.send("queued").unwrap()))
+            .expect("queued for the busy thread");
+        assert_eq!(pool.state().queue.len(), 1);
+        assert!(ran.recv_timeout(Duration::from_millis(100)).is_err());
+        release.send(()).unwrap();
+        assert_eq!(ran.recv_timeout(Duration::from_secs(10)).unwrap(), "queued");
+        drop(tx);
     }
 
     /// A job queued while a thread was starting, whose start of the next
