@@ -317,16 +317,47 @@ mod epoll_parker {
     }
 
     /// The parker, started at its first use (a spawned task's first run);
-    /// `None` if it cannot be.
+    /// `None` if it cannot be. A start that failed (out of descriptors or
+    /// threads in a flood of connections) is tried again at a use a
+    /// second or more later, so that a moment's exhaustion does not leave
+    /// every idle connection holding a thread for the process's life.
     pub(crate) fn parker() -> Option<&'static Parker> {
-        static PARKER: OnceLock<Option<&'static Parker>> = OnceLock::new();
-        *PARKER.get_or_init(|| match Parker::start() {
-            Ok(p) => Some(p),
+        static PARKER: OnceLock<&'static Parker> = OnceLock::new();
+        static FAILED_AT: Mutex<Option<Instant>> = Mutex::new(None);
+        started(&PARKER, &FAILED_AT, RETRY, Parker::start)
+    }
+
+    /// How long after a failed start the parker is tried again.
+    const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// What `slot` holds, else what `start` makes, unless it failed (as
+    /// recorded in `failed_at`) less than `retry` ago.
+    pub(super) fn started<T: Copy>(
+        slot: &OnceLock<T>,
+        failed_at: &Mutex<Option<Instant>>,
+        retry: std::time::Duration,
+        start: impl FnOnce() -> std::io::Result<T>,
+    ) -> Option<T> {
+        if let Some(t) = slot.get() {
+            return Some(*t);
+        }
+        let mut failed = failed_at.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = slot.get() {
+            return Some(*t);
+        }
+        if failed.is_some_and(|at| at.elapsed() < retry) {
+            return None;
+        }
+        match start() {
+            Ok(t) => Some(*slot.get_or_init(|| t)),
             Err(e) => {
-                tracing::warn!("no parker for idle tasks ({e}): each waits on its thread");
+                tracing::warn!(
+                    "no parker for idle tasks ({e}): each waits on its thread; trying again in {retry:?}"
+                );
+                *failed = Some(Instant::now());
                 None
             }
-        })
+        }
     }
 
     fn epoll_flags(flags: PollFlags) -> EpollFlags {
@@ -345,14 +376,22 @@ mod epoll_parker {
             let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
             let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
             epoll.add(wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKE))?;
+            // The thread is started before the parker is made to last for
+            // good: if it cannot be, the descriptors are closed.
+            let (give, take) = std::sync::mpsc::sync_channel::<&'static Parker>(1);
+            std::thread::Builder::new()
+                .name("graceful-parker".into())
+                .spawn(move || {
+                    if let Ok(parker) = take.recv() {
+                        parker.serve()
+                    }
+                })?;
             let parker: &'static Parker = Box::leak(Box::new(Parker {
                 epoll,
                 wake,
                 state: Mutex::default(),
             }));
-            std::thread::Builder::new()
-                .name("graceful-parker".into())
-                .spawn(move || parker.serve())?;
+            let _ = give.send(parker);
             Ok(parker)
         }
 
@@ -925,5 +964,34 @@ mod tests {
         assert_eq!(dropped_later_on(false).as_deref(), Some("graceful-parker"));
         let deadline = Instant::now() + Duration::from_millis(300);
         parked_until(sleeper(deadline), deadline);
+    }
+
+    /// A parker that could not be started is tried again once `retry`
+    /// passed since, not at every use; one started is kept.
+    #[test]
+    fn a_parker_that_could_not_start_is_tried_again_later() {
+        use std::sync::OnceLock;
+        let slot: OnceLock<u32> = OnceLock::new();
+        let failed_at = Mutex::new(None);
+        let retry = Duration::from_millis(200);
+        let tries = Cell::new(0);
+        let fail = || {
+            tries.set(tries.get() + 1);
+            Err(std::io::Error::other("out of descriptors"))
+        };
+        assert_eq!(epoll_parker::started(&slot, &failed_at, retry, fail), None);
+        assert_eq!(epoll_parker::started(&slot, &failed_at, retry, fail), None);
+        assert_eq!(tries.get(), 1, "tried again at once");
+        std::thread::sleep(retry);
+        let ok = || {
+            tries.set(tries.get() + 1);
+            Ok(7)
+        };
+        assert_eq!(epoll_parker::started(&slot, &failed_at, retry, ok), Some(7));
+        assert_eq!(
+            epoll_parker::started(&slot, &failed_at, retry, fail),
+            Some(7)
+        );
+        assert_eq!(tries.get(), 2, "a started one is kept");
     }
 }
