@@ -408,6 +408,55 @@ fn a_third_signal_during_a_restart_leaves_no_successor(example: &str) {
     );
 }
 
+/// A stop while a successor that ignores SIGTERM is starting: the stop
+/// waits for it as for work in flight, and its deadline holds. At the
+/// deadline the successor is killed and named, and the process exits 1,
+/// rather than exit 0 at once and then wait for the successor 30 s more
+/// (past the deadline and any kill budget).
+fn a_stop_during_a_restart_kills_a_stubborn_successor_at_its_deadline(example: &str) {
+    let dir = TempDir::new(&format!("restart-stubborn-{example}"));
+    let binary = dir.0.join("server");
+    install(&example_path(example), &binary);
+    let mut servers = Servers::start(
+        &dir.0,
+        &binary,
+        "SIGHUP",
+        &["--delay-ms", "0", "--timeout-ms", "1000"],
+    );
+    let pid = servers.current();
+    // Ignores SIGTERM, and never says it is ready.
+    install_script(&binary, "trap '' TERM; exec sleep 600");
+    servers.signal(pid, nix::sys::signal::Signal::SIGHUP);
+    wait_for(&servers, "started successor", 1);
+    let successor = last_successor(&servers.log());
+    // Killed and reaped by the servers' drop if the test fails.
+    servers.pids.push(successor);
+    let stopped = Instant::now();
+    servers.signal(pid, nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(
+        servers.wait(pid),
+        WaitStatus::Exited(Pid::from_raw(pid), 1),
+        "{}",
+        servers.log()
+    );
+    let took = stopped.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "exited after {took:?} with a 1 s deadline"
+    );
+    let log = servers.log();
+    assert!(
+        log.contains(&format!("successor {successor} killed")),
+        "the log does not say the successor was killed: {log}"
+    );
+    // Killed and reaped by its parent before it exited.
+    assert!(
+        nix::sys::signal::kill(Pid::from_raw(successor), None).is_err(),
+        "successor {successor} still runs"
+    );
+    servers.pids.pop();
+}
+
 /// The PID of the last successor the log says was started.
 fn last_successor(log: &str) -> i32 {
     log.rsplit("started successor ")
@@ -453,6 +502,11 @@ fn std_echo_restarts_on_sigusr2_lose_no_line() {
 #[test]
 fn failed_restarts_keep_serving_tokio_http() {
     failed_restarts_keep_serving("tokio_http");
+}
+
+#[test]
+fn a_stop_during_a_restart_kills_a_stubborn_successor_at_its_deadline_tokio_http() {
+    a_stop_during_a_restart_kills_a_stubborn_successor_at_its_deadline("tokio_http");
 }
 
 #[test]

@@ -251,19 +251,23 @@ fn restarts(shutdown: &graceful_core::Shutdown, listener: &TcpListener, args: &A
     }
     let restarter = Restarter::new(shutdown, &[("http", listener)], config)
         .unwrap_or_else(|e| fail(format!("cannot set up restarts: {e}")));
-    let _ = RESTARTER.set(restarter);
+    let _ = RESTARTER.set((restarter, args.pre_drain + args.timeout));
 }
 
-/// The process's restarter, if restarts are on: [`exit`] waits for a
-/// restart in progress to end first.
-static RESTARTER: std::sync::OnceLock<Restarter> = std::sync::OnceLock::new();
+/// The process's restarter, if restarts are on, and the stop's budget
+/// (pre-drain delay and deadline): [`exit`] waits for a restart in
+/// progress to end first, within that budget.
+static RESTARTER: std::sync::OnceLock<(Restarter, Duration)> = std::sync::OnceLock::new();
 
-/// Exits with the outcome's code (B17), or 1 if serving failed.
+/// Exits with the outcome's code (B17), or 1 if serving failed: also 1
+/// if a successor being stopped (the stop came during a restart) had to
+/// be killed at the deadline.
 pub(crate) fn exit(served: std::io::Result<graceful_core::Outcome>) -> ! {
-    if let Some(restarter) = RESTARTER.get() {
-        restarter.finish();
-    }
+    let restart_ended = RESTARTER
+        .get()
+        .is_none_or(|(restarter, budget)| restarter.finish_within(*budget));
     match served {
+        Ok(outcome) if outcome.exit_code() == 0 && !restart_ended => std::process::exit(1),
         Ok(outcome) => std::process::exit(outcome.exit_code()),
         Err(e) => fail(format!("serve failed: {e}")),
     }

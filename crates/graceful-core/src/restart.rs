@@ -226,6 +226,9 @@ struct Inner {
     /// Whether a successor is starting (not ready yet, not stopped yet).
     starting: Mutex<bool>,
     started: Condvar,
+    /// Set when the process can wait no longer: a successor being stopped
+    /// is killed at once.
+    give_up: AtomicBool,
 }
 
 impl std::fmt::Debug for Restarter {
@@ -283,6 +286,7 @@ impl Restarter {
                 busy: AtomicBool::new(false),
                 starting: Mutex::new(false),
                 started: Condvar::new(),
+                give_up: AtomicBool::new(false),
             }),
         };
         let weak = Arc::downgrade(&restarter.inner);
@@ -364,6 +368,43 @@ impl Restarter {
                 .wait(starting)
                 .unwrap_or_else(|p| p.into_inner());
         }
+    }
+
+    /// [`finish`](Self::finish), bounded by the stop's budget: waits at
+    /// most until `budget` after this process's trigger (its pre-drain
+    /// delay and deadline, say). A successor still being stopped then
+    /// (one that ignores SIGTERM, or is slow to stop) is killed at once,
+    /// and logged. Returns whether the restart ended within the budget;
+    /// false means work was forced (exit 1, B17).
+    pub fn finish_within(&self, budget: Duration) -> bool {
+        let start = self
+            .inner
+            .shutdown
+            .triggered_at()
+            .unwrap_or_else(Instant::now);
+        let deadline = start + budget;
+        let mut starting = self
+            .inner
+            .starting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        while *starting {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                drop(starting);
+                tracing::warn!("a restart outlasted the stop's deadline: its successor is killed");
+                self.inner.give_up.store(true, Ordering::SeqCst);
+                self.finish();
+                return false;
+            }
+            starting = self
+                .inner
+                .started
+                .wait_timeout(starting, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
     }
 }
 
@@ -486,7 +527,7 @@ impl Inner {
 
     /// Sends SIGTERM to a successor that is not taking over and waits for
     /// it; kills it after 30 s, or at once when this process's stop is
-    /// forced.
+    /// forced or can wait no longer ([`Restarter::finish_within`]).
     fn stop_child(&self, child: &mut Child) {
         let pid = child.id();
         let signal = |s| {
@@ -500,7 +541,11 @@ impl Inner {
                     tracing::info!("successor {pid} stopped ({status})");
                     return;
                 }
-                Ok(None) if Instant::now() < until && !self.shutdown.is_forced() => {
+                Ok(None)
+                    if Instant::now() < until
+                        && !self.shutdown.is_forced()
+                        && !self.give_up.load(Ordering::SeqCst) =>
+                {
                     std::thread::sleep(Duration::from_millis(10))
                 }
                 _ => {
@@ -778,17 +823,7 @@ mod tests {
     fn a_stop_during_a_restart_waits_for_the_successor_within_its_deadline() {
         let shutdown = Shutdown::new();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        // A successor that ignores SIGTERM and never says it is ready.
-        let args = ["-c", "trap '' TERM; exec sleep 600"].map(OsString::from);
-        let config = RestartConfig::new().signal(None);
-        let restarter = Restarter::with_command(
-            &shutdown,
-            &[("web", &listener)],
-            config,
-            "/bin/sh".into(),
-            args.to_vec(),
-        )
-        .unwrap();
+        let restarter = stubborn(&shutdown, &listener);
         let r = restarter.clone();
         let restart = std::thread::spawn(move || r.restart());
         let pid = starting_successor(&shutdown);
@@ -820,6 +855,47 @@ mod tests {
             crate::server::handshakes::stop_handshakes(&listener, true),
             "the listener is still marked shared after its successor is gone"
         );
+    }
+
+    /// A restarter for `shutdown` whose successor ignores SIGTERM and
+    /// never says it is ready.
+    fn stubborn(shutdown: &Shutdown, listener: &TcpListener) -> Restarter {
+        let args = ["-c", "trap '' TERM; exec sleep 600"].map(OsString::from);
+        let config = RestartConfig::new().signal(None);
+        let listeners = [("web", listener)];
+        Restarter::with_command(
+            shutdown,
+            &listeners,
+            config,
+            "/bin/sh".into(),
+            args.to_vec(),
+        )
+        .unwrap()
+    }
+
+    /// The exit's wait for a restart that a stop interrupted is bounded by
+    /// the stop's budget: a successor still being stopped then is killed,
+    /// and the wait says so (work was forced).
+    #[test]
+    fn the_exit_waits_for_a_successor_being_stopped_within_the_budget_alone() {
+        let shutdown = Shutdown::new();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let restarter = stubborn(&shutdown, &listener);
+        let r = restarter.clone();
+        let restart = std::thread::spawn(move || r.restart());
+        let pid = starting_successor(&shutdown);
+        shutdown.trigger(Reason::requested());
+        let start = Instant::now();
+        assert!(!restarter.finish_within(Duration::from_millis(300)));
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(5), "waited {took:?}");
+        assert!(!is_running(pid), "the successor was not killed");
+        assert!(matches!(
+            restart.join().unwrap(),
+            Err(RestartError::Stopping)
+        ));
+        // Nothing left to wait for.
+        assert!(restarter.finish_within(Duration::ZERO));
     }
 
     /// Once the handover is decided, the PID file names the successor and
