@@ -678,6 +678,67 @@ mod tests {
         assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), woken);
     }
 
+    /// A runtime whose timers are all due once `due` is set.
+    #[derive(Clone, Default)]
+    struct Due(Arc<std::sync::atomic::AtomicBool>);
+
+    impl graceful_core::Runtime for Due {
+        type Sleep = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+        fn sleep(&self, _: Duration) -> Self::Sleep {
+            let due = self.0.clone();
+            Box::pin(std::future::poll_fn(move |_| {
+                match due.load(std::sync::atomic::Ordering::SeqCst) {
+                    true => std::task::Poll::Ready(()),
+                    false => std::task::Poll::Pending,
+                }
+            }))
+        }
+        fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, _: F) {
+            unreachable!("not used")
+        }
+        fn block_on<F: std::future::Future>(&self, _: F) -> F::Output {
+            unreachable!("not used")
+        }
+    }
+
+    /// The linger ends at its limit (`ServeConfig::linger`) however the
+    /// client behaves: one that never closes its side, and one that keeps
+    /// sending (the timer is looked at first, before anything is read).
+    #[test]
+    fn a_linger_ends_at_its_limit_whatever_the_client_does() {
+        for keeps_sending in [false, true] {
+            let due = Due::default();
+            let activity = Arc::new(Activity::default());
+            let mut io = Io::with_activity(
+                Stream::default(),
+                due.clone(),
+                Duration::from_millis(500),
+                activity,
+            );
+            let mut cx = Context::from_waker(Waker::noop());
+            let head = b"POST / HTTP/1.1\r\ncontent-length: 9999999\r\n\r\n";
+            io.get_ref().wire().to_read.extend(head.iter());
+            let mut buf = [0u8; 4096];
+            let mut buf = ReadBuf::new(&mut buf);
+            while pin!(&mut io).poll_read(&mut cx, buf.unfilled()).is_ready() {}
+            // The body is not all read: the close lingers.
+            assert!(pin!(&mut io).poll_shutdown(&mut cx).is_pending());
+            assert!(pin!(&mut io).poll_shutdown(&mut cx).is_pending());
+            due.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            if keeps_sending {
+                let more = std::iter::repeat_n(b'x', 1 << 20);
+                io.get_ref().wire().to_read.extend(more);
+            }
+            assert!(
+                pin!(&mut io).poll_shutdown(&mut cx).is_ready(),
+                "lingering past its limit (keeps sending: {keeps_sending})"
+            );
+            // Nothing was read once the limit had come.
+            let left = io.get_ref().wire().to_read.len();
+            assert_eq!(left, if keeps_sending { 1 << 20 } else { 0 });
+        }
+    }
+
     #[test]
     fn the_close_lingers_only_while_the_client_may_still_send() {
         let head = b"POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\n".as_slice();
