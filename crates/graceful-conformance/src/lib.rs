@@ -83,6 +83,7 @@ macro_rules! __for_each_scenario {
             order_stage_after_server_starts_when_it_drained,
             forced_from_code_cuts_at_once,
             a_cancelled_serve_leaves_busy_connections_to_the_force,
+            a_cancelled_serve_ends_the_reads_of_its_idle_connections,
             signal_stops_a_server_gracefully,
             randomized_stop_over_fixed_seeds,
         }

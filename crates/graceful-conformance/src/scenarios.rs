@@ -701,6 +701,38 @@ pub fn a_cancelled_serve_leaves_busy_connections_to_the_force<A: Adapter>() {
     );
 }
 
+/// B7: a `serve` cancelled (dropped, as a `select!` does) closed its
+/// listener: the read of a connection whose handler waits for input
+/// returns end-of-stream, as at any listener close, so the handler ends
+/// and the stop drains rather than wait for its deadline.
+pub fn a_cancelled_serve_ends_the_reads_of_its_idle_connections<A: Adapter>() {
+    let shutdown = Shutdown::new();
+    let s = shutdown.clone();
+    let mut server = Cancellable::start(move |listener, cancelled| {
+        let rt = crate::TestRuntime::new(A::runtime(), None);
+        let config = ServeConfig::default().progress_every(None);
+        let handler = crate::fixture::handler::<A::Stream, _>(
+            rt.clone(),
+            crate::fixture::Observer::default(),
+        );
+        let serve = A::serve(&rt, listener, &s, config, handler);
+        rt.block_on(futures::future::select(serve, cancelled));
+        rt
+    });
+    let mut client = Client::connect(server.addr);
+    client.roundtrip("hello", "hello");
+    server.cancel();
+    assert!(
+        client.closed_within(PATIENCE),
+        "an idle connection of the cancelled serve is still open"
+    );
+    shutdown.trigger(Reason::requested());
+    assert!(
+        shutdown.wait_drained_until(Instant::now() + PATIENCE),
+        "the idle connection's guard is still held"
+    );
+}
+
 /// The scripted source's signals reach a server end to end: first drains,
 /// its outcome carries the signal.
 pub fn signal_stops_a_server_gracefully<A: Adapter>() {

@@ -137,9 +137,17 @@ impl Drop for ServerScope {
     /// A `serve` dropped before its listener closed (cancelled, say by a
     /// `select!`) dropped its listener too: the connections it leaves
     /// learn that the listener closed, so an idle HTTP/1 keep-alive
-    /// connection does not wait for it forever, and the hold is released.
+    /// connection does not wait for it forever; with
+    /// [`ServeConfig::close_idle`], the reads of its TCP connections end,
+    /// so a handler waiting for input does not hold the stop to its
+    /// deadline (with no timer left for a late connection's first-request
+    /// grace, theirs end now too); and the hold is released.
     fn drop(&mut self) {
         if let Some(hold) = self.listener_gone() {
+            if self.config.close_idle {
+                self.conns.shutdown_reads();
+                self.conns.shutdown_late_reads();
+            }
             hold.trigger(Reason::requested());
             tracing::info!(
                 "{}: serve dropped before its listener closed; {} connection(s) left to end",
