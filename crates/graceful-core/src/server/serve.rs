@@ -176,7 +176,8 @@ const MAX_BACKLOG_TIME: Duration = Duration::from_millis(200);
 /// whose last packet comes later still (a slow network, an ACK dropped on
 /// a full queue) is reset by the close. Bounded: at most 4096
 /// connections, 16 failed attempts per look, no look after 200 ms nor
-/// once the server is forced; it gives up at once when out of descriptors
+/// once the server is forced (nor any if it was forced before); it gives
+/// up at once when out of descriptors
 /// (EMFILE, ENFILE: no accept can succeed until a connection ends, and
 /// waiting would hold the stop), and logs what it left: with a `spare`
 /// descriptor, which it then lets go, how many, each accepted and closed
@@ -195,6 +196,15 @@ pub(crate) async fn take_backlog<R: Runtime, L: std::os::fd::AsFd, C>(
         exclusive,
         mut spare,
     } = closing;
+    // Forced before its listener closed (a second signal, or a force from
+    // code, during the pre-drain delay): the work is abandoned, so is what
+    // waits in the backlog. Taken, each would be cut at once, its handler
+    // run after the force, and missing from the force's report; the
+    // listener's close resets them instead.
+    if server.is_forced() {
+        tracing::warn!("{name}: forced before its listener closed: its backlog is not taken");
+        return 0;
+    }
     let stopped = super::handshakes::stop_handshakes(listener, exclusive && !restarted(server));
     let start = std::time::Instant::now();
     let mut taken = 0;
@@ -802,11 +812,12 @@ mod tests {
             took >= 2 * settle && took < Duration::from_millis(100),
             "{took:?}"
         );
-        // Without the stop, or once forced, an empty backlog ends it at once.
+        // Without the stop an empty backlog ends it at once; a server
+        // forced before does not look at all.
         assert_eq!(take(false, &Shutdown::new()).0, 0);
         let forced = Shutdown::new();
         forced.force(crate::ForceCause::Requested);
-        assert_eq!(take(true, &forced).1, 1, "a forced server looked again");
+        assert_eq!(take(true, &forced).1, 0, "a forced server took its backlog");
     }
 
     #[test]
