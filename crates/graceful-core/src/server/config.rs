@@ -59,7 +59,7 @@ pub struct ServeConfig {
     /// taken and served, past the limit if need be (their clients already
     /// sent their requests, B4), within the backlog's own bounds (at most
     /// 4096 connections, 200 ms and 16 failed accepts a look, while
-    /// descriptors last). Default: no limit.
+    /// descriptors last). Default: no limit. A limit of 0 is taken as 1.
     pub max_connections: Option<usize>,
     /// The server's name in logs and reports (default: `server ADDR`).
     pub name: Option<String>,
@@ -153,7 +153,13 @@ impl ServeConfig {
     }
 
     /// Sets [`max_connections`](Self::max_connections).
+    ///
+    /// # Panics
+    ///
+    /// If `max` is `Some(0)`: a server that may hold no connection would
+    /// accept none.
     pub fn max_connections(mut self, max: Option<usize>) -> Self {
+        assert!(max != Some(0), "max_connections must be at least 1");
         self.max_connections = max;
         self
     }
@@ -162,5 +168,35 @@ impl ServeConfig {
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The defaults the field docs state.
+    #[test]
+    fn the_defaults_are_as_documented() {
+        let c = ServeConfig::default();
+        assert_eq!(c.timeout, Duration::from_secs(30));
+        assert_eq!(c.pre_drain, Duration::ZERO);
+        assert_eq!(c.first_request_grace, Duration::from_secs(1));
+        assert_eq!(c.linger, Duration::from_millis(500));
+        assert_eq!(c.progress_every, Some(Duration::from_secs(1)));
+        assert_eq!(c.settle, Duration::from_millis(500));
+        assert!(c.close_idle);
+        assert_eq!(c.max_connections, None);
+        assert_eq!(c.name, None);
+        assert!(
+            !c.exclusive_listener,
+            "a filter on a socket others may hold"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "max_connections must be at least 1")]
+    fn a_limit_of_no_connection_is_refused() {
+        let _ = ServeConfig::default().max_connections(Some(0));
     }
 }

@@ -97,7 +97,7 @@ where
     let mut backoff = Backoff::new();
     let mut pause: Option<Pin<Box<R::Sleep>>> = None;
     loop {
-        if let Some(max) = config.max_connections {
+        if let Some(max) = config.max_connections.map(|m| m.max(1)) {
             if conns.len() >= max {
                 tracing::debug!("{name}: {max} connections open, waiting for one to end");
                 let room = pin!(conns.below(max));
