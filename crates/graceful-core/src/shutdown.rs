@@ -78,8 +78,10 @@ impl Shutdown {
     /// Starts the shutdown. Returns whether this call started it: the first
     /// reason wins and later calls change nothing.
     ///
-    /// Hooks registered with [`on_triggered`](Self::on_triggered) run on this
-    /// thread before it returns, then children are triggered.
+    /// The whole tree is triggered at once (this shutdown and the children
+    /// that follow it); then the hooks registered with
+    /// [`on_triggered`](Self::on_triggered) run on this thread before it
+    /// returns, this shutdown's before its children's.
     pub fn trigger(&self, reason: Reason) -> bool {
         self.inner.trigger(reason)
     }

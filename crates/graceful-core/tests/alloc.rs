@@ -36,7 +36,7 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 #[test]
-fn a_million_unnamed_guards_allocate_nothing() {
+fn a_million_unnamed_guards_and_counts_allocate_nothing() {
     let shutdown = Shutdown::new();
     let clone = shutdown.clone();
     COUNTING.with(|c| c.set(true));
@@ -46,6 +46,7 @@ fn a_million_unnamed_guards_allocate_nothing() {
     for _ in 0..rounds {
         let g = clone.guard();
         std::hint::black_box(&g);
+        std::hint::black_box(clone.held());
         drop(g);
     }
     let after = ALLOCS.load(Ordering::SeqCst);

@@ -187,6 +187,44 @@ fn forced_hooks_get_the_cause() {
     assert_eq!(s.force_cause(), Some(ForceCause::Signal(Signal::Interrupt)));
 }
 
+/// A forced hook registered once the shutdown was forced runs at once, on
+/// the registering thread, with the cause; so does a trigger hook
+/// registered once it was triggered.
+#[test]
+fn hooks_registered_after_their_phase_run_at_once() {
+    let s = Shutdown::new();
+    s.force(ForceCause::Deadline);
+    let here = std::thread::current().id();
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let r = ran.clone();
+    s.on_forced(move |f| {
+        r.lock()
+            .unwrap()
+            .push(format!("{f:?} {}", std::thread::current().id() == here))
+    });
+    let r = ran.clone();
+    s.on_triggered(move |_| {
+        r.lock()
+            .unwrap()
+            .push(format!("triggered {}", std::thread::current().id() == here))
+    });
+    assert_eq!(*ran.lock().unwrap(), ["Deadline true", "triggered true"]);
+}
+
+/// The report lists named guards oldest first, across the tree (a
+/// stage's older guard before its parent's newer one).
+#[test]
+fn the_report_lists_named_guards_oldest_first() {
+    let s = Shutdown::new();
+    let stage = s.stage("stage");
+    let _first = stage.guard_named("first");
+    std::thread::sleep(Duration::from_millis(20));
+    let _second = s.guard_named("second");
+    let report = s.report();
+    let names: Vec<&str> = report.all_named().iter().map(|g| g.name.as_ref()).collect();
+    assert_eq!(names, ["first", "second"]);
+}
+
 #[test]
 fn force_before_trigger_triggers() {
     let s = Shutdown::new();
