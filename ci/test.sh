@@ -27,3 +27,14 @@ if [ -n "$runtimes" ]; then
     echo "graceful-std depends on an async runtime:"; echo "$runtimes"; exit 1
 fi
 echo "graceful-std (with http): no tokio runtime, no smol executor"
+
+# graceful-smol: no tokio at all without http; with it, no tokio runtime.
+if cargo tree -p graceful-smol --no-default-features -e normal --prefix none | grep -q '^tokio '; then
+    echo "graceful-smol without http depends on tokio"; exit 1
+fi
+runtimes=$(cargo tree -p graceful-smol --features http -e normal,features --prefix none \
+    | grep -E '^tokio feature "(rt|rt-multi-thread|time|net)"' | sort -u || true)
+if [ -n "$runtimes" ]; then
+    echo "graceful-smol depends on a tokio runtime:"; echo "$runtimes"; exit 1
+fi
+echo "graceful-smol: no tokio without http, no tokio runtime with it"

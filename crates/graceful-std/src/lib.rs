@@ -20,7 +20,9 @@
 //!
 //! Every wait has a blocking twin on [`Shutdown`] (`wait_drained`,
 //! `wait_drained_until`, ...). The same names as `graceful-tokio` and
-//! `graceful-smol`; this crate depends on neither tokio nor smol.
+//! `graceful-smol`; this crate depends on no async runtime: not smol,
+//! and tokio only with the `http` feature, as the I/O traits hyper's
+//! HTTP/2 (h2) is written against (CI checks its dependency tree).
 
 //!
 //! # When not to use it

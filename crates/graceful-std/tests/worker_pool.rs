@@ -247,3 +247,38 @@ fn a_job_submitted_as_the_stage_triggers_is_run_or_handed_back() {
         );
     }
 }
+
+/// `join` with a deadline returns by it, with the jobs never started,
+/// while a worker still runs a job (left to finish on its own, and named
+/// in the report).
+#[test]
+fn join_returns_by_its_deadline_while_a_job_still_runs() {
+    let shutdown = Shutdown::new();
+    let (started_tx, started) = mpsc::channel();
+    let (release_tx, release) = mpsc::channel::<()>();
+    let release = std::sync::Mutex::new(release);
+    let pool = WorkerPool::new(&shutdown, "jobs", 1, move |job: u32, _stage| {
+        started_tx.send(job).unwrap();
+        let _ = release
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(20));
+    })
+    .unwrap();
+    pool.submit(1).unwrap();
+    pool.submit(2).unwrap();
+    assert_eq!(started.recv_timeout(Duration::from_secs(10)).unwrap(), 1);
+    shutdown.trigger(Reason::requested());
+    let start = Instant::now();
+    let left = pool.join(Some(Instant::now() + Duration::from_millis(100)));
+    let took = start.elapsed();
+    assert_eq!(left, [2], "the job never started is handed back");
+    assert!(took < Duration::from_secs(2), "join waited {took:?}");
+    let report = shutdown.report();
+    assert!(
+        report.all_named().iter().any(|g| g.name == "jobs-0 job"),
+        "{report}"
+    );
+    release_tx.send(()).unwrap();
+    assert!(shutdown.wait_drained_until(Instant::now() + Duration::from_secs(10)));
+}
