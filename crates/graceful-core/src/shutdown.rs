@@ -269,7 +269,8 @@ impl Shutdown {
         self.named_guard(name.into(), Location::caller())
     }
 
-    /// Takes a named guard whose name is the caller's source location.
+    /// Takes a named guard named after the caller's source file; the
+    /// report shows its location (file, line and column) beside it.
     #[track_caller]
     pub fn guard_here(&self) -> NamedGuard {
         let location = Location::caller();

@@ -211,6 +211,44 @@ fn hooks_registered_after_their_phase_run_at_once() {
     assert_eq!(*ran.lock().unwrap(), ["Deadline true", "triggered true"]);
 }
 
+/// A guard named by `guard_here` is named after the caller's file, and
+/// its location is the caller's line; cloning a named guard's inner guard
+/// takes another, unnamed one.
+#[test]
+fn guard_here_names_the_callers_file_and_a_clone_of_its_guard_is_unnamed() {
+    let s = Shutdown::new();
+    let g = s.guard_here();
+    assert_eq!(g.location().line(), line!() - 1);
+    let report = s.report();
+    let named = report.all_named();
+    assert_eq!(named.len(), 1);
+    assert!(named[0].name.ends_with("phases.rs"), "{}", named[0].name);
+    let clone = g.guard().clone();
+    assert_eq!(s.held(), 2, "the clone is a guard");
+    assert_eq!(s.report().all_named().len(), 1, "the clone is unnamed");
+    drop(g);
+    assert!(!s.is_drained());
+    s.trigger(Reason::requested());
+    assert!(!s.is_drained(), "the clone still holds");
+    drop(clone);
+    assert!(s.is_drained());
+}
+
+/// A dropped child's force hooks are dropped unrun: a force of the parent
+/// no longer reaches it.
+#[test]
+fn a_dropped_child_runs_no_forced_hook() {
+    let root = Shutdown::new();
+    let ran = Arc::new(Mutex::new(false));
+    {
+        let child = root.child();
+        let r = ran.clone();
+        child.on_forced(move |_| *r.lock().unwrap() = true);
+    }
+    root.force(ForceCause::Requested);
+    assert!(!*ran.lock().unwrap());
+}
+
 /// The report lists named guards oldest first, across the tree (a
 /// stage's older guard before its parent's newer one).
 #[test]

@@ -202,3 +202,20 @@ fn exit_codes_are_128_plus_signo() {
         assert_eq!(Signal::from_number(s.number()), Some(s));
     }
 }
+
+/// `exit_after(None)`: no number of stop signals exits the process.
+#[test]
+fn with_no_exit_count_no_signal_exits() {
+    let s = Shutdown::new();
+    let _work = s.guard();
+    let (config, exits) = recording();
+    let esc = Escalation::new(s.clone(), config.exit_after(None));
+    for _ in 0..5 {
+        assert!(!matches!(
+            esc.handle(Signal::Terminate),
+            SignalAction::Exit(_)
+        ));
+    }
+    assert!(s.is_forced());
+    assert!(exits.lock().unwrap().is_empty());
+}
