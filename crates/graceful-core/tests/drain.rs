@@ -157,11 +157,30 @@ fn work_that_ends_because_it_was_forced_is_still_a_forced_outcome() {
     });
 }
 
-/// A zero progress interval is clamped: the drain still ends.
+/// [`ThreadRuntime`], recording the length of every sleep asked of it.
+#[derive(Clone, Default)]
+struct Recording(Arc<Mutex<Vec<Duration>>>);
+
+impl graceful_core::Runtime for Recording {
+    type Sleep = <ThreadRuntime as graceful_core::Runtime>::Sleep;
+    fn sleep(&self, d: Duration) -> Self::Sleep {
+        self.0.lock().unwrap().push(d);
+        ThreadRuntime.sleep(d)
+    }
+    fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, f: F) {
+        ThreadRuntime.spawn(f)
+    }
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        ThreadRuntime.block_on(f)
+    }
+}
+
+/// A zero progress interval is taken as 10 ms: no shorter timer is asked
+/// for (a zero one would log in a loop), and the drain still ends.
 #[test]
-fn a_zero_progress_interval_does_not_stop_the_drain_from_ending() {
+fn a_zero_progress_interval_is_taken_as_10_ms() {
     within(10, || {
-        let rt = ThreadRuntime;
+        let rt = Recording::default();
         let s = Shutdown::new();
         let g = s.guard();
         s.trigger(Reason::requested());
@@ -174,6 +193,15 @@ fn a_zero_progress_interval_does_not_stop_the_drain_from_ending() {
             .progress_every(Some(Duration::ZERO))
             .wait();
         assert!(outcome.is_drained(), "{outcome}");
+        let sleeps = rt.0.lock().unwrap().clone();
+        assert!(
+            sleeps.contains(&Duration::from_millis(10)),
+            "no progress timer: {sleeps:?}"
+        );
+        assert!(
+            sleeps.iter().all(|d| *d >= Duration::from_millis(10)),
+            "{sleeps:?}"
+        );
     });
 }
 
