@@ -152,6 +152,8 @@ pub fn activated_listeners() -> io::Result<Vec<ActivatedListener>> {
     let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
         .map(|v| v.split(':').map(str::to_string).collect())
         .unwrap_or_default();
+    // listenfd clears LISTEN_PID and LISTEN_FDS; the names go with them.
+    std::env::remove_var("LISTEN_FDNAMES");
     let mut fds = listenfd::ListenFd::from_env();
     let mut out = Vec::with_capacity(fds.len());
     for i in 0..fds.len() {
