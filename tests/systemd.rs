@@ -190,6 +190,39 @@ fn notify_ready_stopping_and_extend_while_the_drain_progresses() {
     );
 }
 
+/// A drain that makes no progress is not extended past its own budget:
+/// the one extension at the trigger covers the deadline plus the margin,
+/// no other comes while the stuck connection holds, and the process's own
+/// deadline ends the stop (exit 1) well within that extension.
+#[test]
+fn a_drain_that_makes_no_progress_is_not_extended_past_its_budget() {
+    let notify = NotifySocket::new();
+    let args = ["--delay-ms", "60000", "--timeout-ms", "2500"];
+    let mut s = Service::start_with("tokio_echo", &args, |cmd| {
+        cmd.env("NOTIFY_SOCKET", &notify.path);
+    });
+    notify.wait_for("READY=1");
+    let mut stuck = TcpStream::connect(s.addr).unwrap();
+    stuck.write_all(b"stuck\n").unwrap();
+    s.wait_log("line from", 1);
+    let signalled = Instant::now();
+    s.signal("TERM");
+    assert_eq!(s.exit_code(), 1, "{}", s.stderr());
+    let took = signalled.elapsed();
+    let messages = notify.messages();
+    let extends: Vec<u64> = messages
+        .iter()
+        .filter_map(|(_, m)| extend_usec(m))
+        .collect();
+    assert_eq!(extends.len(), 1, "extended with no progress: {messages:?}");
+    // The deadline plus the 5 s margin.
+    assert_eq!(extends[0], 7_500_000, "{messages:?}");
+    assert!(
+        took < Duration::from_micros(extends[0]),
+        "exited after {took:?}"
+    );
+}
+
 /// A child process killed if the test ends without stopping it.
 struct Child(Option<std::process::Child>);
 
