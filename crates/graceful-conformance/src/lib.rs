@@ -76,6 +76,7 @@ macro_rules! __for_each_scenario {
             b9_deadline_cuts_remaining_connections_and_reports,
             b9_a_force_during_pre_drain_reports_only_connections,
             b10_panicking_handler_releases_its_guard,
+            b10_a_handler_that_panics_before_its_future_costs_its_connection_alone,
             b17_exit_code_zero_when_drained_and_requested_code_kept,
             conn_handler_sees_the_trigger,
             max_connections_waits_instead_of_dropping,

@@ -555,6 +555,47 @@ pub fn b10_panicking_handler_releases_its_guard<A: Adapter>() {
     assert_eq!(server.shutdown.held(), 0);
 }
 
+/// B10: a handler that panics before it returns its future (in the
+/// closure passed to `serve`, say a pool's `get().unwrap()`) costs its
+/// connection alone: that connection is closed, the server goes on
+/// serving, and the stop drains with nothing held.
+pub fn b10_a_handler_that_panics_before_its_future_costs_its_connection_alone<A: Adapter>() {
+    let shutdown = Shutdown::new();
+    let s = shutdown.clone();
+    let (returned, outcome) = std::sync::mpsc::channel();
+    let server = Cancellable::start(move |listener, cancelled| {
+        let rt = crate::TestRuntime::new(A::runtime(), None);
+        let config = ServeConfig::default().progress_every(None);
+        let observer = crate::fixture::Observer::default();
+        let mut inner = crate::fixture::handler::<A::Stream, _>(rt.clone(), observer);
+        let mut first = true;
+        let handler = move |stream, conn| {
+            if std::mem::take(&mut first) {
+                panic!("the handler panics before its future");
+            }
+            inner(stream, conn)
+        };
+        let serve = A::serve(&rt, listener, &s, config, handler);
+        if let futures::future::Either::Left((served, _)) =
+            rt.block_on(futures::future::select(serve, cancelled))
+        {
+            let _ = returned.send(served);
+        }
+        rt
+    });
+    let mut bad = Client::connect(server.addr);
+    assert!(bad.closed_within(PATIENCE), "the connection was kept");
+    let mut good = Client::connect(server.addr);
+    good.roundtrip("after", "after");
+    drop(good);
+    shutdown.trigger(Reason::requested());
+    let served = outcome.recv_timeout(PATIENCE).expect("serve returned");
+    let outcome = served.expect("serve kept serving");
+    assert!(outcome.is_drained(), "{outcome}");
+    assert!(shutdown.wait_drained_until(Instant::now() + PATIENCE));
+    assert_eq!(shutdown.held(), 0);
+}
+
 /// B17: drained in time exits 0; a requested exit code is kept.
 pub fn b17_exit_code_zero_when_drained_and_requested_code_kept<A: Adapter>() {
     let mut server = Server::<A>::start(Options::default());

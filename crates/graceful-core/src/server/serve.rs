@@ -85,8 +85,16 @@ where
     let mut spawn_conn = |stream: Arc<A::Socket>, peer: SocketAddr| {
         let track = conns.register(server, stream.clone(), peer, "conn");
         let conn = scope.conn(peer, local);
-        let work = handler(stream, track, conn);
-        rt.spawn(run_conn(work, server, peer));
+        // A handler that panics before it returns its future costs its
+        // connection alone, as one whose future panics does (B10): the
+        // unwinding drops the stream and the registration it was given,
+        // which releases the connection's guard and closes its socket.
+        match catch_unwind(AssertUnwindSafe(|| handler(stream, track, conn))) {
+            Ok(work) => rt.spawn(run_conn(work, server, peer)),
+            Err(_) => tracing::error!(
+                "{name}: the handler for {peer} panicked before its work began; connection closed"
+            ),
+        }
     };
 
     // A descriptor kept for the close: out of descriptors while taking the
