@@ -362,24 +362,10 @@ fn failed_restarts_keep_serving(example: &str) {
 /// rather than leave it to become ready and serve after the service was
 /// told to stop.
 fn a_third_signal_during_a_restart_leaves_no_successor(example: &str) {
-    let dir = TempDir::new(&format!("restart-third-{example}"));
-    let binary = dir.0.join("server");
-    install(&example_path(example), &binary);
-    let mut servers = Servers::start(
-        &dir.0,
-        &binary,
-        "SIGHUP",
-        &["--delay-ms", "0", "--restart-timeout-ms", "30000"],
-    );
-    let pid = servers.current();
     // A successor that never says it is ready (it stands for one that
     // would, later).
-    install_script(&binary, "exec sleep 600");
-    servers.signal(pid, nix::sys::signal::Signal::SIGHUP);
-    wait_for(&servers, "started successor", 1);
-    let successor = last_successor(&servers.log());
-    // Killed and reaped by the servers' drop if the test fails.
-    servers.pids.push(successor);
+    let args = ["--delay-ms", "0", "--restart-timeout-ms", "30000"];
+    let (_dir, servers, pid, successor) = restarting(example, "third", &args, "exec sleep 600");
     // Two different signals, so that the kernel does not merge them; the
     // third once both were taken (a signal already pending would merge).
     servers.signal(pid, nix::sys::signal::Signal::SIGTERM);
@@ -414,23 +400,10 @@ fn a_third_signal_during_a_restart_leaves_no_successor(example: &str) {
 /// rather than exit 0 at once and then wait for the successor 30 s more
 /// (past the deadline and any kill budget).
 fn a_stop_during_a_restart_kills_a_stubborn_successor_at_its_deadline(example: &str) {
-    let dir = TempDir::new(&format!("restart-stubborn-{example}"));
-    let binary = dir.0.join("server");
-    install(&example_path(example), &binary);
-    let mut servers = Servers::start(
-        &dir.0,
-        &binary,
-        "SIGHUP",
-        &["--delay-ms", "0", "--timeout-ms", "1000"],
-    );
-    let pid = servers.current();
     // Ignores SIGTERM, and never says it is ready.
-    install_script(&binary, "trap '' TERM; exec sleep 600");
-    servers.signal(pid, nix::sys::signal::Signal::SIGHUP);
-    wait_for(&servers, "started successor", 1);
-    let successor = last_successor(&servers.log());
-    // Killed and reaped by the servers' drop if the test fails.
-    servers.pids.push(successor);
+    let args = ["--delay-ms", "0", "--timeout-ms", "1000"];
+    let script = "trap '' TERM; exec sleep 600";
+    let (_dir, mut servers, pid, successor) = restarting(example, "stubborn", &args, script);
     let stopped = Instant::now();
     servers.signal(pid, nix::sys::signal::Signal::SIGTERM);
     assert_eq!(
@@ -455,6 +428,30 @@ fn a_stop_during_a_restart_kills_a_stubborn_successor_at_its_deadline(example: &
         "successor {successor} still runs"
     );
     servers.pids.pop();
+}
+
+/// `example` started with `args`, restarting on SIGHUP, and restarted
+/// once its binary was replaced by a shell script of `script`, which runs
+/// as the successor: returns the test's directory, the servers, the first
+/// server's PID and the successor's (killed and reaped by the servers'
+/// drop if the test fails).
+fn restarting(
+    example: &str,
+    tag: &str,
+    args: &[&str],
+    script: &str,
+) -> (TempDir, Servers, i32, i32) {
+    let dir = TempDir::new(&format!("restart-{tag}-{example}"));
+    let binary = dir.0.join("server");
+    install(&example_path(example), &binary);
+    let mut servers = Servers::start(&dir.0, &binary, "SIGHUP", args);
+    let pid = servers.current();
+    install_script(&binary, script);
+    servers.signal(pid, nix::sys::signal::Signal::SIGHUP);
+    wait_for(&servers, "started successor", 1);
+    let successor = last_successor(&servers.log());
+    servers.pids.push(successor);
+    (dir, servers, pid, successor)
 }
 
 /// The PID of the last successor the log says was started.

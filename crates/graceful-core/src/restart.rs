@@ -356,11 +356,7 @@ impl Restarter {
     /// trigger's hooks that follow do not hold this wait (they are the
     /// stop's, bounded by its deadline like any other).
     pub fn finish(&self) {
-        let mut starting = self
-            .inner
-            .starting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut starting = self.inner.starting();
         while *starting {
             starting = self
                 .inner
@@ -383,11 +379,7 @@ impl Restarter {
             .triggered_at()
             .unwrap_or_else(Instant::now);
         let deadline = start + budget;
-        let mut starting = self
-            .inner
-            .starting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut starting = self.inner.starting();
         while *starting {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -409,9 +401,14 @@ impl Restarter {
 }
 
 impl Inner {
+    /// Whether a successor is starting, locked.
+    fn starting(&self) -> std::sync::MutexGuard<'_, bool> {
+        self.starting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Records whether a successor is starting, and wakes [`Restarter::finish`].
     fn set_starting(&self, starting: bool) {
-        *self.starting.lock().unwrap_or_else(|p| p.into_inner()) = starting;
+        *self.starting() = starting;
         self.started.notify_all();
     }
 
@@ -821,13 +818,7 @@ mod tests {
     /// handshakes can be stopped at its close.
     #[test]
     fn a_stop_during_a_restart_waits_for_the_successor_within_its_deadline() {
-        let shutdown = Shutdown::new();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let restarter = stubborn(&shutdown, &listener);
-        let r = restarter.clone();
-        let restart = std::thread::spawn(move || r.restart());
-        let pid = starting_successor(&shutdown);
-        shutdown.trigger(Reason::requested());
+        let (shutdown, listener, restarter, restart, pid) = stopped_while_stubborn_starts();
         let held = Instant::now() + Duration::from_millis(300);
         while Instant::now() < held {
             assert!(!shutdown.is_drained(), "drained while the successor runs");
@@ -857,20 +848,31 @@ mod tests {
         );
     }
 
-    /// A restarter for `shutdown` whose successor ignores SIGTERM and
-    /// never says it is ready.
-    fn stubborn(shutdown: &Shutdown, listener: &TcpListener) -> Restarter {
+    /// A restart (on a thread of its own) whose successor ignores SIGTERM
+    /// and never says it is ready, then a stop of the shutdown once the
+    /// successor started: the shutdown, the listener handed over, the
+    /// restarter, the restart's thread and the successor's PID.
+    #[allow(clippy::type_complexity)]
+    fn stopped_while_stubborn_starts() -> (
+        Shutdown,
+        TcpListener,
+        Restarter,
+        std::thread::JoinHandle<Result<u32, RestartError>>,
+        u32,
+    ) {
+        let shutdown = Shutdown::new();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let args = ["-c", "trap '' TERM; exec sleep 600"].map(OsString::from);
         let config = RestartConfig::new().signal(None);
-        let listeners = [("web", listener)];
-        Restarter::with_command(
-            shutdown,
-            &listeners,
-            config,
-            "/bin/sh".into(),
-            args.to_vec(),
-        )
-        .unwrap()
+        let listeners = [("web", &listener)];
+        let exe = "/bin/sh".into();
+        let restarter =
+            Restarter::with_command(&shutdown, &listeners, config, exe, args.to_vec()).unwrap();
+        let r = restarter.clone();
+        let restart = std::thread::spawn(move || r.restart());
+        let pid = starting_successor(&shutdown);
+        shutdown.trigger(Reason::requested());
+        (shutdown, listener, restarter, restart, pid)
     }
 
     /// The exit's wait for a restart that a stop interrupted is bounded by
@@ -878,13 +880,7 @@ mod tests {
     /// and the wait says so (work was forced).
     #[test]
     fn the_exit_waits_for_a_successor_being_stopped_within_the_budget_alone() {
-        let shutdown = Shutdown::new();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let restarter = stubborn(&shutdown, &listener);
-        let r = restarter.clone();
-        let restart = std::thread::spawn(move || r.restart());
-        let pid = starting_successor(&shutdown);
-        shutdown.trigger(Reason::requested());
+        let (_shutdown, _listener, restarter, restart, pid) = stopped_while_stubborn_starts();
         let start = Instant::now();
         assert!(!restarter.finish_within(Duration::from_millis(300)));
         let took = start.elapsed();
