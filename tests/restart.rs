@@ -432,7 +432,7 @@ fn a_stop_during_a_restart_kills_a_stubborn_successor_at_its_deadline(example: &
 
 /// `example` started with `args`, restarting on SIGHUP, and restarted
 /// once its binary was replaced by a shell script of `script`, which runs
-/// as the successor: returns the test's directory, the servers, the first
+/// as the successor and ends in `exec sleep`, which it has reached: returns the test's directory, the servers, the first
 /// server's PID and the successor's (killed and reaped by the servers'
 /// drop if the test fails).
 fn restarting(
@@ -451,6 +451,16 @@ fn restarting(
     wait_for(&servers, "started successor", 1);
     let successor = last_successor(&servers.log());
     servers.pids.push(successor);
+    // The script has run (its `trap`, say) once `sleep` runs.
+    let until = Instant::now() + PATIENCE;
+    while std::fs::read_to_string(format!("/proc/{successor}/comm"))
+        .ok()
+        .as_deref()
+        != Some("sleep\n")
+    {
+        assert!(Instant::now() < until, "the successor never ran sleep");
+        std::thread::sleep(Duration::from_millis(2));
+    }
     (dir, servers, pid, successor)
 }
 

@@ -24,11 +24,13 @@
 //!
 //! One restart at a time: a request while one runs is refused and logged,
 //! and so is one after the handover. A stop of the parent while its
-//! successor is not ready yet stops the successor too (SIGTERM), and
-//! drains only once it is gone: the successor is held like work in
-//! flight, named in the report, and killed at the force (the deadline, a
-//! second signal). An exit at once on a third stop signal, which waits
-//! for nothing, still sends it SIGTERM. A listener handed to a successor
+//! successor is not ready yet stops the successor too (SIGTERM): the
+//! successor is held like work in flight on the shutdown given to the
+//! [`Restarter`] (its drain waits for it, its report names it, its force
+//! kills it), and [`Restarter::finish_within`] bounds the exit's wait for
+//! it by the stop's budget where the deadline is a stage's. An exit at
+//! once on a third stop signal, which waits for nothing, still sends it
+//! SIGTERM. A listener handed to a successor
 //! that failed is this process's alone again once the successor is gone. Under systemd (`NOTIFY_SOCKET`), the
 //! parent tells the manager the successor's PID (`MAINPID=`) once it is
 //! ready, so a `Type=notify` unit with `NotifyAccess=all` follows the new
@@ -341,10 +343,12 @@ impl Restarter {
         }
         inner.set_starting(true);
         let result = inner.hand_over();
+        // Before `busy` is cleared: a next restart's `set_starting(true)`
+        // must not be undone by this one's end.
+        inner.set_starting(false);
         if result.is_err() {
             inner.busy.store(false, Ordering::SeqCst);
         }
-        inner.set_starting(false);
         result
     }
 
@@ -493,7 +497,9 @@ impl Inner {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(RestartError::Exited(status));
             }
-            if self.shutdown.is_triggered() {
+            // Stopping, or the process can wait no longer (it exits on a
+            // stage's outcome without a trigger of this shutdown).
+            if self.shutdown.is_triggered() || self.give_up.load(Ordering::SeqCst) {
                 return Err(self.stopping(child));
             }
             if Instant::now() >= until {
@@ -818,7 +824,7 @@ mod tests {
     /// handshakes can be stopped at its close.
     #[test]
     fn a_stop_during_a_restart_waits_for_the_successor_within_its_deadline() {
-        let (shutdown, listener, restarter, restart, pid) = stopped_while_stubborn_starts();
+        let (shutdown, listener, restarter, restart, pid) = stubborn_restart(true);
         let held = Instant::now() + Duration::from_millis(300);
         while Instant::now() < held {
             assert!(!shutdown.is_drained(), "drained while the successor runs");
@@ -849,11 +855,13 @@ mod tests {
     }
 
     /// A restart (on a thread of its own) whose successor ignores SIGTERM
-    /// and never says it is ready, then a stop of the shutdown once the
-    /// successor started: the shutdown, the listener handed over, the
-    /// restarter, the restart's thread and the successor's PID.
+    /// and never says it is ready, then, if `stop`, a stop of the shutdown
+    /// once the successor started: the shutdown, the listener handed over,
+    /// the restarter, the restart's thread and the successor's PID.
     #[allow(clippy::type_complexity)]
-    fn stopped_while_stubborn_starts() -> (
+    fn stubborn_restart(
+        stop: bool,
+    ) -> (
         Shutdown,
         TcpListener,
         Restarter,
@@ -871,7 +879,19 @@ mod tests {
         let r = restarter.clone();
         let restart = std::thread::spawn(move || r.restart());
         let pid = starting_successor(&shutdown);
-        shutdown.trigger(Reason::requested());
+        // SIGTERM is ignored from its `trap` on: once `sleep` runs.
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .ok()
+            .as_deref()
+            != Some("sleep\n")
+        {
+            assert!(Instant::now() < until, "the successor never ran sleep");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if stop {
+            shutdown.trigger(Reason::requested());
+        }
         (shutdown, listener, restarter, restart, pid)
     }
 
@@ -880,7 +900,7 @@ mod tests {
     /// and the wait says so (work was forced).
     #[test]
     fn the_exit_waits_for_a_successor_being_stopped_within_the_budget_alone() {
-        let (_shutdown, _listener, restarter, restart, pid) = stopped_while_stubborn_starts();
+        let (_shutdown, _listener, restarter, restart, pid) = stubborn_restart(true);
         let start = Instant::now();
         assert!(!restarter.finish_within(Duration::from_millis(300)));
         let took = start.elapsed();
@@ -892,6 +912,24 @@ mod tests {
         ));
         // Nothing left to wait for.
         assert!(restarter.finish_within(Duration::ZERO));
+    }
+
+    /// The bound holds with no stop of the restarter's shutdown at all (a
+    /// process that exits on a stage's outcome): the restart, still waiting
+    /// for its successor to be ready, stops and kills it.
+    #[test]
+    fn the_exit_waits_for_a_restart_within_the_budget_with_no_stop() {
+        let (shutdown, _listener, restarter, restart, pid) = stubborn_restart(false);
+        let start = Instant::now();
+        assert!(!restarter.finish_within(Duration::from_millis(300)));
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(5), "waited {took:?}");
+        assert!(!is_running(pid), "the successor was not killed");
+        assert!(matches!(
+            restart.join().unwrap(),
+            Err(RestartError::Stopping)
+        ));
+        assert!(!shutdown.is_triggered());
     }
 
     /// Once the handover is decided, the PID file names the successor and

@@ -89,18 +89,25 @@ impl Task {
     /// guard), on the parker's thread if there is one: the caller may be a
     /// waker, called under locks the future's drop takes.
     fn dispatch(self: Arc<Self>) {
-        let task = self.clone();
-        if let Err(e) = crate::threads::run(move || task.run()) {
+        let ran = crate::threads::run(move |fate| match fate {
+            crate::threads::Fate::Run => self.run(),
+            crate::threads::Fate::Abandoned => self.abandon(),
+        });
+        if let Err(e) = ran {
             tracing::error!("no thread for a spawned task: {e}");
-            let future = {
-                let mut inner = self.lock();
-                inner.state = State::Done;
-                inner.future.take()
-            };
-            match (future, parker()) {
-                (Some(future), Some(parker)) => parker.drop_later(future),
-                (future, _) => drop(future),
-            }
+        }
+    }
+
+    /// No thread will run the task: drops its future.
+    fn abandon(self: Arc<Self>) {
+        let future = {
+            let mut inner = self.lock();
+            inner.state = State::Done;
+            inner.future.take()
+        };
+        match (future, parker()) {
+            (Some(future), Some(parker)) => parker.drop_later(future),
+            (future, _) => drop(future),
         }
     }
 

@@ -39,9 +39,10 @@
 //! PID limit, at a stop that wakes thousands of parked connections at
 //! once), the job it was started for is queued like the others, for a
 //! thread whose job ends: a connection with a request in flight waits a
-//! moment rather than being dropped. Only with no thread at all, which no
-//! queued job would ever reach, does [`run`] fail (its caller drops the
-//! job).
+//! moment rather than being dropped. Only with no thread at all does
+//! [`run`] fail: then its job and those queued while its thread was
+//! starting, which no thread would ever reach, are abandoned (each told
+//! so, and releases what it holds).
 
 use std::collections::VecDeque;
 use std::io;
@@ -52,7 +53,15 @@ use std::time::Duration;
 /// How long a thread waits for a next connection before it exits.
 const IDLE: Duration = Duration::from_secs(10);
 
-type Job = Box<dyn FnOnce() + Send>;
+/// A job's fate: run on a connection thread, or abandoned because no
+/// thread will ever run it (it then releases what it holds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fate {
+    Run,
+    Abandoned,
+}
+
+type Job = Box<dyn FnOnce(Fate) + Send>;
 
 struct Pool {
     /// How long a thread waits for a next job before it exits.
@@ -138,7 +147,7 @@ impl Pool {
             // A job's panic is its own (the server's handlers already
             // catch theirs); the thread goes on serving.
             if let Some(job) = job.take() {
-                let _ = catch_unwind(AssertUnwindSafe(job));
+                let _ = catch_unwind(AssertUnwindSafe(|| job(Fate::Run)));
             }
             let mut st = self.state();
             st.idle += 1;
@@ -176,8 +185,10 @@ impl Pool {
     }
 }
 
-/// Runs `job` on a waiting connection thread, or on a new one.
-pub(crate) fn run(job: impl FnOnce() + Send + 'static) -> io::Result<()> {
+/// Runs `job` on a waiting connection thread, or on a new one: calls it
+/// with [`Fate::Run`] there, or with [`Fate::Abandoned`] if no thread ever
+/// will (then the error is returned, for the log).
+pub(crate) fn run(job: impl FnOnce(Fate) + Send + 'static) -> io::Result<()> {
     pool().run(Box::new(job))
 }
 
@@ -194,25 +205,33 @@ impl Pool {
             }
             st.starting += 1;
         }
-        let Err((e, job)) = self.start(Some(job)) else {
-            return Ok(());
-        };
+        match self.start(Some(job)) {
+            Ok(()) => Ok(()),
+            Err((e, job)) => self.start_failed(e, job),
+        }
+    }
+
+    /// A thread started for `job` could not be: `job` is queued like the
+    /// others for a thread whose job ends, or for one starting. With no
+    /// thread at all, neither it nor any job queued meanwhile (queued
+    /// because this start was under way) would ever run: all are
+    /// abandoned, and the error returned.
+    fn start_failed(&'static self, e: io::Error, job: Option<Job>) -> io::Result<()> {
         let mut st = self.state();
         st.starting -= 1;
-        let job = match job {
-            // A thread whose job ends (or one starting) takes it.
-            Some(job) if st.threads > 0 || st.starting > 0 => {
-                st.queue.push_back(job);
-                let wake = st.wake_one();
-                drop(st);
-                self.wake(wake);
-                tracing::warn!("cannot start a thread: {e}; the task waits for a busy one");
-                return Ok(());
-            }
-            job => job,
-        };
+        if st.threads > 0 || st.starting > 0 {
+            st.queue.extend(job);
+            let wake = st.wake_one();
+            drop(st);
+            self.wake(wake);
+            tracing::warn!("cannot start a thread: {e}; the task waits for a busy one");
+            return Ok(());
+        }
+        let stranded: Vec<Job> = job.into_iter().chain(st.queue.drain(..)).collect();
         drop(st);
-        drop(job);
+        for job in stranded {
+            let _ = catch_unwind(AssertUnwindSafe(|| job(Fate::Abandoned)));
+        }
         Err(e)
     }
 
@@ -275,7 +294,7 @@ mod tests {
     fn a_thread_with_no_job_for_its_idle_time_exits() {
         let pool: &'static Pool = Box::leak(Box::new(Pool::new(Duration::from_millis(50))));
         let (tx, rx) = mpsc::channel();
-        pool.run(Box::new(move || tx.send(()).unwrap())).unwrap();
+        pool.run(Box::new(move |_| tx.send(()).unwrap())).unwrap();
         rx.recv().unwrap();
         let until = std::time::Instant::now() + Duration::from_secs(10);
         while pool.state().idle == 0 {
@@ -296,7 +315,7 @@ mod tests {
         let pool = own();
         let (tx, rx) = mpsc::channel();
         let tx2 = tx.clone();
-        pool.run(Box::new(move || {
+        pool.run(Box::new(move |_| {
             tx.send(std::thread::current().id()).unwrap()
         }))
         .unwrap();
@@ -305,7 +324,7 @@ mod tests {
         while pool.state().idle == 0 {
             std::thread::yield_now();
         }
-        pool.run(Box::new(move || {
+        pool.run(Box::new(move |_| {
             tx2.send(std::thread::current().id()).unwrap()
         }))
         .unwrap();
@@ -320,7 +339,7 @@ mod tests {
         let gate = std::sync::Arc::new(std::sync::Barrier::new(9));
         for _ in 0..8 {
             let (tx, gate) = (tx.clone(), gate.clone());
-            pool.run(Box::new(move || {
+            pool.run(Box::new(move |_| {
                 gate.wait();
                 tx.send(()).unwrap();
             }))
@@ -352,7 +371,7 @@ mod tests {
         let gate = std::sync::Arc::new(std::sync::Barrier::new(ASLEEP + 1));
         for _ in 0..ASLEEP {
             let gate = gate.clone();
-            pool.run(Box::new(move || {
+            pool.run(Box::new(move |_| {
                 gate.wait();
             }))
             .unwrap();
@@ -379,7 +398,7 @@ mod tests {
         let end = std::sync::Arc::new(std::sync::Barrier::new(JOBS + 1));
         for _ in 0..JOBS {
             let (tx, end) = (tx.clone(), end.clone());
-            pool.run(Box::new(move || {
+            pool.run(Box::new(move |_| {
                 tx.send(()).unwrap();
                 end.wait();
             }))
@@ -402,7 +421,7 @@ mod tests {
         let pool = own();
         let (tx, rx) = mpsc::channel();
         let tx2 = tx.clone();
-        pool.run(Box::new(move || {
+        pool.run(Box::new(move |_| {
             tx.send(std::thread::current().id()).unwrap();
             panic!("a job panics");
         }))
@@ -411,7 +430,7 @@ mod tests {
         while pool.state().idle == 0 {
             std::thread::yield_now();
         }
-        pool.run(Box::new(move || {
+        pool.run(Box::new(move |_| {
             tx2.send(std::thread::current().id()).unwrap()
         }))
         .unwrap();
@@ -437,10 +456,35 @@ mod tests {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let (tx, dropped) = mpsc::channel();
         let job = Dropped(tx);
-        assert!(pool.run(Box::new(move || drop(job))).is_err());
+        assert!(pool.run(Box::new(move |_| drop(job))).is_err());
         dropped.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(pool.state().starting, 0);
         assert_eq!(pool.state().queue.len(), 0);
+    }
+
+    /// A job queued while a thread was starting for another, whose start
+    /// then fails with no thread alive, would never be taken: both are
+    /// abandoned (each told so, to release what it holds), and the start's
+    /// caller gets the error.
+    #[test]
+    fn jobs_queued_behind_a_start_that_fails_with_no_thread_are_abandoned() {
+        let pool = own();
+        let (tx, fates) = mpsc::channel();
+        // A start under way (the caller's, below), no thread alive.
+        pool.state().starting += 1;
+        let t = tx.clone();
+        pool.run(Box::new(move |fate| t.send(("queued", fate)).unwrap()))
+            .unwrap();
+        assert_eq!(pool.state().queue.len(), 1);
+        let t = tx.clone();
+        let own: Job = Box::new(move |fate| t.send(("own", fate)).unwrap());
+        let failed = pool.start_failed(io::Error::other("no thread"), Some(own));
+        assert!(failed.is_err());
+        let mut got: Vec<_> = fates.try_iter().collect();
+        got.sort_by_key(|(what, _)| *what);
+        assert_eq!(got, [("own", Fate::Abandoned), ("queued", Fate::Abandoned)]);
+        assert_eq!(pool.state().queue.len(), 0);
+        assert_eq!(pool.state().starting, 0);
     }
 
     /// When no thread can be started but one is busy, the job is queued
@@ -452,7 +496,7 @@ mod tests {
         let pool = own();
         let (release, gate) = mpsc::channel::<()>();
         let (tx, ran) = mpsc::channel();
-        pool.run(Box::new(move || gate.recv().unwrap())).unwrap();
+        pool.run(Box::new(move |_| gate.recv().unwrap())).unwrap();
         let until = std::time::Instant::now() + Duration::from_secs(10);
         while pool.state().threads != 1 || pool.state().starting != 0 {
             assert!(
@@ -464,7 +508,7 @@ mod tests {
         pool.fail_starts
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let tx2 = tx.clone();
-        pool.run(Box::new(move || tx2.send("queued").unwrap()))
+        pool.run(Box::new(move |_| tx2.send("queued").unwrap()))
             .expect("queued for the busy thread");
         assert_eq!(pool.state().queue.len(), 1);
         assert!(ran.recv_timeout(Duration::from_millis(100)).is_err());
@@ -480,7 +524,7 @@ mod tests {
         let pool = own();
         let (release, gate) = mpsc::channel::<()>();
         let (tx, ran) = mpsc::channel();
-        pool.run(Box::new(move || gate.recv().unwrap())).unwrap();
+        pool.run(Box::new(move |_| gate.recv().unwrap())).unwrap();
         let until = std::time::Instant::now() + Duration::from_secs(10);
         while pool.state().starting != 0 {
             assert!(
@@ -492,7 +536,7 @@ mod tests {
         // The first thread is busy; a second one is (as if) starting.
         pool.state().starting += 1;
         let tx2 = tx.clone();
-        pool.run(Box::new(move || tx2.send("queued").unwrap()))
+        pool.run(Box::new(move |_| tx2.send("queued").unwrap()))
             .unwrap();
         assert_eq!(pool.state().queue.len(), 1);
         // The starting thread cannot start the next one.
