@@ -210,12 +210,13 @@ fn with_no_exit_count_no_signal_exits() {
     let _work = s.guard();
     let (config, exits) = recording();
     let esc = Escalation::new(s.clone(), config.exit_after(None));
-    for _ in 0..5 {
-        assert!(!matches!(
-            esc.handle(Signal::Terminate),
-            SignalAction::Exit(_)
-        ));
-    }
-    assert!(s.is_forced());
+    let actions: Vec<SignalAction> = (0..5).map(|_| esc.handle(Signal::Terminate)).collect();
+    assert_eq!(actions[0], SignalAction::Triggered);
+    assert!(
+        actions[1..].iter().all(|a| *a == SignalAction::Forced),
+        "{actions:?}"
+    );
+    // `handle` forces on a thread of its own.
+    assert!(s.wait_forced_until(Instant::now() + Duration::from_secs(10)));
     assert!(exits.lock().unwrap().is_empty());
 }
