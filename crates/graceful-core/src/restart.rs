@@ -30,12 +30,12 @@
 //! kills it), and [`Restarter::finish_within`] bounds the exit's wait for
 //! it by the stop's budget where the deadline is a stage's. An exit at
 //! once on a third stop signal, which waits for nothing, still sends it
-//! SIGTERM. A listener handed to a successor
-//! that failed is this process's alone again once the successor is gone. Under systemd (`NOTIFY_SOCKET`), the
-//! parent tells the manager the successor's PID (`MAINPID=`) once it is
-//! ready, so a `Type=notify` unit with `NotifyAccess=all` follows the new
-//! process. A PID file, when configured, is replaced atomically by
-//! whichever process is current.
+//! SIGTERM. A listener handed to a successor that failed is this
+//! process's alone again once the successor is gone. Under systemd
+//! (`NOTIFY_SOCKET`), the parent tells the manager the successor's PID
+//! (`MAINPID=`) once it is ready, so a `Type=notify` unit with
+//! `NotifyAccess=all` follows the new process. A PID file, when
+//! configured, is replaced atomically by whichever process is current.
 
 use std::ffi::OsString;
 use std::io;
