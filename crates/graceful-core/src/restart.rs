@@ -895,41 +895,35 @@ mod tests {
         (shutdown, listener, restarter, restart, pid)
     }
 
-    /// The exit's wait for a restart that a stop interrupted is bounded by
-    /// the stop's budget: a successor still being stopped then is killed,
-    /// and the wait says so (work was forced).
+    /// The exit's wait for a restart is bounded by the stop's budget: a
+    /// successor still being stopped then (the stop interrupted the
+    /// restart) is killed, and the wait says so (work was forced). It holds
+    /// with no stop of the restarter's shutdown at all too (a process that
+    /// exits on a stage's outcome): the restart, still waiting for its
+    /// successor to be ready, stops and kills it.
     #[test]
-    fn the_exit_waits_for_a_successor_being_stopped_within_the_budget_alone() {
-        let (_shutdown, _listener, restarter, restart, pid) = stubborn_restart(true);
-        let start = Instant::now();
-        assert!(!restarter.finish_within(Duration::from_millis(300)));
-        let took = start.elapsed();
-        assert!(took < Duration::from_secs(5), "waited {took:?}");
-        assert!(!is_running(pid), "the successor was not killed");
-        assert!(matches!(
-            restart.join().unwrap(),
-            Err(RestartError::Stopping)
-        ));
-        // Nothing left to wait for.
-        assert!(restarter.finish_within(Duration::ZERO));
-    }
-
-    /// The bound holds with no stop of the restarter's shutdown at all (a
-    /// process that exits on a stage's outcome): the restart, still waiting
-    /// for its successor to be ready, stops and kills it.
-    #[test]
-    fn the_exit_waits_for_a_restart_within_the_budget_with_no_stop() {
-        let (shutdown, _listener, restarter, restart, pid) = stubborn_restart(false);
-        let start = Instant::now();
-        assert!(!restarter.finish_within(Duration::from_millis(300)));
-        let took = start.elapsed();
-        assert!(took < Duration::from_secs(5), "waited {took:?}");
-        assert!(!is_running(pid), "the successor was not killed");
-        assert!(matches!(
-            restart.join().unwrap(),
-            Err(RestartError::Stopping)
-        ));
-        assert!(!shutdown.is_triggered());
+    fn the_exit_waits_for_a_restart_within_the_stops_budget_alone() {
+        for stop in [true, false] {
+            let (shutdown, _listener, restarter, restart, pid) = stubborn_restart(stop);
+            let start = Instant::now();
+            assert!(!restarter.finish_within(Duration::from_millis(300)));
+            let took = start.elapsed();
+            assert!(
+                took < Duration::from_secs(5),
+                "waited {took:?} (stop: {stop})"
+            );
+            assert!(
+                !is_running(pid),
+                "the successor was not killed (stop: {stop})"
+            );
+            assert!(matches!(
+                restart.join().unwrap(),
+                Err(RestartError::Stopping)
+            ));
+            assert_eq!(shutdown.is_triggered(), stop);
+            // Nothing left to wait for.
+            assert!(restarter.finish_within(Duration::ZERO));
+        }
     }
 
     /// Once the handover is decided, the PID file names the successor and
