@@ -1191,6 +1191,15 @@ pub(crate) fn head(c: &mut BufReader<TcpStream>) -> io::Result<(String, String)>
     }
 }
 
+/// Whether `shutdown` (a server's, or above one) still holds the guard of
+/// the connection from `peer` (named `conn PEER`).
+pub(crate) fn holds_connection_from(shutdown: &Shutdown, peer: std::net::SocketAddr) -> bool {
+    let name = format!(" {peer}");
+    let report = shutdown.report();
+    let held = report.all_named().iter().any(|g| g.name.ends_with(&name));
+    held
+}
+
 /// Asserts that `shutdown`'s server keeps the connection of `client`
 /// lingering, its end of stream already read: its guard is still held
 /// for `hold` (the clock standing still, no linger ends by its limit).
@@ -1204,12 +1213,7 @@ pub(crate) fn assert_lingers_until_closed(
     what: &str,
 ) {
     let addr = client.local_addr().unwrap();
-    let held = || {
-        let peer = format!(" {addr}");
-        let report = shutdown.report();
-        let held = report.all_named().iter().any(|g| g.name.ends_with(&peer));
-        held
-    };
+    let held = || holds_connection_from(shutdown, addr);
     assert!(!eventually(hold, || !held()), "{what}: no linger");
     client
         .write_all(rest)

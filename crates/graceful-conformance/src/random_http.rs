@@ -58,7 +58,10 @@ use graceful_core::{ForceCause, Outcome, Reason, ServeConfig};
 
 use crate::h2::H2;
 use crate::harness::{ends_within, eventually, is_timeout, refused_within, BIG, PATIENCE};
-use crate::http::{assert_lingers_until_closed, head, roundtrip, upgrade, HttpAdapter, HttpServer};
+use crate::http::{
+    assert_lingers_until_closed, head, holds_connection_from, roundtrip, upgrade, HttpAdapter,
+    HttpServer,
+};
 use crate::random::{assert_deadline_armed, assert_held, Rng, Tally, Timing};
 
 /// What one HTTP client does.
@@ -953,15 +956,7 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
 /// Waits until the server holds none of the connections from `peers`:
 /// their tasks ended, and every timer they armed is gone.
 fn wait_released(shutdown: &graceful_core::Shutdown, peers: &[SocketAddr]) {
-    let names: Vec<String> = peers.iter().map(|p| format!(" {p}")).collect();
-    let held = || {
-        let report = shutdown.report();
-        let held = report
-            .all_named()
-            .iter()
-            .any(|g| names.iter().any(|n| g.name.ends_with(n.as_str())));
-        held
-    };
+    let held = || peers.iter().any(|p| holds_connection_from(shutdown, *p));
     assert!(
         eventually(PATIENCE, || !held()),
         "connections whose clients saw them end are still held"
