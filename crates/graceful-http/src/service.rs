@@ -415,8 +415,12 @@ where
         };
         let mut to_upgrade = false;
         let mut request_waits = false;
+        // Read once: the pipelining exemption below and the `close` it
+        // exempts from must see the same answer, or a trigger landing
+        // between two reads would mark this response `close` with a
+        // request read whole behind it (which hyper would then drop).
+        let triggered = this.conn.as_ref().is_some_and(|c| c.is_triggered());
         if let Some(InFlight(activity)) = &in_flight {
-            let triggered = this.conn.as_ref().is_some_and(|c| c.is_triggered());
             request_waits = triggered && activity.request_waits_at_stop();
             activity.end_written();
             if switches {
@@ -459,14 +463,14 @@ where
             }
             Err(e) => return Poll::Ready(Err(e)),
         };
-        if let Some(conn) = this.conn {
+        if this.conn.is_some() {
             // Not on a `101`, nor on a tunnel CONNECT opens. Nor while a
             // request the client pipelined behind this one waits, read
             // whole by the first response after the trigger: hyper would
             // close after this response and drop it. The last of those
             // carries it.
             let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS || switches;
-            if conn.is_triggered() && !switching && !request_waits {
+            if triggered && !switching && !request_waits {
                 res.headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
             }
