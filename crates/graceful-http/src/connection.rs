@@ -343,7 +343,6 @@ mod tests {
     use std::pin::{pin, Pin};
     use std::sync::{Arc, Mutex};
     use std::task::{Context, Poll, Waker};
-    use std::time::Duration;
 
     use futures_util::StreamExt;
     use graceful_core::{Conn, Reason, Runtime, ServeConfig, Shutdown};
@@ -352,7 +351,9 @@ mod tests {
     use hyper::body::{Bytes, Frame, Incoming};
 
     use super::{serve_connection, HttpOptions};
-    use crate::test_support::{assert_second_served_with_close, path_service, NoTimers, Stream};
+    use crate::test_support::{
+        assert_second_served_with_close, path_service, DueTimers, NoTimers, Stream,
+    };
 
     /// `serve_connection` over `wire` for a connection of `shutdown`'s
     /// server, driven by hand, with timers that never fire.
@@ -376,23 +377,6 @@ mod tests {
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let conn = Conn::new(addr, addr, shutdown.clone());
         serve_connection(rt, wire.clone(), conn, service, HttpOptions::new(config))
-    }
-
-    /// A runtime whose timers are all due at once (and that runs nothing).
-    #[derive(Clone)]
-    struct DueTimers;
-
-    impl Runtime for DueTimers {
-        type Sleep = std::future::Ready<()>;
-        fn sleep(&self, _: Duration) -> Self::Sleep {
-            std::future::ready(())
-        }
-        fn spawn<F: Future<Output = ()> + Send + 'static>(&self, _: F) {
-            unreachable!("an HTTP/1 connection spawns nothing")
-        }
-        fn block_on<F: Future>(&self, _: F) -> F::Output {
-            unreachable!("not used")
-        }
     }
 
     type Frames = futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>;
@@ -718,7 +702,7 @@ mod tests {
         let shutdown = Shutdown::new();
         let config = ServeConfig::default();
         let mut served = pin!(serve_on_wire_with(
-            DueTimers,
+            DueTimers::now(),
             &wire,
             path_service(),
             &shutdown,

@@ -525,7 +525,7 @@ mod tests {
 
     use super::Io;
     use crate::service::Activity;
-    use crate::test_support::{NoTimers, Stream};
+    use crate::test_support::{DueTimers, NoTimers, Stream};
 
     #[test]
     fn bytes_held_unwritten_keep_the_connection_from_reading_quiet() {
@@ -602,7 +602,7 @@ mod tests {
 
     /// Reads each part of `sent` through `io` as hyper does, and after
     /// each serves every request whose head was read whole.
-    fn read_all(io: &mut Io<Stream, NoTimers>, sent: &[&[u8]]) {
+    fn read_all<R: graceful_core::Runtime>(io: &mut Io<Stream, R>, sent: &[&[u8]]) {
         let mut cx = Context::from_waker(Waker::noop());
         for bytes in sent {
             io.get_ref().wire().to_read.extend(bytes.iter());
@@ -678,53 +678,25 @@ mod tests {
         assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), woken);
     }
 
-    /// A runtime whose timers are all due once `due` is set.
-    #[derive(Clone, Default)]
-    struct Due(Arc<std::sync::atomic::AtomicBool>);
-
-    impl graceful_core::Runtime for Due {
-        type Sleep = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-        fn sleep(&self, _: Duration) -> Self::Sleep {
-            let due = self.0.clone();
-            Box::pin(std::future::poll_fn(move |_| {
-                match due.load(std::sync::atomic::Ordering::SeqCst) {
-                    true => std::task::Poll::Ready(()),
-                    false => std::task::Poll::Pending,
-                }
-            }))
-        }
-        fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, _: F) {
-            unreachable!("not used")
-        }
-        fn block_on<F: std::future::Future>(&self, _: F) -> F::Output {
-            unreachable!("not used")
-        }
-    }
-
     /// The linger ends at its limit (`ServeConfig::linger`) however the
     /// client behaves: one that never closes its side, and one that keeps
     /// sending (the timer is looked at first, before anything is read).
     #[test]
     fn a_linger_ends_at_its_limit_whatever_the_client_does() {
         for keeps_sending in [false, true] {
-            let due = Due::default();
+            let due = DueTimers::default();
             let activity = Arc::new(Activity::default());
-            let mut io = Io::with_activity(
-                Stream::default(),
-                due.clone(),
-                Duration::from_millis(500),
-                activity,
-            );
+            let linger = Duration::from_millis(500);
+            let mut io = Io::with_activity(Stream::default(), due.clone(), linger, activity);
             let mut cx = Context::from_waker(Waker::noop());
-            let head = b"POST / HTTP/1.1\r\ncontent-length: 9999999\r\n\r\n";
-            io.get_ref().wire().to_read.extend(head.iter());
-            let mut buf = [0u8; 4096];
-            let mut buf = ReadBuf::new(&mut buf);
-            while pin!(&mut io).poll_read(&mut cx, buf.unfilled()).is_ready() {}
+            read_all(
+                &mut io,
+                &[b"POST / HTTP/1.1\r\ncontent-length: 9999999\r\n\r\n"],
+            );
             // The body is not all read: the close lingers.
             assert!(pin!(&mut io).poll_shutdown(&mut cx).is_pending());
             assert!(pin!(&mut io).poll_shutdown(&mut cx).is_pending());
-            due.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            due.set();
             if keeps_sending {
                 let more = std::iter::repeat_n(b'x', 1 << 20);
                 io.get_ref().wire().to_read.extend(more);

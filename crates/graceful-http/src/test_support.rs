@@ -28,6 +28,44 @@ impl graceful_core::Runtime for NoTimers {
     }
 }
 
+/// A runtime whose timers all come due once it is [`set`](Self::set)
+/// (from the start, made with [`now`](Self::now)), and that runs nothing.
+#[derive(Clone, Default)]
+pub(crate) struct DueTimers(Arc<std::sync::atomic::AtomicBool>);
+
+impl DueTimers {
+    /// Timers due from the start.
+    pub(crate) fn now() -> DueTimers {
+        let due = DueTimers::default();
+        due.set();
+        due
+    }
+
+    /// Makes every timer, armed or to come, due.
+    pub(crate) fn set(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl graceful_core::Runtime for DueTimers {
+    type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
+    fn sleep(&self, _: Duration) -> Self::Sleep {
+        let due = self.0.clone();
+        Box::pin(std::future::poll_fn(move |_| {
+            match due.load(std::sync::atomic::Ordering::SeqCst) {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            }
+        }))
+    }
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, _: F) {
+        unreachable!("an HTTP/1 connection spawns nothing")
+    }
+    fn block_on<F: Future>(&self, _: F) -> F::Output {
+        unreachable!("not used")
+    }
+}
+
 /// A client's side of a connection, driven by hand: what it sent (read
 /// until empty, then `Pending`), what the server wrote, and whether a
 /// write or a flush blocks (a TLS stream takes the bytes at once and
