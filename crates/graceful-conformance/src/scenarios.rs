@@ -623,9 +623,14 @@ pub fn conn_handler_sees_the_trigger<A: Adapter>() {
 /// A server with a limit of one connection, full: its first connection
 /// served, a second queued in the backlog with its line sent, not served.
 fn full_at_one_connection<A: Adapter>() -> (Server<A>, Client, Client) {
-    let config = ServeConfig::default()
-        .max_connections(Some(1))
-        .progress_every(None);
+    full_at_one_connection_set_as::<A>(Some(1))
+}
+
+/// [`full_at_one_connection`], the limit set on the field as `max` (the
+/// setter refuses 0; a 0 set on the field is taken as 1).
+fn full_at_one_connection_set_as<A: Adapter>(max: Option<usize>) -> (Server<A>, Client, Client) {
+    let mut config = ServeConfig::default().progress_every(None);
+    config.max_connections = max;
     let server = Server::<A>::start(Options::config(config));
     let mut first = server.connect();
     first.roundtrip("first", "first");
@@ -639,13 +644,16 @@ fn full_at_one_connection<A: Adapter>() -> (Server<A>, Client, Client) {
 }
 
 /// With a connection limit, accepting waits for room: a connection over
-/// the limit is served later, never dropped.
+/// the limit is served later, never dropped. A limit of 0 set on the
+/// field is taken as 1 (not a server that accepts nothing).
 pub fn max_connections_waits_instead_of_dropping<A: Adapter>() {
-    let (mut server, first, mut queued) = full_at_one_connection::<A>();
-    drop(first);
-    assert_eq!(queued.read_line().unwrap(), "queued");
-    server.stop();
-    assert!(server.outcome().is_drained());
+    for max in [1, 0] {
+        let (mut server, first, mut queued) = full_at_one_connection_set_as::<A>(Some(max));
+        drop(first);
+        assert_eq!(queued.read_line().unwrap(), "queued", "limit {max}");
+        server.stop();
+        assert!(server.outcome().is_drained());
+    }
 }
 
 /// B4 x the connection limit: a client queued in the backlog while the
