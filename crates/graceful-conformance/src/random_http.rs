@@ -952,9 +952,9 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
     tally
 }
 
-/// What a burst client saw.
 /// Waits until the server holds none of the connections from `peers`:
-/// their tasks ended, and every timer they armed is gone.
+/// their guards are released, which their tasks do as they end, after
+/// dropping every timer they armed.
 fn wait_released(shutdown: &graceful_core::Shutdown, peers: &[SocketAddr]) {
     let held = || peers.iter().any(|p| holds_connection_from(shutdown, *p));
     assert!(
@@ -963,6 +963,7 @@ fn wait_released(shutdown: &graceful_core::Shutdown, peers: &[SocketAddr]) {
     );
 }
 
+/// What a burst client saw.
 enum BurstEnd {
     Refused,
     /// Answered whole (`burst N`, 200); the connection is returned to be
