@@ -753,33 +753,47 @@ pub fn a_cancelled_serve_leaves_busy_connections_to_the_force<A: Adapter>() {
 /// B7: a `serve` cancelled (dropped, as a `select!` does) closed its
 /// listener: the read of a connection whose handler waits for input
 /// returns end-of-stream, as at any listener close, so the handler ends
-/// and the stop drains rather than wait for its deadline.
+/// and the stop drains rather than wait for its deadline; also for a
+/// connection accepted during the pre-drain delay.
 pub fn a_cancelled_serve_ends_the_reads_of_its_idle_connections<A: Adapter>() {
-    let shutdown = Shutdown::new();
-    let s = shutdown.clone();
-    let mut server = Cancellable::start(move |listener, cancelled| {
-        let rt = crate::TestRuntime::new(A::runtime(), None);
-        let config = ServeConfig::default().progress_every(None);
-        let handler = crate::fixture::handler::<A::Stream, _>(
-            rt.clone(),
-            crate::fixture::Observer::default(),
+    // Cancelled while serving; then cancelled during a pre-drain delay,
+    // with a connection accepted during it (late: no timer is left for its
+    // first-request grace, so its read ends at once too).
+    for in_pre_drain in [false, true] {
+        let shutdown = Shutdown::new();
+        let s = shutdown.clone();
+        let mut server = Cancellable::start(move |listener, cancelled| {
+            let rt = crate::TestRuntime::new(A::runtime(), None);
+            let config = ServeConfig::default()
+                .progress_every(None)
+                .pre_drain(Duration::from_secs(60));
+            let observer = crate::fixture::Observer::default();
+            let handler = crate::fixture::handler::<A::Stream, _>(rt.clone(), observer);
+            let serve = A::serve(&rt, listener, &s, config, handler);
+            rt.block_on(futures::future::select(serve, cancelled));
+            rt
+        });
+        let mut clients = vec![Client::connect(server.addr)];
+        clients[0].roundtrip("early", "early");
+        if in_pre_drain {
+            shutdown.trigger(Reason::requested());
+            let mut late = Client::connect(server.addr);
+            late.roundtrip("late", "late");
+            clients.push(late);
+        }
+        server.cancel();
+        for (i, c) in clients.iter_mut().enumerate() {
+            assert!(
+                c.closed_within(PATIENCE),
+                "idle connection {i} of the cancelled serve is still open (pre-drain: {in_pre_drain})"
+            );
+        }
+        shutdown.trigger(Reason::requested());
+        assert!(
+            shutdown.wait_drained_until(Instant::now() + PATIENCE),
+            "an idle connection's guard is still held (pre-drain: {in_pre_drain})"
         );
-        let serve = A::serve(&rt, listener, &s, config, handler);
-        rt.block_on(futures::future::select(serve, cancelled));
-        rt
-    });
-    let mut client = Client::connect(server.addr);
-    client.roundtrip("hello", "hello");
-    server.cancel();
-    assert!(
-        client.closed_within(PATIENCE),
-        "an idle connection of the cancelled serve is still open"
-    );
-    shutdown.trigger(Reason::requested());
-    assert!(
-        shutdown.wait_drained_until(Instant::now() + PATIENCE),
-        "the idle connection's guard is still held"
-    );
+    }
 }
 
 /// The scripted source's signals reach a server end to end: first drains,
