@@ -929,6 +929,31 @@ mod tests {
         }
     }
 
+    /// A restart whose successor exits before it is ready fails, and the
+    /// listener it was handed is this process's alone again: its
+    /// handshakes can be stopped at its close.
+    #[test]
+    fn a_successor_that_exits_early_gives_the_listener_back() {
+        let shutdown = Shutdown::new();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let args = ["-c", "exit 3"].map(OsString::from);
+        let config = RestartConfig::new().signal(None);
+        let listeners = [("web", &listener)];
+        let restarter = Restarter::with_command(
+            &shutdown,
+            &listeners,
+            config,
+            "/bin/sh".into(),
+            args.to_vec(),
+        )
+        .unwrap();
+        assert!(matches!(restarter.restart(), Err(RestartError::Exited(_))));
+        assert!(
+            crate::server::handshakes::stop_handshakes(&listener, true),
+            "the listener is still marked shared after its successor exited"
+        );
+    }
+
     /// Once the handover is decided, the PID file names the successor and
     /// `finish` returns, while a trigger hook blocks: the hook is the
     /// stop's, bounded by its deadline, and must not hold the exit.
