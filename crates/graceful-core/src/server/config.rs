@@ -30,7 +30,9 @@ pub struct ServeConfig {
     /// one whose first request's head is not all there when the grace ends
     /// is closed then; an idle HTTP/2 connection whose client sends nothing
     /// at all after its GOAWAY (not even the answer to the PING sent with
-    /// it) is closed this long after the GOAWAY. TCP: the
+    /// it) is closed this long after the GOAWAY (bytes it sent before that
+    /// the server reads only after it count as heard: such a client is
+    /// left to the deadline, never cut while it may be alive). TCP: the
     /// reads of connections accepted after the trigger end this long after
     /// the listener closed, rather than when it closes.
     pub first_request_grace: Duration,
