@@ -150,14 +150,13 @@ impl Shutdown {
     /// Whether the shutdown drained with nothing abandoned: it drained
     /// before any force (of it, or of a shutdown below it during its stop:
     /// a server cut at its own deadline), or the force found nothing held
-    /// any more (the last release and the force raced).
+    /// any more (the last release and the force raced). Like
+    /// [`is_drained`](Self::is_drained), false while the drained hooks run.
     pub fn is_drained_in_time(&self) -> bool {
-        if self.inner.phases.is(CLEAN) {
-            return true;
-        }
         self.is_drained()
-            && !self.inner.phases.is_unclean_without_force()
-            && self.inner.forced_report().is_some_and(|r| r.is_empty())
+            && (self.inner.phases.is(CLEAN)
+                || (!self.inner.phases.is_unclean_without_force()
+                    && self.inner.forced_report().is_some_and(|r| r.is_empty())))
     }
 
     /// The cause and report of the first force during this shutdown's stop

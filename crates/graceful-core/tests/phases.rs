@@ -498,7 +498,7 @@ fn a_drained_wait_returns_after_the_hooks_of_the_ancestors_it_completed() {
 }
 
 /// A drained wait of any kind that starts while a drained hook still runs
-/// (a future polled afresh, the check, a blocking wait) does not see the
+/// (a future polled afresh, the checks, a blocking wait) does not see the
 /// shutdown drained before the hook returned; a drained parent has drained
 /// children.
 #[test]
@@ -522,6 +522,7 @@ fn no_drained_wait_returns_while_a_drained_hook_runs() {
         // The hook is running now.
         assert!(!server.is_drained());
         assert!(!root.is_drained());
+        assert!(!server.is_drained_in_time());
         assert!(server.drained().now_or_never().is_none());
         assert!(!server.wait_drained_until(Instant::now() + Duration::from_millis(20)));
         assert!(!root.wait_drained_until(Instant::now() + Duration::from_millis(20)));
@@ -529,6 +530,7 @@ fn no_drained_wait_returns_while_a_drained_hook_runs() {
         root.wait_drained();
         assert!(flushed.load(Ordering::SeqCst));
         assert!(server.is_drained(), "a drained parent has drained children");
+        assert!(server.is_drained_in_time() && root.is_drained_in_time());
         releaser.join().unwrap();
     });
 }
