@@ -1,5 +1,6 @@
 use std::collections::VecDeque;
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -8,7 +9,8 @@ use event_listener::{Event, Listener};
 use graceful_core::Shutdown;
 
 /// Worker threads that take jobs until the shutdown is triggered, finish
-/// the job they are running, then exit.
+/// the job they are running, then exit. A job that panics costs that job
+/// alone: its worker goes on to the next.
 ///
 /// The pool is a stage of the shutdown it was made with: each running job
 /// holds a named guard on it, so the shutdown drains only after the jobs in
@@ -155,7 +157,11 @@ fn worker<J, F: Fn(J, &Shutdown)>(shared: &Shared<J>, name: &str, work: &F) {
                 // subscriber not yet woken, which must be an idle worker.
                 // Dropping a woken subscriber passes its wake-up on.
                 drop(l);
-                work(job, &shared.stage);
+                // A job's panic is its own: the worker goes on to the next.
+                let ran = catch_unwind(AssertUnwindSafe(|| work(job, &shared.stage)));
+                if ran.is_err() {
+                    tracing::error!("{name}: a job panicked; the worker goes on");
+                }
                 drop(running);
             }
             None => {

@@ -282,3 +282,29 @@ fn join_returns_by_its_deadline_while_a_job_still_runs() {
     release_tx.send(()).unwrap();
     assert!(shutdown.wait_drained_until(Instant::now() + Duration::from_secs(10)));
 }
+
+/// A job that panics costs that job alone: its worker goes on to the next
+/// job, and the stage still drains.
+#[test]
+fn a_job_that_panics_costs_that_job_alone() {
+    let shutdown = Shutdown::new();
+    let (done_tx, done) = mpsc::channel();
+    let pool = WorkerPool::new(&shutdown, "jobs", 1, move |job: u32, _stage| {
+        if job == 0 {
+            panic!("job 0 fails");
+        }
+        done_tx.send(job).unwrap();
+    })
+    .unwrap();
+    pool.submit(0).unwrap();
+    pool.submit(1).unwrap();
+    assert_eq!(
+        done.recv_timeout(Duration::from_secs(5)),
+        Ok(1),
+        "the job after the panic ran"
+    );
+    shutdown.trigger(Reason::requested());
+    let left = pool.join(Some(Instant::now() + Duration::from_secs(5)));
+    assert!(left.is_empty());
+    assert!(shutdown.is_drained_in_time());
+}
