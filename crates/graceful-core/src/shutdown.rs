@@ -171,9 +171,11 @@ impl Shutdown {
         self.inner.phases.is_draining()
     }
 
-    /// Claims the right to force at a deadline, unless the drain began.
+    /// Claims the right to force at a deadline, unless the drain began:
+    /// here, or in every stage that still holds this shutdown with nothing
+    /// else held (their drained hooks run: no work would be abandoned).
     pub(crate) fn claim_deadline_force(&self) -> bool {
-        self.inner.phases.claim_deadline_force()
+        !self.inner.only_draining_stages_hold() && self.inner.phases.claim_deadline_force()
     }
 
     /// What was held when the shutdown was forced (taken before anything
@@ -478,8 +480,9 @@ impl Shutdown {
     /// with `rt`'s clock). At the deadline the shutdown is forced, the
     /// [`Report`] of what was left is logged and returned in the
     /// [`Outcome`](crate::Outcome); a drain that began before the deadline
-    /// is not forced, its drained hooks get the settle time to return.
-    /// Progress is logged while it waits.
+    /// (here, or in the stages that are all that is left) is not forced,
+    /// its drained hooks get the settle time to return. Progress is logged
+    /// while it waits.
     ///
     /// See [`EnforceDeadline`] for the options.
     pub fn enforce_deadline<R: Runtime>(&self, rt: &R, timeout: Duration) -> EnforceDeadline<R> {

@@ -665,6 +665,21 @@ impl Inner {
         }
     }
 
+    /// Whether what holds this shutdown is stages (or children) whose drain
+    /// began, their drained hooks running, and nothing else: no guard of
+    /// its own, no hold. A stage releases its parent only once its hooks
+    /// returned. Racing releases or new guards read as false.
+    pub(crate) fn only_draining_stages_hold(&self) -> bool {
+        let holding: Vec<_> = self
+            .children()
+            .into_iter()
+            .filter(|c| c.phases.holds_parent())
+            .collect();
+        !holding.is_empty()
+            && holding.iter().all(|c| c.phases.is_draining())
+            && self.held() == holding.len()
+    }
+
     pub(crate) fn children(&self) -> Vec<Arc<Inner>> {
         lock(&self.children)
             .list

@@ -460,3 +460,69 @@ fn children_forced_outside_the_stop_leave_the_stop_clean() {
         assert_eq!(outcome.exit_code(), 3);
     });
 }
+
+/// The root's deadline passes while a stage's drained hook runs, nothing
+/// else held: as with the root's own hooks, the drain began in time, so
+/// the root waits for the hook (at most `settle`) and forces nothing.
+#[test]
+fn a_root_deadline_passing_while_a_stage_drained_hook_runs_waits_for_it() {
+    within(10, || {
+        let root = Shutdown::named("root");
+        let http = root.stage("http");
+        let (started_tx, started) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        http.on_drained(move || {
+            started_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+            d.store(true, SeqCst);
+        });
+        let guard = http.guard_named("request");
+        root.trigger(Reason::requested());
+        std::thread::spawn(move || drop(guard));
+        started.recv().unwrap();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            release.send(()).unwrap();
+        });
+        let outcome = root
+            .enforce_deadline(&ThreadRuntime, Duration::from_millis(10))
+            .settle(Duration::from_secs(5))
+            .wait();
+        assert!(outcome.is_drained(), "{outcome}");
+        assert!(
+            done.load(SeqCst),
+            "the outcome came before the hook returned"
+        );
+        assert!(!root.is_forced() && !http.is_forced());
+        assert!(root.is_drained_in_time());
+    });
+}
+
+/// The same with a guard of the root's own still held at the deadline:
+/// that is work, and the deadline forces it.
+#[test]
+fn a_root_deadline_with_work_held_besides_a_stage_hook_forces() {
+    within(10, || {
+        let root = Shutdown::named("root");
+        let http = root.stage("http");
+        let (started_tx, started) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        http.on_drained(move || {
+            started_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+        });
+        let guard = http.guard_named("request");
+        let _job = root.guard_named("job");
+        root.trigger(Reason::requested());
+        std::thread::spawn(move || drop(guard));
+        started.recv().unwrap();
+        let outcome = root
+            .enforce_deadline(&ThreadRuntime, Duration::from_millis(10))
+            .settle(Duration::from_millis(100))
+            .wait();
+        assert_forced(&outcome, ForceCause::Deadline);
+        release.send(()).unwrap();
+    });
+}
