@@ -61,8 +61,8 @@ pub struct ServeConfig {
     /// taken and served, past the limit if need be (their clients already
     /// sent their requests, B4), within the backlog's own bounds (at most
     /// 4096 connections, 200 ms and 16 failed accepts a look, while
-    /// descriptors last). Default: no limit. A 0 set on this field is taken as 1 (the
-    /// setter refuses it).
+    /// descriptors last). Default: no limit. A 0 set on this field is
+    /// taken as 1 (the setter refuses it).
     pub max_connections: Option<usize>,
     /// The server's name in logs and reports (default: `server ADDR`).
     pub name: Option<String>,
