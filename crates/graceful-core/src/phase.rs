@@ -111,3 +111,22 @@ phase_future!(
     /// by [`Shutdown::drained`](crate::Shutdown::drained).
     Drained, DRAINED, "drained"
 );
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// Waits abandoned before their phase (a `select!` loop that polls a
+    /// fresh `drained()` each turn) leave no waker behind.
+    #[test]
+    fn abandoned_waits_do_not_pile_up() {
+        let phases = Arc::new(Phases::new(None));
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        for _ in 0..10_000 {
+            let mut wait = PhaseWait::new(phases.clone(), DRAINED);
+            assert!(Pin::new(&mut wait).poll(&mut cx).is_pending());
+            assert_eq!(phases.waiters(DRAINED).len(), 1);
+        }
+        assert_eq!(phases.waiters(DRAINED).len(), 0);
+    }
+}

@@ -96,7 +96,7 @@ pub(crate) struct Phases {
 }
 
 impl Phases {
-    fn new(parent: Option<(Guard, Arc<Phases>)>) -> Self {
+    pub(crate) fn new(parent: Option<(Guard, Arc<Phases>)>) -> Self {
         let (parent, parent_phases) = parent.unzip();
         Phases {
             state: AtomicU8::new(0),

@@ -60,6 +60,12 @@ impl WakerSet {
         }
     }
 
+    /// How many wakers are registered.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.slots).wakers.len()
+    }
+
     /// Closes the set and wakes every registered waker, outside the lock.
     pub(crate) fn wake_all(&self) {
         let wakers = {
