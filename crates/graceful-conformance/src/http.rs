@@ -56,7 +56,8 @@ pub trait HttpAdapter: Adapter {
 ///   `/stream?ms=N` once its timer is armed);
 /// - `GET /burst?i=N`: answers `burst N` at once (recorded in `seen`
 ///   as `/burst?i=N`);
-/// - `GET /panic`: panics (recorded in `seen` first);
+/// - `GET /panic`: panics (recorded in `seen` first); `GET /panic-call`
+///   panics in `call` itself, before its future exists;
 /// - `GET /big`: answers [`BIG`](crate::harness::BIG) bytes (zeros) at once, more than the
 ///   socket buffers hold, so its writes block while the client does not
 ///   read;
@@ -93,6 +94,9 @@ impl<R: Runtime> Service<Request<Incoming>> for TestService<R> {
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         let (rt, ready, seen) = (self.rt.clone(), self.ready.clone(), self.seen.clone());
+        if req.uri().path() == "/panic-call" {
+            panic!("a service's call panics (a test of it)");
+        }
         Box::pin(async move {
             if req.uri().path() == "/healthz" {
                 return Ok(ready.response::<Full<Bytes>>().map(BodyExt::boxed_unsync));
@@ -586,7 +590,10 @@ pub fn http_b6_requests_pipelined_behind_a_response_after_the_trigger_are_served
 /// B10 over HTTP: a handler that panics, over HTTP/1 and on an HTTP/2
 /// stream (a task of its own), costs its own request alone: its
 /// connection's other streams and the other connections are served,
-/// nothing it held is left held, and the stop drains.
+/// nothing it held is left held, and the stop drains. Also when it is the
+/// service's `call` that panics, before the request's future exists (hyper
+/// calls it on the HTTP/2 connection's task): a stream in flight on the
+/// same connection still gets its response.
 pub fn http_b10_a_panicking_handler_costs_its_request_alone<A: HttpAdapter>() {
     let config = ServeConfig::default().progress_every(None);
     let server = HttpServer::start::<A>(config, true);
@@ -628,6 +635,18 @@ pub fn http_b10_a_panicking_handler_costs_its_request_alone<A: HttpAdapter>() {
     assert!(
         r.ended && r.body == "burst 4",
         "a stream after the panic: {r:?}"
+    );
+    let slow = h2.get("/sleep?ms=200");
+    let clock = server.clock.as_ref().unwrap();
+    assert!(clock.wait_for_sleep(Duration::from_millis(200), PATIENCE));
+    let panics = h2.get("/panic-call");
+    let r = h2.finish(panics, PATIENCE);
+    assert!(r.reset && !r.ended, "the stream whose call panicked: {r:?}");
+    clock.advance(Duration::from_millis(200));
+    let r = h2.finish(slow, PATIENCE);
+    assert!(
+        r.ended && r.body == "slept 200",
+        "a stream in flight as a call panicked: {r:?}"
     );
     let seen = server.seen.lock().unwrap().clone();
     assert_eq!(

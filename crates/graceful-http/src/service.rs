@@ -1,6 +1,7 @@
 use std::any::Any;
 use std::fmt;
 use std::future::Future;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -289,12 +290,22 @@ where
         let upgrade = (http1 && req.extensions().get::<OnUpgrade>().is_some())
             .then(|| req.method() == Method::CONNECT);
         req.extensions_mut().insert(self.conn.clone());
+        let in_flight = Some(InFlight(self.activity.clone()));
+        // hyper calls this on the connection's task (HTTP/2 too, where the
+        // future then runs on the stream's own task): a panic here is
+        // raised again where the future is polled, so that it costs its
+        // request alone, as a panic in the future does (B10).
+        let (inner, panicked) = match catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
+            Ok(inner) => (Some(inner), None),
+            Err(panic) => (None, Some(panic)),
+        };
         MarkClose {
-            inner: self.inner.call(req),
+            inner,
+            panicked,
             conn: http1.then(|| self.conn.clone()),
             upgrade,
             head: req_is_head,
-            in_flight: Some(InFlight(self.activity.clone())),
+            in_flight,
         }
     }
 }
@@ -302,8 +313,10 @@ where
 pin_project! {
     /// The response future of [`GracefulService`].
     pub(crate) struct MarkClose<F> {
+        // `None` when the service's `call` panicked: `panicked` holds it.
         #[pin]
-        inner: F,
+        inner: Option<F>,
+        panicked: Option<Box<dyn Any + Send>>,
         // Set for HTTP/1 requests only: HTTP/2 has no `Connection` header
         // (its GOAWAY does the job).
         conn: Option<Conn>,
@@ -404,7 +417,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx));
+        if let Some(panic) = this.panicked.take() {
+            resume_unwind(panic);
+        }
+        let inner = this.inner.as_pin_mut().expect("polled after its panic");
+        let result = ready!(inner.poll(cx));
         let in_flight = this.in_flight.take();
         let switches = match (&result, *this.upgrade) {
             (Ok(res), Some(connect)) => {
