@@ -1248,7 +1248,10 @@ pub(crate) fn assert_lingers_until_closed(
 /// A `serve` cancelled (dropped, as a `select!` does) before its stop:
 /// its listener is gone, and an idle HTTP/1 keep-alive connection it left
 /// is closed rather than kept waiting for a listener close that cannot
-/// come; a later stop of the shutdown then finds nothing waiting.
+/// come; a response in flight is marked `Connection: close` (a pooled
+/// client does not reuse a connection about to close); an HTTP/2
+/// connection gets its GOAWAY and closes, rather than serving on; a
+/// later stop of the shutdown then finds nothing waiting.
 pub fn http_a_cancelled_serve_closes_its_idle_keep_alive_connections<A: HttpAdapter>() {
     let shutdown = Shutdown::new();
     let s = shutdown.clone();
@@ -1271,11 +1274,40 @@ pub fn http_a_cancelled_serve_closes_its_idle_keep_alive_connections<A: HttpAdap
     let mut r = BufReader::new(c);
     let (status, _) = head(&mut r).expect("a response head");
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    // A connection served once (so accepted), then a request in flight
+    // across the cancel.
+    let mut busy = BufReader::new(TcpStream::connect(server.addr).unwrap());
+    busy.get_ref().set_read_timeout(Some(PATIENCE)).unwrap();
+    for path in ["/sleep?ms=0", "/sleep?ms=400"] {
+        let get = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+        busy.get_mut().write_all(get.as_bytes()).unwrap();
+        if path == "/sleep?ms=0" {
+            let (status, _) = head(&mut busy).expect("a response head");
+            assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+            let mut body = [0; 7];
+            busy.read_exact(&mut body).unwrap();
+        }
+    }
+    let mut h2 = H2::connect(server.addr);
+    let served = h2.get("/burst?i=1");
+    let got = h2.finish(served, PATIENCE);
+    assert!(got.ended && got.body == "burst 1", "{got:?}");
+    std::thread::sleep(Duration::from_millis(150));
     server.cancel();
     let mut rest = String::new();
     r.read_to_string(&mut rest)
         .expect("the idle connection is closed, not left waiting");
     assert_eq!(rest, "slept 0");
+    let (status, fields) = head(&mut busy).expect("the response in flight");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(fields.contains("connection: close"), "{fields}");
+    let mut rest = String::new();
+    busy.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "slept 400");
+    assert!(
+        h2.closed_within(PATIENCE),
+        "HTTP/2 served on after the cancel"
+    );
     assert!(
         TcpStream::connect(server.addr).is_err(),
         "the listener is closed"

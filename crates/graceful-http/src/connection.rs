@@ -103,11 +103,15 @@ where
         // Serve until the server starts to stop: HTTP/2 at the trigger (its
         // GOAWAY), HTTP/1 when the listener closes (until then its responses
         // carry `Connection: close`, which needs no wake-up at the trigger).
+        // A listener closed with no trigger (a cancelled `serve`) stops
+        // HTTP/2 too.
         {
             let (mut triggered, mut closed) = (conn.triggered(), conn.listener_closed());
-            let stop = poll_fn(|cx| match activity.is_http2() {
-                true => Pin::new(&mut triggered).poll(cx),
-                false => Pin::new(&mut closed).poll(cx),
+            let stop = poll_fn(|cx| {
+                if activity.is_http2() && Pin::new(&mut triggered).poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+                Pin::new(&mut closed).poll(cx)
             });
             if let Either::Left((done, _)) = select(live(connection.as_mut()), stop).await {
                 return done;

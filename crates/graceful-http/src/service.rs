@@ -436,7 +436,12 @@ where
         // exempts from must see the same answer, or a trigger landing
         // between two reads would mark this response `close` with a
         // request read whole behind it (which hyper would then drop).
-        let triggered = this.conn.as_ref().is_some_and(|c| c.is_triggered());
+        // The listener closes after the trigger, or without one when the
+        // `serve` was cancelled: the connection ends either way.
+        let triggered = this
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.is_triggered() || c.is_listener_closed());
         if let Some(InFlight(activity)) = &in_flight {
             request_waits = triggered && activity.request_waits_at_stop();
             activity.end_written();

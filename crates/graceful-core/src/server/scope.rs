@@ -137,7 +137,9 @@ impl Drop for ServerScope {
     /// A `serve` dropped before its listener closed (cancelled, say by a
     /// `select!`) dropped its listener too: the connections it leaves
     /// learn that the listener closed, so an idle HTTP/1 keep-alive
-    /// connection does not wait for it forever; with
+    /// connection does not wait for it forever, an HTTP/1 response still
+    /// in flight is marked `Connection: close` and an HTTP/2 connection
+    /// gets its GOAWAY; with
     /// [`ServeConfig::close_idle`], the reads of its TCP connections end,
     /// so a handler waiting for input does not hold the stop to its
     /// deadline (with no timer left for a late connection's first-request
