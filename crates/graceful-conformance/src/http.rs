@@ -1317,7 +1317,8 @@ pub fn http_a_cancelled_serve_closes_its_idle_keep_alive_connections<A: HttpAdap
 }
 
 /// B14: the readiness endpoint answers 200 before the trigger and 503
-/// during the pre-drain delay, marked `Connection: close`.
+/// during the pre-drain delay, marked `Connection: close`; neither is
+/// cacheable (`Cache-Control: no-store`).
 pub fn http_b14_readiness_200_then_503<A: HttpAdapter>() {
     let config = ServeConfig::default()
         .pre_drain(Duration::from_secs(5))
@@ -1345,10 +1346,14 @@ pub fn http_b14_readiness_200_then_503<A: HttpAdapter>() {
     let (status, head) = get();
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     assert!(!head.contains("connection: close"), "{head}");
+    // Never cached: a probe must see the state of now.
+    assert!(head.contains("cache-control: no-store"), "{head}");
+    assert!(head.contains("content-type: text/plain"), "{head}");
     server.shutdown.trigger(Reason::requested());
     let (status, head) = get();
     assert!(status.starts_with("HTTP/1.1 503"), "{status}");
     assert!(head.contains("connection: close"), "{head}");
+    assert!(head.contains("cache-control: no-store"), "{head}");
     // The 503 comes from the trigger alone: the delay's timer may not be
     // armed yet, and moving the clock before it is would leave it 5 s
     // ahead of a clock that never moves again.

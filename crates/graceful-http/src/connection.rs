@@ -45,8 +45,9 @@ use crate::{BoxError, HttpService};
 ///   only that wait: a request read is served to its end, however long it
 ///   takes;
 /// - upgraded connections (WebSocket) are handed to their handler and not
-///   cut here; their stream keeps the connection's guard; a `101` response
-///   keeps `Connection: upgrade` alone;
+///   cut here (through [`serve`](crate::serve), their stream keeps the
+///   connection's guard); a `101` response keeps `Connection: upgrade`
+///   alone;
 /// - a close lingers only when the client may still be sending (write
 ///   side first, then what it sends is discarded), so clients read their
 ///   response rather than a reset.
@@ -203,9 +204,10 @@ where
         // is answered. A client that sends nothing at all after the GOAWAY,
         // not even that answer (gone behind a NAT, stopped), would hold the
         // connection to the deadline: once the grace has passed with
-        // nothing heard from it, and no stream in flight nor tunnel open,
-        // the connection is dropped, and its I/O closed below. A client
-        // heard from is alive: h2 closes its connection once it is done.
+        // nothing heard from it, and no stream in flight, the connection
+        // is dropped, and its I/O closed below. A client heard from is
+        // alive (a tunnel's traffic, say): h2 closes its connection once
+        // it is done.
         // The bound is armed at the GOAWAY, before hyper reads on: whatever
         // it reads then, every HTTP/2 connection arms it alike.
         let heard = activity.heard();
@@ -297,8 +299,10 @@ impl HttpOptions {
         builder
     }
 
-    /// Gives hyper a timer, which enables its own timeouts (HTTP/1 header
-    /// read timeout, HTTP/2 keep-alive) against slow or stuck clients.
+    /// Gives hyper a timer, which enables its HTTP/1 header read timeout
+    /// (30 s): a client stuck in the middle of a request head (slowloris)
+    /// is closed then, stop or no stop. [`serve`](crate::serve) always
+    /// gives one.
     pub fn timer<T: hyper::rt::Timer + Send + Sync + 'static>(mut self, timer: T) -> Self {
         self.timer = Some(Arc::new(timer));
         self
@@ -752,5 +756,48 @@ mod tests {
         wire.wire().to_read.extend(b"st: t\r\n\r\n");
         let ended = (0..10).any(|_| served.as_mut().poll(&mut cx).is_ready());
         assert_second_served_with_close(&wire, ended);
+    }
+
+    /// A hyper timer whose every sleep is over at once.
+    #[derive(Clone)]
+    struct Elapsed;
+
+    struct Over;
+
+    impl Future for Over {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            Poll::Ready(())
+        }
+    }
+
+    impl hyper::rt::Sleep for Over {}
+
+    impl hyper::rt::Timer for Elapsed {
+        fn sleep(&self, _: std::time::Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+            Box::pin(Over)
+        }
+        fn sleep_until(&self, _: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+            Box::pin(Over)
+        }
+    }
+
+    /// With a timer (as `serve` always gives one), hyper's header read
+    /// timeout ends a client stuck in the middle of its head outside any
+    /// stop (slowloris); with none, nothing does.
+    #[test]
+    fn a_timer_enables_the_header_read_timeout() {
+        let ended_with = |options: HttpOptions| {
+            let wire = Stream::sent(b"GET /first HTTP/1.1\r\nHost: t\r\nX-Slow: ");
+            let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+            let conn = Conn::new(addr, addr, Shutdown::new());
+            let served = serve_connection(NoTimers, wire, conn, path_service(), options);
+            let mut served = pin!(served);
+            let mut cx = Context::from_waker(Waker::noop());
+            (0..10).any(|_| served.as_mut().poll(&mut cx).is_ready())
+        };
+        let config = ServeConfig::default();
+        assert!(ended_with(HttpOptions::new(&config).timer(Elapsed)));
+        assert!(!ended_with(HttpOptions::new(&config)));
     }
 }
