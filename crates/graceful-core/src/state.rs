@@ -221,11 +221,24 @@ impl Phases {
                 Err(actual) => prev = actual,
             }
         }
-        let after = lock(&this.after_drained).take().unwrap_or_default();
-        for cb in after.hooks {
-            run_callback(cb);
+        // Hooks and dependents registered while these run (by a hook, or
+        // by another thread) join the list and wait their turn, as if
+        // registered before; the list closes once no hook is left.
+        loop {
+            let hooks = {
+                let mut list = lock(&this.after_drained);
+                let after = list.get_or_insert_with(AfterDrained::default);
+                chain.dependents.append(&mut after.dependents);
+                if after.hooks.is_empty() {
+                    *list = None;
+                    break;
+                }
+                std::mem::take(&mut after.hooks)
+            };
+            for cb in hooks {
+                run_callback(cb);
+            }
         }
-        chain.dependents.extend(after.dependents);
         chain.completed.push(this.clone());
         // Drained after a force during the parent's stop, here or below,
         // or after a deadline claimed its force (`FORCING`, whose record

@@ -740,3 +740,46 @@ fn a_force_runs_the_trigger_hooks_it_starts_after_every_forced_hook() {
         ["child forced", "root forced", "child triggered"]
     );
 }
+
+/// A drained hook registered while the drained hooks run (from another
+/// thread, or from a hook), and a stage made meanwhile to run after this
+/// one, wait their turn: the hook runs after those already running, the
+/// stage starts after every hook returned, as if registered before.
+#[test]
+fn hooks_and_stages_registered_during_the_drained_hooks_wait_their_turn() {
+    within(10, || {
+        let root = Shutdown::new();
+        let http = root.stage("http");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        let o = order.clone();
+        let h = http.clone();
+        http.on_drained(move || {
+            entered_tx.send(()).unwrap();
+            blocked.recv().unwrap();
+            let o2 = o.clone();
+            h.on_drained(move || o2.lock().unwrap().push("nested"));
+            o.lock().unwrap().push("first");
+        });
+        let guard = http.guard();
+        root.trigger(Reason::requested());
+        let releaser = std::thread::spawn(move || drop(guard));
+        entered.recv().unwrap();
+        // The first hook is running: register from here.
+        let o = order.clone();
+        http.on_drained(move || o.lock().unwrap().push("late"));
+        let pool = root.stage_after("pool", [&http]);
+        let o = order.clone();
+        pool.on_triggered(move |_| o.lock().unwrap().push("pool"));
+        assert!(
+            order.lock().unwrap().is_empty(),
+            "ran before the hook returned"
+        );
+        assert!(!pool.is_triggered());
+        release.send(()).unwrap();
+        releaser.join().unwrap();
+        root.wait_drained();
+        assert_eq!(*order.lock().unwrap(), ["first", "late", "nested", "pool"]);
+    });
+}
