@@ -715,9 +715,12 @@ fn run(plan: &Plan) -> Vec<String> {
         t.join().unwrap();
     }
     // Hooks run on the core's threads too (a signal's trigger and force):
-    // let those still running end before counting them.
+    // let those still running, and those still to start after them (a
+    // force's hooks run one after another), end before counting them.
     let until = Instant::now() + STUCK;
-    while log.running() > 0 && Instant::now() < until {
+    while !(log.running() == 0 && all_hooks_ended(&nodes, &hooks_of, &log))
+        && Instant::now() < until
+    {
         thread::sleep(Duration::from_millis(1));
     }
 
@@ -743,6 +746,38 @@ fn run(plan: &Plan) -> Vec<String> {
         violations.push(events);
     }
     violations
+}
+
+/// How many of `hooks`, registered on `node`, run in `phase`: every one,
+/// but the forced ones only if the node was forced.
+fn expected_hooks(node: &Shutdown, hooks: &[Hook], phase: Phase) -> usize {
+    if phase == Phase::Forced && !node.is_forced() {
+        return 0;
+    }
+    hooks
+        .iter()
+        .filter(|h| match h {
+            Hook::Runs(p, _) => *p == phase,
+            Hook::TriggeredUntilForced => phase == Phase::Triggered,
+            Hook::ForcedUntilThird => phase == Phase::Forced,
+        })
+        .count()
+}
+
+/// Whether every hook expected to run has ended.
+fn all_hooks_ended(nodes: &[Shutdown], hooks_of: &[Vec<Hook>], log: &Log) -> bool {
+    let events = log.sorted();
+    hooks_of.iter().enumerate().all(|(i, hooks)| {
+        [Phase::Triggered, Phase::Forced, Phase::Drained]
+            .into_iter()
+            .all(|phase| {
+                let ended = events
+                    .iter()
+                    .filter(|(_, ev)| matches!(ev, Ev::End(n, p) if *n == i && *p == phase))
+                    .count();
+                ended >= expected_hooks(&nodes[i], hooks, phase)
+            })
+    })
 }
 
 fn check(
@@ -778,18 +813,7 @@ fn check(
             fail(format!("node {i} did not end triggered and drained"));
         }
         for phase in [Phase::Triggered, Phase::Forced, Phase::Drained] {
-            let registered = hooks
-                .iter()
-                .filter(|h| match h {
-                    Hook::Runs(p, _) => *p == phase,
-                    Hook::TriggeredUntilForced => phase == Phase::Triggered,
-                    Hook::ForcedUntilThird => phase == Phase::Forced,
-                })
-                .count();
-            let expected = match phase {
-                Phase::Forced if !nodes[i].is_forced() => 0,
-                _ => registered,
-            };
+            let expected = expected_hooks(&nodes[i], hooks, phase);
             let (started, ended) = (of(i, phase, true).len(), of(i, phase, false).len());
             if started != expected || ended != expected {
                 fail(format!(
