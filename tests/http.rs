@@ -377,7 +377,47 @@ fn second_signal_exits_with_128_plus_signo(example: &str, signal: &str, code: i3
         "draining"
     );
     s.signal(signal);
+    // Exited with the code (a death by the signal is not one), after the
+    // forced stop's report.
     assert_eq!(s.exit_code(), code, "{}", s.stderr());
+    let log = s.stderr();
+    assert!(
+        log.contains(&format!("SIG{signal} received again")),
+        "{log}"
+    );
+    assert!(log.contains("what was left"), "{log}");
+    assert!(log.contains("conn 127.0.0.1:"), "{log}");
+}
+
+/// An operator's second signal during the pre-drain delay (a second
+/// `kubectl delete`, Ctrl+C after SIGTERM): the stop is forced at once,
+/// without waiting for the delay's end, the request in flight is cut and
+/// named, and the process exits 128 + the second signal's number.
+fn second_signal_during_pre_drain_forces_at_once(example: &str) {
+    let args = ["--delay-ms", "10000", "--pre-drain-ms", "5000"];
+    let mut s = Service::start(example, &args);
+    let rt = runtime();
+    let addr = s.addr;
+    let stuck = rt.spawn(async move {
+        let mut c = h1(addr).await.unwrap();
+        get1(&mut c, addr, "/").await
+    });
+    s.wait_log("GET /\n", 1);
+    s.signal("TERM");
+    s.wait_log("SIGTERM received", 1);
+    let t0 = Instant::now();
+    s.signal("INT");
+    assert_eq!(s.exit_code(), 130, "{}", s.stderr());
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(3), "exited after {took:?}");
+    assert!(
+        rt.block_on(stuck).unwrap().is_err(),
+        "the forced request is cut"
+    );
+    let log = s.stderr();
+    assert!(log.contains("SIGINT received again"), "{log}");
+    assert!(log.contains("conn 127.0.0.1:"), "{log}");
+    assert!(refused_within(addr, Duration::from_secs(1)));
 }
 
 fn http2_stream_completes_after_goaway(example: &str) {
@@ -884,6 +924,10 @@ macro_rules! http_tests {
             #[test]
             fn second_sigint_exits_130() {
                 super::second_signal_exits_with_128_plus_signo(stringify!($example), "INT", 130);
+            }
+            #[test]
+            fn second_signal_during_pre_drain_forces_at_once() {
+                super::second_signal_during_pre_drain_forces_at_once(stringify!($example));
             }
             #[test]
             fn http2_stream_completes_after_goaway() {

@@ -167,8 +167,9 @@ impl Service {
         assert!(status.success(), "kill -{signal} failed");
     }
 
-    /// The exit code if the process exits within `within` (`128 + signo`
-    /// if a signal killed it).
+    /// The exit code if the process exits within `within`; `-signo` if a
+    /// signal killed it, so that a death by signal never passes for the
+    /// `128 + signo` the programs exit with after a second signal.
     pub fn exit_within(&mut self, within: Duration) -> Option<i32> {
         if let Some(code) = self.status {
             return Some(code);
@@ -178,7 +179,7 @@ impl Service {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 let code = status
                     .code()
-                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+                    .unwrap_or_else(|| -status.signal().unwrap_or(0));
                 self.status = Some(code);
                 if let Some(done) = self.stderr_done.take() {
                     let _ = done.recv_timeout(Duration::from_secs(2));
