@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{refused_within, run_to_exit, Service, PATIENCE};
+use common::{refused_within, run_to_exit, run_to_exit_with_stdout, Service, PATIENCE};
 
 struct Line {
     stream: TcpStream,
@@ -160,23 +160,53 @@ fn progress_is_logged_while_draining(example: &str) {
     assert!(log.contains("to the deadline"), "{log}");
 }
 
+/// Every flag, malformed: exit 2, a message naming the flag and the
+/// usage on stderr, nothing on stdout (which carries only the `listening
+/// on` line). `--help`: exit 0, the usage on stdout. A listener that
+/// cannot be had: exit 1, with why.
 fn malformed_flags_exit_2_with_a_message(example: &str) {
-    for args in [
-        &["--timeout-ms", "soon"][..],
-        &["--addr", "nowhere"],
-        &["--frobnicate"],
-        &["--delay-ms"],
+    let number = "takes a whole number of milliseconds";
+    for (args, says) in [
+        (
+            &["--timeout-ms", "soon"][..],
+            format!("--timeout-ms {number}"),
+        ),
+        (&["--timeout-ms=soon"], format!("--timeout-ms {number}")),
+        (&["--delay-ms", "-1"], format!("--delay-ms {number}")),
+        (
+            &["--pre-drain-ms", "1.5"],
+            format!("--pre-drain-ms {number}"),
+        ),
+        (
+            &["--restart-timeout-ms", "x"],
+            format!("--restart-timeout-ms {number}"),
+        ),
+        (&["--addr", "nowhere"], "--addr takes IP:PORT".into()),
+        (&["--addr", "localhost:8080"], "--addr takes IP:PORT".into()),
+        (
+            &["--restart-signal", "SIGTERM"],
+            "--restart-signal takes SIGHUP or SIGUSR2".into(),
+        ),
+        (&["--frobnicate"], "--frobnicate".into()),
+        (&["--delay-ms"], "--delay-ms".into()),
+        (&["--pid-file"], "--pid-file".into()),
+        (&["extra"], "extra".into()),
     ] {
-        let (code, err) = run_to_exit(example, args);
+        let (code, out, err) = run_to_exit_with_stdout(example, args);
         assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(&says), "{args:?}: {err}");
         assert!(err.contains("usage:"), "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
     }
-    let (code, err) = run_to_exit(example, &["--timeout-ms", "soon"]);
-    assert_eq!(code, 2);
-    assert!(
-        err.contains("--timeout-ms takes a whole number of milliseconds"),
-        "{err}"
-    );
+    let (code, out, err) = run_to_exit_with_stdout(example, &["--help"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with(&format!("usage: {example}")), "{out}");
+    assert!(err.is_empty(), "{err}");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, err) = run_to_exit(example, &["--addr", &addr]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
 }
 
 /// CPU time the process `pid` used so far, in clock ticks (user + system).

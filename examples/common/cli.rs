@@ -42,7 +42,7 @@ impl Args {
 
 fn usage(name: &str, delay_default: u64) -> String {
     format!(
-        "usage: {name} [--addr HOST:PORT] [--delay-ms N] [--timeout-ms N] [--pre-drain-ms N]\n\
+        "usage: {name} [--addr IP:PORT] [--delay-ms N] [--timeout-ms N] [--pre-drain-ms N]\n\
          \x20      [--restart-signal SIGHUP|SIGUSR2] [--restart-timeout-ms N] [--pid-file PATH]\n\
          \n\
          --addr            address to listen on (default 127.0.0.1:8080; port 0 picks a free port)\n\
@@ -105,7 +105,7 @@ pub(crate) fn parse_from(
             Long("addr") => {
                 let v = value(&mut parser)?;
                 parsed.addr = v.parse().map_err(|_| {
-                    format!("--addr takes HOST:PORT (like 127.0.0.1:8080), not {v:?}")
+                    format!("--addr takes IP:PORT (like 127.0.0.1:8080 or [::1]:8080), not {v:?}")
                 })?;
             }
             Long("delay-ms") => parsed.delay = millis(&mut parser, "--delay-ms")?,

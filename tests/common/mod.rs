@@ -238,6 +238,12 @@ impl Drop for Service {
 /// Runs example `name` with `args` to completion (no server expected);
 /// returns its exit code and stderr.
 pub fn run_to_exit(name: &str, args: &[&str]) -> (i32, String) {
+    let (code, _, stderr) = run_to_exit_with_stdout(name, args);
+    (code, stderr)
+}
+
+/// [`run_to_exit`], with stdout too: the exit code, stdout and stderr.
+pub fn run_to_exit_with_stdout(name: &str, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(example_path(name))
         .args(args)
         .stdin(Stdio::null())
@@ -245,6 +251,7 @@ pub fn run_to_exit(name: &str, args: &[&str]) -> (i32, String) {
         .expect("run example");
     (
         out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
