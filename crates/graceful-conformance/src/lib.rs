@@ -69,6 +69,7 @@ macro_rules! __for_each_scenario {
             b15_pre_drain_keeps_accepting_then_refuses,
             one_descriptor_per_connection,
             b5_serve_returns_only_after_drain,
+            a_listener_that_fails_for_good_stops_the_server_with_an_error,
             b6_in_flight_request_completes,
             b7_idle_connection_closed_at_trigger,
             b7_new_connection_gets_the_first_request_grace,

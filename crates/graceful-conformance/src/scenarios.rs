@@ -399,6 +399,35 @@ pub fn b5_serve_returns_only_after_drain<A: Adapter>() {
     assert_eq!(outcome.exit_code(), 0);
 }
 
+/// A listener that fails for good (here shut down under the server, so
+/// that every accept fails with `EINVAL`) stops the server rather than
+/// spinning on it: the shutdown passed to `serve` is triggered with the
+/// error as its reason, the request in flight is answered, and the outcome
+/// drains with exit code 1.
+pub fn a_listener_that_fails_for_good_stops_the_server_with_an_error<A: Adapter>() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let same = listener.try_clone().unwrap();
+    let mut server = Server::<A>::start_on(listener, Options::default());
+    let mut busy = server.connect();
+    busy.send("sleep 300");
+    assert!(busy.silent_for(Duration::from_millis(20)));
+    socket2::SockRef::from(&same)
+        .shutdown(std::net::Shutdown::Both)
+        .unwrap();
+    assert!(
+        server
+            .shutdown
+            .wait_triggered_until(Instant::now() + PATIENCE),
+        "the failed listener did not stop the server"
+    );
+    let reason = server.shutdown.reason().unwrap();
+    assert!(matches!(reason, Reason::Error(_)), "{reason}");
+    assert_eq!(busy.read_line().unwrap(), "slept 300");
+    let outcome = server.outcome();
+    assert!(outcome.is_drained(), "{outcome}");
+    assert_eq!(outcome.exit_code(), 1, "{outcome}");
+}
+
 /// B6: a request the server read before the trigger gets its complete
 /// response, then the connection ends.
 pub fn b6_in_flight_request_completes<A: Adapter>() {
