@@ -50,8 +50,11 @@ impl Waiter {
 
 impl Listener {
     /// Takes `listener`, setting it non-blocking (the flag is shared with
-    /// every process the listener is handed to; all of them poll).
+    /// every process the listener is handed to; all of them poll), and
+    /// starts the timer thread if no timer did yet (see
+    /// [`start_timer_thread`](crate::runtime::start_timer_thread)).
     pub(crate) fn new(listener: TcpListener) -> io::Result<Listener> {
+        crate::runtime::start_timer_thread()?;
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
         let inner = Arc::new(listener);

@@ -1,12 +1,17 @@
 use std::future::Future;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Wake, Waker};
 use std::time::Duration;
 
 /// Plain threads as the core's [`graceful_core::Runtime`]: `spawn` runs
 /// the future on a thread of its own (reused once the future ends) while
 /// it is busy; `block_on` parks the calling thread between wake-ups, or
 /// waits in `poll(2)` for the sockets the future waits for (the HTTP
-/// server's); timers come from `futures-timer`'s timer thread. No async
-/// runtime.
+/// server's); timers come from `futures-timer`'s timer thread, which a
+/// server starts before it serves. No async runtime.
 ///
 /// On Linux a spawned future that has waited 10 ms with nothing to do (an
 /// idle keep-alive connection) gives its thread back: one parking thread
@@ -40,3 +45,23 @@ impl graceful_core::Runtime for Runtime {
     }
 }
 graceful_core::inherent_runtime_methods!(Runtime, unit: "threads");
+
+/// Starts `futures-timer`'s thread now, where a failure is an error, rather
+/// than with the first timer, which for a server is often made at the stop
+/// (its deadline, a first-request grace): then the process may be at its
+/// thread limit (a stop wakes thousands of parked connections), and a timer
+/// made while no thread can start panics when polled. Once started, the
+/// thread serves every timer for the process's life.
+pub(crate) fn start_timer_thread() -> io::Result<()> {
+    struct Noop;
+    impl Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    let waker = Waker::from(Arc::new(Noop));
+    let mut probe = futures_timer::Delay::new(Duration::from_secs(3600));
+    // A timer made with no thread has nothing behind it: its poll panics.
+    let polled = catch_unwind(AssertUnwindSafe(|| {
+        let _ = Pin::new(&mut probe).poll(&mut Context::from_waker(&waker));
+    }));
+    polled.map_err(|_| io::Error::other("cannot start the timer thread"))
+}
