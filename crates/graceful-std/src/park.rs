@@ -23,10 +23,13 @@
 //!   reused descriptor number is ever watched for it), then wakes all its
 //!   interests and timers: its futures look again and wait again, wherever
 //!   the task runs next, so no wait registered before the park is lost;
-//! - a parking that cannot register every socket (a socket another parked
-//!   task waits for, the system's limit of watched descriptors, no
-//!   parker) leaves the task waiting on its thread until it ends: trying
-//!   again would wake it every [`PARK_AFTER`] for nothing.
+//! - a parking that cannot register every socket because another parked
+//!   task waits for one of them leaves the task waiting on its thread until
+//!   it ends: trying again would wake it every [`PARK_AFTER`] for nothing.
+//!   One that failed for want of resources (no parker yet, the system's
+//!   limit of watched descriptors, memory) is tried again a second later,
+//!   as the parker's start is: a moment's exhaustion does not pin a task
+//!   to its thread for good.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -39,6 +42,16 @@ use crate::reactor::{self, Interest, Notify, Timer};
 
 /// How long a spawned task waits on its thread before it parks.
 pub(crate) const PARK_AFTER: Duration = Duration::from_millis(10);
+
+/// When a task that could not park for want of resources tries again
+/// (where nothing parks: never).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const RETRY_PARK: Option<Duration> = Some(epoll_parker::RETRY);
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const RETRY_PARK: Option<Duration> = None;
+
+/// A socket already in the parker's set: another parked task waits for it.
+const EEXIST: i32 = 17;
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -130,13 +143,16 @@ impl Task {
         // Marks the task ended if its future panics, so that its wakers
         // stop waking this thread.
         let ended = Ended(&self);
-        let mut can_park = parker().is_some();
+        let mut park_after = match parker() {
+            Some(_) => Some(PARK_AFTER),
+            None => RETRY_PARK,
+        };
         loop {
             notify.clear();
             if let Poll::Ready(()) = future.as_mut().poll(&mut cx) {
                 return;
             }
-            let park_at = can_park.then(|| Instant::now() + PARK_AFTER);
+            let park_at = park_after.map(|after| Instant::now() + after);
             reactor::wait_once(&notify, park_at);
             if notify.notified() || park_at.map_or(true, |t| Instant::now() < t) {
                 continue;
@@ -148,28 +164,40 @@ impl Task {
                     std::mem::forget(ended);
                     return;
                 }
-                Err((f, parkable)) => {
+                Err((f, again)) => {
                     future = f;
-                    can_park = parkable;
+                    park_after = again;
                 }
             }
         }
     }
 
     /// Moves the task, which was not woken since its last poll, to the
-    /// parker. Gives the future back if it must stay: when a wake-up came
-    /// in (then it may park later) or the parker cannot take its waits
-    /// (then it stays on this thread for good).
-    fn park(self: &Arc<Self>, future: BoxFuture, notify: &Notify) -> Result<(), (BoxFuture, bool)> {
+    /// parker. Gives the future back if it must stay, with when to try
+    /// again: when a wake-up came in, [`PARK_AFTER`] its next wait; when
+    /// the parker or the system lacked resources, [`RETRY_PARK`]; when the
+    /// parker cannot ever take its waits, never (it stays on this thread).
+    fn park(
+        self: &Arc<Self>,
+        future: BoxFuture,
+        notify: &Notify,
+    ) -> Result<(), (BoxFuture, Option<Duration>)> {
         let Some(parker) = parker() else {
-            return Err((future, false));
+            return Err((future, RETRY_PARK));
         };
         let mut inner = self.lock();
         if notify.notified() {
-            return Err((future, true));
+            return Err((future, Some(PARK_AFTER)));
         }
         let (interests, timers) = reactor::take_waits();
-        match parker.register(self, &interests, &timers) {
+        #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+        let registered = tests::fail_park().map_or_else(
+            || parker.register(self, &interests, &timers),
+            |code| Err(std::io::Error::from_raw_os_error(code)),
+        );
+        #[cfg(not(all(test, any(target_os = "linux", target_os = "android"))))]
+        let registered = parker.register(self, &interests, &timers);
+        match registered {
             Ok(key) => {
                 inner.state = State::Parked(key);
                 inner.future = Some(future);
@@ -177,9 +205,13 @@ impl Task {
                 Ok(())
             }
             Err(e) => {
-                tracing::debug!("a task stays on its thread: {e}");
+                // Another parked task waits for one of its sockets, or the
+                // parker ended: no later try can do better.
+                let never = e.raw_os_error().map_or(true, |code| code == EEXIST);
+                let again = if never { None } else { RETRY_PARK };
+                tracing::debug!("a task stays on its thread: {e}; parking again in {again:?}");
                 reactor::restore_waits(interests, timers);
-                Err((future, false))
+                Err((future, again))
             }
         }
     }
@@ -335,7 +367,7 @@ mod epoll_parker {
     }
 
     /// How long after a failed start the parker is tried again.
-    const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+    pub(super) const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
     /// What `slot` holds, else what `start` makes, unless it failed (as
     /// recorded in `failed_at`) less than `retry` ago.
@@ -639,6 +671,31 @@ mod tests {
 
     /// Set while a task pauses before its park.
     static PAUSING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    thread_local! {
+        /// The error the next parking of the task polled last on this
+        /// thread fails with, as if the parker's set had refused it. Set by
+        /// the task's own future.
+        static FAIL_NEXT_PARK: Cell<Option<i32>> = const { Cell::new(None) };
+    }
+
+    pub(super) fn fail_park() -> Option<i32> {
+        FAIL_NEXT_PARK.take()
+    }
+
+    /// A parking refused for want of resources (here `ENOMEM`) is tried
+    /// again a retry later: the task does not keep its thread for good.
+    #[test]
+    fn a_parking_that_failed_for_want_of_resources_is_tried_again() {
+        let (mut client, server) = pair();
+        let got = spawn(async move {
+            FAIL_NEXT_PARK.set(Some(12));
+            read_byte(server).await
+        });
+        got.until_parked();
+        client.write_all(b"x").unwrap();
+        assert_eq!(got.output(), b'x');
+    }
 
     pub(super) fn pause_before_park() {
         let pause = PAUSE_BEFORE_PARK.take();
