@@ -143,6 +143,8 @@ fn idle_process_exits_0_quickly(example: &str) {
         "{:?}",
         t0.elapsed()
     );
+    // Exactly one line on stdout; the logs went to stderr.
+    assert_eq!(s.stdout_after_the_first_line(), Vec::<String>::new());
 }
 
 fn progress_is_logged_while_draining(example: &str) {

@@ -150,6 +150,8 @@ fn in_flight_request_completes_with_connection_close(example: &str) {
         reply.headers
     );
     assert_eq!(s.exit_code(), 0, "{}", s.stderr());
+    // Exactly one line on stdout; the logs went to stderr.
+    assert_eq!(s.stdout_after_the_first_line(), Vec::<String>::new());
 }
 
 fn new_connects_refused_after_the_signal(example: &str) {

@@ -49,6 +49,8 @@ pub struct Service {
     child: Child,
     stderr: Arc<(Mutex<String>, Condvar)>,
     stderr_done: Option<mpsc::Receiver<()>>,
+    /// The lines printed on stdout after the first, once stdout closed.
+    stdout_rest: mpsc::Receiver<Vec<String>>,
     status: Option<i32>,
 }
 
@@ -121,6 +123,7 @@ impl Service {
             });
         }
         let (line_tx, line_rx) = mpsc::channel();
+        let (rest_tx, stdout_rest) = mpsc::channel();
         {
             let stdout = child.stdout.take().unwrap();
             std::thread::spawn(move || {
@@ -128,7 +131,8 @@ impl Service {
                 let first = lines.next();
                 let _ = line_tx.send(first);
                 // Keep draining so the child never blocks on a full pipe.
-                for _ in lines {}
+                let rest: Vec<String> = lines.map_while(Result::ok).collect();
+                let _ = rest_tx.send(rest);
             });
         }
         let mut service = Service {
@@ -137,6 +141,7 @@ impl Service {
             child,
             stderr,
             stderr_done: Some(done_rx),
+            stdout_rest,
             status: None,
         };
         let line = match line_rx.recv_timeout(PATIENCE) {
@@ -191,6 +196,14 @@ impl Service {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// What the process printed on stdout after its `listening on` line,
+    /// once it exited (call after [`exit_code`](Self::exit_code)).
+    pub fn stdout_after_the_first_line(&self) -> Vec<String> {
+        self.stdout_rest
+            .recv_timeout(PATIENCE)
+            .expect("stdout still open after the exit")
     }
 
     /// The exit code; fails the test if the process does not exit in
