@@ -27,6 +27,11 @@ fn load() -> Manifest {
     let spec = &docs[0]["spec"]["template"]["spec"];
     let c = &spec["containers"][0];
     let int = |y: &Yaml| y.as_i64().unwrap() as u64;
+    let command = c["command"][0].as_str().expect("the container's command");
+    assert!(
+        command.ends_with("/tokio_http"),
+        "the manifest runs {command}, not the example this test starts"
+    );
     let args = c["args"]
         .as_vec()
         .unwrap()
@@ -57,10 +62,21 @@ fn load() -> Manifest {
         probe_fails_within_ms: int(&probe["periodSeconds"])
             * int(&probe["failureThreshold"])
             * 1000,
-        pre_stop_ms: c["lifecycle"]["preStop"]["sleep"]["seconds"]
-            .as_i64()
-            .map_or(0, |s| s as u64 * 1000),
+        pre_stop_ms: pre_stop_ms(&c["lifecycle"]["preStop"]),
     }
+}
+
+/// How long the container's `preStop` hook holds SIGTERM back: none, or
+/// its `sleep.seconds`; any other form (an `exec` of `sleep`, say) fails
+/// the test rather than being counted as nothing.
+fn pre_stop_ms(hook: &Yaml) -> u64 {
+    if hook.is_badvalue() {
+        return 0;
+    }
+    let seconds = hook["sleep"]["seconds"].as_i64();
+    let seconds =
+        seconds.unwrap_or_else(|| panic!("a preStop hook this test cannot time: {hook:?}"));
+    seconds as u64 * 1000
 }
 
 fn flag(args: &[String], name: &str) -> String {
