@@ -829,4 +829,29 @@ pub(crate) mod tests {
         });
         assert_eq!(got, b"ab".to_vec());
     }
+
+    /// Waiting again for the same socket, direction and waker adds no
+    /// entry (a future polled often grows no list); another direction, or
+    /// another waker, gets one of its own.
+    #[test]
+    fn the_same_wait_registered_again_adds_nothing() {
+        let (_client, server) = pair();
+        let server: Socket = server;
+        let (one, two) = (Waker::from(Arc::new(Noop)), Waker::from(Arc::new(Noop)));
+        let count = || INTERESTS.with(|i| i.borrow().len());
+        for _ in 0..3 {
+            wait(&server, PollFlags::POLLIN, &Context::from_waker(&one));
+        }
+        assert_eq!(count(), 1);
+        wait(&server, PollFlags::POLLOUT, &Context::from_waker(&one));
+        wait(&server, PollFlags::POLLIN, &Context::from_waker(&two));
+        assert_eq!(count(), 3);
+        INTERESTS.with(|i| i.borrow_mut().clear());
+    }
+
+    struct Noop;
+
+    impl Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
 }
