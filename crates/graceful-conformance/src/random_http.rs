@@ -127,9 +127,6 @@ pub enum HttpKind {
     /// write, one pipelined behind it: both answered, only the second
     /// marked `Connection: close`.
     Pipelined(u64),
-    /// Before the trigger: a request taking this many ms, after which the
-    /// client shuts its write side (and still waits for the response).
-    HalfClosed(u64),
 }
 
 /// A stop configuration and its HTTP clients, drawn from a seed.
@@ -228,13 +225,6 @@ impl HttpPlan {
             }));
         }
         let force_in_delay = !pre_drain.is_zero() && rng.chance(1, 5);
-        // Drawn last, so that the draws above stay as they were.
-        if rng.chance(1, 4) {
-            clients.push(HttpKind::HalfClosed(match rng.chance(1, 2) {
-                true => within,
-                false => beyond,
-            }));
-        }
         HttpPlan {
             seed,
             pre_drain,
@@ -263,7 +253,6 @@ impl HttpPlan {
             | HttpKind::Streaming(ms)
             | HttpKind::Unread(ms)
             | HttpKind::Pipelined(ms)
-            | HttpKind::HalfClosed(ms)
             | HttpKind::H2Slow(ms)
             | HttpKind::LateH2(ms) => Duration::from_millis(ms) > self.timeout,
             _ => false,
@@ -496,13 +485,6 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
             HttpKind::Slow(ms) => {
                 let mut c = connect(addr);
                 get(&mut c, &format!("/sleep?ms={ms}"), plan.extra_head());
-                sleeps += 1;
-                (c, Some(format!("slept {ms}")))
-            }
-            HttpKind::HalfClosed(ms) => {
-                let mut c = connect(addr);
-                get(&mut c, &format!("/sleep?ms={ms}"), plan.extra_head());
-                c.get_ref().shutdown(std::net::Shutdown::Write).unwrap();
                 sleeps += 1;
                 (c, Some(format!("slept {ms}")))
             }
