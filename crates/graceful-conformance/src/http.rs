@@ -752,33 +752,6 @@ pub fn http_b12_an_http2_upload_left_unread_lingers_past_later_streams<A: HttpAd
     assert!(outcome.is_drained(), "{outcome}");
 }
 
-/// B6: a client that shuts its write side once its request is sent (`nc
-/// -N`, some health checkers) is still waiting for its response: the
-/// request is in flight, served to its end across the stop, and the
-/// connection then closes; the stop drains.
-pub fn http_b6_a_client_that_half_closes_after_its_request_gets_its_response<A: HttpAdapter>() {
-    let config = ServeConfig::default().progress_every(None);
-    let server = HttpServer::start::<A>(config, true);
-    let clock = server.clock.as_ref().unwrap();
-    let mut c = TcpStream::connect(server.addr).unwrap();
-    c.set_read_timeout(Some(PATIENCE)).unwrap();
-    c.write_all(b"GET /sleep?ms=100 HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    c.shutdown(std::net::Shutdown::Write).unwrap();
-    assert!(clock.wait_for_sleep(Duration::from_millis(100), PATIENCE));
-    // hyper has the client's FIN to read while the handler runs.
-    std::thread::sleep(Duration::from_millis(50));
-    server.shutdown.trigger(Reason::requested());
-    clock.advance(Duration::from_millis(100));
-    let mut got = String::new();
-    c.read_to_string(&mut got)
-        .expect("the response, then the close");
-    assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
-    assert!(got.ends_with("slept 100"), "{got:?}");
-    let outcome = server.outcome();
-    assert!(outcome.is_drained(), "{outcome}");
-}
-
 /// B6, B7: a keep-alive connection whose next request's head has begun
 /// to arrive when the listener closes (a pooled client reusing it just
 /// before the stop, its head split across packets) is not idle: it gets

@@ -108,7 +108,6 @@ macro_rules! __for_each_http_scenario {
             http_b6_requests_pipelined_behind_a_response_after_the_trigger_are_served,
             http_b6_a_response_to_a_request_that_asked_for_an_upgrade_is_sent_whole,
             http_b6_a_request_whose_head_began_before_the_close_is_served,
-            http_b6_a_client_that_half_closes_after_its_request_gets_its_response,
             http_b7_a_first_request_unfinished_when_its_grace_ends_is_closed,
             http_b13_a_stream_above_the_final_goaway_is_refused_unprocessed,
             http_b13_an_idle_http2_client_that_never_answers_the_ping_is_closed_after_the_grace,

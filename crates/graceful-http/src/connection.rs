@@ -292,11 +292,6 @@ impl HttpOptions {
     /// `rt`.
     pub(crate) fn builder<R: Runtime>(&self, rt: R) -> auto::Builder<Exec<R>> {
         let mut builder = auto::Builder::new(Exec(rt));
-        // A client that shuts its write side once its request is sent
-        // still waits for the response: hyper would otherwise take that
-        // end of input, read while the request is in flight, for an
-        // aborted request and drop it unanswered (B6).
-        builder.http1().half_close(true);
         if let Some(timer) = &self.timer {
             builder.http1().timer(SharedTimer(timer.clone()));
             builder.http2().timer(SharedTimer(timer.clone()));
