@@ -350,8 +350,10 @@ impl Shutdown {
     /// that run after this one start, before a parent counts it as drained,
     /// and before any [`drained`](Self::drained) wait returns. For cleanup that must follow the drain
     /// exactly: closing a pool, flushing telemetry, logging the order. A
-    /// hook (or a stage to run after this one) registered while the drained
-    /// hooks run waits its turn, as if registered before.
+    /// hook (or a stage to run after this one) registered while this
+    /// shutdown's drained hooks run waits its turn, as if registered
+    /// before; one registered once they returned runs at once, on the
+    /// registering thread (an ancestor's hooks may still be running).
     ///
     /// A drained hook must not wait for the drained phase of this shutdown
     /// or of its children: they read as drained only once the hooks of the

@@ -679,18 +679,24 @@ impl Inner {
     }
 
     /// Whether what holds this shutdown is stages (or children) whose drain
-    /// began, their drained hooks running, and nothing else: no guard of
-    /// its own, no hold. A stage releases its parent only once its hooks
-    /// returned. Racing releases or new guards read as false.
+    /// began, their drained hooks running, or that only such stages of
+    /// their own hold, and nothing else: no guard, no hold, at any level. A
+    /// stage releases its parent only once its hooks returned. The count of
+    /// holders is read before and after the children are listed: a release
+    /// or a new guard in between reads as false.
     pub(crate) fn only_draining_stages_hold(&self) -> bool {
+        let before = self.held();
         let holding: Vec<_> = self
             .children()
             .into_iter()
             .filter(|c| c.phases.holds_parent())
             .collect();
         !holding.is_empty()
-            && holding.iter().all(|c| c.phases.is_draining())
-            && self.held() == holding.len()
+            && holding
+                .iter()
+                .all(|c| c.phases.is_draining() || c.only_draining_stages_hold())
+            && before == holding.len()
+            && self.held() == before
     }
 
     pub(crate) fn children(&self) -> Vec<Arc<Inner>> {

@@ -482,8 +482,9 @@ fn a_root_deadline_passing_while_a_stage_drained_hook_runs_waits_for_it() {
         root.trigger(Reason::requested());
         std::thread::spawn(move || drop(guard));
         started.recv().unwrap();
+        // Released long after the 10 ms deadline, so that it passed first.
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(500));
             release.send(()).unwrap();
         });
         let outcome = root
@@ -497,6 +498,39 @@ fn a_root_deadline_passing_while_a_stage_drained_hook_runs_waits_for_it() {
         );
         assert!(!root.is_forced() && !http.is_forced());
         assert!(root.is_drained_in_time());
+    });
+}
+
+/// The same two levels down (root, a stage, a server under it whose
+/// drained hook runs): the stage is held by the server alone, and the
+/// deadline forces nothing either.
+#[test]
+fn a_root_deadline_passing_while_a_hook_two_levels_down_runs_waits_for_it() {
+    within(10, || {
+        let root = Shutdown::named("root");
+        let http = root.stage("http");
+        let server = http.stage("server");
+        let (started_tx, started) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        server.on_drained(move || {
+            started_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+        });
+        let guard = server.guard_named("request");
+        root.trigger(Reason::requested());
+        std::thread::spawn(move || drop(guard));
+        started.recv().unwrap();
+        // Released long after the 10 ms deadline, so that it passed first.
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            release.send(()).unwrap();
+        });
+        let outcome = root
+            .enforce_deadline(&ThreadRuntime, Duration::from_millis(10))
+            .settle(Duration::from_secs(5))
+            .wait();
+        assert!(outcome.is_drained(), "{outcome}");
+        assert!(!root.is_forced() && !http.is_forced() && !server.is_forced());
     });
 }
 
