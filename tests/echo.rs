@@ -121,16 +121,7 @@ fn second_signal_exits_with_128_plus_signo(example: &str, signal: &str, code: i3
         "draining"
     );
     s.signal(signal);
-    // Exited with the code (a death by the signal is not one), after the
-    // forced stop's report.
-    assert_eq!(s.exit_code(), code, "{}", s.stderr());
-    let log = s.stderr();
-    assert!(
-        log.contains(&format!("SIG{signal} received again")),
-        "{log}"
-    );
-    assert!(log.contains("what was left"), "{log}");
-    assert!(log.contains("conn 127.0.0.1:"), "{log}");
+    s.assert_exit_forced_by_a_second(signal, code);
 }
 
 fn idle_process_exits_0_quickly(example: &str) {

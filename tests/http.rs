@@ -379,16 +379,7 @@ fn second_signal_exits_with_128_plus_signo(example: &str, signal: &str, code: i3
         "draining"
     );
     s.signal(signal);
-    // Exited with the code (a death by the signal is not one), after the
-    // forced stop's report.
-    assert_eq!(s.exit_code(), code, "{}", s.stderr());
-    let log = s.stderr();
-    assert!(
-        log.contains(&format!("SIG{signal} received again")),
-        "{log}"
-    );
-    assert!(log.contains("what was left"), "{log}");
-    assert!(log.contains("conn 127.0.0.1:"), "{log}");
+    s.assert_exit_forced_by_a_second(signal, code);
 }
 
 /// An operator's second signal during the pre-drain delay (a second
@@ -409,16 +400,13 @@ fn second_signal_during_pre_drain_forces_at_once(example: &str) {
     s.wait_log("SIGTERM received", 1);
     let t0 = Instant::now();
     s.signal("INT");
-    assert_eq!(s.exit_code(), 130, "{}", s.stderr());
+    s.assert_exit_forced_by_a_second("INT", 130);
     let took = t0.elapsed();
     assert!(took < Duration::from_secs(3), "exited after {took:?}");
     assert!(
         rt.block_on(stuck).unwrap().is_err(),
         "the forced request is cut"
     );
-    let log = s.stderr();
-    assert!(log.contains("SIGINT received again"), "{log}");
-    assert!(log.contains("conn 127.0.0.1:"), "{log}");
     assert!(refused_within(addr, Duration::from_secs(1)));
 }
 

@@ -127,11 +127,22 @@ impl Service {
         {
             let stdout = child.stdout.take().unwrap();
             std::thread::spawn(move || {
-                let mut lines = BufReader::new(stdout).lines();
-                let first = lines.next();
+                let mut stdout = BufReader::new(stdout);
+                let mut line = String::new();
+                let first = match stdout.read_line(&mut line) {
+                    Ok(0) => None,
+                    Ok(_) => Some(Ok(line.trim_end_matches(['\r', '\n']).to_string())),
+                    Err(e) => Some(Err(e)),
+                };
                 let _ = line_tx.send(first);
-                // Keep draining so the child never blocks on a full pipe.
-                let rest: Vec<String> = lines.map_while(Result::ok).collect();
+                // Keep draining so the child never blocks on a full pipe,
+                // whatever it prints, to the end.
+                let mut rest = Vec::new();
+                let mut line = Vec::new();
+                while stdout.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                    rest.push(String::from_utf8_lossy(&line).trim_end().to_string());
+                    line.clear();
+                }
                 let _ = rest_tx.send(rest);
             });
         }
@@ -184,7 +195,7 @@ impl Service {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 let code = status
                     .code()
-                    .unwrap_or_else(|| -status.signal().unwrap_or(0));
+                    .unwrap_or_else(|| status.signal().map_or(i32::MIN, |signo| -signo));
                 self.status = Some(code);
                 if let Some(done) = self.stderr_done.take() {
                     let _ = done.recv_timeout(Duration::from_secs(2));
@@ -196,6 +207,20 @@ impl Service {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// Asserts that the process exited with `code` (a death by the signal
+    /// is not that), forced by a second `signal` (`TERM`, `INT`), after
+    /// the forced stop's report naming a connection.
+    pub fn assert_exit_forced_by_a_second(&mut self, signal: &str, code: i32) {
+        assert_eq!(self.exit_code(), code, "{}", self.stderr());
+        let log = self.stderr();
+        assert!(
+            log.contains(&format!("SIG{signal} received again")),
+            "{log}"
+        );
+        assert!(log.contains("what was left"), "{log}");
+        assert!(log.contains("conn 127.0.0.1:"), "{log}");
     }
 
     /// What the process printed on stdout after its `listening on` line,
