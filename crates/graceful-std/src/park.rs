@@ -50,9 +50,6 @@ const RETRY_PARK: Option<Duration> = Some(epoll_parker::RETRY);
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 const RETRY_PARK: Option<Duration> = None;
 
-/// A socket already in the parker's set: another parked task waits for it.
-const EEXIST: i32 = 17;
-
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A spawned future and where it is.
@@ -190,14 +187,7 @@ impl Task {
             return Err((future, Some(PARK_AFTER)));
         }
         let (interests, timers) = reactor::take_waits();
-        #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
-        let registered = tests::fail_park().map_or_else(
-            || parker.register(self, &interests, &timers),
-            |code| Err(std::io::Error::from_raw_os_error(code)),
-        );
-        #[cfg(not(all(test, any(target_os = "linux", target_os = "android"))))]
-        let registered = parker.register(self, &interests, &timers);
-        match registered {
+        match register(|| parker.register(self, &interests, &timers)) {
             Ok(key) => {
                 inner.state = State::Parked(key);
                 inner.future = Some(future);
@@ -207,7 +197,8 @@ impl Task {
             Err(e) => {
                 // Another parked task waits for one of its sockets, or the
                 // parker ended: no later try can do better.
-                let never = e.raw_os_error().map_or(true, |code| code == EEXIST);
+                let eexist = nix::errno::Errno::EEXIST as i32;
+                let never = e.raw_os_error().map_or(true, |code| code == eexist);
                 let again = if never { None } else { RETRY_PARK };
                 tracing::debug!("a task stays on its thread: {e}; parking again in {again:?}");
                 reactor::restore_waits(interests, timers);
@@ -290,6 +281,16 @@ impl Task {
         assert_eq!(parked, listed, "a task's state and the parker disagree");
         parked
     }
+}
+
+/// What `register` returns, or in tests the error the task set up for its
+/// parking instead.
+fn register(register: impl FnOnce() -> std::io::Result<u64>) -> std::io::Result<u64> {
+    #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+    if let Some(code) = tests::fail_park() {
+        return Err(std::io::Error::from_raw_os_error(code));
+    }
+    register()
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]

@@ -835,6 +835,7 @@ pub(crate) mod tests {
     /// another waker, gets one of its own.
     #[test]
     fn the_same_wait_registered_again_adds_nothing() {
+        use crate::runtime::Noop;
         let (_client, server) = pair();
         let server: Socket = server;
         let (one, two) = (Waker::from(Arc::new(Noop)), Waker::from(Arc::new(Noop)));
@@ -847,11 +848,5 @@ pub(crate) mod tests {
         wait(&server, PollFlags::POLLIN, &Context::from_waker(&two));
         assert_eq!(count(), 3);
         INTERESTS.with(|i| i.borrow_mut().clear());
-    }
-
-    struct Noop;
-
-    impl Wake for Noop {
-        fn wake(self: Arc<Self>) {}
     }
 }

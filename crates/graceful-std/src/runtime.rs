@@ -53,10 +53,6 @@ graceful_core::inherent_runtime_methods!(Runtime, unit: "threads");
 /// made while no thread can start panics when polled. Once started, the
 /// thread serves every timer for the process's life.
 pub(crate) fn start_timer_thread() -> io::Result<()> {
-    struct Noop;
-    impl Wake for Noop {
-        fn wake(self: Arc<Self>) {}
-    }
     let waker = Waker::from(Arc::new(Noop));
     let mut probe = futures_timer::Delay::new(Duration::from_secs(3600));
     // A timer made with no thread has nothing behind it: its poll panics.
@@ -64,4 +60,12 @@ pub(crate) fn start_timer_thread() -> io::Result<()> {
         let _ = Pin::new(&mut probe).poll(&mut Context::from_waker(&waker));
     }));
     polled.map_err(|_| io::Error::other("cannot start the timer thread"))
+}
+
+/// A waker that does nothing (each one distinct: `will_wake` tells them
+/// apart).
+pub(crate) struct Noop;
+
+impl Wake for Noop {
+    fn wake(self: Arc<Self>) {}
 }
