@@ -74,6 +74,21 @@ async fn collect(res: hyper::Response<hyper::body::Incoming>) -> Result<Reply, h
     })
 }
 
+/// `GET /` on a new connection to `s`, spawned on `rt`; returns once the
+/// request is in flight (the example logged it).
+fn get_in_flight(
+    rt: &tokio::runtime::Runtime,
+    s: &Service,
+) -> tokio::task::JoinHandle<Result<Reply, hyper::Error>> {
+    let addr = s.addr;
+    let in_flight = rt.spawn(async move {
+        let mut c = h1(addr).await.unwrap();
+        get1(&mut c, addr, "/").await
+    });
+    s.wait_log("GET /\n", 1);
+    in_flight
+}
+
 async fn get1(sender: &mut H1, addr: SocketAddr, path: &str) -> Result<Reply, hyper::Error> {
     sender.ready().await?;
     let res = sender.send_request(request(addr, path)).await?;
@@ -157,12 +172,7 @@ fn in_flight_request_completes_with_connection_close(example: &str) {
 fn new_connects_refused_after_the_signal(example: &str) {
     let mut s = Service::start(example, &["--delay-ms", "1000"]);
     let rt = runtime();
-    let addr = s.addr;
-    let in_flight = rt.spawn(async move {
-        let mut c = h1(addr).await.unwrap();
-        get1(&mut c, addr, "/").await
-    });
-    s.wait_log("GET /\n", 1);
+    let in_flight = get_in_flight(&rt, &s);
     s.signal("TERM");
     assert!(
         refused_within(s.addr, Duration::from_millis(500)),
@@ -335,12 +345,7 @@ fn idle_connections_cost_one_each(
 fn deadline_forces_and_exits_1_near_the_deadline(example: &str) {
     let mut s = Service::start(example, &["--delay-ms", "10000", "--timeout-ms", "700"]);
     let rt = runtime();
-    let addr = s.addr;
-    let stuck = rt.spawn(async move {
-        let mut c = h1(addr).await.unwrap();
-        get1(&mut c, addr, "/").await
-    });
-    s.wait_log("GET /\n", 1);
+    let stuck = get_in_flight(&rt, &s);
     let t0 = Instant::now();
     s.signal("TERM");
     let code = s.exit_code();
@@ -365,12 +370,7 @@ fn deadline_forces_and_exits_1_near_the_deadline(example: &str) {
 fn second_signal_exits_with_128_plus_signo(example: &str, signal: &str, code: i32) {
     let mut s = Service::start(example, &["--delay-ms", "10000"]);
     let rt = runtime();
-    let addr = s.addr;
-    let _stuck = rt.spawn(async move {
-        let mut c = h1(addr).await.unwrap();
-        get1(&mut c, addr, "/").await
-    });
-    s.wait_log("GET /\n", 1);
+    let _stuck = get_in_flight(&rt, &s);
     s.signal(signal);
     // Taken before the second is sent: two pending alike are one.
     s.wait_log(&format!("SIG{signal} received"), 1);
@@ -391,11 +391,7 @@ fn second_signal_during_pre_drain_forces_at_once(example: &str) {
     let mut s = Service::start(example, &args);
     let rt = runtime();
     let addr = s.addr;
-    let stuck = rt.spawn(async move {
-        let mut c = h1(addr).await.unwrap();
-        get1(&mut c, addr, "/").await
-    });
-    s.wait_log("GET /\n", 1);
+    let stuck = get_in_flight(&rt, &s);
     s.signal("TERM");
     s.wait_log("SIGTERM received", 1);
     let t0 = Instant::now();
