@@ -461,6 +461,46 @@ fn children_forced_outside_the_stop_leave_the_stop_clean() {
     });
 }
 
+/// Gives `stage` a drained hook that blocks until released (then sets
+/// the flag returned), triggers `root` with one guard of `stage` held,
+/// releases that guard on another thread, and returns once the hook runs,
+/// with what releases it.
+fn trigger_into_a_blocked_hook(
+    root: &Shutdown,
+    stage: &Shutdown,
+) -> (mpsc::Sender<()>, Arc<AtomicBool>) {
+    let (started_tx, started) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    stage.on_drained(move || {
+        started_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+        d.store(true, SeqCst);
+    });
+    let guard = stage.guard_named("request");
+    root.trigger(Reason::requested());
+    std::thread::spawn(move || drop(guard));
+    started.recv().unwrap();
+    (release, done)
+}
+
+/// `root`'s outcome with a 10 ms deadline and `settle`, the hook that
+/// `release` releases let go 500 ms later: long after the deadline passed.
+fn outcome_with_the_hook_released_late(
+    root: &Shutdown,
+    release: mpsc::Sender<()>,
+    settle: Duration,
+) -> Outcome {
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = release.send(());
+    });
+    root.enforce_deadline(&ThreadRuntime, Duration::from_millis(10))
+        .settle(settle)
+        .wait()
+}
+
 /// The root's deadline passes while a stage's drained hook runs, nothing
 /// else held: as with the root's own hooks, the drain began in time, so
 /// the root waits for the hook (at most `settle`) and forces nothing.
@@ -469,28 +509,8 @@ fn a_root_deadline_passing_while_a_stage_drained_hook_runs_waits_for_it() {
     within(10, || {
         let root = Shutdown::named("root");
         let http = root.stage("http");
-        let (started_tx, started) = mpsc::channel();
-        let (release, release_rx) = mpsc::channel::<()>();
-        let done = Arc::new(AtomicBool::new(false));
-        let d = done.clone();
-        http.on_drained(move || {
-            started_tx.send(()).unwrap();
-            let _ = release_rx.recv();
-            d.store(true, SeqCst);
-        });
-        let guard = http.guard_named("request");
-        root.trigger(Reason::requested());
-        std::thread::spawn(move || drop(guard));
-        started.recv().unwrap();
-        // Released long after the 10 ms deadline, so that it passed first.
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(500));
-            release.send(()).unwrap();
-        });
-        let outcome = root
-            .enforce_deadline(&ThreadRuntime, Duration::from_millis(10))
-            .settle(Duration::from_secs(5))
-            .wait();
+        let (release, done) = trigger_into_a_blocked_hook(&root, &http);
+        let outcome = outcome_with_the_hook_released_late(&root, release, Duration::from_secs(5));
         assert!(outcome.is_drained(), "{outcome}");
         assert!(
             done.load(SeqCst),
@@ -510,53 +530,29 @@ fn a_root_deadline_passing_while_a_hook_two_levels_down_runs_waits_for_it() {
         let root = Shutdown::named("root");
         let http = root.stage("http");
         let server = http.stage("server");
-        let (started_tx, started) = mpsc::channel();
-        let (release, release_rx) = mpsc::channel::<()>();
-        server.on_drained(move || {
-            started_tx.send(()).unwrap();
-            let _ = release_rx.recv();
-        });
-        let guard = server.guard_named("request");
-        root.trigger(Reason::requested());
-        std::thread::spawn(move || drop(guard));
-        started.recv().unwrap();
-        // Released long after the 10 ms deadline, so that it passed first.
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(500));
-            release.send(()).unwrap();
-        });
-        let outcome = root
-            .enforce_deadline(&ThreadRuntime, Duration::from_millis(10))
-            .settle(Duration::from_secs(5))
-            .wait();
+        let (release, done) = trigger_into_a_blocked_hook(&root, &server);
+        let outcome = outcome_with_the_hook_released_late(&root, release, Duration::from_secs(5));
         assert!(outcome.is_drained(), "{outcome}");
+        assert!(
+            done.load(SeqCst),
+            "the outcome came before the hook returned"
+        );
         assert!(!root.is_forced() && !http.is_forced() && !server.is_forced());
     });
 }
 
 /// The same with a guard of the root's own still held at the deadline:
-/// that is work, and the deadline forces it.
+/// that is work, and the deadline forces it (after 100 ms of settle for
+/// the work forced to end, which it does not).
 #[test]
 fn a_root_deadline_with_work_held_besides_a_stage_hook_forces() {
     within(10, || {
         let root = Shutdown::named("root");
         let http = root.stage("http");
-        let (started_tx, started) = mpsc::channel();
-        let (release, release_rx) = mpsc::channel::<()>();
-        http.on_drained(move || {
-            started_tx.send(()).unwrap();
-            let _ = release_rx.recv();
-        });
-        let guard = http.guard_named("request");
         let _job = root.guard_named("job");
-        root.trigger(Reason::requested());
-        std::thread::spawn(move || drop(guard));
-        started.recv().unwrap();
-        let outcome = root
-            .enforce_deadline(&ThreadRuntime, Duration::from_millis(10))
-            .settle(Duration::from_millis(100))
-            .wait();
+        let (release, _) = trigger_into_a_blocked_hook(&root, &http);
+        let outcome =
+            outcome_with_the_hook_released_late(&root, release, Duration::from_millis(100));
         assert_forced(&outcome, ForceCause::Deadline);
-        release.send(()).unwrap();
     });
 }
