@@ -44,7 +44,12 @@ fn the_timer_thread_starts_before_the_server_serves() {
     let mut line = String::new();
     BufReader::new(&c).read_line(&mut line).unwrap();
     assert_eq!(line, "hi\n");
-    assert!(timer_thread_running(), "no timer thread while serving");
+    // A new thread names itself once it runs: give it the time to.
+    let until = Instant::now() + Duration::from_secs(5);
+    while !timer_thread_running() {
+        assert!(Instant::now() < until, "no timer thread while serving");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     drop(c);
     shutdown.trigger(Reason::requested());
     let until = Instant::now() + Duration::from_secs(10);
