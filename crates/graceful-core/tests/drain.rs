@@ -486,18 +486,26 @@ fn trigger_into_a_blocked_hook(
 }
 
 /// `root`'s outcome with a 10 ms deadline and `settle`, the hook that
-/// `release` releases let go 500 ms later: long after the deadline passed.
+/// `release` releases let go once the deadline passed: once the drain
+/// asked for its settle timer (which it does only then), or after 5 s if
+/// it never does (a forced outcome does not wait for the hook).
 fn outcome_with_the_hook_released_late(
     root: &Shutdown,
     release: mpsc::Sender<()>,
     settle: Duration,
 ) -> Outcome {
+    let rt = Recording::default();
+    let asked = rt.0.clone();
     std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(500));
+        let until = Instant::now() + Duration::from_secs(5);
+        while !asked.lock().unwrap().contains(&settle) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let _ = release.send(());
     });
-    root.enforce_deadline(&ThreadRuntime, Duration::from_millis(10))
+    root.enforce_deadline(&rt, Duration::from_millis(10))
         .settle(settle)
+        .progress_every(None)
         .wait()
 }
 
