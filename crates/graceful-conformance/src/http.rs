@@ -1138,6 +1138,49 @@ pub fn http_b12_a_first_request_rejected_in_its_grace_lingers_past_it<A: HttpAda
     assert!(outcome.is_drained(), "{outcome}");
 }
 
+/// B12 x B9: a close that lingers during the stop ends before the stop's
+/// deadline, however long its limit: a response already delivered to a
+/// client slow to close its side is no work to force, and the stop ends
+/// clean (exit code 0, nothing named). The linger after a response that
+/// left its request's body unread ends 25 ms before the deadline.
+pub fn http_b12_a_linger_ends_before_the_stops_deadline<A: HttpAdapter>() {
+    let timeout = Duration::from_secs(1);
+    let config = ServeConfig::default()
+        .timeout(timeout)
+        .linger(Duration::from_secs(60))
+        .progress_every(None);
+    let server = HttpServer::start::<A>(config, true);
+    let clock = server.clock.as_ref().unwrap();
+    let mut c = TcpStream::connect(server.addr).unwrap();
+    c.set_read_timeout(Some(PATIENCE)).unwrap();
+    // 4 bytes of a 10-byte body the handler does not read.
+    c.write_all(b"POST /sleep?ms=500 HTTP/1.1\r\nHost: t\r\ncontent-length: 10\r\n\r\nabcd")
+        .unwrap();
+    assert!(clock.wait_for_sleep_ending_at(Duration::from_millis(500), PATIENCE));
+    server.shutdown.trigger(Reason::requested());
+    assert!(
+        clock.wait_for_sleep_ending_at(timeout, PATIENCE),
+        "no deadline"
+    );
+    clock.advance(Duration::from_millis(500));
+    let mut all = String::new();
+    // To the server's end of stream: its close has begun.
+    c.read_to_string(&mut all).unwrap();
+    assert!(all.starts_with("HTTP/1.1 200"), "{all}");
+    assert!(all.ends_with("slept 500"), "{all}");
+    let end = timeout - Duration::from_millis(25);
+    assert!(
+        clock.wait_for_sleep_ending_at(end, PATIENCE),
+        "the linger does not end before the deadline"
+    );
+    assert!(!server.has_returned(), "no linger");
+    clock.advance(end - Duration::from_millis(500));
+    let outcome = server.outcome();
+    assert!(outcome.is_drained(), "{outcome}");
+    assert_eq!(outcome.exit_code(), 0);
+    drop(c);
+}
+
 /// B6: a response to a request that asked for an upgrade it did not get
 /// (`Upgrade: h2c`, answered `200`) reaches its client whole, also when
 /// the client reads it slowly and the handler left the request's body

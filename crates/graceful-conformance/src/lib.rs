@@ -117,6 +117,7 @@ macro_rules! __for_each_http_scenario {
             http_b12_a_request_hyper_rejects_gets_its_answer_before_the_close,
             http_b12_a_first_request_rejected_in_its_grace_lingers_past_it,
             http_b12_an_http2_upload_left_unread_lingers_past_later_streams,
+            http_b12_a_linger_ends_before_the_stops_deadline,
             http_a_cancelled_serve_closes_its_idle_keep_alive_connections,
             http_randomized_stop_over_fixed_seeds,
         }

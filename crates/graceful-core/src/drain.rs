@@ -212,6 +212,9 @@ async fn run<R: Runtime>(
 ) -> Outcome {
     shutdown.triggered().await;
     let start = rt.now();
+    if let Some(at) = start.checked_add(timeout) {
+        shutdown.set_deadline(at);
+    }
     let reason = shutdown.reason().unwrap_or(Reason::Forced);
     let at_start = shutdown.report().total();
     tracing::info!(

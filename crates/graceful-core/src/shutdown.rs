@@ -117,6 +117,18 @@ impl Shutdown {
         self.inner.reason()
     }
 
+    /// When the shutdown will be forced by a deadline: the earliest
+    /// deadline of the drains begun on it or on a shutdown above it
+    /// ([`enforce_deadline`](Self::enforce_deadline), the adapters'
+    /// `serve`), on the clock of the runtime that enforces it
+    /// ([`Runtime::now`](crate::Runtime::now)). `None` until such a drain
+    /// begins (at the trigger). For work that may end itself before then
+    /// rather than be forced: the HTTP layer ends a lingering close in
+    /// time, so a response already delivered does not count as forced work.
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        self.inner.phases.deadline()
+    }
+
     /// Why the shutdown was forced, if it was.
     pub fn force_cause(&self) -> Option<ForceCause> {
         self.inner.force_cause()
@@ -169,6 +181,12 @@ impl Shutdown {
     /// Whether the drain began (the drained hooks run or ran).
     pub(crate) fn is_draining(&self) -> bool {
         self.inner.phases.is_draining()
+    }
+
+    /// Records that a drain forces this shutdown at `at`, unless earlier
+    /// (see [`deadline`](Self::deadline)).
+    pub(crate) fn set_deadline(&self, at: std::time::Instant) {
+        self.inner.phases.set_deadline(at);
     }
 
     /// Claims the right to force at a deadline, unless the drain began:

@@ -93,6 +93,9 @@ pub(crate) struct Phases {
     /// The cause and report of this shutdown's force during its parent's
     /// stop, or of the first such force below it.
     forced_in_stop: Mutex<Option<(ForceCause, Report)>>,
+    /// When a drain of this shutdown forces it (the earliest, if several
+    /// are enforced), once that drain began.
+    deadline: Mutex<Option<Instant>>,
 }
 
 impl Phases {
@@ -107,6 +110,24 @@ impl Phases {
             parent: Mutex::new(parent),
             parent_phases,
             forced_in_stop: Mutex::new(None),
+            deadline: Mutex::new(None),
+        }
+    }
+
+    /// Records that a drain forces this shutdown at `at` (kept if earlier
+    /// than the one recorded).
+    pub(crate) fn set_deadline(&self, at: Instant) {
+        let mut deadline = lock(&self.deadline);
+        *deadline = Some(deadline.map_or(at, |d| d.min(at)));
+    }
+
+    /// The earliest deadline recorded for this shutdown or an ancestor.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        let own = *lock(&self.deadline);
+        let above = self.parent_phases.as_ref().and_then(|p| p.deadline());
+        match (own, above) {
+            (Some(own), Some(above)) => Some(own.min(above)),
+            (own, above) => own.or(above),
         }
     }
 

@@ -92,7 +92,8 @@ where
     let activity = Arc::new(Activity::default());
     let service = GracefulService::new(service, conn.clone(), activity.clone());
     let io = Io::with_activity(io, rt.clone(), options.linger, activity.clone())
-        .drop_closes(options.drop_closes);
+        .drop_closes(options.drop_closes)
+        .linger_within(conn.shutdown().clone());
     let io = Orphanable::new(io);
     // In an `Option`, to be dropped early: a first request still unfinished
     // when its grace ends, an HTTP/2 client gone quiet (see below).

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use graceful_core::Runtime;
+use graceful_core::{Runtime, Shutdown};
 
 use crate::framing::Framing;
 use crate::service::Activity;
@@ -21,7 +21,8 @@ use hyper::rt::{Read, ReadBuf, ReadBufCursor, Write};
 /// request's head or body is not all read, requests were read but not
 /// answered, or the client pipelines), the write side is shut first, what
 /// the client sends is read and discarded until it closes its side or
-/// `linger` passes, and only then is the socket dropped. Otherwise the
+/// `linger` passes (in the servers of this crate, during a stop, at the
+/// latest 25 ms before its deadline), and only then is the socket dropped. Otherwise the
 /// connection closes at once, so the process can exit right after its
 /// last response (as nginx's `lingering_close auto`): the write side is
 /// shut and the socket dropped, or, in the adapters' servers, whose I/O is
@@ -53,8 +54,15 @@ pub struct Io<I, R: Runtime> {
     /// upgrade at its end, which the socket did not take when hyper wrote
     /// them (see `Tracked`): written out before anything else.
     tail: VecDeque<u8>,
+    /// The server whose stop's deadline a linger ends before, if any.
+    stop: Option<Shutdown>,
     close: Close<R::Sleep>,
 }
+
+/// How long before the deadline of its server's stop a linger ends: time
+/// for the connection's end to reach the drain before the deadline's timer
+/// fires.
+const LINGER_DEADLINE_MARGIN: Duration = Duration::from_millis(25);
 
 /// What an HTTP/2 client with prior knowledge sends first.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -91,6 +99,7 @@ impl<I, R: Runtime> Io<I, R> {
             preface: None,
             drop_closes: false,
             tail: VecDeque::new(),
+            stop: None,
             close: Close::Open,
         }
     }
@@ -114,6 +123,33 @@ impl<I, R: Runtime> Io<I, R> {
             preface: Some(0),
             ..Io::new(inner, rt, linger)
         }
+    }
+
+    /// A close that lingers during `server`'s stop ends
+    /// [`LINGER_DEADLINE_MARGIN`] before the stop's deadline, if that is
+    /// nearer than its limit (it does not linger if that time has passed):
+    /// a response already delivered to a client slow to close its side
+    /// is not forced work, which would turn a clean stop into a forced one
+    /// (exit code 1, the connection named in the report). Not re-timed if
+    /// the stop begins while the close already lingers.
+    pub(crate) fn linger_within(mut self, server: Shutdown) -> Self {
+        self.stop = Some(server);
+        self
+    }
+
+    /// How long the close lingers: its limit, or until
+    /// [`LINGER_DEADLINE_MARGIN`] before the deadline of the server's stop
+    /// if that comes first (see [`Io::linger_within`]); `None` if no time
+    /// is left.
+    fn linger_left(&self) -> Option<Duration> {
+        let left = match self.stop.as_ref().and_then(Shutdown::deadline) {
+            Some(at) => at
+                .saturating_duration_since(self.rt.now())
+                .saturating_sub(LINGER_DEADLINE_MARGIN)
+                .min(self.linger),
+            None => self.linger,
+        };
+        Some(left).filter(|left| !left.is_zero())
     }
 
     /// For an inner I/O that is the socket itself: a close that does not
@@ -366,9 +402,13 @@ impl<I: Read + Write + Unpin, R: Runtime> Write for Io<I, R> {
                 Close::Shutting { linger } => {
                     let linger = *linger;
                     ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
-                    this.close = match linger.unwrap_or_else(|| this.should_linger(cx)) {
-                        true => Close::Lingering(Box::pin(this.rt.sleep(this.linger))),
-                        false => Close::Done,
+                    let left = match linger.unwrap_or_else(|| this.should_linger(cx)) {
+                        true => this.linger_left(),
+                        false => None,
+                    };
+                    this.close = match left {
+                        Some(left) => Close::Lingering(Box::pin(this.rt.sleep(left))),
+                        None => Close::Done,
                     };
                 }
                 Close::Lingering(timer) => {
@@ -526,6 +566,7 @@ mod tests {
     use super::Io;
     use crate::service::Activity;
     use crate::test_support::{DueTimers, NoTimers, Stream};
+    use std::future::Future;
 
     #[test]
     fn bytes_held_unwritten_keep_the_connection_from_reading_quiet() {
@@ -708,6 +749,31 @@ mod tests {
             // Nothing was read once the limit had come.
             let left = io.get_ref().wire().to_read.len();
             assert_eq!(left, if keeps_sending { 1 << 20 } else { 0 });
+        }
+    }
+
+    /// During a stop, a linger ends 25 ms before the deadline, and does
+    /// not begin when less than that is left: a stop whose deadline is
+    /// 20 ms away closes at once a connection whose body is not all read;
+    /// one 10 s away lingers.
+    #[test]
+    fn a_linger_does_not_begin_with_no_time_left_before_the_deadline() {
+        for (timeout, lingers) in [(20, false), (10_000, true)] {
+            let server = graceful_core::Shutdown::new();
+            let _conn = server.guard();
+            server.trigger(graceful_core::Reason::requested());
+            let mut cx = Context::from_waker(Waker::noop());
+            let timeout = Duration::from_millis(timeout);
+            let mut drain = pin!(server.enforce_deadline(&NoTimers, timeout));
+            assert!(drain.as_mut().poll(&mut cx).is_pending());
+            assert!(server.deadline().is_some());
+            let activity = Arc::new(Activity::default());
+            let linger = Duration::from_secs(60);
+            let mut io = Io::with_activity(Stream::default(), NoTimers, linger, activity)
+                .linger_within(server.clone());
+            read_all(&mut io, &[b"POST / HTTP/1.1\r\ncontent-length: 9\r\n\r\n"]);
+            let closed = pin!(&mut io).poll_shutdown(&mut cx).is_ready();
+            assert_eq!(closed, !lingers, "deadline {timeout:?} away");
         }
     }
 
