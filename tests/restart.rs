@@ -182,10 +182,41 @@ impl Drop for Servers {
     }
 }
 
+/// Probes the readiness endpoint at `addr` on a new connection every
+/// 2 ms until `stop` is set; returns the status lines of those answered
+/// that are not `200`, and how many were answered.
+fn probe_readiness(
+    addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (Vec<String>, usize) {
+    let (mut bad, mut answered) = (Vec::new(), 0);
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let probe = (|| -> std::io::Result<String> {
+            let mut c = TcpStream::connect(addr)?;
+            c.set_read_timeout(Some(PATIENCE))?;
+            c.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")?;
+            let mut reply = String::new();
+            c.read_to_string(&mut reply)?;
+            Ok(reply.lines().next().unwrap_or_default().to_string())
+        })();
+        if let Ok(status) = probe {
+            answered += 1;
+            if !status.starts_with("HTTP/1.1 200") {
+                bad.push(status);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    (bad, answered)
+}
+
 /// Three restarts in a row under 32 keep-alive clients, the binary file
 /// replaced by another program between the second and the third: no
 /// connect is refused, no request fails, each old process exits 0, the
-/// PID changes each time, and the last successor is the new program.
+/// PID changes each time, and the last successor is the new program. A
+/// readiness probe answers `200` throughout, also from an old process
+/// that takes it during its handover: a restart is no stop of the
+/// service.
 fn restarts_under_load_fail_no_request(example: &str, replacement: &str) {
     let dir = TempDir::new(&format!("restart-{example}"));
     let binary = dir.0.join("server");
@@ -195,6 +226,11 @@ fn restarts_under_load_fail_no_request(example: &str, replacement: &str) {
     let mut servers = Servers::start(&dir.0, &binary, "SIGHUP", &["--delay-ms", "20"]);
     let rt = runtime();
     let load = Load::start(&rt, servers.addr, 32);
+    let stop_probing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = {
+        let (addr, stop) = (servers.addr, stop_probing.clone());
+        std::thread::spawn(move || probe_readiness(addr, stop))
+    };
     std::thread::sleep(Duration::from_millis(300));
     for round in 0..3 {
         if round == 2 {
@@ -203,6 +239,15 @@ fn restarts_under_load_fail_no_request(example: &str, replacement: &str) {
         servers.restart(nix::sys::signal::Signal::SIGHUP);
         std::thread::sleep(Duration::from_millis(300));
     }
+    stop_probing.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (not_ready, probes) = prober.join().unwrap();
+    assert!(
+        not_ready.is_empty(),
+        "readiness during restarts: {} of {probes} probes not 200, the first: {:?}",
+        not_ready.len(),
+        not_ready.first()
+    );
+    assert!(probes > 100, "too few probes answered: {probes}");
     let Counts {
         answered,
         failed,

@@ -111,6 +111,14 @@ impl Reason {
         r
     }
 
+    /// Whether the stop is a restart: the process handed its listeners
+    /// over to a successor ([`Reason::Restarted`], here or at the root).
+    /// Its address goes on serving: readiness stays `200`, systemd is told
+    /// nothing.
+    pub fn is_restart(&self) -> bool {
+        matches!(self.root(), Reason::Restarted { .. })
+    }
+
     /// The exit code a process should end with when a shutdown started for
     /// this reason drained in time: the requested code if one was given, 1
     /// after an error, 0 otherwise.

@@ -129,6 +129,13 @@ impl Shutdown {
         self.inner.phases.deadline()
     }
 
+    /// Whether the shutdown was triggered by a restart: the process
+    /// handed its listeners over to a successor (see
+    /// [`Reason::is_restart`]).
+    pub fn is_restarted(&self) -> bool {
+        self.reason().as_ref().is_some_and(Reason::is_restart)
+    }
+
     /// Why the shutdown was forced, if it was.
     pub fn force_cause(&self) -> Option<ForceCause> {
         self.inner.force_cause()

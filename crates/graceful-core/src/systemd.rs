@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-use crate::reason::Reason;
 use crate::runtime::Runtime;
 use crate::shutdown::Shutdown;
 
@@ -48,7 +47,7 @@ const MARGIN: Duration = Duration::from_secs(5);
 /// the process's own deadline ends it first.
 ///
 /// A process that handed its listeners to a successor
-/// ([`Reason::Restarted`]) says nothing: the service is not stopping, and
+/// ([`Reason::Restarted`](crate::Reason::Restarted)) says nothing: the service is not stopping, and
 /// the manager already follows the successor (`MAINPID=`).
 pub fn watch_stop<R: Runtime>(rt: &R, shutdown: &Shutdown, budget: Duration) {
     if !is_notify_enabled() {
@@ -58,7 +57,7 @@ pub fn watch_stop<R: Runtime>(rt: &R, shutdown: &Shutdown, budget: Duration) {
     // may exit the process).
     let s = shutdown.clone();
     shutdown.on_drained(move || {
-        if !restarted(&s) {
+        if !s.is_restarted() {
             send(&[NotifyState::Status("drained, exiting")])
         }
     });
@@ -66,7 +65,7 @@ pub fn watch_stop<R: Runtime>(rt: &R, shutdown: &Shutdown, budget: Duration) {
     // drain: a stop with nothing to drain exits at once, maybe before a
     // task would have run.
     shutdown.on_triggered(move |reason| {
-        if !matches!(reason.root(), Reason::Restarted { .. }) {
+        if !reason.is_restart() {
             send(&[
                 NotifyState::Stopping,
                 NotifyState::ExtendTimeoutUsec(usec(budget + MARGIN)),
@@ -78,7 +77,7 @@ pub fn watch_stop<R: Runtime>(rt: &R, shutdown: &Shutdown, budget: Duration) {
     let shutdown = shutdown.clone();
     rt.spawn(async move {
         shutdown.triggered().await;
-        if restarted(&shutdown) {
+        if shutdown.is_restarted() {
             return;
         }
         let started = rt2.now();
@@ -108,13 +107,6 @@ pub fn watch_stop<R: Runtime>(rt: &R, shutdown: &Shutdown, budget: Duration) {
             }
         }
     });
-}
-
-/// Whether `shutdown` stops because its process restarted into another.
-fn restarted(shutdown: &Shutdown) -> bool {
-    shutdown
-        .reason()
-        .is_some_and(|r| matches!(r.root(), Reason::Restarted { .. }))
 }
 
 fn usec(d: Duration) -> u32 {

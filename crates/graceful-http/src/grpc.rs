@@ -36,6 +36,11 @@ pub fn health_reporter(shutdown: &Shutdown) -> (HealthReporter, HealthServer<Grp
 ///   watchers learn of the stop at once, do not watch again in a loop
 ///   while the server still accepts, and do not hold the drain open.
 ///
+/// A restart (the process handed its listeners over to a successor) is no
+/// stop of the service: `Check` goes on answering what the reporter says,
+/// and a `Watch` sends no `NOT_SERVING`; it ends, as at a stop, when the
+/// listener closes, and the client watches again, on the successor.
+///
 /// ```
 /// use graceful_core::{Reason, Shutdown};
 /// use graceful_http::grpc::GrpcHealth;
@@ -86,7 +91,7 @@ impl Health for GrpcHealth {
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<HealthCheckResponse>, Status> {
         let mut response = self.inner.check(request).await?;
-        if self.shutdown.is_triggered() {
+        if self.shutdown.is_triggered() && !self.shutdown.is_restarted() {
             *response.get_mut() = not_serving();
         }
         Ok(response)
@@ -113,12 +118,11 @@ impl Health for GrpcHealth {
             if !shutdown.is_triggered() {
                 return stream::empty().right_stream();
             }
-            // `NOT_SERVING`, then the stream stays open until no client is
-            // routed here any more.
+            // `NOT_SERVING` (not for a restart), then the stream stays open
+            // until no client is routed here any more.
             let hold = stream::once(listener_closed).filter_map(|_| future::ready(None));
-            stream::once(future::ready(Ok(not_serving())))
-                .chain(hold)
-                .left_stream()
+            let status = (!shutdown.is_restarted()).then(|| Ok(not_serving()));
+            stream::iter(status).chain(hold).left_stream()
         })
         .flatten();
         Ok(Response::new(Box::pin(following.chain(stopped))))
@@ -227,5 +231,24 @@ mod tests {
         assert_eq!(next(&mut watch), None);
         let unknown = block_on(health.watch(request("a.Unknown")));
         assert_eq!(unknown.err().map(|s| s.code()), Some(Code::NotFound));
+    }
+
+    /// A restart is no stop of the service: `Check` goes on answering what
+    /// the reporter says, and a `Watch` (begun before or after it) ends
+    /// without `NOT_SERVING`.
+    #[test]
+    fn a_restart_answers_the_reporter_and_ends_watches_without_not_serving() {
+        let shutdown = Shutdown::new();
+        let reporter = HealthReporter::new();
+        let health = GrpcHealth::new(&shutdown, reporter.clone());
+        block_on(reporter.set_service_status("a.Down", tonic_health::ServingStatus::NotServing));
+        let mut before = statuses(&health, "");
+        assert_eq!(next(&mut before), Some(SERVING));
+        shutdown.trigger(Reason::Restarted { successor: 4242 });
+        assert_eq!(check(&health, ""), Ok(SERVING));
+        assert_eq!(check(&health, "a.Down"), Ok(NOT_SERVING));
+        assert_eq!(next(&mut before), None, "the watch ends");
+        let mut after = statuses(&health, "");
+        assert_eq!(next(&mut after), None, "a watch after the restart");
     }
 }

@@ -6,6 +6,13 @@ use http::{Response, StatusCode};
 /// after it, so load balancers and Kubernetes stop routing to the process
 /// while it drains. Mount it on any route.
 ///
+/// A restart is no stop of the service: a process that handed its
+/// listeners over to a successor ([`Reason::Restarted`]) stays ready. Its
+/// address goes on serving, and a probe its listener still takes during
+/// the handover must not take that address out of rotation.
+///
+/// [`Reason::Restarted`]: graceful_core::Reason::Restarted
+///
 /// ```
 /// use graceful_core::{Reason, Shutdown};
 /// use graceful_http::Readiness;
@@ -15,6 +22,11 @@ use http::{Response, StatusCode};
 /// assert_eq!(ready.response::<String>().status(), 200);
 /// shutdown.trigger(Reason::requested());
 /// assert_eq!(ready.response::<String>().status(), 503);
+///
+/// let restarted = Shutdown::new();
+/// let ready = Readiness::new(&restarted);
+/// restarted.trigger(Reason::Restarted { successor: 4242 });
+/// assert_eq!(ready.response::<String>().status(), 200);
 /// ```
 #[derive(Clone, Debug)]
 pub struct Readiness {
@@ -29,9 +41,10 @@ impl Readiness {
         }
     }
 
-    /// Whether the process should get traffic.
+    /// Whether the process should get traffic: not once it stops, unless
+    /// for a restart.
     pub fn is_ready(&self) -> bool {
-        !self.shutdown.is_triggered()
+        !self.shutdown.is_triggered() || self.shutdown.is_restarted()
     }
 
     /// 200 or 503.

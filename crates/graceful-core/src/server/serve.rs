@@ -213,7 +213,7 @@ pub(crate) async fn take_backlog<R: Runtime, L: std::os::fd::AsFd, C>(
         tracing::warn!("{name}: forced before its listener closed: its backlog is not taken");
         return 0;
     }
-    let stopped = super::handshakes::stop_handshakes(listener, exclusive && !restarted(server));
+    let stopped = super::handshakes::stop_handshakes(listener, exclusive && !server.is_restarted());
     let start = std::time::Instant::now();
     let mut taken = 0;
     let mut look = |listener: &mut L, taken: &mut usize| {
@@ -347,14 +347,6 @@ impl Backlog<'_> {
 /// idle connections close.
 pub(crate) const RESTART_PRE_DRAIN: Duration = Duration::from_secs(1);
 
-/// Whether `server` stops because its process handed its listeners to a
-/// successor.
-fn restarted(server: &Shutdown) -> bool {
-    server
-        .reason()
-        .is_some_and(|r| matches!(r.root(), Reason::Restarted { .. }))
-}
-
 /// Resolves when a server's listener should close: at the trigger plus the
 /// pre-drain delay (at least [`RESTART_PRE_DRAIN`] after a restart),
 /// or at once if the server is forced.
@@ -365,7 +357,7 @@ pub(crate) async fn close_signal<R: Runtime>(
     name: &str,
 ) {
     server.triggered().await;
-    let pre_drain = match restarted(server) {
+    let pre_drain = match server.is_restarted() {
         true => pre_drain.max(RESTART_PRE_DRAIN),
         false => pre_drain,
     };
