@@ -187,10 +187,12 @@ const MAX_BACKLOG_TIME: Duration = Duration::from_millis(200);
 /// once the server is forced (nor any if it was forced before); it gives
 /// up at once when out of descriptors
 /// (EMFILE, ENFILE: no accept can succeed until a connection ends, and
-/// waiting would hold the stop), and logs what it left: with a `spare`
-/// descriptor, which it then lets go, how many, each accepted and closed
-/// at once (as the listener's close would have reset it). Never spins:
-/// every failure counts.
+/// waiting would hold the stop), and logs what it left: on an exclusive
+/// listener not handed to a successor, with a `spare` descriptor, which it
+/// then lets go, how many, each accepted and closed at once (as the
+/// listener's close would have reset it); on a listener another process
+/// may hold, none is taken, so that one (a successor, the service
+/// manager) serves them. Never spins: every failure counts.
 pub(crate) async fn take_backlog<R: Runtime, L: std::os::fd::AsFd, C>(
     rt: &R,
     listener: &mut L,
@@ -213,9 +215,16 @@ pub(crate) async fn take_backlog<R: Runtime, L: std::os::fd::AsFd, C>(
         tracing::warn!("{name}: forced before its listener closed: its backlog is not taken");
         return 0;
     }
-    let stopped = super::handshakes::stop_handshakes(listener, exclusive && !server.is_restarted());
+    // Held by this process alone: no other holder of the socket (a
+    // successor it was handed to, the service manager that passed it) is
+    // there to take what is left in its queue.
+    let alone = exclusive && !server.is_restarted();
+    let stopped = super::handshakes::stop_handshakes(listener, alone);
     let start = std::time::Instant::now();
     let mut taken = 0;
+    if !alone {
+        spare = None;
+    }
     let mut look = |listener: &mut L, taken: &mut usize| {
         let backlog = Backlog {
             name,
@@ -291,7 +300,11 @@ impl Backlog<'_> {
                             let left = self.count_left(listener, accept);
                             format!("could not take {left}, closed")
                         }
-                        None => "the connections still queued are reset".to_string(),
+                        // Not alone, or no spare: left queued, for another
+                        // holder of the socket or the close to reset.
+                        None => "the connections still queued are left to the socket's \
+                                 other holders, if any, or reset by its close"
+                            .to_string(),
                     };
                     tracing::warn!(
                         "{name}: out of descriptors while taking the backlog at close ({e}); \
@@ -653,7 +666,9 @@ mod tests {
 
     /// Out of descriptors with a spare descriptor: the spare is let go,
     /// and the connections left are accepted and closed at once (counted
-    /// for the log), none of them served; then the look ends.
+    /// for the log), none of them served; then the look ends. Only on a
+    /// listener this process holds alone: see
+    /// `out_of_descriptors_a_shared_listener_keeps_what_is_left_queued`.
     #[test]
     fn out_of_descriptors_the_spare_is_let_go_and_what_is_left_closed() {
         use std::os::fd::AsRawFd;
@@ -668,7 +683,7 @@ mod tests {
             &BlockingRt,
             &mut listener(),
             &Shutdown::new(),
-            closing(false, Some(spare)),
+            closing(true, Some(spare)),
             |_| {
                 calls += 1;
                 match calls {
@@ -695,6 +710,37 @@ mod tests {
         drop(closes);
         assert_eq!(Arc::strong_count(&closed), 3);
         let _ = std::fs::remove_file(&path);
+    }
+
+    /// Out of descriptors on a listener another process may hold (not
+    /// exclusive: inherited from the service manager; or handed to a
+    /// successor by a restart), nothing more is accepted: what is left in
+    /// the queue is the other holder's to serve, not to be closed here.
+    #[test]
+    fn out_of_descriptors_a_shared_listener_keeps_what_is_left_queued() {
+        let restarted = Shutdown::new();
+        restarted.trigger(crate::Reason::Restarted { successor: 4242 });
+        for (exclusive, server) in [(false, Shutdown::new()), (true, restarted)] {
+            let mut calls = 0;
+            let spare = std::fs::File::open("/dev/null").ok();
+            let taken = block_on(take_backlog(
+                &BlockingRt,
+                &mut listener(),
+                &server,
+                closing(exclusive, spare),
+                |_| {
+                    calls += 1;
+                    match calls {
+                        1 | 2 => Ok(Some(())),
+                        3 => Err(io::Error::from_raw_os_error(24)),
+                        _ => Ok(Some(())),
+                    }
+                },
+                |()| {},
+            ));
+            let what = format!("exclusive {exclusive}, restarted {}", server.is_restarted());
+            assert_eq!((taken, calls), (2, 3), "{what}: accepted after EMFILE");
+        }
     }
 
     /// What is left is counted exactly when the backlog empties, and as a
