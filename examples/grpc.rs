@@ -9,8 +9,12 @@
 //! At SIGTERM or Ctrl+C every connection gets GOAWAY, so clients open new
 //! RPCs elsewhere; the RPCs in flight finish: a `Sleep`, a `Count` with a
 //! number of ticks. An endless `Count` (a subscription) sees the stop
-//! through the shutdown handle in its request and ends its stream with
-//! `UNAVAILABLE` (so its client subscribes again, elsewhere); one that
+//! through the connection handle in its request: it ticks on through the
+//! pre-drain delay, while clients may still be routed here, and ends its
+//! stream with `UNAVAILABLE` when the listener closes (so its client
+//! subscribes again, elsewhere: this server refuses it now). Ended at the
+//! signal instead, its client, still routed here during the delay, would
+//! subscribe again here and be turned away at once, in a loop. One that
 //! ignores the stop is cut at the deadline, named in the report, and the
 //! process exits 1.
 //!
@@ -83,7 +87,8 @@ impl Work for Service {
             .guard_named(format!("Count stream to {peer}"));
         let interval = Duration::from_millis(interval_ms.into());
         // A count of ticks is work in flight: it finishes. An endless one
-        // ends at the stop, unless told to ignore it.
+        // ends when the listener closes (after the pre-drain delay), unless
+        // told to ignore the stop.
         let ends_at_stop = count == 0 && !ignore_stop;
         let ticks = stream::unfold((Some(1), guard), move |(next, guard)| {
             let conn = conn.clone();
@@ -91,10 +96,11 @@ impl Work for Service {
                 let n = next.filter(|n| count == 0 || *n <= count)?;
                 let tick = pin!(tokio::time::sleep(interval));
                 if ends_at_stop {
-                    if let Either::Right(_) = select(tick, pin!(conn.triggered())).await {
+                    let closed = pin!(conn.listener_closed());
+                    if let Either::Right(_) = select(tick, closed).await {
                         // UNAVAILABLE: the client may subscribe again,
                         // elsewhere.
-                        tracing::info!("ending the Count stream to {peer}: stopping");
+                        tracing::info!("ending the Count stream to {peer}: the listener closed");
                         let stopping = Status::unavailable("server stopping");
                         return Some((Err(stopping), (None, guard)));
                     }

@@ -115,6 +115,47 @@ fn rpcs_in_flight_at_sigterm_finish_and_an_endless_stream_ends() {
     assert_eq!(s.exit_code(), 0, "{}", s.stderr());
 }
 
+/// With a pre-drain delay, clients may still be routed here: an endless
+/// stream open at SIGTERM ticks through the delay, and so does one begun
+/// during it (on a new connection; ended at the signal, it would be
+/// turned away at once, and its client would subscribe again here, in a
+/// loop). Both end with `UNAVAILABLE` when the listener closes, and the
+/// process exits 0.
+#[test]
+fn endless_streams_tick_through_the_pre_drain_and_end_when_the_listener_closes() {
+    let rt = runtime();
+    let pre_drain = Duration::from_millis(1500);
+    let mut s = Service::start("grpc", &["--pre-drain-ms", "1500", "--timeout-ms", "10000"]);
+    let client = WorkClient::new(rt.block_on(connect(s.addr)));
+    let before = rt.spawn(count(client, 0, 50, false));
+    s.wait_log("Count 0", 1);
+    s.signal("TERM");
+    s.wait_log("SIGTERM received", 1);
+    let signalled = Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    let late = WorkClient::new(rt.block_on(connect(s.addr)));
+    let during = rt.spawn(count(late, 0, 50, false));
+    for (what, stream) in [
+        ("open at the signal", before),
+        ("begun in the delay", during),
+    ] {
+        let (ticks, end) = rt.block_on(stream).unwrap();
+        let end = end.expect_err("ended by the stop");
+        assert_eq!(end.code(), Code::Unavailable, "{what}: {end:?}");
+        // Ticks every 50 ms up to the listener's close, 1.5 s in.
+        let late_ticks = ticks
+            .iter()
+            .filter(|(_, at)| *at > signalled + pre_drain - Duration::from_millis(500))
+            .count();
+        assert!(
+            late_ticks >= 3,
+            "{what}: {late_ticks} ticks in the last 500 ms of the delay, {} in all",
+            ticks.len()
+        );
+    }
+    assert_eq!(s.exit_code(), 0, "{}", s.stderr());
+}
+
 /// Whether tonic's client failed `status` before sending it: hyper's HTTP/2
 /// client does not notice a GOAWAY until the next request, which it then
 /// drops unsent (tonic does not retry it, hyper-util's pooled client

@@ -6,8 +6,10 @@ use crate::shutdown::Shutdown;
 
 /// What a connection handler knows about its connection and its server.
 ///
-/// The handler can watch [`triggered`](Self::triggered) to wind down a
-/// long-lived connection, or take more guards from
+/// The handler can watch [`listener_closed`](Self::listener_closed) to
+/// wind down a long-lived connection or stream (a subscription) once no
+/// client is routed here any more, [`triggered`](Self::triggered) to learn
+/// of the stop at once, or take more guards from
 /// [`shutdown`](Self::shutdown) for work it hands to other tasks.
 #[derive(Clone)]
 pub struct Conn {
