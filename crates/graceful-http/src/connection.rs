@@ -302,8 +302,13 @@ impl HttpOptions {
 
     /// Gives hyper a timer, which enables its HTTP/1 header read timeout
     /// (30 s): a client stuck in the middle of a request head (slowloris)
-    /// is closed then, stop or no stop. [`serve`](crate::serve) always
-    /// gives one.
+    /// is closed then, stop or no stop. hyper runs that timeout whenever it
+    /// waits for a head, so it is also an idle timeout: a connection that
+    /// sends no request for 30 s, a new one or a keep-alive one after its
+    /// last response, is closed too. (A pooled client that keeps idle
+    /// connections longer may reuse one just as it closes; clients retry
+    /// a request that failed so on a reused connection when it is
+    /// idempotent.) [`serve`](crate::serve) always gives one.
     pub fn timer<T: hyper::rt::Timer + Send + Sync + 'static>(mut self, timer: T) -> Self {
         self.timer = Some(Arc::new(timer));
         self
@@ -796,6 +801,28 @@ mod tests {
             let mut served = pin!(served);
             let mut cx = Context::from_waker(Waker::noop());
             (0..10).any(|_| served.as_mut().poll(&mut cx).is_ready())
+        };
+        let config = ServeConfig::default();
+        assert!(ended_with(HttpOptions::new(&config).timer(Elapsed)));
+        assert!(!ended_with(HttpOptions::new(&config)));
+    }
+
+    /// The header read timeout is an idle timeout too: a keep-alive
+    /// connection that sends nothing after its response is closed when
+    /// it passes (here at once), and kept without a timer.
+    #[test]
+    fn the_header_read_timeout_also_closes_an_idle_keep_alive_connection() {
+        let ended_with = |options: HttpOptions| {
+            let wire = Stream::sent(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n");
+            let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+            let conn = Conn::new(addr, addr, Shutdown::new());
+            let served = serve_connection(NoTimers, wire.clone(), conn, path_service(), options);
+            let mut served = pin!(served);
+            let mut cx = Context::from_waker(Waker::noop());
+            let ended = (0..10).any(|_| served.as_mut().poll(&mut cx).is_ready());
+            let written = String::from_utf8_lossy(&wire.wire().written).to_string();
+            assert!(written.starts_with("HTTP/1.1 200"), "{written}");
+            ended
         };
         let config = ServeConfig::default();
         assert!(ended_with(HttpOptions::new(&config).timer(Elapsed)));
