@@ -293,8 +293,10 @@ where
         let in_flight = Some(InFlight(self.activity.clone()));
         // hyper calls this on the connection's task (HTTP/2 too, where the
         // future then runs on the stream's own task): a panic here is
-        // raised again where the future is polled, so that it costs its
-        // request alone, as a panic in the future does (B10).
+        // raised again where the future is polled, so that it costs what a
+        // panic in the future costs (B10): on HTTP/2 its stream alone, on
+        // HTTP/1 its connection (whose task polls the future), with the
+        // requests pipelined behind it.
         let (inner, panicked) = match catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
             Ok(inner) => (Some(inner), None),
             Err(panic) => (None, Some(panic)),
