@@ -1139,46 +1139,68 @@ pub fn http_b12_a_first_request_rejected_in_its_grace_lingers_past_it<A: HttpAda
 }
 
 /// B12 x B9: a close that lingers during the stop ends before the stop's
-/// deadline, however long its limit: a response already delivered to a
+/// deadline, however long its limit: a response already written to a
 /// client slow to close its side is no work to force, and the stop ends
 /// clean (exit code 0, nothing named). The linger after a response that
-/// left its request's body unread ends 25 ms before the deadline.
+/// left its request's body unread ends 25 ms before the deadline; also
+/// when it begins during the pre-drain delay, before the drain that
+/// enforces the deadline has begun.
 pub fn http_b12_a_linger_ends_before_the_stops_deadline<A: HttpAdapter>() {
     let timeout = Duration::from_secs(1);
-    let config = ServeConfig::default()
-        .timeout(timeout)
-        .linger(Duration::from_secs(60))
-        .progress_every(None);
-    let server = HttpServer::start::<A>(config, true);
-    let clock = server.clock.as_ref().unwrap();
-    let mut c = TcpStream::connect(server.addr).unwrap();
-    c.set_read_timeout(Some(PATIENCE)).unwrap();
-    // 4 bytes of a 10-byte body the handler does not read.
-    c.write_all(b"POST /sleep?ms=500 HTTP/1.1\r\nHost: t\r\ncontent-length: 10\r\n\r\nabcd")
-        .unwrap();
-    assert!(clock.wait_for_sleep_ending_at(Duration::from_millis(500), PATIENCE));
-    server.shutdown.trigger(Reason::requested());
-    assert!(
-        clock.wait_for_sleep_ending_at(timeout, PATIENCE),
-        "no deadline"
-    );
-    clock.advance(Duration::from_millis(500));
-    let mut all = String::new();
-    // To the server's end of stream: its close has begun.
-    c.read_to_string(&mut all).unwrap();
-    assert!(all.starts_with("HTTP/1.1 200"), "{all}");
-    assert!(all.ends_with("slept 500"), "{all}");
-    let end = timeout - Duration::from_millis(25);
-    assert!(
-        clock.wait_for_sleep_ending_at(end, PATIENCE),
-        "the linger does not end before the deadline"
-    );
-    assert!(!server.has_returned(), "no linger");
-    clock.advance(end - Duration::from_millis(500));
-    let outcome = server.outcome();
-    assert!(outcome.is_drained(), "{outcome}");
-    assert_eq!(outcome.exit_code(), 0);
-    drop(c);
+    for pre_drain in [Duration::ZERO, Duration::from_secs(5)] {
+        let config = ServeConfig::default()
+            .timeout(timeout)
+            .pre_drain(pre_drain)
+            .linger(Duration::from_secs(60))
+            .progress_every(None);
+        let server = HttpServer::start::<A>(config, true);
+        let clock = server.clock.as_ref().unwrap();
+        let what = format!("pre-drain {pre_drain:?}");
+        // Answered after the trigger: before the delay ends, if any.
+        let answered = match pre_drain.is_zero() {
+            true => Duration::from_millis(500),
+            false => pre_drain - Duration::from_millis(500),
+        };
+        let mut c = TcpStream::connect(server.addr).unwrap();
+        c.set_read_timeout(Some(PATIENCE)).unwrap();
+        // 4 bytes of a 10-byte body the handler does not read.
+        let ms = answered.as_millis();
+        let request =
+            format!("POST /sleep?ms={ms} HTTP/1.1\r\nHost: t\r\ncontent-length: 10\r\n\r\nabcd");
+        c.write_all(request.as_bytes()).unwrap();
+        assert!(clock.wait_for_sleep_ending_at(answered, PATIENCE), "{what}");
+        server.shutdown.trigger(Reason::requested());
+        // The drain's deadline, or the delay before it.
+        let armed = if pre_drain.is_zero() {
+            timeout
+        } else {
+            pre_drain
+        };
+        assert!(clock.wait_for_sleep_ending_at(armed, PATIENCE), "{what}");
+        clock.advance(answered);
+        let mut all = String::new();
+        // To the server's end of stream: its close has begun.
+        c.read_to_string(&mut all).unwrap();
+        assert!(all.starts_with("HTTP/1.1 200"), "{what}: {all}");
+        assert!(all.ends_with(&format!("slept {ms}")), "{what}: {all}");
+        let deadline = pre_drain + timeout;
+        let end = deadline - Duration::from_millis(25);
+        assert!(
+            clock.wait_for_sleep_ending_at(end, PATIENCE),
+            "{what}: the linger does not end before the deadline"
+        );
+        if !pre_drain.is_zero() {
+            // The delay ends: the listener closes, the drain begins.
+            clock.advance(pre_drain - answered);
+            assert!(clock.wait_for_sleep_ending_at(deadline, PATIENCE), "{what}");
+        }
+        assert!(!server.has_returned(), "{what}: no linger");
+        clock.advance(end - clock.elapsed());
+        let outcome = server.outcome();
+        assert!(outcome.is_drained(), "{what}: {outcome}");
+        assert_eq!(outcome.exit_code(), 0, "{what}");
+        drop(c);
+    }
 }
 
 /// B6: a response to a request that asked for an upgrade it did not get

@@ -122,9 +122,11 @@ impl Shutdown {
     /// ([`enforce_deadline`](Self::enforce_deadline), the adapters'
     /// `serve`), on the clock of the runtime that enforces it
     /// ([`Runtime::now`](crate::Runtime::now)). `None` until such a drain
-    /// begins (at the trigger). For work that may end itself before then
-    /// rather than be forced: the HTTP layer ends a lingering close in
-    /// time, so a response already delivered does not count as forced work.
+    /// begins; an adapter's server records its own from its trigger on,
+    /// before its pre-drain delay (its delay plus its timeout later). For
+    /// work that may end itself before then rather than be forced: the
+    /// HTTP layer ends a lingering close in time, so a response already
+    /// written does not count as forced work.
     pub fn deadline(&self) -> Option<std::time::Instant> {
         self.inner.phases.deadline()
     }

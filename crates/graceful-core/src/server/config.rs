@@ -80,7 +80,12 @@ pub struct ServeConfig {
     /// and would never see a connection again). Sockets taken through
     /// [`systemd::activated_listeners`](crate::systemd::activated_listeners),
     /// and sockets handed to a successor by a restart, are left alone
-    /// anyway.
+    /// anyway. It also says what happens to the connections still queued
+    /// when the server runs out of descriptors while taking its backlog at
+    /// close: on such a listener they are accepted and closed at once, to
+    /// be counted in the log (its close would reset them anyway); on any
+    /// other they are left in the queue, for another holder of the socket
+    /// to serve.
     pub exclusive_listener: bool,
 }
 

@@ -52,6 +52,13 @@ pub(crate) fn unmark_shared(marked: Marked) {
     imp::unmark_shared(marked.0);
 }
 
+/// Whether a listener the server calls `exclusive` is this process's
+/// alone as far as it can tell: not recorded by [`mark_shared`], not in an
+/// `SO_REUSEPORT` group (on Linux; elsewhere, nothing says otherwise).
+pub(crate) fn is_alone<S: std::os::fd::AsFd>(listener: &S, exclusive: bool) -> bool {
+    exclusive && !imp::is_shared(listener.as_fd())
+}
+
 /// Stops the kernel completing new connections on `listener`, which is about
 /// to close, if the server said it is `exclusive` and nothing says it is
 /// shared (see the module docs): returns whether it did.
@@ -84,24 +91,26 @@ mod imp {
         }
     }
 
-    pub(super) fn stop_handshakes(fd: BorrowedFd<'_>) -> bool {
+    pub(super) fn is_shared(fd: BorrowedFd<'_>) -> bool {
         let socket = socket2::SockRef::from(&fd);
         let Ok(cookie) = socket.cookie() else {
-            return false;
+            return true;
         };
-        if SHARED
+        // A sibling in an `SO_REUSEPORT` group would take these clients; the
+        // kernel moves the queued ones to it (with `tcp_migrate_req`), not a
+        // filtered socket's.
+        SHARED
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(&cookie)
-        {
+            || socket.reuse_port().unwrap_or(true)
+    }
+
+    pub(super) fn stop_handshakes(fd: BorrowedFd<'_>) -> bool {
+        if is_shared(fd) {
             return false;
         }
-        // A sibling in the group would take these clients; the kernel moves
-        // the queued ones to it (with `tcp_migrate_req`), not a filtered
-        // socket's.
-        if socket.reuse_port().unwrap_or(true) {
-            return false;
-        }
+        let socket = socket2::SockRef::from(&fd);
         match socket.attach_filter(&super::DROP_SYN) {
             Ok(()) => true,
             Err(e) => {
@@ -141,6 +150,10 @@ mod imp {
     }
 
     pub(super) fn unmark_shared(_: u64) {}
+
+    pub(super) fn is_shared(_: BorrowedFd<'_>) -> bool {
+        false
+    }
 
     pub(super) fn stop_handshakes(_: BorrowedFd<'_>) -> bool {
         false

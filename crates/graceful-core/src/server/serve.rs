@@ -101,7 +101,13 @@ where
     // backlog, it is let go so that what is left can be counted.
     let spare = std::fs::File::open("/dev/null").ok();
     let mut listener = listener;
-    let mut closing = pin!(close_signal(rt, server, config.pre_drain, name));
+    let mut closing = pin!(close_signal(
+        rt,
+        server,
+        config.pre_drain,
+        config.timeout,
+        name
+    ));
     let mut backoff = Backoff::new();
     let mut pause: Option<Pin<Box<R::Sleep>>> = None;
     loop {
@@ -218,7 +224,7 @@ pub(crate) async fn take_backlog<R: Runtime, L: std::os::fd::AsFd, C>(
     // Held by this process alone: no other holder of the socket (a
     // successor it was handed to, the service manager that passed it) is
     // there to take what is left in its queue.
-    let alone = exclusive && !server.is_restarted();
+    let alone = super::handshakes::is_alone(listener, exclusive) && !server.is_restarted();
     let stopped = super::handshakes::stop_handshakes(listener, alone);
     let start = std::time::Instant::now();
     let mut taken = 0;
@@ -362,11 +368,16 @@ pub(crate) const RESTART_PRE_DRAIN: Duration = Duration::from_secs(1);
 
 /// Resolves when a server's listener should close: at the trigger plus the
 /// pre-drain delay (at least [`RESTART_PRE_DRAIN`] after a restart),
-/// or at once if the server is forced.
+/// or at once if the server is forced. At the trigger, records the
+/// server's deadline as the drain after the delay will have it, `timeout`
+/// later (a little earlier: the drain begins once the backlog is taken),
+/// so that work may end itself before it from then on (see
+/// [`Shutdown::deadline`]).
 pub(crate) async fn close_signal<R: Runtime>(
     rt: &R,
     server: &Shutdown,
     pre_drain: Duration,
+    timeout: Duration,
     name: &str,
 ) {
     server.triggered().await;
@@ -374,6 +385,9 @@ pub(crate) async fn close_signal<R: Runtime>(
         true => pre_drain.max(RESTART_PRE_DRAIN),
         false => pre_drain,
     };
+    if let Some(at) = rt.now().checked_add(pre_drain + timeout) {
+        server.set_deadline(at);
+    }
     if pre_drain.is_zero() || server.is_forced() {
         return;
     }
@@ -713,19 +727,27 @@ mod tests {
     }
 
     /// Out of descriptors on a listener another process may hold (not
-    /// exclusive: inherited from the service manager; or handed to a
-    /// successor by a restart), nothing more is accepted: what is left in
-    /// the queue is the other holder's to serve, not to be closed here.
+    /// exclusive; inherited from the service manager, even if called
+    /// exclusive; or handed to a successor by a restart), nothing more is
+    /// accepted: what is left in the queue is the other holder's to serve,
+    /// not to be closed here.
     #[test]
     fn out_of_descriptors_a_shared_listener_keeps_what_is_left_queued() {
         let restarted = Shutdown::new();
         restarted.trigger(crate::Reason::Restarted { successor: 4242 });
-        for (exclusive, server) in [(false, Shutdown::new()), (true, restarted)] {
+        let cases = [
+            (false, Shutdown::new(), false),
+            (true, restarted, false),
+            (true, Shutdown::new(), true),
+        ];
+        for (exclusive, server, inherited) in cases {
+            let mut listener = listener();
+            let marked = inherited.then(|| super::super::handshakes::mark_shared(&listener));
             let mut calls = 0;
             let spare = std::fs::File::open("/dev/null").ok();
             let taken = block_on(take_backlog(
                 &BlockingRt,
-                &mut listener(),
+                &mut listener,
                 &server,
                 closing(exclusive, spare),
                 |_| {
@@ -738,8 +760,13 @@ mod tests {
                 },
                 |()| {},
             ));
-            let what = format!("exclusive {exclusive}, restarted {}", server.is_restarted());
+            let restarted = server.is_restarted();
+            let what =
+                format!("exclusive {exclusive}, restarted {restarted}, inherited {inherited}");
             assert_eq!((taken, calls), (2, 3), "{what}: accepted after EMFILE");
+            if let Some(marked) = marked.flatten() {
+                super::super::handshakes::unmark_shared(marked);
+            }
         }
     }
 
