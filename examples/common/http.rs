@@ -3,7 +3,8 @@
 //!
 //! - `GET /` waits `--delay-ms` (default 2000), then answers `hello`;
 //! - `GET /healthz` is the readiness endpoint: 200 until the stop signal,
-//!   503 after it.
+//!   503 after it (still 200 after a restart's handover: the successor
+//!   serves the same socket).
 //!
 //! At the stop signal it keeps serving for `--pre-drain-ms` (readiness
 //! 503, every response `Connection: close`), closes the listener, lets the

@@ -426,7 +426,9 @@ pub fn run_http_seeds<A: HttpAdapter>() -> Tally {
 fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
     // A linger longer than any plan's clock: one that begins must be ended
     // by its client (an unread body's rest, then its close), and one that
-    // should not have begun holds the stop until it is forced.
+    // should not have begun holds the stop until 25 ms before its deadline
+    // (where the clock never goes before its last checks: see
+    // `JUST_BEFORE`).
     let config = ServeConfig::default()
         .pre_drain(plan.pre_drain)
         .timeout(plan.timeout)

@@ -793,18 +793,25 @@ mod tests {
     /// stop (slowloris); with none, nothing does.
     #[test]
     fn a_timer_enables_the_header_read_timeout() {
-        let ended_with = |options: HttpOptions| {
-            let wire = Stream::sent(b"GET /first HTTP/1.1\r\nHost: t\r\nX-Slow: ");
-            let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-            let conn = Conn::new(addr, addr, Shutdown::new());
-            let served = serve_connection(NoTimers, wire, conn, path_service(), options);
-            let mut served = pin!(served);
-            let mut cx = Context::from_waker(Waker::noop());
-            (0..10).any(|_| served.as_mut().poll(&mut cx).is_ready())
-        };
+        let sent = b"GET /first HTTP/1.1\r\nHost: t\r\nX-Slow: ";
         let config = ServeConfig::default();
-        assert!(ended_with(HttpOptions::new(&config).timer(Elapsed)));
-        assert!(!ended_with(HttpOptions::new(&config)));
+        assert!(ends_after(sent, HttpOptions::new(&config).timer(Elapsed)).0);
+        assert!(!ends_after(sent, HttpOptions::new(&config)).0);
+    }
+
+    /// Whether a connection that got `sent` and then nothing ends (polled
+    /// a few times, its timers all elapsed with `Elapsed`), and what it
+    /// wrote.
+    fn ends_after(sent: &[u8], options: HttpOptions) -> (bool, String) {
+        let wire = Stream::sent(sent);
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let conn = Conn::new(addr, addr, Shutdown::new());
+        let served = serve_connection(NoTimers, wire.clone(), conn, path_service(), options);
+        let mut served = pin!(served);
+        let mut cx = Context::from_waker(Waker::noop());
+        let ended = (0..10).any(|_| served.as_mut().poll(&mut cx).is_ready());
+        let written = String::from_utf8_lossy(&wire.wire().written).to_string();
+        (ended, written)
     }
 
     /// The header read timeout is an idle timeout too: a keep-alive
@@ -812,20 +819,15 @@ mod tests {
     /// it passes (here at once), and kept without a timer.
     #[test]
     fn the_header_read_timeout_also_closes_an_idle_keep_alive_connection() {
-        let ended_with = |options: HttpOptions| {
-            let wire = Stream::sent(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n");
-            let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-            let conn = Conn::new(addr, addr, Shutdown::new());
-            let served = serve_connection(NoTimers, wire.clone(), conn, path_service(), options);
-            let mut served = pin!(served);
-            let mut cx = Context::from_waker(Waker::noop());
-            let ended = (0..10).any(|_| served.as_mut().poll(&mut cx).is_ready());
-            let written = String::from_utf8_lossy(&wire.wire().written).to_string();
-            assert!(written.starts_with("HTTP/1.1 200"), "{written}");
-            ended
-        };
+        let sent = b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n";
         let config = ServeConfig::default();
-        assert!(ended_with(HttpOptions::new(&config).timer(Elapsed)));
-        assert!(!ended_with(HttpOptions::new(&config)));
+        for (options, ends) in [
+            (HttpOptions::new(&config).timer(Elapsed), true),
+            (HttpOptions::new(&config), false),
+        ] {
+            let (ended, written) = ends_after(sent, options);
+            assert!(written.starts_with("HTTP/1.1 200"), "{written}");
+            assert_eq!(ended, ends, "{written}");
+        }
     }
 }

@@ -14,10 +14,10 @@ use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tonic_health::server::{HealthReporter, HealthService};
 
 /// `tonic_health::server::health_reporter()`, with a health service that
-/// answers `NOT_SERVING` from the trigger of `shutdown` on (see
-/// [`GrpcHealth`]): set the statuses through the reporter as with
-/// tonic-health; the stop overrides them. Add the service to the server's
-/// routes.
+/// answers `NOT_SERVING` from the trigger of `shutdown` on, unless it is a
+/// restart's (see [`GrpcHealth`]): set the statuses through the reporter
+/// as with tonic-health; the stop overrides them. Add the service to the
+/// server's routes.
 pub fn health_reporter(shutdown: &Shutdown) -> (HealthReporter, HealthServer<GrpcHealth>) {
     let reporter = HealthReporter::new();
     let health = GrpcHealth::new(shutdown, reporter.clone());
@@ -38,8 +38,9 @@ pub fn health_reporter(shutdown: &Shutdown) -> (HealthReporter, HealthServer<Grp
 ///
 /// A restart (the process handed its listeners over to a successor) is no
 /// stop of the service: `Check` goes on answering what the reporter says,
-/// and a `Watch` sends no `NOT_SERVING`; it ends, as at a stop, when the
-/// listener closes, and the client watches again, on the successor.
+/// and a `Watch` follows the reporter, with no `NOT_SERVING`, until the
+/// listener closes; then it ends, and the client watches again, on the
+/// successor.
 ///
 /// ```
 /// use graceful_core::{Reason, Shutdown};
@@ -103,14 +104,24 @@ impl Health for GrpcHealth {
         &self,
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<WatchStream>, Status> {
-        let listener_closed = match request.extensions().get::<Conn>() {
+        let listener_closed = || match request.extensions().get::<Conn>() {
             Some(conn) => conn.listener_closed(),
             None => self.shutdown.triggered(),
         };
+        let (closed, listener_closed) = (listener_closed(), listener_closed());
         let statuses = self.inner.watch(request).await?.into_inner();
-        // `take_until` polls the trigger first: a watch that starts after
-        // it gets `NOT_SERVING` alone.
-        let following = statuses.take_until(self.shutdown.triggered());
+        // The reporter is followed until the trigger; after a restart's,
+        // until the listener closes.
+        let shutdown = self.shutdown.clone();
+        let followed = async move {
+            shutdown.triggered().await;
+            if shutdown.is_restarted() {
+                closed.await;
+            }
+        };
+        // `take_until` polls its end first: a watch that starts after the
+        // trigger gets `NOT_SERVING` alone.
+        let following = statuses.take_until(followed);
         // The reporter's statuses end at the trigger, or when the service
         // is cleared from the reporter: then the watch ends with them.
         let shutdown = self.shutdown.clone();
@@ -234,21 +245,45 @@ mod tests {
     }
 
     /// A restart is no stop of the service: `Check` goes on answering what
-    /// the reporter says, and a `Watch` (begun before or after it) ends
-    /// without `NOT_SERVING`.
+    /// the reporter says, and a `Watch` (begun before or after it) follows
+    /// the reporter until the listener closes, then ends without
+    /// `NOT_SERVING`. (The health service stops with `server`, a child of
+    /// the shutdown whose trigger the connection sees as its listener's
+    /// close.)
     #[test]
     fn a_restart_answers_the_reporter_and_ends_watches_without_not_serving() {
-        let shutdown = Shutdown::new();
+        let process = Shutdown::new();
+        let server = process.child();
         let reporter = HealthReporter::new();
-        let health = GrpcHealth::new(&shutdown, reporter.clone());
+        let health = GrpcHealth::new(&server, reporter.clone());
+        let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let conn = Conn::new(addr, addr, process.clone());
+        let watch = |service: &str| {
+            let mut request = request(service);
+            request.extensions_mut().insert(conn.clone());
+            block_on(health.watch(request)).unwrap().into_inner()
+        };
         block_on(reporter.set_service_status("a.Down", tonic_health::ServingStatus::NotServing));
-        let mut before = statuses(&health, "");
+        let mut before = watch("");
         assert_eq!(next(&mut before), Some(SERVING));
-        shutdown.trigger(Reason::Restarted { successor: 4242 });
+        server.trigger(Reason::Restarted { successor: 4242 });
         assert_eq!(check(&health, ""), Ok(SERVING));
         assert_eq!(check(&health, "a.Down"), Ok(NOT_SERVING));
-        assert_eq!(next(&mut before), None, "the watch ends");
-        let mut after = statuses(&health, "");
-        assert_eq!(next(&mut after), None, "a watch after the restart");
+        let mut after = watch("");
+        // At once: a watch that got nothing would wait for the listener.
+        let first = futures_util::FutureExt::now_or_never(after.next());
+        let first = first.map(|s| s.map(|r| r.unwrap().status));
+        assert_eq!(first, Some(Some(SERVING)), "a watch after the restart");
+        block_on(reporter.set_service_status("", tonic_health::ServingStatus::NotServing));
+        assert_eq!(
+            next(&mut before),
+            Some(NOT_SERVING),
+            "the reporter's status"
+        );
+        assert_eq!(next(&mut after), Some(NOT_SERVING), "the reporter's status");
+        // The listener closes: both end, with nothing more.
+        process.trigger(Reason::requested());
+        assert_eq!(next(&mut before), None);
+        assert_eq!(next(&mut after), None);
     }
 }
