@@ -149,6 +149,12 @@ impl<I, R: Runtime> Io<I, R> {
                 .min(self.linger),
             None => self.linger,
         };
+        if left < self.linger {
+            tracing::debug!(
+                "a closing connection lingers {left:?}, not {:?}: the stop's deadline is near",
+                self.linger
+            );
+        }
         Some(left).filter(|left| !left.is_zero())
     }
 

@@ -71,6 +71,14 @@ impl graceful_core::Runtime for Runtime {
         tokio::time::sleep(duration)
     }
 
+    /// tokio's clock, which its sleeps follow: with tokio's time paused
+    /// (`tokio::time::pause`, in tests), a drain's deadline and an HTTP
+    /// close's linger, timed on sleeps, are read on the same clock.
+    fn now(&self) -> std::time::Instant {
+        let _context = self.handle.enter();
+        tokio::time::Instant::now().into_std()
+    }
+
     fn spawn<F>(&self, future: F)
     where
         F: Future<Output = ()> + Send + 'static,
@@ -99,3 +107,27 @@ impl fmt::Debug for Runtime {
     }
 }
 graceful_core::inherent_runtime_methods!(Runtime);
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use graceful_core::Runtime as _;
+
+    /// With tokio's time paused, `now` moves with the sleeps, not with
+    /// real time.
+    #[test]
+    fn now_follows_tokios_clock() {
+        let paused = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let rt = super::Runtime::from_handle(paused.handle().clone());
+        let before = rt.now();
+        paused.block_on(rt.sleep(Duration::from_secs(3600)));
+        let moved = rt.now() - before;
+        assert!(moved >= Duration::from_secs(3600), "{moved:?}");
+        assert!(moved < Duration::from_secs(3700), "{moved:?}");
+    }
+}
