@@ -94,7 +94,8 @@ pub(crate) struct Phases {
     /// stop, or of the first such force below it.
     forced_in_stop: Mutex<Option<(ForceCause, Report)>>,
     /// When a drain of this shutdown forces it (the earliest, if several
-    /// are enforced), once that drain began.
+    /// were recorded): from that drain's start, or from its server's
+    /// trigger.
     deadline: Mutex<Option<Instant>>,
 }
 

@@ -47,8 +47,9 @@ const MARGIN: Duration = Duration::from_secs(5);
 /// the process's own deadline ends it first.
 ///
 /// A process that handed its listeners to a successor
-/// ([`Reason::Restarted`](crate::Reason::Restarted)) says nothing: the service is not stopping, and
-/// the manager already follows the successor (`MAINPID=`).
+/// ([`Reason::Restarted`](crate::Reason::Restarted)) says nothing: the
+/// service is not stopping, and the manager already follows the successor
+/// (`MAINPID=`).
 pub fn watch_stop<R: Runtime>(rt: &R, shutdown: &Shutdown, budget: Duration) {
     if !is_notify_enabled() {
         return;

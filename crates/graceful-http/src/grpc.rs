@@ -122,8 +122,8 @@ impl Health for GrpcHealth {
         // `take_until` polls its end first: a watch that starts after the
         // trigger gets `NOT_SERVING` alone.
         let following = statuses.take_until(followed);
-        // The reporter's statuses end at the trigger, or when the service
-        // is cleared from the reporter: then the watch ends with them.
+        // The reporter's statuses end as above, or when the service is
+        // cleared from the reporter: then the watch ends with them.
         let shutdown = self.shutdown.clone();
         let stopped = stream::once(async move {
             if !shutdown.is_triggered() {

@@ -22,16 +22,16 @@ use hyper::rt::{Read, ReadBuf, ReadBufCursor, Write};
 /// answered, or the client pipelines), the write side is shut first, what
 /// the client sends is read and discarded until it closes its side or
 /// `linger` passes (in the servers of this crate, during a stop, at the
-/// latest 25 ms before its deadline), and only then is the socket dropped. Otherwise the
-/// connection closes at once, so the process can exit right after its
-/// last response (as nginx's `lingering_close auto`): the write side is
-/// shut and the socket dropped, or, in the adapters' servers, whose I/O is
-/// the socket itself, the socket is just dropped, its close sending the
-/// FIN. After a `101` (on I/O that sees the connection's requests, as in
-/// `serve_connection` and the adapters' servers) a shutdown is the upgrade
-/// handler's, and shuts the write side alone, without a linger: the
-/// handler may still read (a half-close), and what the client sends is
-/// the handler's to read or to leave.
+/// latest 25 ms before its deadline), and only then is the socket
+/// dropped. Otherwise the connection closes at once, so the process can
+/// exit right after its last response (as nginx's `lingering_close
+/// auto`): the write side is shut and the socket dropped, or, in the
+/// adapters' servers, whose I/O is the socket itself, the socket is just
+/// dropped, its close sending the FIN. After a `101` (on I/O that sees
+/// the connection's requests, as in `serve_connection` and the adapters'
+/// servers) a shutdown is the upgrade handler's, and shuts the write side
+/// alone, without a linger: the handler may still read (a half-close), and
+/// what the client sends is the handler's to read or to leave.
 pub struct Io<I, R: Runtime> {
     inner: I,
     rt: R,
