@@ -385,7 +385,12 @@ pub(crate) async fn close_signal<R: Runtime>(
         true => pre_drain.max(RESTART_PRE_DRAIN),
         false => pre_drain,
     };
-    if let Some(at) = rt.now().checked_add(pre_drain + timeout) {
+    // No deadline to record if it is beyond what an `Instant` can say (a
+    // timeout of `Duration::MAX`: no deadline at all).
+    let at = pre_drain
+        .checked_add(timeout)
+        .and_then(|budget| rt.now().checked_add(budget));
+    if let Some(at) = at {
         server.set_deadline(at);
     }
     if pre_drain.is_zero() || server.is_forced() {
@@ -517,6 +522,32 @@ mod tests {
         }
         fn block_on<F: Future>(&self, future: F) -> F::Output {
             block_on(future)
+        }
+    }
+
+    /// At the trigger a server records its deadline, its pre-drain delay
+    /// plus its timeout later; none for a timeout too long to say (no
+    /// deadline at all), rather than a panic.
+    #[test]
+    fn a_servers_deadline_is_recorded_at_the_trigger() {
+        let ms = Duration::from_millis;
+        for (pre_drain, timeout, recorded) in [
+            (ms(1), ms(1000), Some(ms(1001))),
+            (ms(1), Duration::MAX, None),
+        ] {
+            let server = Shutdown::new();
+            server.trigger(crate::Reason::requested());
+            let before = std::time::Instant::now();
+            block_on(close_signal(&BlockingRt, &server, pre_drain, timeout, "t"));
+            let after = std::time::Instant::now();
+            let deadline = server.deadline();
+            match recorded {
+                Some(budget) => {
+                    let at = deadline.expect("no deadline recorded");
+                    assert!(at >= before + budget && at <= after + budget, "{budget:?}");
+                }
+                None => assert_eq!(deadline, None),
+            }
         }
     }
 
