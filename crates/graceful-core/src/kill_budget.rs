@@ -97,7 +97,7 @@ impl fmt::Display for KillBudget {
 /// outlast the supervisor's kill budget; returns the budget found.
 pub fn check_kill_budget(pre_drain: Duration, timeout: Duration) -> Option<KillBudget> {
     let budget = KillBudget::detect()?;
-    let needed = pre_drain + timeout;
+    let needed = pre_drain.saturating_add(timeout);
     if budget.fits(needed) {
         tracing::debug!("{budget}; a stop needs at most {needed:?}");
     } else {

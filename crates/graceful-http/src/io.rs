@@ -149,7 +149,9 @@ impl<I, R: Runtime> Io<I, R> {
                 .min(self.linger),
             None => self.linger,
         };
-        if left < self.linger {
+        if left.is_zero() {
+            tracing::debug!("a closing connection does not linger: the stop's deadline is near");
+        } else if left < self.linger {
             tracing::debug!(
                 "a closing connection lingers {left:?}, not {:?}: the stop's deadline is near",
                 self.linger
