@@ -157,15 +157,19 @@ fn work_that_ends_because_it_was_forced_is_still_a_forced_outcome() {
     });
 }
 
-/// [`ThreadRuntime`], recording the length of every sleep asked of it.
+/// [`ThreadRuntime`], recording the length of every sleep asked of it;
+/// with `.1`, its clock stands at that instant (its sleeps are real).
 #[derive(Clone, Default)]
-struct Recording(Arc<Mutex<Vec<Duration>>>);
+struct Recording(Arc<Mutex<Vec<Duration>>>, Option<Instant>);
 
 impl graceful_core::Runtime for Recording {
     type Sleep = <ThreadRuntime as graceful_core::Runtime>::Sleep;
     fn sleep(&self, d: Duration) -> Self::Sleep {
         self.0.lock().unwrap().push(d);
         ThreadRuntime.sleep(d)
+    }
+    fn now(&self) -> Instant {
+        self.1.unwrap_or_else(Instant::now)
     }
     fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, f: F) {
         ThreadRuntime.spawn(f)
@@ -565,70 +569,46 @@ fn a_root_deadline_with_work_held_besides_a_stage_hook_forces() {
     });
 }
 
-/// A runtime whose clock stands at `.0` (its sleeps are real).
-#[derive(Clone)]
-struct StillClock(Instant);
-
-impl graceful_core::Runtime for StillClock {
-    type Sleep = <ThreadRuntime as graceful_core::Runtime>::Sleep;
-    fn sleep(&self, d: Duration) -> Self::Sleep {
-        ThreadRuntime.sleep(d)
-    }
-    fn now(&self) -> Instant {
-        self.0
-    }
-    fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, f: F) {
-        ThreadRuntime.spawn(f)
-    }
-    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        ThreadRuntime.block_on(f)
-    }
-}
-
 /// A drain records its deadline (its start on its runtime's clock, plus
 /// its timeout) for the work below it to read: none before the drain
 /// begins, then on its shutdown and every shutdown below it, the earliest
-/// of those above.
+/// of those above. The drains are polled here, one step at a time.
 #[test]
 fn a_drain_tells_the_work_below_it_its_deadline() {
     within(10, || {
+        use std::future::Future;
+        use std::task::{Context, Waker};
         let at = Instant::now() + Duration::from_secs(100);
-        let rt = StillClock(at);
+        let rt = Recording(Arc::default(), Some(at));
+        let secs = |n: u64| Some(at + Duration::from_secs(n));
+        let mut cx = Context::from_waker(Waker::noop());
+        let drain =
+            |s: &Shutdown, n: u64| Box::pin(s.enforce_deadline(&rt, Duration::from_secs(n)));
         let root = Shutdown::new();
         let server = root.stage("server");
         let conn = server.child();
         let work = conn.guard();
-        let drain = |s: &Shutdown, secs: u64| {
-            let (s, rt) = (s.clone(), rt.clone());
-            std::thread::spawn(move || {
-                rt.block_on(s.enforce_deadline(&rt, Duration::from_secs(secs)))
-            })
-        };
-        let server_drain = drain(&server, 10);
-        std::thread::sleep(Duration::from_millis(50));
+        let mut server_drain = drain(&server, 10);
+        assert!(server_drain.as_mut().poll(&mut cx).is_pending());
         assert_eq!(conn.deadline(), None, "a deadline before the trigger");
         root.trigger(Reason::requested());
-        let until = |s: &Shutdown, secs: u64| {
-            let want = Some(at + Duration::from_secs(secs));
-            let give_up = Instant::now() + Duration::from_secs(5);
-            while s.deadline() != want && Instant::now() < give_up {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            assert_eq!(s.deadline(), want);
-        };
-        until(&conn, 10);
-        until(&server, 10);
+        assert!(server_drain.as_mut().poll(&mut cx).is_pending());
+        assert_eq!((conn.deadline(), server.deadline()), (secs(10), secs(10)));
         assert_eq!(root.deadline(), None, "a deadline above the drain");
-        // A nearer deadline above wins; a later one does not.
-        let root_drain = drain(&root, 5);
-        until(&conn, 5);
-        until(&root, 5);
-        let later = drain(&conn, 60);
-        std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(conn.deadline(), Some(at + Duration::from_secs(5)));
+        // A later drain of the same shutdown leaves the nearer deadline.
+        let mut later = drain(&server, 60);
+        assert!(later.as_mut().poll(&mut cx).is_pending());
+        assert_eq!((conn.deadline(), server.deadline()), (secs(10), secs(10)));
+        // A nearer deadline above wins; a later one below does not.
+        let mut root_drain = drain(&root, 5);
+        assert!(root_drain.as_mut().poll(&mut cx).is_pending());
+        assert_eq!((conn.deadline(), root.deadline()), (secs(5), secs(5)));
+        let mut below = drain(&conn, 60);
+        assert!(below.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(conn.deadline(), secs(5));
         drop(work);
-        for d in [later, server_drain, root_drain] {
-            assert!(d.join().unwrap().is_drained());
+        for drain in [below, later, server_drain, root_drain] {
+            assert!(rt.block_on(drain).is_drained());
         }
     });
 }
