@@ -132,7 +132,8 @@ fn endless_streams_tick_through_the_pre_drain_and_end_when_the_listener_closes()
     s.signal("TERM");
     s.wait_log("SIGTERM received", 1);
     let signalled = Instant::now();
-    std::thread::sleep(Duration::from_millis(300));
+    // A new connection once the delay has begun.
+    s.wait_log("pre-drain: still serving", 1);
     let late = WorkClient::new(rt.block_on(connect(s.addr)));
     let during = rt.spawn(count(late, 0, 50, false));
     for (what, stream) in [

@@ -241,13 +241,14 @@ fn restarts_under_load_fail_no_request(example: &str, replacement: &str) {
     }
     stop_probing.store(true, std::sync::atomic::Ordering::SeqCst);
     let (not_ready, probes) = prober.join().unwrap();
+    println!("{example} restarts: {probes} readiness probes answered");
     assert!(
         not_ready.is_empty(),
         "readiness during restarts: {} of {probes} probes not 200, the first: {:?}",
         not_ready.len(),
         not_ready.first()
     );
-    assert!(probes > 50, "too few probes answered: {probes}");
+    assert!(probes > 400, "too few probes answered: {probes}");
     let Counts {
         answered,
         failed,

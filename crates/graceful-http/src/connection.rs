@@ -305,10 +305,9 @@ impl HttpOptions {
     /// is closed then, stop or no stop. hyper runs that timeout whenever it
     /// waits for a head, so it is also an idle timeout: a connection that
     /// sends no request for 30 s, a new one or a keep-alive one after its
-    /// last response, is closed too. (A pooled client that keeps idle
-    /// connections longer may reuse one just as it closes; clients retry
-    /// a request that failed so on a reused connection when it is
-    /// idempotent.) [`serve`](crate::serve) always gives one.
+    /// last response, is closed too (a pooled client that keeps idle
+    /// connections longer may reuse one just as it closes).
+    /// [`serve`](crate::serve) always gives one.
     pub fn timer<T: hyper::rt::Timer + Send + Sync + 'static>(mut self, timer: T) -> Self {
         self.timer = Some(Arc::new(timer));
         self

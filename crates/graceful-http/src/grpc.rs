@@ -92,7 +92,7 @@ impl Health for GrpcHealth {
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<HealthCheckResponse>, Status> {
         let mut response = self.inner.check(request).await?;
-        if self.shutdown.is_triggered() && !self.shutdown.is_restarted() {
+        if crate::readiness::stopping(&self.shutdown) {
             *response.get_mut() = not_serving();
         }
         Ok(response)
@@ -132,7 +132,7 @@ impl Health for GrpcHealth {
             // `NOT_SERVING` (not for a restart), then the stream stays open
             // until no client is routed here any more.
             let hold = stream::once(listener_closed).filter_map(|_| future::ready(None));
-            let status = (!shutdown.is_restarted()).then(|| Ok(not_serving()));
+            let status = crate::readiness::stopping(&shutdown).then(|| Ok(not_serving()));
             stream::iter(status).chain(hold).left_stream()
         })
         .flatten();

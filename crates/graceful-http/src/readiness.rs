@@ -44,7 +44,7 @@ impl Readiness {
     /// Whether the process should get traffic: not once it stops, unless
     /// for a restart.
     pub fn is_ready(&self) -> bool {
-        !self.shutdown.is_triggered() || self.shutdown.is_restarted()
+        !stopping(&self.shutdown)
     }
 
     /// 200 or 503.
@@ -71,4 +71,11 @@ impl Readiness {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         res
     }
+}
+
+/// Whether `shutdown` stops the service: triggered, and not by a restart
+/// (whose successor serves the same socket). What readiness and gRPC
+/// health report.
+pub(crate) fn stopping(shutdown: &Shutdown) -> bool {
+    shutdown.is_triggered() && !shutdown.is_restarted()
 }
