@@ -5,7 +5,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
-use graceful_core::server::SharedSocket;
+use graceful_core::server::{Idle, SharedSocket};
 use graceful_core::{Conn, Runtime, ServeConfig};
 use hyper::rt::{Read, Write};
 use hyper_util::server::conn::auto;
@@ -67,19 +67,18 @@ where
     S: HttpService,
 {
     let builder = Arc::new(options.builder(rt.clone()));
-    serve_with(rt, builder, io, None, conn, service, options).await
+    serve_with(rt, builder, io, Watched::default(), conn, service, options).await
 }
 
 /// [`serve_connection`] with a hyper builder shared by every connection of
 /// a server (made by [`HttpOptions::builder`]), so a connection does not
-/// carry a builder of its own; and, if given, `socket`, the connection's
-/// socket under `io`, asked for bytes not yet read before an idle
-/// connection is closed (see [`SharedSocket::has_pending_input`]).
+/// carry a builder of its own; and what its server's registry `watched`
+/// of it, if any.
 pub(crate) async fn serve_with<R, I, S>(
     rt: R,
     builder: Arc<auto::Builder<Exec<R>>>,
     io: I,
-    socket: Option<Arc<dyn SharedSocket>>,
+    watched: Watched,
     conn: Conn,
     service: S,
     options: HttpOptions,
@@ -91,9 +90,11 @@ where
 {
     let activity = Arc::new(Activity::default());
     let service = GracefulService::new(service, conn.clone(), activity.clone());
+    let Watched { socket, idle } = watched;
     let io = Io::with_activity(io, rt.clone(), options.linger, activity.clone())
         .drop_closes(options.drop_closes)
-        .linger_within(conn.shutdown().clone());
+        .linger_within(conn.shutdown().clone())
+        .idle(idle);
     let io = Orphanable::new(io);
     // In an `Option`, to be dropped early: a first request still unfinished
     // when its grace ends, an HTTP/2 client gone quiet (see below).
@@ -243,6 +244,18 @@ where
     }
     drop(abandon);
     done
+}
+
+/// What a server's registry holds of a connection, for its driver.
+#[derive(Default)]
+pub(crate) struct Watched {
+    /// The connection's socket under its I/O, asked for bytes not yet read
+    /// before an idle connection is closed (see
+    /// [`SharedSocket::has_pending_input`]).
+    pub(crate) socket: Option<Arc<dyn SharedSocket>>,
+    /// Its idleness, which the I/O tells, so that the server shuts it
+    /// down when its listener closes (see [`Io::idle`]).
+    pub(crate) idle: Option<Arc<Idle>>,
 }
 
 /// The connection being served, while it is not dropped.

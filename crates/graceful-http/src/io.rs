@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use graceful_core::server::Idle;
 use graceful_core::{Runtime, Shutdown};
 
 use crate::framing::Framing;
@@ -56,6 +57,10 @@ pub struct Io<I, R: Runtime> {
     tail: VecDeque<u8>,
     /// The server whose stop's deadline a linger ends before, if any.
     stop: Option<Shutdown>,
+    /// The connection's idleness in its server's registry, told after
+    /// each read that finds nothing between requests, if the server can
+    /// close an idle connection (see [`Io::idle`]).
+    idle: Option<Arc<Idle>>,
     close: Close<R::Sleep>,
 }
 
@@ -100,6 +105,7 @@ impl<I, R: Runtime> Io<I, R> {
             drop_closes: false,
             tail: VecDeque::new(),
             stop: None,
+            idle: None,
             close: Close::Open,
         }
     }
@@ -158,6 +164,40 @@ impl<I, R: Runtime> Io<I, R> {
             );
         }
         Some(left).filter(|left| !left.is_zero())
+    }
+
+    /// The server may shut the connection down from its registry when its
+    /// listener closes, while `idle` says it waits for a next request:
+    /// told after each read that finds nothing, with nothing of a request
+    /// read and not served, nothing of a response left to write, and no
+    /// pipelining, upgrade or HTTP/2. A read claims the connection back
+    /// before it reads; one that finds it closed reads nothing and sees the
+    /// end of the stream, so hyper ends the connection as one its client
+    /// closed between requests.
+    pub(crate) fn idle(mut self, idle: Option<Arc<Idle>>) -> Self {
+        self.idle = idle;
+        self
+    }
+
+    /// Whether the connection waits for a next request, as
+    /// [`Io::idle`] tells it.
+    fn between_requests(&self) -> bool {
+        let (Some(activity), Some(framing)) = (&self.activity, &self.framing) else {
+            return false;
+        };
+        self.preface.is_none()
+            && !framing.is_lost()
+            && framing.at_request_end()
+            && !self.pipelined
+            && self.tail.is_empty()
+            && matches!(self.close, Close::Open)
+            && activity.requests() > 0
+            && activity.is_quiet()
+            && !activity.request_waits()
+            && !activity.is_http2()
+            && !activity.is_upgraded()
+            && !activity.is_to_upgrade()
+            && !activity.is_ending()
     }
 
     /// For an inner I/O that is the socket itself: a close that does not
@@ -229,6 +269,10 @@ impl<I: Read + Unpin, R: Runtime> Read for Io<I, R> {
         mut buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.idle.as_ref().is_some_and(|idle| !idle.begin_read()) {
+            // The server shut the idle connection down: nothing is taken.
+            return Poll::Ready(Ok(()));
+        }
         let following = this.framing.as_ref().is_some_and(|f| !f.is_lost())
             && !this.activity.as_ref().is_some_and(|a| a.is_upgraded());
         if this.preface.is_none() && !following {
@@ -245,7 +289,15 @@ impl<I: Read + Unpin, R: Runtime> Read for Io<I, R> {
         let want = buf.remaining().min(SEEN);
         let mut seen = Vec::with_capacity(want);
         let mut seen = ReadBuf::uninit(&mut seen.spare_capacity_mut()[..want]);
-        ready!(Pin::new(&mut this.inner).poll_read(cx, seen.unfilled()))?;
+        if Pin::new(&mut this.inner)
+            .poll_read(cx, seen.unfilled())?
+            .is_pending()
+        {
+            if let Some(idle) = this.idle.as_ref().filter(|_| this.between_requests()) {
+                idle.set_idle();
+            }
+            return Poll::Pending;
+        }
         let got = seen.filled();
         buf.put_slice(got);
         if let Some(matched) = this.preface {
@@ -825,6 +877,77 @@ mod tests {
         // Without a connection's activity, only bytes pending count.
         let mut plain = Io::new(Stream::default(), NoTimers, Duration::from_secs(1));
         assert!(closes_at_once(&mut plain, &[head]));
+    }
+
+    /// Reads `sent` as hyper does, serving each request, then reads once
+    /// more (finding nothing): whether the connection was told idle then.
+    fn told_idle(io: Io<Stream, NoTimers>, sent: &[&[u8]]) -> bool {
+        let idle = Arc::new(graceful_core::server::Idle::default());
+        let mut io = io.idle(Some(idle.clone()));
+        read_all(&mut io, sent);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut buf = [0u8; 64];
+        let mut buf = ReadBuf::new(&mut buf);
+        assert!(pin!(&mut io)
+            .poll_read(&mut cx, buf.unfilled())
+            .is_pending());
+        idle.close()
+    }
+
+    #[test]
+    fn a_connection_is_told_idle_only_between_whole_requests_served() {
+        let get = b"GET / HTTP/1.1\r\n\r\n".as_slice();
+        let head = b"POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\n".as_slice();
+        assert!(told_idle(http1(), &[get]));
+        assert!(told_idle(http1(), &[get, get]));
+        assert!(told_idle(http1(), &[head, b"hello"]));
+        assert!(!told_idle(http1(), &[]), "before a first request");
+        assert!(
+            !told_idle(http1(), &[b"GET / HTTP/1.1\r\nho"]),
+            "half a head"
+        );
+        assert!(!told_idle(http1(), &[head, b"hel"]), "half a body");
+        assert!(!told_idle(http1(), &[&[get, get].concat()]), "pipelined");
+        assert!(!told_idle(http1(), &[b"\x16\x03\x01\x00"]), "not followed");
+        let h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0".as_slice();
+        assert!(!told_idle(http1(), &[h2]), "HTTP/2");
+        let activity = Arc::new(Activity::default());
+        activity.mark_upgraded();
+        assert!(!told_idle(http1_with(activity), &[get]), "upgraded");
+        // A response in progress, or held unwritten.
+        let activity = Arc::new(Activity::default());
+        activity.set_write_blocked(true);
+        assert!(!told_idle(http1_with(activity), &[get]), "not quiet");
+        // Without a registry's idleness, nothing is told.
+        let mut io = http1();
+        read_all(&mut io, &[get]);
+        assert!(io.idle.is_none());
+    }
+
+    /// Once the server closed the idle connection, a read takes nothing of
+    /// what the client sent since, and reports the end of the stream.
+    #[test]
+    fn a_read_of_a_connection_closed_as_idle_takes_nothing() {
+        let idle = Arc::new(graceful_core::server::Idle::default());
+        let mut io = http1().idle(Some(idle.clone()));
+        read_all(&mut io, &[b"GET / HTTP/1.1\r\n\r\n"]);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut buf = [0u8; 64];
+        let mut buf = ReadBuf::new(&mut buf);
+        assert!(pin!(&mut io)
+            .poll_read(&mut cx, buf.unfilled())
+            .is_pending());
+        assert!(idle.close());
+        io.get_ref()
+            .wire()
+            .to_read
+            .extend(b"GET /next HTTP/1.1\r\n\r\n");
+        assert!(matches!(
+            pin!(&mut io).poll_read(&mut cx, buf.unfilled()),
+            std::task::Poll::Ready(Ok(()))
+        ));
+        assert!(buf.filled().is_empty(), "a request was read");
+        assert_eq!(io.get_ref().wire().to_read.len(), 22);
     }
 
     /// A close at once of an adapter's socket leaves the FIN to its drop: no

@@ -4,7 +4,7 @@ use graceful_core::server::{self, Accept, ConnTrack};
 use graceful_core::{Outcome, Runtime, ServeConfig, Shutdown};
 use hyper::rt::{Read, Write};
 
-use crate::connection::serve_with;
+use crate::connection::{serve_with, Watched};
 use crate::{HttpOptions, HttpService};
 
 /// Serves `service` over HTTP/1.1 and HTTP/2 (prior knowledge) on
@@ -69,12 +69,15 @@ where
         shutdown,
         config,
         move |stream, track, conn| {
-            let socket: std::sync::Arc<dyn graceful_core::server::SharedSocket> = stream.clone();
+            let watched = Watched {
+                socket: Some(stream.clone()),
+                idle: Some(track.idle().clone()),
+            };
             serve_with(
                 conn_rt.clone(),
                 builder.clone(),
                 io(stream, track),
-                Some(socket),
+                watched,
                 conn,
                 service.clone(),
                 options.clone(),
@@ -188,6 +191,83 @@ mod tests {
 
         fn local_addr(&self) -> std::io::Result<SocketAddr> {
             self.socket.local_addr()
+        }
+    }
+
+    /// Serves one request on `wire` through `serve` and its connection's
+    /// task; returns the pending `serve`, and the connection's guards.
+    fn served_once(
+        rt: &ByHand,
+        shutdown: &Shutdown,
+        wire: &Stream,
+    ) -> (
+        Pin<Box<dyn Future<Output = std::io::Result<graceful_core::Outcome>> + Send>>,
+        Arc<Mutex<Vec<ConnTrack>>>,
+    ) {
+        let listener = OneConnection {
+            socket: TcpListener::bind("127.0.0.1:0").unwrap(),
+            wire: Some(Arc::new(wire.clone())),
+        };
+        let tracks: Arc<Mutex<Vec<ConnTrack>>> = Arc::default();
+        let keep = tracks.clone();
+        let io = move |socket: Arc<Stream>, track| {
+            keep.lock().unwrap().push(track);
+            (*socket).clone()
+        };
+        let config = ServeConfig::default().progress_every(None);
+        let (rt2, shutdown) = (rt.clone(), shutdown.clone());
+        let mut served = Box::pin(async move {
+            super::serve(
+                &rt2,
+                listener,
+                &shutdown,
+                config,
+                path_service(),
+                NoTimer,
+                io,
+            )
+            .await
+        });
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(served.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(rt.run(10), 1, "the connection's task");
+        let out = String::from_utf8_lossy(&wire.wire().written).into_owned();
+        assert!(out.ends_with("/first\n"), "{out}");
+        (served, tracks)
+    }
+
+    /// An idle keep-alive connection is shut down from the server's
+    /// registry as the listener closes, before its task runs (a stop then
+    /// closes thousands at the speed of their system calls); its task then
+    /// ends it, and a request sent after the close is not served on the
+    /// connection shut down: the close's linger discards it.
+    #[test]
+    fn an_idle_connection_is_shut_down_before_its_task_runs_and_serves_no_more() {
+        let wire = Stream::sent(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n");
+        let (rt, shutdown) = (ByHand::default(), Shutdown::new());
+        let (mut served, tracks) = served_once(&rt, &shutdown, &wire);
+        assert!(wire.wire().cut.is_empty(), "shut down before the stop");
+        shutdown.trigger(Reason::requested());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(served.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(wire.wire().cut, [std::net::Shutdown::Both]);
+        let written = wire.wire().written.len();
+        wire.wire()
+            .to_read
+            .extend(b"GET /second HTTP/1.1\r\nHost: t\r\n\r\n");
+        // The close lingers, discarding what the client sent (it reads
+        // the end before it would read a reset).
+        assert_eq!(rt.run(10), 1, "the connection's task");
+        assert_eq!(
+            wire.wire().written.len(),
+            written,
+            "answered after the close"
+        );
+        assert!(wire.wire().to_read.is_empty(), "not discarded");
+        tracks.lock().unwrap().clear();
+        match served.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(outcome)) => assert!(outcome.is_drained(), "{outcome}"),
+            other => panic!("serve did not return drained: {other:?}"),
         }
     }
 

@@ -187,6 +187,12 @@ impl Activity {
         self.http2.store(true, Ordering::SeqCst);
     }
 
+    /// Whether a request asked for an upgrade that its response did not
+    /// grant (hyper keeps it prepared).
+    pub(crate) fn is_to_upgrade(&self) -> bool {
+        self.to_upgrade.load(Ordering::SeqCst)
+    }
+
     /// Whether a response switched the connection's protocol.
     pub(crate) fn is_upgraded(&self) -> bool {
         self.upgraded.load(Ordering::SeqCst)

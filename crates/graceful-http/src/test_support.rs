@@ -83,6 +83,8 @@ pub(crate) struct Wire {
     /// Bytes that arrived but that reads do not see yet (a reactor that
     /// has not reported them); the socket's peek does.
     pub(crate) unreported: Vec<u8>,
+    /// The shutdowns of the socket from its server's registry.
+    pub(crate) cut: Vec<std::net::Shutdown>,
 }
 
 /// A stream over a shared [`Wire`].
@@ -102,10 +104,11 @@ impl Stream {
     }
 }
 
-/// The stream as its connection's socket: shutting it does nothing; its
-/// peek sees the bytes not reported yet.
+/// The stream as its connection's socket: shutting it is recorded (and
+/// changes nothing else); its peek sees the bytes not reported yet.
 impl graceful_core::server::SharedSocket for Stream {
-    fn shutdown(&self, _: std::net::Shutdown) -> io::Result<()> {
+    fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        self.wire().cut.push(how);
         Ok(())
     }
 

@@ -16,6 +16,9 @@
 //!    registration, and those of the late ones after the first-request
 //!    grace, so one accepted just after the trigger never loses the request
 //!    it is about to send.
+//! 3. An entry is shut down as idle only from its [`Idle`] state (see
+//!    there), and not late: its protocol layer said it waits for a next
+//!    request, no read is under way, and the peek finds nothing sent.
 
 use std::fmt;
 use std::io;
@@ -31,6 +34,8 @@ use event_listener::Event;
 use crate::guard::NamedGuard;
 use crate::shutdown::Shutdown;
 use crate::slab::Slab;
+
+use super::Idle;
 
 /// The registry of a server's live connections, for ending them from
 /// outside their handlers: their reads at the trigger (TCP), both
@@ -73,6 +78,29 @@ impl Connections {
     /// first-request grace is over.
     pub(crate) fn shutdown_late_reads(&self) {
         self.shutdown_where(How::Read, |e| e.late);
+    }
+
+    /// Shuts down both halves of every live connection, not late, that its
+    /// protocol layer marked [`Idle`] and whose client sent nothing since
+    /// (bytes waiting unread, a request the task was not told of yet, are
+    /// its task's to serve): its client sees the end at once, before the
+    /// connection's task is woken to close it. Returns how many.
+    pub(crate) fn close_idle(&self) -> usize {
+        let idle: Vec<(Socket, Arc<Idle>)> = lock(&self.live)
+            .iter()
+            .filter(|e| !e.late && e.idle.is_idle())
+            .map(|e| (e.socket.clone(), e.idle.clone()))
+            .collect();
+        let mut closed = 0;
+        for (socket, idle) in idle {
+            // Peeked before it is claimed: a read that comes meanwhile
+            // claims it first (and the close leaves it), or finds the end.
+            if !socket.has_pending_input() && idle.close() {
+                shutdown(&socket, How::Both);
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// Shuts down both halves of every live connection: pending reads and
@@ -120,10 +148,12 @@ impl Connections {
         kind: &str,
     ) -> ConnTrack {
         let guard = server.guard_named(format!("{kind} {peer}"));
+        let idle = Arc::new(Idle::default());
         let slot = {
             let mut live = lock(&self.live);
             let late = server.is_triggered();
-            live.insert(Entry { socket, late })
+            let idle = idle.clone();
+            live.insert(Entry { socket, late, idle })
         };
         if server.is_forced() {
             let socket = lock(&self.live).get(slot).map(|e| e.socket.clone());
@@ -135,6 +165,7 @@ impl Connections {
             conns: self.clone(),
             slot,
             peer,
+            idle,
             _guard: guard,
         }
     }
@@ -170,6 +201,7 @@ pub struct ConnTrack {
     conns: Arc<Connections>,
     slot: usize,
     peer: SocketAddr,
+    idle: Arc<Idle>,
     _guard: NamedGuard,
 }
 
@@ -177,6 +209,13 @@ impl ConnTrack {
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// The connection's idleness, for the protocol layer that reads it to
+    /// tell: an idle connection is shut down from the registry when the
+    /// listener closes (see [`Idle`]). Never told, it never is.
+    pub fn idle(&self) -> &Arc<Idle> {
+        &self.idle
     }
 }
 
@@ -229,11 +268,12 @@ pub fn has_pending_input(fd: std::os::fd::BorrowedFd<'_>) -> bool {
 /// A reference to a connection's socket that keeps its descriptor open.
 type Socket = Arc<dyn SharedSocket>;
 
-/// One live connection: a reference to its socket, and whether it came
-/// after the trigger.
+/// One live connection: a reference to its socket, whether it came after
+/// the trigger, and its idleness.
 struct Entry {
     socket: Socket,
     late: bool,
+    idle: Arc<Idle>,
 }
 
 fn shutdown(socket: &Socket, how: How) {

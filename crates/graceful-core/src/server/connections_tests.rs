@@ -244,3 +244,69 @@ fn pending_input_is_peeked_without_blocking_or_taking_it() {
         "end of stream counted as input"
     );
 }
+
+#[test]
+fn only_idle_connections_with_nothing_sent_are_closed_at_once_and_not_late_ones() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let shutdown = Shutdown::new();
+    let conns = Connections::new();
+    conns.attach(&shutdown);
+    let register = |shutdown: &Shutdown| {
+        let (client, server) = pair(&listener);
+        let track = conns.register(shutdown, server, client.local_addr().unwrap(), "conn");
+        (client, track)
+    };
+    // 0: idle. 1: idle, its client sent a request since. 2: never told
+    // idle. 3: idle, a read under way.
+    let (mut clients, mut tracks): (Vec<_>, Vec<_>) = (0..4).map(|_| register(&shutdown)).unzip();
+    let idle: Vec<_> = tracks.iter().map(|t| t.idle().clone()).collect();
+    for i in [0, 1, 3] {
+        idle[i].set_idle();
+    }
+    assert!(idle[3].begin_read());
+    clients[1].write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let sent = Instant::now();
+    while !tracks_socket_has_input(&conns) {
+        assert!(sent.elapsed() < Duration::from_secs(10), "never arrived");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    shutdown.trigger(Reason::requested());
+    // 4: accepted after the trigger, told idle: its grace is its task's.
+    let (late_client, late_track) = register(&shutdown);
+    let late = late_track.idle().clone();
+    late.set_idle();
+    clients.push(late_client);
+    tracks.push(late_track);
+    assert_eq!(conns.close_idle(), 1);
+    assert!(idle[0].is_closed() && !idle[0].begin_read());
+    for (i, client) in clients.iter_mut().enumerate() {
+        client
+            .set_read_timeout(Some(Duration::from_millis(if i == 0 {
+                10_000
+            } else {
+                50
+            })))
+            .unwrap();
+        let mut buf = [0u8; 1];
+        match client.read(&mut buf) {
+            Ok(0) => assert_eq!(i, 0, "connection {i} was closed"),
+            Ok(_) => panic!("connection {i} got bytes"),
+            Err(e) => {
+                assert_ne!(i, 0, "the idle connection was not closed: {e}");
+                assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{i}: {e}");
+            }
+        }
+    }
+    assert!(!idle[1].is_closed() && !idle[2].is_closed() && !idle[3].is_closed());
+    assert!(!late.is_closed());
+    drop(tracks);
+    assert_eq!(conns.len(), 0);
+}
+
+/// Whether a registered connection's socket has input waiting (only the
+/// one the test sent to can).
+fn tracks_socket_has_input(conns: &Connections) -> bool {
+    crate::sync::lock(&conns.live)
+        .iter()
+        .any(|e| e.socket.has_pending_input())
+}

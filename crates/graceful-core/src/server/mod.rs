@@ -20,6 +20,7 @@ mod conn;
 mod connections;
 #[cfg(unix)]
 pub(crate) mod handshakes;
+mod idle;
 mod scope;
 #[cfg(unix)]
 mod serve;
@@ -34,6 +35,7 @@ pub(crate) use connections::Connections;
 pub use connections::{ConnTrack, SharedSocket};
 #[cfg(unix)]
 pub(crate) use handshakes::{mark_shared, unmark_shared, Marked};
+pub use idle::Idle;
 pub(crate) use scope::ServerScope;
 #[cfg(unix)]
 pub use serve::{serve, Accept};

@@ -74,8 +74,9 @@ impl ServerScope {
     }
 
     /// Records that the listener closed, after taking `queued` connections
-    /// from its backlog, and winds the idle connections down: HTTP
-    /// connections see [`Conn::listener_closed`]; with
+    /// from its backlog, and winds the idle connections down: those whose
+    /// protocol layer marked them [`Idle`](super::Idle) are shut down
+    /// first, then HTTP connections see [`Conn::listener_closed`]; with
     /// [`ServeConfig::close_idle`], the reads of the connections accepted
     /// before the trigger end now, and those of the connections accepted
     /// after it (during the pre-drain delay, from the backlog) end after the
@@ -109,15 +110,22 @@ impl ServerScope {
         hold.trigger(Reason::requested());
     }
 
-    /// Tells the connections that the listener closed, unless that was
-    /// done already; returns the listener's hold, for the caller to
-    /// release (trigger) once done.
+    /// Shuts down the connections marked idle (see
+    /// [`Connections::close_idle`]) and tells the connections that the
+    /// listener closed, unless that was done already; returns the
+    /// listener's hold, for the caller to release (trigger) once done.
     fn listener_gone(&self) -> Option<Shutdown> {
         let hold = self
             .listening
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()?;
+        // The idle connections' clients see their end first, from here, in
+        // a system call each; then every connection's task is woken.
+        let closed = self.conns.close_idle();
+        if closed > 0 {
+            tracing::debug!("{}: {closed} idle connection(s) closed", self.name);
+        }
         self.closed.trigger(Reason::requested());
         Some(hold)
     }
