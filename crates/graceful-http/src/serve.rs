@@ -92,7 +92,7 @@ mod tests {
     use std::future::Future;
     use std::net::{SocketAddr, TcpListener};
     use std::os::fd::{AsFd, BorrowedFd};
-    use std::pin::{pin, Pin};
+    use std::pin::Pin;
     use std::sync::{Arc, Mutex};
     use std::task::{Context, Poll, Waker};
     use std::time::{Duration, Instant};
@@ -194,16 +194,16 @@ mod tests {
         }
     }
 
+    /// A `serve` in progress.
+    type Served = Pin<Box<dyn Future<Output = std::io::Result<graceful_core::Outcome>> + Send>>;
+
     /// Serves one request on `wire` through `serve` and its connection's
     /// task; returns the pending `serve`, and the connection's guards.
     fn served_once(
         rt: &ByHand,
         shutdown: &Shutdown,
         wire: &Stream,
-    ) -> (
-        Pin<Box<dyn Future<Output = std::io::Result<graceful_core::Outcome>> + Send>>,
-        Arc<Mutex<Vec<ConnTrack>>>,
-    ) {
+    ) -> (Served, Arc<Mutex<Vec<ConnTrack>>>) {
         let listener = OneConnection {
             socket: TcpListener::bind("127.0.0.1:0").unwrap(),
             wire: Some(Arc::new(wire.clone())),
@@ -279,32 +279,9 @@ mod tests {
     #[test]
     fn a_request_the_reactor_has_not_reported_is_served_not_closed_on() {
         let wire = Stream::sent(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n");
-        let listener = OneConnection {
-            socket: TcpListener::bind("127.0.0.1:0").unwrap(),
-            wire: Some(Arc::new(wire.clone())),
-        };
         let (rt, shutdown) = (ByHand::default(), Shutdown::new());
-        let tracks: Arc<Mutex<Vec<ConnTrack>>> = Arc::default();
-        let keep = tracks.clone();
-        let io = move |socket: Arc<Stream>, track| {
-            keep.lock().unwrap().push(track);
-            (*socket).clone()
-        };
-        let config = ServeConfig::default().progress_every(None);
-        let mut served = pin!(super::serve(
-            &rt,
-            listener,
-            &shutdown,
-            config,
-            path_service(),
-            NoTimer,
-            io
-        ));
+        let (mut served, tracks) = served_once(&rt, &shutdown, &wire);
         let mut cx = Context::from_waker(Waker::noop());
-        assert!(served.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(rt.run(10), 1, "the connection's task");
-        let out = String::from_utf8_lossy(&wire.wire().written).into_owned();
-        assert!(out.ends_with("/first\n"), "{out}");
         wire.wire()
             .unreported
             .extend(b"GET /second HTTP/1.1\r\nHost: t\r\n\r\n");
