@@ -2,8 +2,10 @@
 //! (`crate::rt`): each line read is written back after `--delay-ms`.
 //!
 //! At the stop signal the listener closes, a connection waiting for input
-//! reads end-of-stream and ends, a line being delayed is still echoed in
-//! full, and the process exits with the outcome's code.
+//! is shut down by the server at once (the handler tells it when it waits
+//! with nothing left to answer) or reads end-of-stream and ends, a line
+//! being delayed is still echoed in full, and the process exits with the
+//! outcome's code.
 
 use std::io;
 use std::time::Duration;
@@ -22,11 +24,17 @@ async fn echo(
     runtime: rt::Runtime,
     delay: Duration,
 ) -> io::Result<()> {
+    let idle = stream.idle().clone();
     let (reader, mut writer) = stream.split();
     let mut reader = BufReader::new(reader);
     let mut line = Vec::new();
     loop {
         line.clear();
+        // Every line read was answered: the server may close the
+        // connection when its listener closes, without waking this task.
+        if reader.buffer().is_empty() {
+            idle.set_idle();
+        }
         if reader.read_until(b'\n', &mut line).await? == 0 {
             tracing::debug!("{}: input ended", conn.peer_addr());
             return Ok(());

@@ -16,6 +16,10 @@ pub trait Adapter: Send + Sync + 'static {
     /// The adapter's connection stream.
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
 
+    /// The stream's [`Idle`](graceful_core::server::Idle) state (its
+    /// `idle`).
+    fn idle(stream: &Self::Stream) -> std::sync::Arc<graceful_core::server::Idle>;
+
     /// A fresh runtime for one scenario.
     fn runtime() -> Self::Runtime;
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::io::BufReader;
 use futures::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt};
+use graceful_core::server::Idle;
 use graceful_core::{Conn, Runtime};
 
 /// Serves one connection, line by line:
@@ -19,6 +20,8 @@ use graceful_core::{Conn, Runtime};
 /// - `wait-trigger`: answers `stopping` once the server is triggered;
 /// - `big N`: answers N bytes of `x` and a newline, written in pieces, so
 ///   its writes block while the client does not read;
+/// - `bye`: answers `bye`, and `bye` again at end-of-stream: whether the
+///   handler ran after its input ended;
 /// - anything else is echoed back.
 ///
 /// Returns at end-of-stream.
@@ -27,17 +30,20 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     R: Runtime,
 {
-    observed_line_service(stream, conn, rt, |_, _| {}).await
+    observed_line_service(stream, conn, rt, |_, _| {}, None).await
 }
 
 /// [`line_service`], calling `observe(peer, command)` for each command it
 /// read, before acting on it (and after a `sleep`'s timer is armed, so a
-/// clock moved after the observation cannot be missed by the sleep).
+/// clock moved after the observation cannot be missed by the sleep);
+/// telling `idle`, if given, when it waits for a next command with every
+/// command read answered.
 pub async fn observed_line_service<S, R>(
     stream: S,
     conn: Conn,
     rt: R,
     observe: impl Fn(SocketAddr, &str),
+    idle: Option<Arc<Idle>>,
 ) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -46,9 +52,17 @@ where
     let (r, mut w) = stream.split();
     let mut r = BufReader::new(r);
     let mut line = String::new();
+    let mut bye = false;
     loop {
         line.clear();
+        if let Some(idle) = idle.as_ref().filter(|_| r.buffer().is_empty()) {
+            idle.set_idle();
+        }
         if r.read_line(&mut line).await? == 0 {
+            if bye {
+                w.write_all(b"bye\n").await?;
+                w.flush().await?;
+            }
             return Ok(());
         }
         let cmd = line.trim_end();
@@ -68,6 +82,9 @@ where
             unreachable!()
         } else if cmd == "panic" {
             panic!("the fixture was asked to panic");
+        } else if cmd == "bye" {
+            bye = true;
+            "bye\n".to_string()
         } else if cmd == "wait-trigger" {
             conn.triggered().await;
             "stopping\n".to_string()
@@ -114,10 +131,12 @@ impl std::fmt::Debug for Observer {
     }
 }
 
-/// [`line_service`] as a `serve` handler, its commands seen by `observer`.
+/// [`line_service`] as a `serve` handler, its commands seen by `observer`,
+/// telling the stream's [`Idle`] state (taken by `idle`) if given.
 pub fn handler<S, R>(
     rt: R,
     observer: Observer,
+    idle: Option<fn(&S) -> Arc<Idle>>,
 ) -> impl FnMut(S, Conn) -> BoxFuture<'static, io::Result<()>> + Send + 'static
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -125,9 +144,14 @@ where
 {
     move |stream, conn| {
         let observer = observer.clone();
-        observed_line_service(stream, conn, rt.clone(), move |peer, cmd| {
-            (observer.0)(peer, cmd)
-        })
+        let idle = idle.map(|idle| idle(&stream));
+        observed_line_service(
+            stream,
+            conn,
+            rt.clone(),
+            move |peer, cmd| (observer.0)(peer, cmd),
+            idle,
+        )
         .boxed()
     }
 }

@@ -39,6 +39,10 @@ pub struct Options {
     pub shutdown: Option<Shutdown>,
     /// Sees each command the server reads.
     pub observer: fixture::Observer,
+    /// The handlers tell the server when they wait for a next command with
+    /// every command read answered (the stream's `idle`), so that it shuts
+    /// such a connection down when its listener closes, before they run.
+    pub tell_idle: bool,
 }
 
 impl Default for Options {
@@ -48,6 +52,7 @@ impl Default for Options {
             manual_clock: false,
             shutdown: None,
             observer: fixture::Observer::default(),
+            tell_idle: false,
         }
     }
 }
@@ -79,6 +84,12 @@ impl Options {
         self
     }
 
+    /// With [`Options::tell_idle`] set.
+    pub fn telling_idle(mut self, tell_idle: bool) -> Self {
+        self.tell_idle = tell_idle;
+        self
+    }
+
     /// Serving under `shutdown`.
     pub fn under(mut self, shutdown: Shutdown) -> Self {
         self.shutdown = Some(shutdown);
@@ -105,10 +116,11 @@ impl<A: Adapter> Server<A> {
             let rt = rt.clone();
             let shutdown = shutdown.clone();
             let (config, observer) = (options.config, options.observer);
+            let idle = options.tell_idle.then_some(A::idle as fn(&A::Stream) -> _);
             std::thread::Builder::new()
                 .name(format!("server {addr}"))
                 .spawn(move || {
-                    let handler = fixture::handler::<A::Stream, _>(rt.clone(), observer);
+                    let handler = fixture::handler::<A::Stream, _>(rt.clone(), observer, idle);
                     let outcome = rt.block_on(A::serve(&rt, listener, &shutdown, config, handler));
                     let _ = tx.send(outcome);
                 })

@@ -72,6 +72,8 @@ macro_rules! __for_each_scenario {
             a_listener_that_fails_for_good_stops_the_server_with_an_error,
             b6_in_flight_request_completes,
             b7_idle_connection_closed_at_trigger,
+            b7_a_connection_told_idle_is_shut_down_before_its_handler_runs,
+            b7_bytes_read_after_an_idle_close_are_not_handed_on,
             b7_new_connection_gets_the_first_request_grace,
             b8_drain_seen_promptly,
             b9_deadline_cuts_remaining_connections_and_reports,
@@ -152,6 +154,12 @@ macro_rules! suite {
 
             fn runtime() -> Self::Runtime {
                 $rt::Runtime::new().expect("the adapter's runtime starts")
+            }
+
+            fn idle(
+                stream: &Self::Stream,
+            ) -> ::std::sync::Arc<$crate::__private::graceful_core::server::Idle> {
+                stream.idle().clone()
             }
 
             fn serve<R, H, Fut>(

@@ -128,6 +128,9 @@ pub struct Plan {
     pub force_by_signal: bool,
     /// The clients, in the order they connect.
     pub clients: Vec<Kind>,
+    /// The handlers tell the server when they wait idle (see
+    /// [`Options::tell_idle`]).
+    pub tell_idle: bool,
 }
 
 /// The timing every randomized plan draws alike.
@@ -214,6 +217,7 @@ impl Plan {
         if rng.chance(1, 3) {
             clients.push(Kind::Flood(rng.chance(1, 2)));
         }
+        let tell_idle = rng.chance(1, 2);
         Plan {
             seed,
             pre_drain,
@@ -224,6 +228,7 @@ impl Plan {
             by_signal,
             force_by_signal,
             clients,
+            tell_idle,
         }
     }
 
@@ -512,7 +517,8 @@ fn run_plan<A: Adapter>(plan: &Plan) -> Tally {
         .first_request_grace(plan.grace)
         .max_connections(plan.max_connections)
         .progress_every(None);
-    let mut server = Server::<A>::start(Options::config(config).manual().observed(log.observer()));
+    let options = Options::config(config).manual().observed(log.observer());
+    let mut server = Server::<A>::start(options.telling_idle(plan.tell_idle));
     let clock = server.clock().clone();
     let script: Option<SignalScript> = plan.by_signal.then(|| {
         let (script, source) = scripted();

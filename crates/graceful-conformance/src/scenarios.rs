@@ -460,6 +460,75 @@ pub fn b7_idle_connection_closed_at_trigger<A: Adapter>() {
     assert!(server.outcome().is_drained());
 }
 
+/// B7: a handler that tells the server its connection waits idle (the
+/// stream's `idle`) has it shut down when the listener closes, before the
+/// handler runs again: its client reads the end, not what the handler
+/// writes at the end of its input (which a handler that does not tell
+/// gets out); a command read before the stop is still answered.
+pub fn b7_a_connection_told_idle_is_shut_down_before_its_handler_runs<A: Adapter>() {
+    for tell in [true, false] {
+        let mut server = Server::<A>::start(Options::default().telling_idle(tell));
+        let mut idle = server.connect();
+        idle.roundtrip("bye", "bye");
+        let mut busy = server.connect();
+        busy.roundtrip("hi", "hi");
+        busy.send("sleep 200");
+        assert!(busy.silent_for(Duration::from_millis(20)));
+        server.stop();
+        if tell {
+            assert!(idle.closed_within(PATIENCE), "told idle: not closed");
+        } else {
+            assert_eq!(idle.read_line().unwrap(), "bye");
+            assert!(idle.closed_within(PATIENCE));
+        }
+        assert_eq!(busy.read_line().unwrap(), "slept 200");
+        assert!(busy.closed_within(PATIENCE));
+        assert!(server.outcome().is_drained(), "telling idle: {tell}");
+    }
+}
+
+/// B7: bytes that a read takes once the server closed the connection as
+/// idle (they arrived after its look found nothing) are not handed to the
+/// handler, which could not answer them: the read reports the end of the
+/// stream.
+pub fn b7_bytes_read_after_an_idle_close_are_not_handed_on<A: Adapter>() {
+    let (go_tx, go) = futures::channel::oneshot::channel::<()>();
+    let go = std::sync::Mutex::new(Some(go));
+    let (read_tx, read) = std::sync::mpsc::channel();
+    let shutdown = Shutdown::new();
+    let s = shutdown.clone();
+    let server = Cancellable::start(move |listener, cancelled| {
+        let rt = crate::TestRuntime::new(A::runtime(), None);
+        let config = ServeConfig::default().progress_every(None);
+        let handler = move |mut stream: A::Stream, _| {
+            let (go, read_tx) = (go.lock().unwrap().take(), read_tx.clone());
+            async move {
+                let idle = A::idle(&stream);
+                idle.set_idle();
+                // The client's line is in the socket by now; the server
+                // claims the connection, as after a look that missed it.
+                let _ = go.expect("one connection").await;
+                let closed = idle.close();
+                let mut buf = [0u8; 16];
+                let n = futures::AsyncReadExt::read(&mut stream, &mut buf).await;
+                let _ = read_tx.send((closed, n.map_err(|e| e.to_string())));
+                Ok(())
+            }
+        };
+        let serve = A::serve(&rt, listener, &s, config, handler);
+        let _ = rt.block_on(futures::future::select(serve, cancelled));
+        rt
+    });
+    let mut client = Client::connect(server.addr);
+    client.send("late");
+    std::thread::sleep(Duration::from_millis(50));
+    go_tx.send(()).unwrap();
+    let (closed, n) = read.recv_timeout(PATIENCE).expect("the handler read");
+    assert!(closed, "the connection was not idle");
+    assert_eq!(n, Ok(0), "bytes taken after the close were handed on");
+    shutdown.trigger(Reason::requested());
+}
+
 /// B8: the drain's completion is seen promptly after the last connection
 /// ends (event-driven, no poll interval).
 pub fn b8_drain_seen_promptly<A: Adapter>() {
@@ -598,7 +667,7 @@ pub fn b10_a_handler_that_panics_before_its_future_costs_its_connection_alone<A:
         let rt = crate::TestRuntime::new(A::runtime(), None);
         let config = ServeConfig::default().progress_every(None);
         let observer = crate::fixture::Observer::default();
-        let mut inner = crate::fixture::handler::<A::Stream, _>(rt.clone(), observer);
+        let mut inner = crate::fixture::handler::<A::Stream, _>(rt.clone(), observer, None);
         let mut first = true;
         let handler = move |stream, conn| {
             if std::mem::take(&mut first) {
@@ -799,7 +868,7 @@ pub fn a_cancelled_serve_ends_the_reads_of_its_idle_connections<A: Adapter>() {
                 .progress_every(None)
                 .pre_drain(Duration::from_secs(60));
             let observer = crate::fixture::Observer::default();
-            let handler = crate::fixture::handler::<A::Stream, _>(rt.clone(), observer);
+            let handler = crate::fixture::handler::<A::Stream, _>(rt.clone(), observer, None);
             let serve = A::serve(&rt, listener, &s, config, handler);
             rt.block_on(futures::future::select(serve, cancelled));
             rt

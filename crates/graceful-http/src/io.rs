@@ -170,10 +170,11 @@ impl<I, R: Runtime> Io<I, R> {
     /// listener closes, while `idle` says it waits for a next request:
     /// told after each read that finds nothing, with nothing of a request
     /// read and not served, nothing of a response left to write, and no
-    /// pipelining, upgrade or HTTP/2. A read claims the connection back
-    /// before it reads; one that finds it closed reads nothing and sees the
-    /// end of the stream, so hyper ends the connection as one its client
-    /// closed between requests.
+    /// pipelining, upgrade or HTTP/2. A read that takes bytes claims the
+    /// connection back; once it is closed, a read hands nothing on (what it
+    /// took arrived too late to be answered) and reports the end of the
+    /// stream, so hyper ends the connection as one its client closed
+    /// between requests.
     pub(crate) fn idle(mut self, idle: Option<Arc<Idle>>) -> Self {
         self.idle = idle;
         self
@@ -269,12 +270,14 @@ impl<I: Read + Unpin, R: Runtime> Read for Io<I, R> {
         mut buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.idle.as_ref().is_some_and(|idle| !idle.begin_read()) {
+        if this.idle.as_ref().is_some_and(|idle| idle.is_closed()) {
             // The server shut the idle connection down: nothing is taken.
             return Poll::Ready(Ok(()));
         }
         let following = this.framing.as_ref().is_some_and(|f| !f.is_lost())
             && !this.activity.as_ref().is_some_and(|a| a.is_upgraded());
+        // Not followed: never told idle (that needs the framing followed),
+        // so not closed as idle either.
         if this.preface.is_none() && !following {
             let read = Pin::new(&mut this.inner).poll_read(cx, buf);
             if let (Poll::Ready(_), Some(activity)) = (&read, &this.activity) {
@@ -297,6 +300,13 @@ impl<I: Read + Unpin, R: Runtime> Read for Io<I, R> {
                 idle.set_idle();
             }
             return Poll::Pending;
+        }
+        if let Some(idle) = &this.idle {
+            let n = seen.filled().len();
+            if idle.took(n) < n {
+                // Taken as the server closed the connection: dropped.
+                return Poll::Ready(Ok(()));
+            }
         }
         let got = seen.filled();
         buf.put_slice(got);

@@ -28,7 +28,8 @@ impl Stream {
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self.inner).read(buf)
+        let n = (&*self.inner).read(buf)?;
+        Ok(self.track.idle().took(n))
     }
 }
 
@@ -44,7 +45,7 @@ impl Write for Stream {
 graceful_core::futures_io_impls! {
     Stream,
     |this, cx| {
-        read(buf) => Poll::Ready((&*this.inner).read(buf)),
+        read(buf) => Poll::Ready((&*this.inner).read(buf).map(|n| this.track.idle().took(n))),
         write(buf) => Poll::Ready((&*this.inner).write(buf)),
         flush => Poll::Ready((&*this.inner).flush()),
         close => Poll::Ready(this.inner.shutdown(std::net::Shutdown::Write)),

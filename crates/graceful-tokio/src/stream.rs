@@ -60,7 +60,14 @@ impl AsyncRead for Stream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.inner.lock()).poll_read(cx, buf)
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut *self.inner.lock()).poll_read(cx, buf))?;
+        let took = buf.filled().len() - before;
+        if self.track.idle().took(took) < took {
+            // Taken as the server closed the idle connection: dropped.
+            buf.set_filled(before);
+        }
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -257,13 +257,13 @@ fn only_idle_connections_with_nothing_sent_are_closed_at_once_and_not_late_ones(
         (client, track)
     };
     // 0: idle. 1: idle, its client sent a request since. 2: never told
-    // idle. 3: idle, a read under way.
+    // idle. 3: idle, then a read took bytes.
     let (mut clients, mut tracks): (Vec<_>, Vec<_>) = (0..4).map(|_| register(&shutdown)).unzip();
     let idle: Vec<_> = tracks.iter().map(|t| t.idle().clone()).collect();
     for i in [0, 1, 3] {
         idle[i].set_idle();
     }
-    assert!(idle[3].begin_read());
+    assert_eq!(idle[3].took(1), 1);
     clients[1].write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
     let sent = Instant::now();
     while !tracks_socket_has_input(&conns) {
@@ -278,7 +278,7 @@ fn only_idle_connections_with_nothing_sent_are_closed_at_once_and_not_late_ones(
     clients.push(late_client);
     tracks.push(late_track);
     assert_eq!(conns.close_idle(), 1);
-    assert!(idle[0].is_closed() && !idle[0].begin_read());
+    assert!(idle[0].is_closed() && idle[0].took(1) == 0);
     for (i, client) in clients.iter_mut().enumerate() {
         client
             .set_read_timeout(Some(Duration::from_millis(if i == 0 {

@@ -1,16 +1,18 @@
 //! Whether a connection waits, idle, for its client's next request: told by
 //! the protocol layer that reads it (the HTTP layer of the adapters'
-//! servers), so that a closing listener's server shuts such a connection
-//! down from its registry, a system call on the stopping thread, before it
-//! wakes each connection's task (a stop closing thousands of idle
-//! keep-alive connections then closes them as fast as the kernel can).
+//! servers, or a handler through its stream), so that a closing listener's
+//! server shuts such a connection down from its registry, a system call on
+//! the stopping thread, before it wakes each connection's task (a stop
+//! closing thousands of idle keep-alive connections then closes them as
+//! fast as the kernel can).
 //!
 //! Invariant: the registry closes a connection only from idle, by one
-//! compare-and-swap, and a read of the connection leaves idle by another
-//! before it takes any byte from the socket. So either the read comes first
-//! (the registry then leaves the connection to its task), or the close does
-//! (the read then takes nothing and sees the end of the stream): a request
-//! is never read from a connection whose write side the registry shut.
+//! compare-and-swap, and a read that took bytes leaves idle by another
+//! before it hands them on. So either the read's claim comes first (the
+//! registry then leaves the connection to its task), or the close does (the
+//! read then drops what it took, which arrived after the registry looked
+//! and found nothing, and reports the end of the stream): a request is
+//! never handed on from a connection whose write side the registry shut.
 
 use crate::sync::{AtomicU8, Ordering};
 
@@ -34,24 +36,29 @@ impl Default for Idle {
 }
 
 impl Idle {
-    /// Called before each read of the connection: whether the read may go
-    /// ahead. `false` once the server closed the connection as idle (its
-    /// socket is shut down both ways): the read must take nothing and
-    /// report the end of the stream.
-    pub fn begin_read(&self) -> bool {
+    /// Called with what a read of the connection took, `n` bytes (0: the
+    /// end of the stream): how many the reader hands on. `n`, the
+    /// connection no longer idle; or 0, the end of the stream, once the
+    /// server closed the connection as idle (its socket is shut down both
+    /// ways): what a read took as it did so arrived after the server
+    /// looked and found nothing, too late to be answered.
+    pub fn took(&self, n: usize) -> usize {
+        if n == 0 {
+            return 0;
+        }
         match self
             .0
             .compare_exchange(IDLE, BUSY, Ordering::SeqCst, Ordering::SeqCst)
         {
-            Ok(_) => true,
-            Err(state) => state != CLOSED,
+            Err(CLOSED) => 0,
+            _ => n,
         }
     }
 
-    /// Called after a read that found nothing to take, when the connection
-    /// is between requests (nothing of a request read and not served,
-    /// nothing of a response left to write): until its next read, the
-    /// server may close it when its listener closes.
+    /// Tells that the connection waits for its client's next message, with
+    /// nothing it read left to answer (nothing buffered, nothing left to
+    /// write): until a read takes bytes, the server may shut it down when
+    /// its listener closes.
     pub fn set_idle(&self) {
         let _ = self
             .0
@@ -70,7 +77,7 @@ impl Idle {
 
     /// Claims the idle connection for closing, as the registry does before
     /// it shuts the socket down: `false` if it is not idle
-    /// (a read is under way, or it is busy).
+    /// (a read took bytes since it was told idle).
     pub fn close(&self) -> bool {
         self.0
             .compare_exchange(IDLE, CLOSED, Ordering::SeqCst, Ordering::SeqCst)
@@ -86,15 +93,18 @@ mod tests {
     fn only_an_idle_connection_is_closed_and_its_reads_then_see_the_end() {
         let idle = Idle::default();
         assert!(!idle.close(), "busy until told idle");
-        assert!(idle.begin_read());
+        assert_eq!(idle.took(5), 5);
         idle.set_idle();
         assert!(idle.is_idle());
-        // A read begun: not idle any more until told again.
-        assert!(idle.begin_read());
+        assert_eq!(idle.took(0), 0);
+        assert!(idle.is_idle(), "the end of the stream claimed it");
+        // A read took bytes: not idle any more until told again.
+        assert_eq!(idle.took(5), 5);
         assert!(!idle.close());
         idle.set_idle();
         assert!(idle.close());
-        assert!(idle.is_closed() && !idle.begin_read());
+        assert!(idle.is_closed());
+        assert_eq!(idle.took(5), 0, "bytes handed on after the close");
         idle.set_idle();
         assert!(idle.is_closed(), "closed for good");
     }

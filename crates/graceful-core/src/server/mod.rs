@@ -147,6 +147,19 @@ macro_rules! stream_type {
                 let $s: &$socket = &self.inner;
                 $local
             }
+
+            /// The connection's [`Idle`]($crate::server::Idle) state, to
+            /// tell the server when the handler waits for its client's next
+            /// message with nothing read left to answer (what it buffered
+            /// included): until a read takes bytes, the server may then shut
+            /// the connection down when its listener closes, before the
+            /// handler runs again (a stop closing thousands of idle
+            /// connections is then as fast as the kernel). A read that takes
+            /// bytes as the server does so reports the end of the stream
+            /// instead: they came too late to be answered.
+            pub fn idle(&self) -> &::std::sync::Arc<$crate::server::Idle> {
+                self.track.idle()
+            }
         }
 
         impl ::std::fmt::Debug for Stream {
