@@ -496,3 +496,43 @@ pub fn descriptors_of_connections_on(port: u16) -> io::Result<usize> {
     }
     Ok(count)
 }
+
+/// Waits (at most [`PATIENCE`]) until every byte sent on `stream` reached
+/// the server's socket: its kernel acknowledged them (on Linux, the
+/// socket's unacknowledged bytes in `/proc/net/tcp` are none; elsewhere
+/// this returns at once). What a server does with bytes can only depend on
+/// what reached its socket: bytes still on their way when it closes an
+/// idle connection are lost to any server, so a scenario that sends before
+/// a stop and counts on the server seeing them waits for this first (on a
+/// loaded machine the kernel may deliver loopback bytes later than the
+/// sender's write returns).
+pub fn delivered(stream: &TcpStream) {
+    #[cfg(target_os = "linux")]
+    {
+        let hex = |a: SocketAddr| match a {
+            SocketAddr::V4(a) => {
+                format!(
+                    "{:08X}:{:04X}",
+                    u32::from_le_bytes(a.ip().octets()),
+                    a.port()
+                )
+            }
+            SocketAddr::V6(_) => unreachable!("the scenarios connect over IPv4"),
+        };
+        let (local, peer) = (stream.local_addr().unwrap(), stream.peer_addr().unwrap());
+        let key = format!("{} {}", hex(local), hex(peer));
+        let unacked = || -> Option<u64> {
+            let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+            let line = table.lines().find(|l| l.contains(&key))?;
+            let queues = line.split_whitespace().nth(4)?;
+            u64::from_str_radix(queues.split(':').next()?, 16).ok()
+        };
+        assert!(
+            eventually(PATIENCE, || unacked() == Some(0)),
+            "the bytes sent on {local} never reached the server ({:?} unacknowledged)",
+            unacked()
+        );
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = stream;
+}

@@ -26,7 +26,7 @@ use hyper::{Request, Response, StatusCode};
 
 use crate::clock::{ManualClock, TestRuntime};
 use crate::h2::H2;
-use crate::harness::{ends_within, eventually, is_timeout, Cancellable, BIG, PATIENCE};
+use crate::harness::{delivered, ends_within, eventually, is_timeout, Cancellable, BIG, PATIENCE};
 use crate::Adapter;
 
 /// An adapter with `http::serve_on`.
@@ -779,6 +779,7 @@ pub fn http_b6_a_request_whose_head_began_before_the_close_is_served<A: HttpAdap
         c.get_mut()
             .write_all(format!("GET /burst?i={} HTTP/1.1\r\nHo", i + 10).as_bytes())
             .unwrap();
+        delivered(c.get_ref());
         c
     });
     server.shutdown.trigger(Reason::requested());
@@ -1360,6 +1361,7 @@ pub fn http_a_cancelled_serve_closes_its_idle_keep_alive_connections<A: HttpAdap
             busy.read_exact(&mut body).unwrap();
         }
     }
+    delivered(busy.get_ref());
     let mut h2 = H2::connect(server.addr);
     let served = h2.get("/burst?i=1");
     let got = h2.finish(served, PATIENCE);

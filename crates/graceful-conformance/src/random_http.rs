@@ -57,7 +57,9 @@ use std::time::Duration;
 use graceful_core::{ForceCause, Outcome, Reason, ServeConfig};
 
 use crate::h2::H2;
-use crate::harness::{ends_within, eventually, is_timeout, refused_within, BIG, PATIENCE};
+use crate::harness::{
+    delivered, ends_within, eventually, is_timeout, refused_within, BIG, PATIENCE,
+};
 use crate::http::{
     assert_lingers_until_closed, head, holds_connection_from, roundtrip, upgrade, HttpAdapter,
     HttpServer,
@@ -475,6 +477,7 @@ fn run_http_plan<A: HttpAdapter>(plan: &HttpPlan) -> Tally {
                 } else {
                     let start = format!("GET /burst?i={index} HTTP/1.1\r\nHo");
                     c.get_mut().write_all(start.as_bytes()).unwrap();
+                    delivered(c.get_ref());
                     (c, Some(format!("burst {index}")))
                 }
             }
