@@ -84,23 +84,37 @@ impl Connections {
     /// protocol layer marked [`Idle`] and whose client sent nothing since
     /// (bytes waiting unread, a request the task was not told of yet, are
     /// its task's to serve): its client sees the end at once, before the
-    /// connection's task is woken to close it. Returns how many.
+    /// connection's task is woken to close it. From [`SPLIT_AT`]
+    /// connections on, half of them are shut down on a thread started for
+    /// it (all here if none can be started). Returns how many.
     pub(crate) fn close_idle(&self) -> usize {
         let idle: Vec<(Socket, Arc<Idle>)> = lock(&self.live)
             .iter()
             .filter(|e| !e.late && e.idle.is_idle())
             .map(|e| (e.socket.clone(), e.idle.clone()))
             .collect();
-        let mut closed = 0;
-        for (socket, idle) in idle {
-            // Peeked before it is claimed: a read that comes meanwhile
-            // claims it first (and the close leaves it), or finds the end.
-            if !socket.has_pending_input() && idle.close() {
-                shutdown(&socket, How::Both);
-                closed += 1;
-            }
+        // Each shutdown wakes whatever waits on its socket (on a thread per
+        // connection, that thread): many are split between this thread and
+        // one more, so the second core sends FINs too.
+        if idle.len() >= SPLIT_AT {
+            let (first, second) = idle.split_at(idle.len() / 2);
+            let split = std::thread::scope(|scope| {
+                let other = std::thread::Builder::new()
+                    .name("graceful-close".into())
+                    .spawn_scoped(scope, || close_each(first));
+                let here = close_each(second);
+                match other {
+                    Ok(other) => Some(here + other.join().unwrap_or(0)),
+                    Err(_) => None,
+                }
+            });
+            return match split {
+                Some(closed) => closed,
+                // No thread to be had: the rest here.
+                None => close_each(first) + close_each(second),
+            };
         }
-        closed
+        close_each(&idle)
     }
 
     /// Shuts down both halves of every live connection: pending reads and
@@ -263,6 +277,25 @@ pub fn has_pending_input(fd: std::os::fd::BorrowedFd<'_>) -> bool {
     let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
     let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
     matches!(socket2::SockRef::from(&fd).recv_with_flags(&mut byte, flags), Ok(n) if n > 0)
+}
+
+/// How many idle connections [`Connections::close_idle`] shuts down on
+/// two threads rather than one.
+const SPLIT_AT: usize = 256;
+
+/// Shuts down each of `idle` that is still idle and has nothing sent;
+/// returns how many.
+fn close_each(idle: &[(Socket, Arc<Idle>)]) -> usize {
+    let mut closed = 0;
+    for (socket, idle) in idle {
+        // Peeked before it is claimed: bytes that arrive after the look
+        // are dropped by the read that takes them (see `Idle::took`).
+        if !socket.has_pending_input() && idle.close() {
+            shutdown(socket, How::Both);
+            closed += 1;
+        }
+    }
+    closed
 }
 
 /// A reference to a connection's socket that keeps its descriptor open.

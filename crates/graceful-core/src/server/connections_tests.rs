@@ -253,27 +253,28 @@ fn only_idle_connections_with_nothing_sent_are_closed_at_once_and_not_late_ones(
     conns.attach(&shutdown);
     let register = |shutdown: &Shutdown| {
         let (client, server) = pair(&listener);
-        let track = conns.register(shutdown, server, client.local_addr().unwrap(), "conn");
-        (client, track)
+        let track = conns.register(
+            shutdown,
+            server.clone(),
+            client.local_addr().unwrap(),
+            "conn",
+        );
+        (client, (track, server))
     };
     // 0: idle. 1: idle, its client sent a request since. 2: never told
     // idle. 3: idle, then a read took bytes.
     let (mut clients, mut tracks): (Vec<_>, Vec<_>) = (0..4).map(|_| register(&shutdown)).unzip();
-    let idle: Vec<_> = tracks.iter().map(|t| t.idle().clone()).collect();
+    let idle: Vec<_> = tracks.iter().map(|(t, _)| t.idle().clone()).collect();
     for i in [0, 1, 3] {
         idle[i].set_idle();
     }
     assert_eq!(idle[3].took(1), 1);
     clients[1].write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-    let sent = Instant::now();
-    while !tracks_socket_has_input(&conns) {
-        assert!(sent.elapsed() < Duration::from_secs(10), "never arrived");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    arrived(&tracks[1].1);
     shutdown.trigger(Reason::requested());
     // 4: accepted after the trigger, told idle: its grace is its task's.
     let (late_client, late_track) = register(&shutdown);
-    let late = late_track.idle().clone();
+    let late = late_track.0.idle().clone();
     late.set_idle();
     clients.push(late_client);
     tracks.push(late_track);
@@ -303,10 +304,59 @@ fn only_idle_connections_with_nothing_sent_are_closed_at_once_and_not_late_ones(
     assert_eq!(conns.len(), 0);
 }
 
-/// Whether a registered connection's socket has input waiting (only the
-/// one the test sent to can).
-fn tracks_socket_has_input(conns: &Connections) -> bool {
-    crate::sync::lock(&conns.live)
-        .iter()
-        .any(|e| e.socket.has_pending_input())
+/// Waits until bytes the client sent wait unread in `server`.
+fn arrived(server: &TcpStream) {
+    use super::SharedSocket;
+    let sent = Instant::now();
+    while !server.has_pending_input() {
+        assert!(sent.elapsed() < Duration::from_secs(10), "never arrived");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Enough idle connections to be shut down on two threads: every one is,
+/// and none with bytes waiting.
+#[test]
+fn many_idle_connections_are_all_shut_down_on_two_threads() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let shutdown = Shutdown::new();
+    let conns = Connections::new();
+    conns.attach(&shutdown);
+    let n = super::SPLIT_AT + 44;
+    let (mut clients, tracks): (Vec<_>, Vec<_>) = (0..n)
+        .map(|_| {
+            let (client, server) = pair(&listener);
+            let track = conns.register(
+                &shutdown,
+                server.clone(),
+                client.local_addr().unwrap(),
+                "conn",
+            );
+            track.idle().set_idle();
+            (client, (track, server))
+        })
+        .unzip();
+    // One in each half has a request waiting.
+    let busy = [1, n - 2];
+    for i in busy {
+        clients[i].write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    }
+    for i in busy {
+        arrived(&tracks[i].1);
+    }
+    shutdown.trigger(Reason::requested());
+    assert_eq!(conns.close_idle(), n - busy.len());
+    for (i, (client, (track, _))) in clients.iter_mut().zip(&tracks).enumerate() {
+        assert_eq!(
+            track.idle().is_closed(),
+            !busy.contains(&i),
+            "connection {i}"
+        );
+        if !busy.contains(&i) {
+            client
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            assert_eq!(client.read(&mut [0u8; 1]).unwrap(), 0, "connection {i}");
+        }
+    }
 }
