@@ -73,7 +73,7 @@ macro_rules! __for_each_scenario {
             b6_in_flight_request_completes,
             b7_idle_connection_closed_at_trigger,
             b7_a_connection_told_idle_is_shut_down_before_its_handler_runs,
-            b7_bytes_read_after_an_idle_close_are_not_handed_on,
+            b7_a_read_after_an_idle_close_takes_nothing,
             b7_new_connection_gets_the_first_request_grace,
             b8_drain_seen_promptly,
             b9_deadline_cuts_remaining_connections_and_reports,

@@ -487,11 +487,10 @@ pub fn b7_a_connection_told_idle_is_shut_down_before_its_handler_runs<A: Adapter
     }
 }
 
-/// B7: bytes that a read takes once the server closed the connection as
-/// idle (they arrived after its look found nothing) are not handed to the
-/// handler, which could not answer them: the read reports the end of the
-/// stream.
-pub fn b7_bytes_read_after_an_idle_close_are_not_handed_on<A: Adapter>() {
+/// B7: once the server closed a connection as idle, a read takes nothing
+/// of what the client sent since (it came after the server looked, and
+/// could not be answered) and reports the end of the stream.
+pub fn b7_a_read_after_an_idle_close_takes_nothing<A: Adapter>() {
     let (go_tx, go) = futures::channel::oneshot::channel::<()>();
     let go = std::sync::Mutex::new(Some(go));
     let (read_tx, read) = std::sync::mpsc::channel();
@@ -525,7 +524,7 @@ pub fn b7_bytes_read_after_an_idle_close_are_not_handed_on<A: Adapter>() {
     go_tx.send(()).unwrap();
     let (closed, n) = read.recv_timeout(PATIENCE).expect("the handler read");
     assert!(closed, "the connection was not idle");
-    assert_eq!(n, Ok(0), "bytes taken after the close were handed on");
+    assert_eq!(n, Ok(0), "bytes read after the close were handed on");
     shutdown.trigger(Reason::requested());
 }
 

@@ -256,22 +256,38 @@ fn report_racing_a_childs_creation() {
 }
 
 /// A read racing the registry's close of an idle connection: either the
-/// read claims the bytes it took first (and the close leaves the
-/// connection), or the close comes first (and the read drops them); never
-/// bytes handed on from a connection the registry closed.
+/// read claims the connection first (the close then leaves it, also after
+/// the read took a byte), or the close comes first (the read then takes
+/// nothing); a byte is never taken from a connection the registry closed,
+/// nor the connection closed while a read runs.
 #[test]
 fn read_racing_an_idle_close() {
     use graceful_core::server::Idle;
+    use loom::sync::atomic::{AtomicBool, Ordering};
     use loom::sync::Arc;
+    use std::task::Poll;
     loom::model(|| {
         let idle = Arc::new(Idle::default());
+        let reading = Arc::new(AtomicBool::new(false));
         idle.set_idle();
         let closer = {
-            let idle = idle.clone();
-            thread::spawn(move || idle.close())
+            let (idle, reading) = (idle.clone(), reading.clone());
+            thread::spawn(move || {
+                let closed = idle.close();
+                assert!(
+                    !(closed && reading.load(Ordering::SeqCst)),
+                    "closed under a read"
+                );
+                closed
+            })
         };
-        // A read that took a byte.
-        let handed_on = idle.took(1) == 1;
+        // A read that takes a byte.
+        let read = idle.read(|| {
+            reading.store(true, Ordering::SeqCst);
+            reading.store(false, Ordering::SeqCst);
+            Poll::Ready(Ok(1))
+        });
+        let handed_on = matches!(read, Poll::Ready(Ok(1)));
         let closed = closer.join().unwrap();
         assert!(
             handed_on != closed,

@@ -170,11 +170,12 @@ impl<I, R: Runtime> Io<I, R> {
     /// listener closes, while `idle` says it waits for a next request:
     /// told after each read that finds nothing, with nothing of a request
     /// read and not served, nothing of a response left to write, and no
-    /// pipelining, upgrade or HTTP/2. A read that takes bytes claims the
-    /// connection back; once it is closed, a read hands nothing on (what it
-    /// took arrived too late to be answered) and reports the end of the
-    /// stream, so hyper ends the connection as one its client closed
-    /// between requests.
+    /// pipelining, upgrade or HTTP/2. Each read claims the connection while
+    /// it runs (see [`Idle::read`]); once it is closed, a read takes
+    /// nothing and reports the end of the stream, so hyper ends the
+    /// connection as one its client closed between requests, and its close
+    /// does not linger: the server already ended it, after its responses,
+    /// and bytes that came after its look are not read.
     pub(crate) fn idle(mut self, idle: Option<Arc<Idle>>) -> Self {
         self.idle = idle;
         self
@@ -270,10 +271,6 @@ impl<I: Read + Unpin, R: Runtime> Read for Io<I, R> {
         mut buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.idle.as_ref().is_some_and(|idle| idle.is_closed()) {
-            // The server shut the idle connection down: nothing is taken.
-            return Poll::Ready(Ok(()));
-        }
         let following = this.framing.as_ref().is_some_and(|f| !f.is_lost())
             && !this.activity.as_ref().is_some_and(|a| a.is_upgraded());
         // Not followed: never told idle (that needs the framing followed),
@@ -292,21 +289,21 @@ impl<I: Read + Unpin, R: Runtime> Read for Io<I, R> {
         let want = buf.remaining().min(SEEN);
         let mut seen = Vec::with_capacity(want);
         let mut seen = ReadBuf::uninit(&mut seen.spare_capacity_mut()[..want]);
-        if Pin::new(&mut this.inner)
-            .poll_read(cx, seen.unfilled())?
-            .is_pending()
-        {
+        let inner = &mut this.inner;
+        let mut read = || {
+            let read = Pin::new(&mut *inner).poll_read(cx, seen.unfilled());
+            read.map_ok(|()| seen.filled().len())
+        };
+        // Once the server closed the idle connection, nothing is read.
+        let read = match &this.idle {
+            Some(idle) => idle.read(read),
+            None => read(),
+        };
+        if read?.is_pending() {
             if let Some(idle) = this.idle.as_ref().filter(|_| this.between_requests()) {
                 idle.set_idle();
             }
             return Poll::Pending;
-        }
-        if let Some(idle) = &this.idle {
-            let n = seen.filled().len();
-            if idle.took(n) < n {
-                // Taken as the server closed the connection: dropped.
-                return Poll::Ready(Ok(()));
-            }
         }
         let got = seen.filled();
         buf.put_slice(got);
@@ -346,7 +343,11 @@ impl<I: Read + Unpin, R: Runtime> Io<I, R> {
     /// be sending (bytes are pending, or, with nothing pending, by what it
     /// sent so far). Discards the bytes it reads.
     fn should_linger(&mut self, cx: &mut Context<'_>) -> bool {
+        // Closed as idle by the server: its client was sent the end with
+        // every response whole, and saw nothing of what came after.
+        let closed_idle = self.idle.as_ref().is_some_and(|idle| idle.is_closed());
         !self.linger.is_zero()
+            && !closed_idle
             && match discard(&mut self.inner, cx) {
                 Poll::Ready(Some(true)) => true,
                 // It closed its side, or the socket failed.

@@ -131,11 +131,13 @@ graceful_core::futures_io_impls! {
     Stream,
     |this, cx| {
         read(buf) => this
-            .inner
-            .poll_read_with(cx, |mut s| s.read(buf))
-            .map_ok(|n| this.track.idle().took(n)),
-        read_vectored(bufs) => read_vectored(&this.inner, cx, bufs)
-            .map_ok(|n| this.track.idle().took(n)),
+            .track
+            .idle()
+            .read(|| this.inner.poll_read_with(cx, |mut s| s.read(buf))),
+        read_vectored(bufs) => this
+            .track
+            .idle()
+            .read(|| read_vectored(&this.inner, cx, bufs)),
         write(buf) => Pin::new(&mut &this.inner.io).poll_write(cx, buf),
         write_vectored(bufs) => Pin::new(&mut &this.inner.io).poll_write_vectored(cx, bufs),
         flush => Pin::new(&mut &this.inner.io).poll_flush(cx),

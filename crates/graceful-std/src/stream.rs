@@ -27,9 +27,19 @@ impl Stream {
 }
 
 impl Read for Stream {
+    /// On a connection told idle, waits for input with a peek (which
+    /// takes nothing, and keeps the socket's timeout and blocking mode)
+    /// before the read claims it: a read that blocks would hold the claim
+    /// for all the wait, and the server could not close the connection.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = (&*self.inner).read(buf)?;
-        Ok(self.track.idle().took(n))
+        let idle = self.track.idle();
+        if idle.is_told_idle() {
+            self.inner.peek(&mut [0u8])?;
+        }
+        match idle.read(|| Poll::Ready((&*self.inner).read(buf))) {
+            Poll::Ready(read) => read,
+            Poll::Pending => unreachable!("a blocking read is never pending"),
+        }
     }
 }
 
@@ -45,7 +55,7 @@ impl Write for Stream {
 graceful_core::futures_io_impls! {
     Stream,
     |this, cx| {
-        read(buf) => Poll::Ready((&*this.inner).read(buf).map(|n| this.track.idle().took(n))),
+        read(buf) => Poll::Ready(Read::read(this.get_mut(), buf)),
         write(buf) => Poll::Ready((&*this.inner).write(buf)),
         flush => Poll::Ready((&*this.inner).flush()),
         close => Poll::Ready(this.inner.shutdown(std::net::Shutdown::Write)),

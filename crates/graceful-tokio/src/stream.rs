@@ -60,14 +60,16 @@ impl AsyncRead for Stream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut *self.inner.lock()).poll_read(cx, buf))?;
-        let took = buf.filled().len() - before;
-        if self.track.idle().took(took) < took {
-            // Taken as the server closed the idle connection: dropped.
-            buf.set_filled(before);
-        }
-        Poll::Ready(Ok(()))
+        let this = self.get_mut();
+        // Once the server closed the idle connection, nothing is read.
+        this.track
+            .idle()
+            .read(|| {
+                let before = buf.filled().len();
+                let read = Pin::new(&mut *this.inner.lock()).poll_read(cx, buf);
+                read.map_ok(|()| buf.filled().len() - before)
+            })
+            .map_ok(|_| ())
     }
 }
 

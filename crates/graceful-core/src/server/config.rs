@@ -53,7 +53,9 @@ pub struct ServeConfig {
     /// TCP: when the listener closes (at the trigger, or after the
     /// pre-drain delay), end the reads of every connection, so that a
     /// handler waiting for input reads end-of-stream and a handler busy with
-    /// a request finishes it, then reads end-of-stream (default true).
+    /// a request finishes it, then reads end-of-stream (default true). A
+    /// connection whose handler told it idle (an adapter stream's `idle`)
+    /// is shut down both ways then, whatever this says.
     pub close_idle: bool,
     /// At most this many connections at once while serving; when full,
     /// accepting waits (accepted connections are never dropped). At the

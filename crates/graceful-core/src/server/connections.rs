@@ -17,8 +17,9 @@
 //!    grace, so one accepted just after the trigger never loses the request
 //!    it is about to send.
 //! 3. An entry is shut down as idle only from its [`Idle`] state (see
-//!    there), and not late: its protocol layer said it waits for a next
-//!    request, no read is under way, and the peek finds nothing sent.
+//!    there), and not late: what reads it said it waits for a next
+//!    request, no read is under way (a read claims it while it runs), and
+//!    the peek finds nothing sent.
 
 use std::fmt;
 use std::io;
@@ -81,40 +82,38 @@ impl Connections {
     }
 
     /// Shuts down both halves of every live connection, not late, that its
-    /// protocol layer marked [`Idle`] and whose client sent nothing since
-    /// (bytes waiting unread, a request the task was not told of yet, are
-    /// its task's to serve): its client sees the end at once, before the
-    /// connection's task is woken to close it. From [`SPLIT_AT`]
-    /// connections on, half of them are shut down on a thread started for
-    /// it (all here if none can be started). Returns how many.
+    /// protocol layer told [`Idle`], with no read under way, and whose
+    /// client sent nothing since (bytes waiting unread, a request the task
+    /// was not told of yet, are its task's to serve): its client sees the
+    /// end at once, before the connection's task is woken to close it.
+    /// From [`SPLIT_AT`] connections on, half of them are shut down on a
+    /// thread started for it (all here if none can be started). Returns
+    /// how many.
     pub(crate) fn close_idle(&self) -> usize {
-        let idle: Vec<(Socket, Arc<Idle>)> = lock(&self.live)
-            .iter()
-            .filter(|e| !e.late && e.idle.is_idle())
-            .map(|e| (e.socket.clone(), e.idle.clone()))
-            .collect();
-        // Each shutdown wakes whatever waits on its socket (on a thread per
-        // connection, that thread): many are split between this thread and
-        // one more, so the second core sends FINs too.
-        if idle.len() >= SPLIT_AT {
-            let (first, second) = idle.split_at(idle.len() / 2);
-            let split = std::thread::scope(|scope| {
-                let other = std::thread::Builder::new()
-                    .name("graceful-close".into())
-                    .spawn_scoped(scope, || close_each(first));
-                let here = close_each(second);
-                match other {
-                    Ok(other) => Some(here + other.join().unwrap_or(0)),
-                    Err(_) => None,
-                }
-            });
-            return match split {
-                Some(closed) => closed,
-                // No thread to be had: the rest here.
-                None => close_each(first) + close_each(second),
-            };
+        let mut idle: Vec<(Socket, Arc<Idle>)> = self.snapshot(|e| {
+            (!e.late && e.idle.is_idle()).then(|| (e.socket.clone(), e.idle.clone()))
+        });
+        if idle.len() < SPLIT_AT {
+            return close_each(idle);
         }
-        close_each(&idle)
+        // Each shutdown wakes whatever waits on its socket (on a thread per
+        // connection, that thread): the second core sends FINs too.
+        // Taken by the thread, or here if it cannot be started.
+        let other_half = std::sync::Mutex::new(Some(idle.split_off(idle.len() / 2)));
+        let take = || {
+            let mut half = other_half.lock().unwrap_or_else(|p| p.into_inner());
+            half.take().unwrap_or_default()
+        };
+        std::thread::scope(|scope| {
+            let other = std::thread::Builder::new()
+                .name("graceful-close".into())
+                .spawn_scoped(scope, || close_each(take()));
+            let here = close_each(idle);
+            here + match other {
+                Ok(other) => other.join().unwrap_or(0),
+                Err(_) => close_each(take()),
+            }
+        })
     }
 
     /// Shuts down both halves of every live connection: pending reads and
@@ -131,14 +130,17 @@ impl Connections {
     /// right after its call: a connection that has ended meanwhile closes
     /// then (its peer sees the end), not after the last of thousands.
     fn shutdown_where(&self, how: How, which: impl Fn(&Entry) -> bool) {
-        let sockets: Vec<Socket> = lock(&self.live)
-            .iter()
-            .filter(|e| which(e))
-            .map(|e| e.socket.clone())
-            .collect();
+        let sockets = self.snapshot(|e| which(e).then(|| e.socket.clone()));
         for socket in sockets {
             shutdown(&socket, how);
         }
+    }
+
+    /// What `pick` takes of each live entry, under the lock (the sockets
+    /// are then shut down after it, as [`Connections::shutdown_where`]
+    /// says).
+    fn snapshot<T>(&self, pick: impl Fn(&Entry) -> Option<T>) -> Vec<T> {
+        lock(&self.live).iter().filter_map(pick).collect()
     }
 
     /// Registers a connection of `server`: takes its named guard ("conn
@@ -285,13 +287,15 @@ const SPLIT_AT: usize = 256;
 
 /// Shuts down each of `idle` that is still idle and has nothing sent;
 /// returns how many.
-fn close_each(idle: &[(Socket, Arc<Idle>)]) -> usize {
+/// Each reference is dropped right after its call (see
+/// [`Connections::shutdown_where`]).
+fn close_each(idle: Vec<(Socket, Arc<Idle>)>) -> usize {
     let mut closed = 0;
     for (socket, idle) in idle {
-        // Peeked before it is claimed: bytes that arrive after the look
-        // are dropped by the read that takes them (see `Idle::took`).
+        // Peeked before it is claimed: a read that begins after the look
+        // finds the connection closed and takes nothing (see `Idle::read`).
         if !socket.has_pending_input() && idle.close() {
-            shutdown(socket, How::Both);
+            shutdown(&socket, How::Both);
             closed += 1;
         }
     }

@@ -68,7 +68,8 @@ macro_rules! tcp_serve_functions {
         /// that would wait returns end-of-stream (unless
         /// [`ServeConfig::close_idle`](graceful_core::ServeConfig::close_idle)
         /// is off), so a handler that reads until the end finishes its
-        /// current request and returns.
+        /// current request and returns; a connection whose handler told it
+        /// idle (the stream's `idle`) is shut down first, both ways.
         $(#[$serve_doc])*
         pub async fn serve<H, Fut>(
             listener: ::std::net::TcpListener,
@@ -149,14 +150,17 @@ macro_rules! stream_type {
             }
 
             /// The connection's [`Idle`]($crate::server::Idle) state, to
-            /// tell the server when the handler waits for its client's next
-            /// message with nothing read left to answer (what it buffered
-            /// included): until a read takes bytes, the server may then shut
-            /// the connection down when its listener closes, before the
-            /// handler runs again (a stop closing thousands of idle
-            /// connections is then as fast as the kernel). A read that takes
-            /// bytes as the server does so reports the end of the stream
-            /// instead: they came too late to be answered.
+            /// tell the server (`set_idle`) when the handler waits for its
+            /// client's next message with nothing read left to answer (what
+            /// it buffered included): until a read of this stream takes
+            /// bytes, the server may then shut the connection down both
+            /// ways when its listener closes, before the handler runs again,
+            /// whatever [`ServeConfig::close_idle`]($crate::ServeConfig::close_idle)
+            /// says (so the handler cannot write anything more after it),
+            /// unless bytes already wait in its socket. Once it did, reads
+            /// take nothing and report the end of the stream. Reads of the
+            /// socket inside (`get_ref`) go around this: a handler that
+            /// tells idle reads through the stream.
             pub fn idle(&self) -> &::std::sync::Arc<$crate::server::Idle> {
                 self.track.idle()
             }

@@ -121,10 +121,14 @@ impl ServerScope {
             .unwrap_or_else(|p| p.into_inner())
             .take()?;
         // The idle connections' clients see their end first, from here, in
-        // a system call each; then every connection's task is woken.
-        let closed = self.conns.close_idle();
-        if closed > 0 {
-            tracing::debug!("{}: {closed} idle connection(s) closed", self.name);
+        // a system call each; then every connection's task is woken, also
+        // if a socket's shutdown panicked (a `SharedSocket` of an adapter's
+        // own).
+        let close_idle = std::panic::AssertUnwindSafe(|| self.conns.close_idle());
+        match std::panic::catch_unwind(close_idle) {
+            Ok(0) => {}
+            Ok(closed) => tracing::debug!("{}: {closed} idle connection(s) closed", self.name),
+            Err(_) => tracing::error!("{}: closing the idle connections panicked", self.name),
         }
         self.closed.trigger(Reason::requested());
         Some(hold)
