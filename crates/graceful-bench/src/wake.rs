@@ -449,7 +449,10 @@ pub(crate) fn trigger_to_last_woken(mode: Mode, exec: &dyn Exec, n: usize) -> Ta
         let l = done.1.listen();
         let t0 = Instant::now();
         group.trigger();
-        if done.0.load(Ordering::SeqCst) > 0 {
+        // The last task counts down, then records its time, then notifies:
+        // waited for unless the time is there (a count of zero alone may
+        // come before the time).
+        if done.2.lock().unwrap().is_none() {
             l.wait_timeout(Duration::from_secs(30));
         }
         let t1 = done

@@ -55,7 +55,9 @@ pub struct ServeConfig {
     /// handler waiting for input reads end-of-stream and a handler busy with
     /// a request finishes it, then reads end-of-stream (default true). A
     /// connection whose handler told it idle (an adapter stream's `idle`)
-    /// is shut down both ways then, whatever this says.
+    /// is shut down both ways then, whatever this says, unless it was
+    /// accepted after the trigger (its first-request grace is its own) or
+    /// bytes wait in its socket.
     pub close_idle: bool,
     /// At most this many connections at once while serving; when full,
     /// accepting waits (accepted connections are never dropped). At the

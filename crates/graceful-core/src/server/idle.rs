@@ -45,10 +45,12 @@ impl Default for Idle {
 
 impl Idle {
     /// Runs `read`, one read of the connection that returns how many bytes
-    /// it took (0: the end of the stream), as the idle close needs: once
-    /// the server closed the connection as idle, not at all (it returns
-    /// 0, the end of the stream); otherwise with the connection claimed
-    /// while it runs, idle again after it only if it took nothing. Reads
+    /// it took from the socket (0: the end of the stream; a layer that
+    /// buffers what it takes, such as TLS, must count what it took, not
+    /// what it hands on), as the idle close needs: once the server closed
+    /// the connection as idle, not at all (it returns 0, the end of the
+    /// stream); otherwise with the connection claimed while it runs, idle
+    /// again after it only if it took nothing (also if it panics). Reads
     /// nest: one inside another's claim (a layer over the adapter's
     /// stream) runs as part of it.
     pub fn read(&self, read: impl FnOnce() -> Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
@@ -61,12 +63,14 @@ impl Idle {
                 Err(CLOSED) => return Poll::Ready(Ok(0)),
                 Err(_) => false,
             };
+        // Only this read moves the connection out of `READING`: to idle
+        // if it took nothing, or unwinds.
+        let claim = claimed.then(|| Claim(&self.0));
         let result = read();
-        if claimed {
-            let took = matches!(result, Poll::Ready(Ok(n)) if n > 0);
-            // Only this read moves the connection out of `READING`.
-            self.0
-                .store(if took { BUSY } else { IDLE }, Ordering::SeqCst);
+        if let Some(claim) = claim {
+            if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+                claim.0.store(BUSY, Ordering::SeqCst);
+            }
         }
         result
     }
@@ -74,7 +78,9 @@ impl Idle {
     /// Tells that the connection waits for its client's next message, with
     /// nothing it read left to answer (nothing buffered, nothing left to
     /// write): until a read takes bytes, the server may shut it down when
-    /// its listener closes.
+    /// its listener closes. Told by what reads the connection, between its
+    /// reads: a read already under way when it is told is not claimed, and
+    /// what it takes could be cut off from its answer.
     pub fn set_idle(&self) {
         let _ = self
             .0
@@ -105,6 +111,18 @@ impl Idle {
         self.0
             .compare_exchange(IDLE, CLOSED, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
+    }
+}
+
+/// A read's claim: gives the connection back as idle when dropped, unless
+/// the read took bytes (then it was marked busy first).
+struct Claim<'a>(&'a AtomicU8);
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .compare_exchange(READING, IDLE, Ordering::SeqCst, Ordering::SeqCst);
     }
 }
 
@@ -148,6 +166,16 @@ mod tests {
         );
         idle.set_idle();
         assert!(idle.is_closed(), "closed for good");
+    }
+
+    #[test]
+    fn a_read_that_panics_gives_the_connection_back() {
+        let idle = Idle::default();
+        idle.set_idle();
+        let panicked = std::panic::catch_unwind(|| idle.read(|| panic!("in the read")));
+        assert!(panicked.is_err());
+        assert!(idle.is_idle(), "left claimed");
+        assert!(idle.close());
     }
 
     #[test]

@@ -157,9 +157,11 @@ macro_rules! stream_type {
             /// ways when its listener closes, before the handler runs again,
             /// whatever [`ServeConfig::close_idle`]($crate::ServeConfig::close_idle)
             /// says (so the handler cannot write anything more after it),
-            /// unless bytes already wait in its socket. Once it did, reads
-            /// take nothing and report the end of the stream. Reads of the
-            /// socket inside (`get_ref`) go around this: a handler that
+            /// unless bytes already wait in its socket or it was accepted
+            /// after the trigger (its first-request grace is its own). Once
+            /// it did, reads take nothing and report the end of the stream.
+            /// Told from the task that reads, between its reads; reads of
+            /// the socket inside (`get_ref`) go around this: a handler that
             /// tells idle reads through the stream.
             pub fn idle(&self) -> &::std::sync::Arc<$crate::server::Idle> {
                 self.track.idle()
