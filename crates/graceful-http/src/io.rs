@@ -890,9 +890,12 @@ mod tests {
         assert!(closes_at_once(&mut plain, &[head]));
     }
 
-    /// Reads `sent` as hyper does, serving each request, then reads once
-    /// more (finding nothing): whether the connection was told idle then.
-    fn told_idle(io: Io<Stream, NoTimers>, sent: &[&[u8]]) -> bool {
+    /// `io` with an idleness, after reading `sent` as hyper does, serving
+    /// each request, then once more (finding nothing).
+    fn read_to_idle(
+        io: Io<Stream, NoTimers>,
+        sent: &[&[u8]],
+    ) -> (Io<Stream, NoTimers>, Arc<graceful_core::server::Idle>) {
         let idle = Arc::new(graceful_core::server::Idle::default());
         let mut io = io.idle(Some(idle.clone()));
         read_all(&mut io, sent);
@@ -902,7 +905,12 @@ mod tests {
         assert!(pin!(&mut io)
             .poll_read(&mut cx, buf.unfilled())
             .is_pending());
-        idle.close()
+        (io, idle)
+    }
+
+    /// Whether the connection was told idle after reading `sent`.
+    fn told_idle(io: Io<Stream, NoTimers>, sent: &[&[u8]]) -> bool {
+        read_to_idle(io, sent).1.close()
     }
 
     #[test]
@@ -929,26 +937,17 @@ mod tests {
         let activity = Arc::new(Activity::default());
         activity.set_write_blocked(true);
         assert!(!told_idle(http1_with(activity), &[get]), "not quiet");
-        // Without a registry's idleness, nothing is told.
-        let mut io = http1();
-        read_all(&mut io, &[get]);
-        assert!(io.idle.is_none());
     }
 
     /// Once the server closed the idle connection, a read takes nothing of
     /// what the client sent since, and reports the end of the stream.
     #[test]
     fn a_read_of_a_connection_closed_as_idle_takes_nothing() {
-        let idle = Arc::new(graceful_core::server::Idle::default());
-        let mut io = http1().idle(Some(idle.clone()));
-        read_all(&mut io, &[b"GET / HTTP/1.1\r\n\r\n"]);
+        let (mut io, idle) = read_to_idle(http1(), &[b"GET / HTTP/1.1\r\n\r\n"]);
+        assert!(idle.close());
         let mut cx = Context::from_waker(Waker::noop());
         let mut buf = [0u8; 64];
         let mut buf = ReadBuf::new(&mut buf);
-        assert!(pin!(&mut io)
-            .poll_read(&mut cx, buf.unfilled())
-            .is_pending());
-        assert!(idle.close());
         io.get_ref()
             .wire()
             .to_read
