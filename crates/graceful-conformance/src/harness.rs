@@ -238,6 +238,12 @@ pub struct Client {
 }
 
 impl Client {
+    /// Waits until what this client sent reached the server's socket (see
+    /// [`delivered`]).
+    pub fn delivered(&self) {
+        delivered(&self.stream);
+    }
+
     /// Connects to `addr`; reads time out after [`PATIENCE`].
     pub fn connect(addr: SocketAddr) -> Client {
         Client::try_connect(addr).expect("connect")

@@ -530,7 +530,7 @@ pub fn b7_a_read_after_an_idle_close_takes_nothing<A: Adapter>() {
     });
     let mut client = Client::connect(server.addr);
     client.send("late");
-    std::thread::sleep(Duration::from_millis(50));
+    client.delivered();
     go_tx.send(()).unwrap();
     let (closed, n) = read.recv_timeout(PATIENCE).expect("the handler read");
     assert!(closed, "the connection was not idle");

@@ -28,9 +28,9 @@ impl Stream {
 
 impl Read for Stream {
     /// On a connection told idle, waits for input with a peek (which
-    /// takes nothing, and keeps the socket's timeout and blocking mode)
-    /// before the read claims it: a read that blocks would hold the claim
-    /// for all the wait, and the server could not close the connection.
+    /// takes nothing) before the read claims it: a read that blocks would
+    /// hold the claim for all the wait, and the server could not close the
+    /// connection.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let idle = self.track.idle();
         if idle.is_told_idle() {

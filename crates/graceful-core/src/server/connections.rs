@@ -87,8 +87,7 @@ impl Connections {
     /// was not told of yet, are its task's to serve): its client sees the
     /// end at once, before the connection's task is woken to close it.
     /// From [`SPLIT_AT`] connections on, half of them are shut down on a
-    /// thread started for it (all here if none can be started). Returns
-    /// how many.
+    /// thread started for it. Returns how many.
     pub(crate) fn close_idle(&self) -> usize {
         let mut idle: Vec<(Socket, Arc<Idle>)> = self.snapshot(|e| {
             (!e.late && e.idle.is_idle()).then(|| (e.socket.clone(), e.idle.clone()))
@@ -97,8 +96,8 @@ impl Connections {
             return close_each(idle);
         }
         // Each shutdown wakes whatever waits on its socket (on a thread per
-        // connection, that thread): the second core sends FINs too.
-        // Taken by the thread, or here if it cannot be started.
+        // connection, that thread): the second core sends FINs too. The
+        // other half is taken by that thread, or here if it cannot start.
         let other_half = std::sync::Mutex::new(Some(idle.split_off(idle.len() / 2)));
         let take = || {
             let mut half = other_half.lock().unwrap_or_else(|p| p.into_inner());
