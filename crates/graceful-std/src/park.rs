@@ -283,6 +283,12 @@ impl Task {
     }
 }
 
+/// How many tasks are in the parker now.
+#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+pub(crate) fn parked_tasks() -> usize {
+    parker().map_or(0, |p| p.state().tasks.len())
+}
+
 /// What `register` returns, or in tests the error the task set up for its
 /// parking instead.
 fn register(register: impl FnOnce() -> std::io::Result<u64>) -> std::io::Result<u64> {

@@ -115,6 +115,39 @@ pub(crate) fn still_waiting(socket: &Socket, flags: PollFlags) -> bool {
     })
 }
 
+/// Runs `op` on `socket`; when it would block, has this thread wait for
+/// `flags` (through `waiter`, the same socket) and returns `Pending`. While
+/// this thread still waits for that, `op` is not tried: a connection woken
+/// for something else (a timer, the stop) makes no failed system call.
+pub(crate) fn poll_io<T>(
+    socket: &std::net::TcpStream,
+    waiter: &Socket,
+    cx: &Context<'_>,
+    flags: PollFlags,
+    mut op: impl FnMut(&std::net::TcpStream) -> std::io::Result<T>,
+) -> Poll<std::io::Result<T>> {
+    if still_waiting(waiter, flags) {
+        wait(waiter, flags, cx);
+        return Poll::Pending;
+    }
+    loop {
+        match op(socket) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                wait(waiter, flags, cx);
+                return Poll::Pending;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            done => return Poll::Ready(done),
+        }
+    }
+}
+
+/// Whether this thread runs a [`block_on`] of this crate (or a spawned
+/// task), which services the socket waits its futures register.
+pub(crate) fn in_block_on() -> bool {
+    DEPTH.with(|d| d.get() > 0)
+}
+
 /// Says once, loudly, that a socket or timer wait was registered on a
 /// thread that runs no [`block_on`] of this crate: nothing will service it.
 fn outside_block_on() {
@@ -848,5 +881,84 @@ pub(crate) mod tests {
         wait(&server, PollFlags::POLLIN, &Context::from_waker(&two));
         assert_eq!(count(), 3);
         INTERESTS.with(|i| i.borrow_mut().clear());
+    }
+
+    /// A read that would block is not tried again while the thread still
+    /// waits for the socket, however often the future is polled; once the
+    /// wait sees it readable, it is read.
+    #[test]
+    fn a_read_that_would_block_is_tried_again_only_once_the_socket_is_ready() {
+        let (mut client, server) = pair();
+        let waiter: Socket = server.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let reads = std::sync::atomic::AtomicUsize::new(0);
+            let mut polls = 0;
+            let got = block_on(std::future::poll_fn(|cx| {
+                polls += 1;
+                let mut buf = [0u8; 8];
+                let read = poll_io(&server, &waiter, cx, PollFlags::POLLIN, |mut s| {
+                    reads.fetch_add(1, SeqCst);
+                    s.read(&mut buf)
+                });
+                match read {
+                    Poll::Ready(n) => Poll::Ready(n.unwrap()),
+                    // Woken for something else, five times over; then
+                    // the data comes.
+                    Poll::Pending if polls <= 5 => {
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
+                    Poll::Pending => {
+                        if polls == 6 {
+                            client.write_all(b"hi").unwrap();
+                        }
+                        Poll::Pending
+                    }
+                }
+            }));
+            tx.send((got, reads.load(SeqCst), polls)).unwrap();
+        });
+        let (got, reads, polls) = rx.recv_timeout(Duration::from_secs(10)).expect("hung");
+        assert_eq!(got, 2);
+        assert_eq!(polls, 7);
+        assert_eq!(
+            reads, 2,
+            "the read that would block, then the one that read"
+        );
+    }
+
+    /// A thread woken over and over (a task that yields at every poll)
+    /// still reads what comes: each wake-up is followed by a look at the
+    /// sockets, which sees the data.
+    #[test]
+    fn a_thread_woken_at_every_poll_still_reads_what_comes() {
+        let (mut client, server) = pair();
+        let waiter: Socket = server.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut polls = 0;
+            let got = block_on(std::future::poll_fn(|cx| {
+                polls += 1;
+                if polls == 3 {
+                    client.write_all(b"hi").unwrap();
+                }
+                let mut buf = [0u8; 8];
+                match poll_io(&server, &waiter, cx, PollFlags::POLLIN, |mut s| {
+                    s.read(&mut buf)
+                }) {
+                    Poll::Ready(n) => Poll::Ready(n.unwrap()),
+                    Poll::Pending => {
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
+                }
+            }));
+            tx.send(got).unwrap();
+        });
+        let got = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the data was never read");
+        assert_eq!(got, 2);
     }
 }
