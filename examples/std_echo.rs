@@ -1,5 +1,6 @@
 //! TCP echo server on plain threads: the same service as `tokio_echo`,
-//! only the adapter differs (a thread per connection, no async runtime).
+//! only the adapter differs (a connection on a thread while it is busy, an
+//! idle one waiting with no thread; no async runtime).
 //!
 //! ```text
 //! cargo run --example std_echo -- --delay-ms 2000

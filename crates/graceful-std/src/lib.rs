@@ -8,8 +8,10 @@
 //!   `futures-timer`);
 //! - [`signals`]: SIGINT/SIGTERM (SIGHUP/SIGQUIT opt-in) tied to a
 //!   [`Shutdown`]; the second forces, the third exits;
-//! - [`serve`] / [`serve_blocking`]: a TCP server with a thread per
-//!   connection, woken by the shutdown itself (no polling timeouts);
+//! - [`serve`] / [`serve_blocking`]: a TCP server, each connection on a
+//!   thread while it is busy (an async handler waiting for input gives its
+//!   thread back, as an idle HTTP connection does; a blocking one keeps
+//!   it), woken by the shutdown itself (no polling timeouts);
 //! - `http::serve` (feature `http`): any hyper service over HTTP/1.1 and
 //!   HTTP/2, each connection on a thread while it is busy (an idle one
 //!   waits in one shared `epoll` set, with no thread, on Linux), with the
@@ -27,11 +29,13 @@
 //!
 //! # When not to use it
 //!
-//! A blocking TCP handler holds its thread while its connection is open,
-//! so a thread's stack per client: for thousands of mostly idle TCP
-//! connections an async adapter is cheaper (idle HTTP connections give
-//! their threads back on Linux). Unix only: it relies on POSIX signals and
-//! `shutdown(2)` on sockets.
+//! A blocking TCP handler (`serve_blocking`, or reads through `std::io`)
+//! holds its thread while its connection is open, so a thread's stack per
+//! client: for thousands of mostly idle TCP connections, write the handler
+//! against the `futures` I/O traits (its idle connections then give their
+//! threads back on Linux, as idle HTTP connections do), or use an async
+//! adapter. Unix only: it relies on POSIX signals and `shutdown(2)` on
+//! sockets.
 //!
 //! # Example
 //!

@@ -20,7 +20,8 @@ use graceful_core::server::Accept;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 /// A listening socket for [`graceful_core::server::serve`]; accepted
-/// sockets are blocking, for a thread per connection.
+/// sockets are blocking, for handlers that block (the async I/O of a
+/// [`Stream`](crate::Stream) does not wait in its calls).
 pub(crate) struct Listener {
     inner: Arc<TcpListener>,
     waiter: Arc<Waiter>,

@@ -50,7 +50,7 @@ impl Stream {
         op: impl FnMut(&TcpStream) -> io::Result<T>,
     ) -> Poll<io::Result<T>> {
         let waiter: Socket = self.inner.clone();
-        reactor::poll_io(&*self.inner, &waiter, cx, flags, op)
+        reactor::poll_io(&self.inner, &waiter, cx, flags, op)
     }
 
     fn read_or_wait(&mut self, cx: &Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
