@@ -242,6 +242,8 @@ impl ConnTrack {
 /// Implemented for every socket that lends its descriptor ([`AsFd`]); an
 /// adapter whose stream needs exclusive access while it does I/O implements
 /// it on a wrapper of its own.
+/// A panic in either method costs its own connection alone: it is logged,
+/// the other connections are still shut down, and the stop goes on.
 pub trait SharedSocket: Send + Sync + 'static {
     /// Shuts down the read half, the write half or both (`shutdown(2)`).
     fn shutdown(&self, how: How) -> io::Result<()>;
@@ -293,7 +295,7 @@ fn close_each(idle: Vec<(Socket, Arc<Idle>)>) -> usize {
     for (socket, idle) in idle {
         // Peeked before it is claimed: a read that begins after the look
         // finds the connection closed and takes nothing (see `Idle::read`).
-        if !socket.has_pending_input() && idle.close() {
+        if !input_waits(&socket) && idle.close() {
             shutdown(&socket, How::Both);
             closed += 1;
         }
@@ -312,8 +314,21 @@ struct Entry {
     idle: Arc<Idle>,
 }
 
+/// Shuts `socket` down. A `SharedSocket` of an adapter's own that panics
+/// costs its connection alone: the others are still shut down, and the
+/// stop goes on.
 fn shutdown(socket: &Socket, how: How) {
-    let _ = socket.shutdown(how);
+    let shut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| socket.shutdown(how)));
+    if shut.is_err() {
+        tracing::error!("a connection's socket panicked in its shutdown");
+    }
+}
+
+/// Whether bytes wait unread in `socket`; yes if its peek panics (the
+/// connection is then left to its task).
+fn input_waits(socket: &Socket) -> bool {
+    let peek = std::panic::AssertUnwindSafe(|| socket.has_pending_input());
+    std::panic::catch_unwind(peek).unwrap_or(true)
 }
 
 impl Drop for ConnTrack {

@@ -121,14 +121,10 @@ impl ServerScope {
             .unwrap_or_else(|p| p.into_inner())
             .take()?;
         // The idle connections' clients see their end first, from here, in
-        // a system call each; then every connection's task is woken, also
-        // if a socket's shutdown panicked (a `SharedSocket` of an adapter's
-        // own).
-        let close_idle = std::panic::AssertUnwindSafe(|| self.conns.close_idle());
-        match std::panic::catch_unwind(close_idle) {
-            Ok(0) => {}
-            Ok(closed) => tracing::debug!("{}: {closed} idle connection(s) closed", self.name),
-            Err(_) => tracing::error!("{}: closing the idle connections panicked", self.name),
+        // a system call each; then every connection's task is woken.
+        match self.conns.close_idle() {
+            0 => {}
+            closed => tracing::debug!("{}: {closed} idle connection(s) closed", self.name),
         }
         self.closed.trigger(Reason::requested());
         Some(hold)
@@ -169,5 +165,80 @@ impl Drop for ServerScope {
                 self.conns.len()
             );
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::ServerScope;
+    use crate::server::SharedSocket;
+    use crate::{ServeConfig, Shutdown};
+
+    /// A socket that logs its shutdowns, or panics in them (and in its
+    /// peek), as an adapter's own `SharedSocket` might.
+    struct Socket {
+        panics: bool,
+        log: Mutex<Vec<std::net::Shutdown>>,
+    }
+
+    impl SharedSocket for Socket {
+        fn shutdown(&self, how: std::net::Shutdown) -> std::io::Result<()> {
+            assert!(!self.panics, "this socket's shutdown panics");
+            self.log.lock().unwrap().push(how);
+            Ok(())
+        }
+        fn has_pending_input(&self) -> bool {
+            assert!(!self.panics, "this socket's peek panics");
+            false
+        }
+    }
+
+    /// The listener's close shuts down the other idle connections, tells
+    /// every connection that it closed and ends their reads, and at the
+    /// force cuts the others, even when a socket panics in each of those.
+    #[test]
+    fn a_socket_that_panics_in_its_shutdown_costs_its_connection_alone() {
+        let parent = Shutdown::new();
+        let local = "127.0.0.1:1".parse().unwrap();
+        let scope = ServerScope::new(&parent, &ServeConfig::default(), local);
+        let sockets = [true, false, true, false].map(|panics| {
+            Arc::new(Socket {
+                panics,
+                log: Mutex::default(),
+            })
+        });
+        let tracks: Vec<_> = sockets
+            .iter()
+            .enumerate()
+            .map(|(i, socket)| {
+                let track = scope
+                    .conns()
+                    .register(scope.shutdown(), socket.clone(), local, "conn");
+                // The first two wait idle, the last two are busy.
+                if i < 2 {
+                    track.idle().set_idle();
+                }
+                track
+            })
+            .collect();
+        let conn = scope.conn(local, local);
+        let shutdown = scope.shutdown().clone();
+        // What a `serve` dropped before its listener closed does.
+        drop(scope);
+        assert!(conn.is_listener_closed(), "the connections were not told");
+        let log = |i: usize| sockets[i].log.lock().unwrap().clone();
+        use std::net::Shutdown::{Both, Read};
+        assert!(tracks[1].idle().is_closed());
+        assert!(!tracks[0].idle().is_closed(), "its peek panicked");
+        assert_eq!(
+            log(1),
+            [Both, Read],
+            "the idle one is closed, then its reads ended"
+        );
+        assert_eq!(log(3), [Read], "the busy one's reads are ended");
+        shutdown.force(crate::ForceCause::Requested);
+        assert_eq!(log(3), [Read, Both], "the force cut it");
     }
 }
