@@ -242,6 +242,7 @@ impl ConnTrack {
 /// Implemented for every socket that lends its descriptor ([`AsFd`]); an
 /// adapter whose stream needs exclusive access while it does I/O implements
 /// it on a wrapper of its own.
+///
 /// A panic in either method costs its own connection alone: it is logged,
 /// the other connections are still shut down, and the stop goes on.
 pub trait SharedSocket: Send + Sync + 'static {
@@ -295,8 +296,7 @@ fn close_each(idle: Vec<(Socket, Arc<Idle>)>) -> usize {
     for (socket, idle) in idle {
         // Peeked before it is claimed: a read that begins after the look
         // finds the connection closed and takes nothing (see `Idle::read`).
-        if !input_waits(&socket) && idle.close() {
-            shutdown(&socket, How::Both);
+        if !input_waits(&socket) && idle.close() && shutdown(&socket, How::Both) {
             closed += 1;
         }
     }
@@ -316,19 +316,23 @@ struct Entry {
 
 /// Shuts `socket` down. A `SharedSocket` of an adapter's own that panics
 /// costs its connection alone: the others are still shut down, and the
-/// stop goes on.
-fn shutdown(socket: &Socket, how: How) {
+/// stop goes on. Returns whether it did not panic.
+fn shutdown(socket: &Socket, how: How) -> bool {
     let shut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| socket.shutdown(how)));
     if shut.is_err() {
         tracing::error!("a connection's socket panicked in its shutdown");
     }
+    shut.is_ok()
 }
 
 /// Whether bytes wait unread in `socket`; yes if its peek panics (the
 /// connection is then left to its task).
 fn input_waits(socket: &Socket) -> bool {
     let peek = std::panic::AssertUnwindSafe(|| socket.has_pending_input());
-    std::panic::catch_unwind(peek).unwrap_or(true)
+    std::panic::catch_unwind(peek).unwrap_or_else(|_| {
+        tracing::error!("a connection's socket panicked in its peek");
+        true
+    })
 }
 
 impl Drop for ConnTrack {

@@ -170,75 +170,87 @@ impl Drop for ServerScope {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
+    use std::net::Shutdown::{Both, Read};
     use std::sync::{Arc, Mutex};
 
     use super::ServerScope;
     use crate::server::SharedSocket;
     use crate::{ServeConfig, Shutdown};
 
-    /// A socket that logs its shutdowns, or panics in them (and in its
-    /// peek), as an adapter's own `SharedSocket` might.
+    /// Where a socket panics, as an adapter's own `SharedSocket` might.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Panics {
+        Never,
+        InItsPeek,
+        InItsShutdown,
+    }
+
+    /// A socket that logs its shutdowns, or panics.
     struct Socket {
-        panics: bool,
+        panics: Panics,
         log: Mutex<Vec<std::net::Shutdown>>,
     }
 
     impl SharedSocket for Socket {
         fn shutdown(&self, how: std::net::Shutdown) -> std::io::Result<()> {
-            assert!(!self.panics, "this socket's shutdown panics");
+            assert!(self.panics != Panics::InItsShutdown, "this shutdown panics");
             self.log.lock().unwrap().push(how);
             Ok(())
         }
         fn has_pending_input(&self) -> bool {
-            assert!(!self.panics, "this socket's peek panics");
+            assert!(self.panics != Panics::InItsPeek, "this peek panics");
             false
         }
     }
 
     /// The listener's close shuts down the other idle connections, tells
     /// every connection that it closed and ends their reads, and at the
-    /// force cuts the others, even when a socket panics in each of those.
+    /// force cuts the others, even when a socket panics in its peek or its
+    /// shutdown.
     #[test]
     fn a_socket_that_panics_in_its_shutdown_costs_its_connection_alone() {
         let parent = Shutdown::new();
         let local = "127.0.0.1:1".parse().unwrap();
         let scope = ServerScope::new(&parent, &ServeConfig::default(), local);
-        let sockets = [true, false, true, false].map(|panics| {
-            Arc::new(Socket {
-                panics,
-                log: Mutex::default(),
-            })
-        });
-        let tracks: Vec<_> = sockets
+        // Idle, idle, idle, busy, busy.
+        let kinds = [
+            (Panics::InItsPeek, true),
+            (Panics::InItsShutdown, true),
+            (Panics::Never, true),
+            (Panics::InItsShutdown, false),
+            (Panics::Never, false),
+        ];
+        let (sockets, tracks): (Vec<_>, Vec<_>) = kinds
             .iter()
-            .enumerate()
-            .map(|(i, socket)| {
+            .map(|&(panics, idle)| {
+                let socket = Arc::new(Socket {
+                    panics,
+                    log: Mutex::default(),
+                });
                 let track = scope
                     .conns()
                     .register(scope.shutdown(), socket.clone(), local, "conn");
-                // The first two wait idle, the last two are busy.
-                if i < 2 {
+                if idle {
                     track.idle().set_idle();
                 }
-                track
+                (socket, track)
             })
-            .collect();
+            .unzip();
         let conn = scope.conn(local, local);
         let shutdown = scope.shutdown().clone();
         // What a `serve` dropped before its listener closed does.
         drop(scope);
         assert!(conn.is_listener_closed(), "the connections were not told");
         let log = |i: usize| sockets[i].log.lock().unwrap().clone();
-        use std::net::Shutdown::{Both, Read};
-        assert!(tracks[1].idle().is_closed());
         assert!(!tracks[0].idle().is_closed(), "its peek panicked");
+        assert!(tracks[1].idle().is_closed() && tracks[2].idle().is_closed());
         assert_eq!(
-            log(1),
+            log(2),
             [Both, Read],
             "the idle one is closed, then its reads ended"
         );
-        assert_eq!(log(3), [Read], "the busy one's reads are ended");
+        assert_eq!(log(4), [Read], "the busy one's reads are ended");
         shutdown.force(crate::ForceCause::Requested);
-        assert_eq!(log(3), [Read, Both], "the force cut it");
+        assert_eq!(log(4), [Read, Both], "the force cut it");
     }
 }
