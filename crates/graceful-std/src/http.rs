@@ -29,7 +29,7 @@ use nix::poll::PollFlags;
 pub use graceful_http::{HttpBody, HttpService, Readiness};
 
 use crate::listener::Listener;
-use crate::reactor::{self, Socket};
+use crate::reactor;
 use crate::Runtime;
 
 graceful_http::http_serve_functions! {
@@ -49,7 +49,6 @@ graceful_http::http_serve_functions! {
 /// for by the thread that polls it. Carries the connection's guard.
 struct HttpIo {
     socket: Arc<TcpStream>,
-    waiter: Socket,
     _track: ConnTrack,
 }
 
@@ -61,7 +60,6 @@ impl HttpIo {
             tracing::warn!("connection {}: {e}", track.peer_addr());
         }
         HttpIo {
-            waiter: socket.clone(),
             socket,
             _track: track,
         }
@@ -73,7 +71,7 @@ impl HttpIo {
         flags: PollFlags,
         op: impl FnMut(&TcpStream) -> io::Result<T>,
     ) -> Poll<io::Result<T>> {
-        reactor::poll_io(&self.socket, &self.waiter, cx, flags, op)
+        reactor::poll_io(&self.socket, cx, flags, op)
     }
 }
 

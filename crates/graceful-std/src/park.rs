@@ -24,12 +24,11 @@
 //!   interests and timers: its futures look again and wait again, wherever
 //!   the task runs next, so no wait registered before the park is lost;
 //! - a parking that cannot register every socket because another parked
-//!   task waits for one of them leaves the task waiting on its thread until
-//!   it ends: trying again would wake it every [`PARK_AFTER`] for nothing.
-//!   One that failed for want of resources (no parker yet, the system's
-//!   limit of watched descriptors, memory) is tried again a second later,
-//!   as the parker's start is: a moment's exhaustion does not pin a task
-//!   to its thread for good.
+//!   task waits for one of them (a connection's reader and writer in two
+//!   tasks), or that failed for want of resources (no parker yet, the
+//!   system's limit of watched descriptors, memory), is tried again a
+//!   second later, as the parker's start is: neither the other task's wait
+//!   nor a moment's exhaustion pins a task to its thread for good.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -172,8 +171,9 @@ impl Task {
     /// Moves the task, which was not woken since its last poll, to the
     /// parker. Gives the future back if it must stay, with when to try
     /// again: when a wake-up came in, [`PARK_AFTER`] its next wait; when
-    /// the parker or the system lacked resources, [`RETRY_PARK`]; when the
-    /// parker cannot ever take its waits, never (it stays on this thread).
+    /// the parker or the system lacked resources, or another parked task
+    /// waits for one of its sockets, [`RETRY_PARK`]; when the parker has
+    /// ended, never (it stays on this thread).
     fn park(
         self: &Arc<Self>,
         future: BoxFuture,
@@ -195,11 +195,10 @@ impl Task {
                 Ok(())
             }
             Err(e) => {
-                // Another parked task waits for one of its sockets, or the
-                // parker ended: no later try can do better.
-                let eexist = nix::errno::Errno::EEXIST as i32;
-                let never = e.raw_os_error().map_or(true, |code| code == eexist);
-                let again = if never { None } else { RETRY_PARK };
+                // The parker ended: no later try can do better. Otherwise
+                // (resources, or another parked task waiting for one of its
+                // sockets, which may leave) a second later.
+                let again = e.raw_os_error().and(RETRY_PARK);
                 tracing::debug!("a task stays on its thread: {e}; parking again in {again:?}");
                 reactor::restore_waits(interests, timers);
                 Err((future, again))
@@ -283,10 +282,25 @@ impl Task {
     }
 }
 
-/// How many tasks are in the parker now.
+/// Whether a task in the parker now waits for the socket `fd`.
 #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
-pub(crate) fn parked_tasks() -> usize {
-    parker().map_or(0, |p| p.state().tasks.len())
+pub(crate) fn is_parked_on(fd: std::os::fd::RawFd) -> bool {
+    use std::os::fd::{AsFd, AsRawFd};
+    // The tasks are locked after the parker's lock is let go: a parking
+    // task holds its own lock while it takes the parker's.
+    let tasks: Vec<Arc<Task>> = match parker() {
+        Some(p) => p.state().tasks.values().cloned().collect(),
+        None => return false,
+    };
+    tasks.iter().any(|task| {
+        let inner = task.lock();
+        matches!(inner.state, State::Parked(_))
+            && inner
+                .waits
+                .0
+                .iter()
+                .any(|i| i.socket.as_fd().as_raw_fd() == fd)
+    })
 }
 
 /// What `register` returns, or in tests the error the task set up for its
@@ -865,18 +879,25 @@ mod tests {
     }
 
     /// A socket that a parked task waits for cannot be watched for a
-    /// second one, which then waits on its thread: both are still woken.
+    /// second one, which then waits on its thread (both are still woken),
+    /// and parks once the first has left.
     #[test]
-    fn a_task_whose_socket_another_parked_task_waits_for_stays_on_its_thread() {
+    fn a_task_whose_socket_another_parked_task_waits_for_parks_once_that_one_left() {
         let (mut client, server) = pair();
-        let first = spawn(readable(server.clone()));
+        let (leave, left) = futures::channel::oneshot::channel::<()>();
+        let readable_or_left = futures::future::select(readable(server.clone()), left);
+        let first = spawn(async move {
+            readable_or_left.await;
+        });
         first.until_parked();
         let second = spawn(readable(server));
         std::thread::sleep(PARK_AFTER * 20);
         assert!(first.task.is_parked());
         assert!(!second.task.is_parked(), "the second task parked too");
-        client.write_all(b"x").unwrap();
+        leave.send(()).unwrap();
         first.output();
+        second.until_parked();
+        client.write_all(b"x").unwrap();
         second.output();
     }
 

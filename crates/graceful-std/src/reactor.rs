@@ -107,7 +107,7 @@ pub(crate) fn wait(socket: &Socket, flags: PollFlags, cx: &Context<'_>) {
 /// was woken already). Trying the I/O again then would only fail again: a
 /// thread woken for something else (a timer, the stop, a task that yields)
 /// need not ask the kernel.
-pub(crate) fn still_waiting(socket: &Socket, flags: PollFlags) -> bool {
+pub(crate) fn still_waiting<S: ?Sized>(socket: &Arc<S>, flags: PollFlags) -> bool {
     INTERESTS.with(|i| {
         i.borrow().iter().any(|i| {
             i.flags == flags && std::ptr::addr_eq(Arc::as_ptr(&i.socket), Arc::as_ptr(socket))
@@ -116,26 +116,25 @@ pub(crate) fn still_waiting(socket: &Socket, flags: PollFlags) -> bool {
 }
 
 /// Runs `op` on `socket`; when it would block, has this thread wait for
-/// `flags` (through `waiter`, the same socket) and returns `Pending`. While
-/// this thread still waits for that, `op` is not tried: a connection woken
-/// for something else (a timer, the stop) makes no failed system call.
+/// `flags` and returns `Pending`. While this thread still waits for that,
+/// `op` is not tried: a connection woken for something else (a timer, the
+/// stop) makes no failed system call.
 pub(crate) fn poll_io<T>(
-    socket: &std::net::TcpStream,
-    waiter: &Socket,
+    socket: &Arc<std::net::TcpStream>,
     cx: &Context<'_>,
     flags: PollFlags,
     mut op: impl FnMut(&std::net::TcpStream) -> std::io::Result<T>,
 ) -> Poll<std::io::Result<T>> {
-    if still_waiting(waiter, flags) {
-        wait(waiter, flags, cx);
-        return Poll::Pending;
+    let pending = || {
+        wait(&(socket.clone() as Socket), flags, cx);
+        Poll::Pending
+    };
+    if still_waiting(socket, flags) {
+        return pending();
     }
     loop {
         match op(socket) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                wait(waiter, flags, cx);
-                return Poll::Pending;
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return pending(),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             done => return Poll::Ready(done),
         }
@@ -143,9 +142,45 @@ pub(crate) fn poll_io<T>(
 }
 
 /// Whether this thread runs a [`block_on`] of this crate (or a spawned
-/// task), which services the socket waits its futures register.
+/// task), which services the socket waits its futures register, and not
+/// code run [`outside`] it.
 pub(crate) fn in_block_on() -> bool {
     DEPTH.with(|d| d.get() > 0)
+}
+
+/// Runs `f` as if no [`block_on`] of this crate ran on this thread (a
+/// blocking handler, which may poll futures with an executor of its own
+/// that would never service a wait registered here): the async I/O of
+/// this crate's streams blocks in it, as `std::io` does. A `block_on`
+/// inside `f` counts again.
+pub(crate) fn outside<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = DEPTH.try_with(|d| d.set(self.0));
+        }
+    }
+    let _restore = Restore(DEPTH.with(|d| d.replace(0)));
+    f()
+}
+
+/// Drops this thread's waits for `socket`, whose stream is gone: a wait
+/// that nothing polls any more does not keep its descriptor open (its
+/// client would see no end until the task that dropped it ends).
+pub(crate) fn forget<S: ?Sized>(socket: &Arc<S>) {
+    let _ = INTERESTS.try_with(|i| {
+        let Ok(mut interests) = i.try_borrow_mut() else {
+            return;
+        };
+        let (gone, kept): (Vec<Interest>, Vec<Interest>) = std::mem::take(&mut *interests)
+            .into_iter()
+            .partition(|i| std::ptr::addr_eq(Arc::as_ptr(&i.socket), Arc::as_ptr(socket)));
+        *interests = kept;
+        drop(interests);
+        // Their wakers are dropped after the borrow (a drop may register a
+        // wait).
+        drop(gone);
+    });
 }
 
 /// Says once, loudly, that a socket or timer wait was registered on a
@@ -889,7 +924,6 @@ pub(crate) mod tests {
     #[test]
     fn a_read_that_would_block_is_tried_again_only_once_the_socket_is_ready() {
         let (mut client, server) = pair();
-        let waiter: Socket = server.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let reads = std::sync::atomic::AtomicUsize::new(0);
@@ -897,7 +931,7 @@ pub(crate) mod tests {
             let got = block_on(std::future::poll_fn(|cx| {
                 polls += 1;
                 let mut buf = [0u8; 8];
-                let read = poll_io(&server, &waiter, cx, PollFlags::POLLIN, |mut s| {
+                let read = poll_io(&server, cx, PollFlags::POLLIN, |mut s| {
                     reads.fetch_add(1, SeqCst);
                     s.read(&mut buf)
                 });
@@ -934,7 +968,6 @@ pub(crate) mod tests {
     #[test]
     fn a_thread_woken_at_every_poll_still_reads_what_comes() {
         let (mut client, server) = pair();
-        let waiter: Socket = server.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut polls = 0;
@@ -944,9 +977,7 @@ pub(crate) mod tests {
                     client.write_all(b"hi").unwrap();
                 }
                 let mut buf = [0u8; 8];
-                match poll_io(&server, &waiter, cx, PollFlags::POLLIN, |mut s| {
-                    s.read(&mut buf)
-                }) {
+                match poll_io(&server, cx, PollFlags::POLLIN, |mut s| s.read(&mut buf)) {
                     Poll::Ready(n) => Poll::Ready(n.unwrap()),
                     Poll::Pending => {
                         cx.waker().wake_by_ref();

@@ -27,6 +27,10 @@ graceful_core::tcp_serve_functions! {
 }
 
 /// [`serve`] with a blocking handler, run to completion on this thread.
+///
+/// The handler holds its connection's thread while it runs, and its
+/// stream's async traits block as `std::io` does, so a handler may drive
+/// them with an executor of its own (`futures::executor::block_on`, say).
 pub fn serve_blocking<H, O>(
     listener: TcpListener,
     shutdown: &Shutdown,
@@ -40,6 +44,8 @@ where
     let handler = Arc::new(handler);
     crate::reactor::block_on(serve(listener, shutdown, config, move |stream, conn| {
         let handler = handler.clone();
-        async move { handler(stream, conn) }
+        // Blocking: the stream's async I/O blocks in it too, should the
+        // handler poll it with an executor of its own.
+        async move { crate::reactor::outside(|| handler(stream, conn)) }
     }))
 }

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use nix::poll::PollFlags;
 use nix::sys::socket::{recv, send, MsgFlags};
 
-use crate::reactor::{self, Socket};
+use crate::reactor;
 
 graceful_core::stream_type! {
     /// An accepted connection, served on a thread while it is busy. It
@@ -21,11 +21,14 @@ graceful_core::stream_type! {
     /// own (on Linux; see [`Runtime`](crate::Runtime)). Handlers written
     /// once for every adapter run here too. The async traits wait through
     /// the runtime that runs the handler ([`serve`](crate::serve)'s, or any
-    /// that runs its tasks with [`Runtime`](crate::Runtime)); polled on a
-    /// thread that runs none, they block as the std traits do. When its
-    /// listener closes the server ends a read that waits for input, and at
-    /// the force it shuts the socket down, so a call never outlives the
-    /// drain.
+    /// that runs its tasks with [`Runtime`](crate::Runtime)). On a thread
+    /// that runs none, and in a [`serve_blocking`](crate::serve_blocking)
+    /// handler, they block as the std traits do; an async handler must not
+    /// poll them with an executor of its own (nothing would wake it).
+    ///
+    /// When its listener closes the server ends a read that waits for
+    /// input, and at the force it shuts the socket down, so a call never
+    /// outlives the drain.
     ///
     /// The socket is shared with the server's registry of connections, not
     /// duplicated: a connection costs one descriptor.
@@ -39,43 +42,69 @@ impl Stream {
         &self.inner
     }
 
-    /// Runs `op`, a call that does not wait (`MSG_DONTWAIT`), as the async
-    /// traits do: if it would wait, this thread's runtime waits for the
-    /// socket to be ready for `flags` and wakes `cx` (see
-    /// [`reactor::poll_io`]).
-    fn poll_io<T>(
-        &self,
-        cx: &Context<'_>,
-        flags: PollFlags,
-        op: impl FnMut(&TcpStream) -> io::Result<T>,
-    ) -> Poll<io::Result<T>> {
-        let waiter: Socket = self.inner.clone();
-        reactor::poll_io(&self.inner, &waiter, cx, flags, op)
-    }
-
+    /// A read for the async traits: one that does not wait
+    /// (`MSG_DONTWAIT`), the thread's runtime waiting for the socket when
+    /// it would (see [`reactor::poll_io`]); blocking where no runtime of
+    /// this crate runs.
     fn read_or_wait(&mut self, cx: &Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         if !reactor::in_block_on() {
             return Poll::Ready(Read::read(self, buf));
         }
         self.track.idle().read(|| {
-            self.poll_io(cx, PollFlags::POLLIN, |s| {
+            reactor::poll_io(&self.inner, cx, PollFlags::POLLIN, |s| {
                 Ok(recv(s.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT)?)
             })
         })
     }
 
+    /// A write for the async traits, as [`Stream::read_or_wait`] reads.
     fn write_or_wait(&self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         if !reactor::in_block_on() {
             return Poll::Ready((&*self.inner).write(buf));
         }
-        // As std's own writes, without SIGPIPE where the flag exists.
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        let flags = MsgFlags::MSG_DONTWAIT;
-        self.poll_io(cx, PollFlags::POLLOUT, |s| {
+        let flags = MsgFlags::MSG_DONTWAIT | NO_SIGPIPE;
+        reactor::poll_io(&self.inner, cx, PollFlags::POLLOUT, |s| {
             Ok(send(s.as_raw_fd(), buf, flags)?)
         })
+    }
+}
+
+/// What keeps a write to a connection its client closed from raising
+/// `SIGPIPE`, as std's own writes do: `MSG_NOSIGNAL` where it exists
+/// (elsewhere a Rust program ignores `SIGPIPE` by default).
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "illumos",
+    target_os = "solaris",
+    target_os = "fuchsia",
+    target_os = "haiku",
+))]
+const NO_SIGPIPE: MsgFlags = MsgFlags::MSG_NOSIGNAL;
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "illumos",
+    target_os = "solaris",
+    target_os = "fuchsia",
+    target_os = "haiku",
+)))]
+const NO_SIGPIPE: MsgFlags = MsgFlags::empty();
+
+impl Drop for Stream {
+    /// Drops this thread's waits for the socket, so that the descriptor
+    /// closes now (its client sees the end), not when the task that
+    /// dropped the stream ends.
+    fn drop(&mut self) {
+        reactor::forget(&self.inner);
     }
 }
 
@@ -118,35 +147,44 @@ graceful_core::futures_io_impls! {
 #[cfg(test)]
 mod tests {
     use std::io::{Read, Write};
-    use std::net::{TcpListener, TcpStream};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::thread::JoinHandle;
     use std::time::{Duration, Instant};
 
     use futures::{AsyncReadExt, AsyncWriteExt};
-    use graceful_core::{Reason, ServeConfig, Shutdown};
+    use graceful_core::{Outcome, Reason, ServeConfig, Shutdown};
 
     use super::Stream;
 
     const BOUND: Duration = Duration::from_secs(10);
 
-    /// Serves `handler` on a thread until `shutdown` stops it; returns the
-    /// address and the thread (which returns the exit code).
-    fn serving<F>(
+    /// Runs `serve` on a thread with a listener of its own and `shutdown`;
+    /// returns the address and the thread (which returns the exit code).
+    fn serving(
         shutdown: &Shutdown,
-        handler: impl Fn(Stream) -> F + Send + Sync + 'static,
-    ) -> (std::net::SocketAddr, std::thread::JoinHandle<i32>)
-    where
-        F: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
-    {
+        serve: impl FnOnce(TcpListener, Shutdown) -> std::io::Result<Outcome> + Send + 'static,
+    ) -> (SocketAddr, JoinHandle<i32>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = shutdown.clone();
-        let server = std::thread::spawn(move || {
+        let server = std::thread::spawn(move || serve(listener, shutdown).unwrap().exit_code());
+        (addr, server)
+    }
+
+    /// Serves the async `handler` on a thread until `shutdown` stops it.
+    fn serving_async<F>(
+        shutdown: &Shutdown,
+        handler: impl Fn(Stream) -> F + Send + Sync + 'static,
+    ) -> (SocketAddr, JoinHandle<i32>)
+    where
+        F: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+    {
+        serving(shutdown, move |listener, shutdown| {
             let serve = crate::serve(listener, &shutdown, ServeConfig::default(), move |s, _| {
                 handler(s)
             });
-            crate::reactor::block_on(serve).unwrap().exit_code()
-        });
-        (addr, server)
+            crate::reactor::block_on(serve)
+        })
     }
 
     /// Echoes what it reads through the `futures` traits until the end.
@@ -161,7 +199,7 @@ mod tests {
         }
     }
 
-    fn client(addr: std::net::SocketAddr) -> TcpStream {
+    fn client(addr: SocketAddr) -> TcpStream {
         let client = TcpStream::connect(addr).unwrap();
         client.set_read_timeout(Some(BOUND)).unwrap();
         client
@@ -174,38 +212,56 @@ mod tests {
         assert_eq!(got, line);
     }
 
-    /// An async handler waiting for its client's next bytes gives its
-    /// thread back (its task waits in the parker), is run again when they
-    /// come, and its wait ends when the listener closes.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    #[test]
-    fn an_async_handler_waiting_for_input_waits_with_no_thread() {
-        let shutdown = Shutdown::new();
-        let (addr, server) = serving(&shutdown, echo);
-        let mut client = client(addr);
-        round_trip(&mut client, b"one\n");
-        let until = Instant::now() + BOUND;
-        while crate::park::parked_tasks() == 0 {
-            assert!(Instant::now() < until, "the waiting handler never parked");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        round_trip(&mut client, b"two\n");
-        shutdown.trigger(Reason::Requested { code: None });
+    /// Reads until the end of the stream; returns how long it took.
+    fn until_the_end(client: &mut TcpStream) -> Duration {
+        let start = Instant::now();
         let mut rest = Vec::new();
         client
             .read_to_end(&mut rest)
             .expect("the connection never ended");
         assert!(rest.is_empty(), "{rest:?}");
+        start.elapsed()
+    }
+
+    /// An async handler waiting for its client's next bytes gives its
+    /// thread back (its task waits in the parker, for its socket), is run
+    /// again when they come, and its parked wait ends when the listener
+    /// closes.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn an_async_handler_waiting_for_input_waits_with_no_thread() {
+        use std::os::fd::AsRawFd;
+        let shutdown = Shutdown::new();
+        let (tell_fd, fd) = std::sync::mpsc::channel();
+        let (addr, server) = serving_async(&shutdown, move |stream| {
+            tell_fd.send(stream.get_ref().as_raw_fd()).unwrap();
+            echo(stream)
+        });
+        let mut client = client(addr);
+        let fd = fd.recv_timeout(BOUND).unwrap();
+        let until_parked = || {
+            let until = Instant::now() + BOUND;
+            while !crate::park::is_parked_on(fd) {
+                assert!(Instant::now() < until, "the waiting handler never parked");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        round_trip(&mut client, b"one\n");
+        until_parked();
+        round_trip(&mut client, b"two\n");
+        until_parked();
+        shutdown.trigger(Reason::Requested { code: None });
+        until_the_end(&mut client);
         assert_eq!(server.join().unwrap(), 0);
     }
 
     /// An async write that fills the socket's buffer waits for the client
-    /// to read (without its thread once it waited long), and goes on then.
+    /// to read, and goes on then.
     #[test]
     fn an_async_write_that_would_wait_goes_on_when_the_client_reads() {
         const LEN: usize = 8 << 20;
         let shutdown = Shutdown::new();
-        let (addr, server) = serving(&shutdown, |mut stream| async move {
+        let (addr, server) = serving_async(&shutdown, |mut stream| async move {
             AsyncWriteExt::write_all(&mut stream, &vec![7u8; LEN]).await?;
             AsyncWriteExt::close(&mut stream).await
         });
@@ -221,20 +277,57 @@ mod tests {
         assert_eq!(server.join().unwrap(), 0);
     }
 
-    /// The async traits polled where no runtime of this crate runs (here
-    /// another executor, on a thread of the handler's) block as the std
-    /// traits do, rather than wait for a wake-up no one would send.
+    /// The async traits driven by another executor, where nothing of this
+    /// crate would wake it, block as the std traits do: in a blocking
+    /// handler on its connection's thread, and on a thread of its own.
     #[test]
-    fn async_io_polled_outside_the_runtime_blocks_as_std_io() {
+    fn async_io_driven_by_another_executor_blocks_as_std_io() {
+        let in_a_blocking_handler = |shutdown: &Shutdown| {
+            serving(shutdown, |listener, shutdown| {
+                crate::serve_blocking(listener, &shutdown, ServeConfig::default(), |s, _| {
+                    futures::executor::block_on(echo(s))
+                })
+            })
+        };
+        let on_a_thread_of_its_own = |shutdown: &Shutdown| {
+            serving_async(shutdown, |stream| async move {
+                let other = std::thread::spawn(|| futures::executor::block_on(echo(stream)));
+                other.join().unwrap()
+            })
+        };
+        for serve in [in_a_blocking_handler, on_a_thread_of_its_own] {
+            let shutdown = Shutdown::new();
+            let (addr, server) = serve(&shutdown);
+            let mut client = client(addr);
+            round_trip(&mut client, b"one\n");
+            round_trip(&mut client, b"two\n");
+            drop(client);
+            shutdown.trigger(Reason::Requested { code: None });
+            assert_eq!(server.join().unwrap(), 0);
+        }
+    }
+
+    /// A handler that drops its stream while a read of it waited, and goes
+    /// on, closes the connection then: its client sees the end at once,
+    /// not when the handler ends.
+    #[test]
+    fn a_stream_dropped_while_a_read_waited_closes_at_once() {
         let shutdown = Shutdown::new();
-        let (addr, server) = serving(&shutdown, |stream| async move {
-            let other = std::thread::spawn(move || futures::executor::block_on(echo(stream)));
-            other.join().unwrap()
+        let (addr, server) = serving_async(&shutdown, |mut stream| async move {
+            let mut buf = [0u8; 8];
+            let read = futures::poll!(AsyncReadExt::read(&mut stream, &mut buf));
+            assert!(read.is_pending(), "the client sent nothing");
+            drop(stream);
+            let rt = crate::Runtime::default();
+            graceful_core::Runtime::sleep(&rt, Duration::from_secs(3)).await;
+            Ok(())
         });
         let mut client = client(addr);
-        round_trip(&mut client, b"one\n");
-        round_trip(&mut client, b"two\n");
-        drop(client);
+        let took = until_the_end(&mut client);
+        assert!(
+            took < Duration::from_millis(1500),
+            "the end came after {took:?}"
+        );
         shutdown.trigger(Reason::Requested { code: None });
         assert_eq!(server.join().unwrap(), 0);
     }
