@@ -62,7 +62,7 @@ impl Stream {
         if !reactor::in_block_on() {
             return Poll::Ready((&*self.inner).write(buf));
         }
-        let flags = MsgFlags::MSG_DONTWAIT | NO_SIGPIPE;
+        let flags = MsgFlags::MSG_DONTWAIT | no_sigpipe();
         reactor::poll_io(&self.inner, cx, PollFlags::POLLOUT, |s| {
             Ok(send(s.as_raw_fd(), buf, flags)?)
         })
@@ -72,32 +72,23 @@ impl Stream {
 /// What keeps a write to a connection its client closed from raising
 /// `SIGPIPE`, as std's own writes do: `MSG_NOSIGNAL` where it exists
 /// (elsewhere a Rust program ignores `SIGPIPE` by default).
-#[cfg(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "illumos",
-    target_os = "solaris",
-    target_os = "fuchsia",
-    target_os = "haiku",
-))]
-const NO_SIGPIPE: MsgFlags = MsgFlags::MSG_NOSIGNAL;
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "illumos",
-    target_os = "solaris",
-    target_os = "fuchsia",
-    target_os = "haiku",
-)))]
-const NO_SIGPIPE: MsgFlags = MsgFlags::empty();
+fn no_sigpipe() -> MsgFlags {
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "dragonfly",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "illumos",
+        target_os = "solaris",
+        target_os = "fuchsia",
+        target_os = "haiku",
+    ))]
+    return MsgFlags::MSG_NOSIGNAL;
+    #[allow(unreachable_code)]
+    MsgFlags::empty()
+}
 
 impl Drop for Stream {
     /// Drops this thread's waits for the socket, so that the descriptor
