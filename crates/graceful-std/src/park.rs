@@ -27,8 +27,9 @@
 //!   task waits for one of them (a connection's reader and writer in two
 //!   tasks), or that failed for want of resources (no parker yet, the
 //!   system's limit of watched descriptors, memory), is tried again a
-//!   second later, as the parker's start is: neither the other task's wait
-//!   nor a moment's exhaustion pins a task to its thread for good.
+//!   second later, as the parker's start is: the task waits on its thread
+//!   meanwhile (woken each second to try), and parks once the other task
+//!   has left or the moment's exhaustion has passed.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -879,8 +880,22 @@ mod tests {
     }
 
     /// A socket that a parked task waits for cannot be watched for a
-    /// second one, which then waits on its thread (both are still woken),
-    /// and parks once the first has left.
+    /// second one, which then waits on its thread: both are still woken.
+    #[test]
+    fn a_task_whose_socket_another_parked_task_waits_for_stays_on_its_thread() {
+        let (mut client, server) = pair();
+        let first = spawn(readable(server.clone()));
+        first.until_parked();
+        let second = spawn(readable(server));
+        std::thread::sleep(PARK_AFTER * 20);
+        assert!(first.task.is_parked());
+        assert!(!second.task.is_parked(), "the second task parked too");
+        client.write_all(b"x").unwrap();
+        first.output();
+        second.output();
+    }
+
+    /// The second task of the test above parks once the first has left.
     #[test]
     fn a_task_whose_socket_another_parked_task_waits_for_parks_once_that_one_left() {
         let (mut client, server) = pair();

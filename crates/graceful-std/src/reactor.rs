@@ -15,8 +15,9 @@
 //!   `Runtime::block_on` use them), and a task that parks takes its lists
 //!   along ([`take_waits`]);
 //! - an interest stays registered until its socket is ready (then its
-//!   waker is woken and it is removed), the `block_on` returns, or its
-//!   task is unparked (then it is woken): a
+//!   waker is woken and it is removed), the `block_on` returns, its task
+//!   is unparked (then it is woken), or its stream is dropped on the
+//!   thread ([`forget`]): a
 //!   combinator that polls only its woken children (a `select`, a
 //!   `FuturesUnordered`) must still be woken for a child whose socket
 //!   becomes ready later. Registering the same socket, direction and

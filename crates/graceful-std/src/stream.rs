@@ -23,8 +23,11 @@ graceful_core::stream_type! {
     /// the runtime that runs the handler ([`serve`](crate::serve)'s, or any
     /// that runs its tasks with [`Runtime`](crate::Runtime)). On a thread
     /// that runs none, and in a [`serve_blocking`](crate::serve_blocking)
-    /// handler, they block as the std traits do; an async handler must not
-    /// poll them with an executor of its own (nothing would wake it).
+    /// handler, they block as the std traits do. An async handler must not
+    /// poll them with an executor of its own (its `block_on`, say): nothing
+    /// would wake it, not even the stop. A stream moved to another task
+    /// after a read of it was pending keeps its socket open, once dropped,
+    /// until the first task's wait for it ends.
     ///
     /// When its listener closes the server ends a read that waits for
     /// input, and at the force it shuts the socket down, so a call never
@@ -299,26 +302,35 @@ mod tests {
     }
 
     /// A handler that drops its stream while a read of it waited, and goes
-    /// on, closes the connection then: its client sees the end at once,
-    /// not when the handler ends.
+    /// on, closes the connection then: its client sees the end while the
+    /// handler still runs, not when it ends.
     #[test]
     fn a_stream_dropped_while_a_read_waited_closes_at_once() {
+        use futures::channel::oneshot;
+        use std::sync::Mutex;
         let shutdown = Shutdown::new();
-        let (addr, server) = serving_async(&shutdown, |mut stream| async move {
-            let mut buf = [0u8; 8];
-            let read = futures::poll!(AsyncReadExt::read(&mut stream, &mut buf));
-            assert!(read.is_pending(), "the client sent nothing");
-            drop(stream);
-            let rt = crate::Runtime::default();
-            graceful_core::Runtime::sleep(&rt, Duration::from_secs(3)).await;
-            Ok(())
+        let (tell_pending, pending) = std::sync::mpsc::channel();
+        let (end, ended) = oneshot::channel::<()>();
+        let ended = Mutex::new(Some(ended));
+        let (addr, server) = serving_async(&shutdown, move |mut stream| {
+            let (tell_pending, ended) = (tell_pending.clone(), ended.lock().unwrap().take());
+            async move {
+                let mut buf = [0u8; 8];
+                let read = futures::poll!(AsyncReadExt::read(&mut stream, &mut buf));
+                tell_pending.send(read.is_pending()).unwrap();
+                drop(stream);
+                // Runs on until the client has seen the end.
+                let _ = ended.expect("one connection").await;
+                Ok(())
+            }
         });
         let mut client = client(addr);
-        let took = until_the_end(&mut client);
         assert!(
-            took < Duration::from_millis(1500),
-            "the end came after {took:?}"
+            pending.recv_timeout(BOUND).unwrap(),
+            "the client sent nothing"
         );
+        until_the_end(&mut client);
+        end.send(()).unwrap();
         shutdown.trigger(Reason::Requested { code: None });
         assert_eq!(server.join().unwrap(), 0);
     }
