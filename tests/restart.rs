@@ -280,11 +280,26 @@ fn restarts_under_load_fail_no_request(example: &str, replacement: &str) {
             .contains(&format!("server: {replacement}")),
         "{reply}"
     );
+    // Only a stop with no successor stops the handshakes: the last
+    // successor's, on a socket its predecessors have all let go.
+    let stopped = "new handshakes stopped";
+    assert_eq!(
+        servers.log().matches(stopped).count(),
+        0,
+        "{}",
+        servers.log()
+    );
     let last = servers.current();
     servers.signal(last, nix::sys::signal::Signal::SIGTERM);
     assert_eq!(
         servers.wait(last),
         WaitStatus::Exited(Pid::from_raw(last), 0)
+    );
+    assert_eq!(
+        servers.log().matches(stopped).count(),
+        1,
+        "{}",
+        servers.log()
     );
 }
 

@@ -26,8 +26,6 @@ pub(crate) struct Args {
     pub(crate) pid_file: Option<std::path::PathBuf>,
     /// `--restart-timeout-ms`: how long a successor has to be ready.
     pub(crate) restart_timeout: Duration,
-    /// The listener was bound here, not passed by socket activation.
-    pub(crate) bound_here: bool,
 }
 
 impl Args {
@@ -36,7 +34,10 @@ impl Args {
         ServeConfig::default()
             .timeout(self.timeout)
             .pre_drain(self.pre_drain)
-            .exclusive_listener(self.bound_here)
+            // A listener another process may hold (passed by socket
+            // activation, or by a restart whose predecessor still runs) is
+            // closed as a shared one whatever this says.
+            .exclusive_listener(true)
     }
 }
 
@@ -86,7 +87,6 @@ pub(crate) fn parse_from(
         restart_signal: None,
         pid_file: None,
         restart_timeout: Duration::from_secs(60),
-        bound_here: false,
     };
     let mut parser = lexopt::Parser::from_args(args);
     let value = |parser: &mut lexopt::Parser| -> Result<String, String> {
@@ -144,16 +144,16 @@ pub(crate) fn init_logging() {
 /// named `http` or else the first), or else `addr` bound here; exits 1 with
 /// a message if it cannot listen. Call it before starting threads: taking
 /// activated sockets clears their environment variables.
-pub(crate) fn listen(addr: SocketAddr) -> (TcpListener, bool) {
+pub(crate) fn listen(addr: SocketAddr) -> TcpListener {
     let activated = graceful_core::systemd::activated_listener("http")
         .unwrap_or_else(|e| fail(format!("bad socket activation: {e}")));
     match activated {
         Some(listener) => {
             tracing::info!("using the listening socket passed by socket activation");
-            (listener, false)
+            listener
         }
         None => match bind(addr) {
-            Ok(listener) => (listener, true),
+            Ok(listener) => listener,
             Err(e) => fail(format!("cannot listen on {addr}: {e}")),
         },
     }
@@ -216,10 +216,9 @@ pub(crate) fn start_with<R: graceful_core::Runtime, T>(
     signals: fn(&graceful_core::Shutdown, graceful_core::SignalConfig) -> std::io::Result<()>,
     setup: impl FnOnce(&graceful_core::Shutdown) -> T,
 ) -> (Started<R>, T) {
-    let mut args = parse(name, delay_default_ms);
+    let args = parse(name, delay_default_ms);
     init_logging();
-    let (listener, bound_here) = listen(args.addr);
-    args.bound_here = bound_here;
+    let listener = listen(args.addr);
     let runtime = runtime().unwrap_or_else(|e| fail(format!("cannot start the runtime: {e}")));
     let shutdown = graceful_core::Shutdown::named(name.to_string());
     let set_up = setup(&shutdown);

@@ -570,6 +570,9 @@ impl Inner {
         let Some(listeners) = listeners.as_ref() else {
             return Err(io::Error::other("the listeners are closed"));
         };
+        // Which this process holds alone: the successor holds those alone
+        // once this process has exited.
+        let alone = crate::server::handed_alone(listeners.iter().map(|(_, l)| l));
         // From now on the successor may hold them too.
         let marked: Vec<_> = listeners
             .iter()
@@ -593,7 +596,8 @@ impl Inner {
                 .args(&self.args)
                 .env("LISTEN_FDS", listeners.len().to_string())
                 .env("LISTEN_FDNAMES", names.join(":"))
-                .env(READY_ENV, ready);
+                .env(READY_ENV, ready)
+                .env(crate::server::HANDED_ALONE_ENV, alone);
             cmd.fd_mappings(mappings)
                 .map_err(|e| io::Error::other(e.to_string()))?;
             cmd.spawn()

@@ -137,7 +137,11 @@ pub struct ActivatedListener {
 ///
 /// The process that passed them may still hold them (systemd keeps its
 /// sockets and queues connections for the next start): a server closing one
-/// leaves the socket as it found it.
+/// leaves the socket as it found it. A listener that a restart handed here
+/// (see [`restart`](crate::restart)), which the restarting process held
+/// alone, is this process's alone once that process has exited: a server
+/// with [`ServeConfig::exclusive_listener`](crate::ServeConfig::exclusive_listener)
+/// then closes it as one it bound.
 ///
 /// Reads and clears the activation variables (so children do not inherit
 /// them): call it once, early in `main`, before starting threads.
@@ -147,11 +151,19 @@ pub fn activated_listeners() -> io::Result<Vec<ActivatedListener>> {
         .unwrap_or_default();
     // listenfd clears LISTEN_PID and LISTEN_FDS; the names go with them.
     std::env::remove_var("LISTEN_FDNAMES");
+    let handed = crate::server::take_handed_alone();
     let mut fds = listenfd::ListenFd::from_env();
     let mut out = Vec::with_capacity(fds.len());
     for i in 0..fds.len() {
         if let Some(listener) = fds.take_tcp_listener(i)? {
-            crate::server::mark_shared(&listener);
+            match &handed {
+                Some((parent, alone)) if alone.get(i) == Some(&true) => {
+                    crate::server::mark_shared_while_parent(&listener, *parent)
+                }
+                _ => {
+                    crate::server::mark_shared(&listener);
+                }
+            }
             out.push(ActivatedListener {
                 name: names.get(i).filter(|n| !n.is_empty()).cloned(),
                 listener,

@@ -25,7 +25,10 @@
 //! process alone holds: never to one recorded by [`mark_shared`] (inherited
 //! by socket activation, or handed to a successor by a restart), nor to a
 //! member of an `SO_REUSEPORT` group, nor when the socket's identity cannot
-//! be read.
+//! be read. A socket a restart handed here, which the process that handed
+//! it held alone, is recorded by [`mark_shared_while_parent`]: it is
+//! shared while that process (this one's parent) lives, and this
+//! process's alone once it has exited.
 
 /// How long after a look the backlog of a listener whose handshakes were
 /// stopped is looked at again (after the first look, and after every look
@@ -40,6 +43,54 @@ pub(crate) const SETTLE: std::time::Duration = std::time::Duration::from_millis(
 /// [`unmark_shared`] takes back, if the socket's identity could be read.
 pub(crate) fn mark_shared<S: std::os::fd::AsFd>(listener: &S) -> Option<Marked> {
     imp::mark_shared(listener.as_fd()).map(Marked)
+}
+
+/// Records that `listener` was handed here by a restart from `parent`, the
+/// process that held it alone and started this one: it is shared while
+/// `parent` is this process's parent (alive), and this process's alone
+/// after (see [`activated_listeners`](crate::systemd::activated_listeners)).
+pub(crate) fn mark_shared_while_parent<S: std::os::fd::AsFd>(listener: &S, parent: u32) {
+    imp::mark_shared_while_parent(listener.as_fd(), parent);
+}
+
+/// The variable a restart passes its successor: the restarting process's
+/// PID, then for each listener handed (in order) whether that process held
+/// it alone, `1` or `0` (`PID:1:0`).
+pub(crate) const HANDED_ALONE_ENV: &str = "GRACEFUL_RESTART_ALONE";
+
+/// [`HANDED_ALONE_ENV`]'s value for `listeners`, about to be handed to a
+/// successor by this process: whether each is this process's alone now,
+/// before the restart marks it shared.
+pub(crate) fn handed_alone<'a, S: std::os::fd::AsFd + 'a>(
+    listeners: impl Iterator<Item = &'a S>,
+) -> String {
+    let mut value = std::process::id().to_string();
+    for listener in listeners {
+        value.push_str(if is_alone(listener, true) { ":1" } else { ":0" });
+    }
+    value
+}
+
+/// Reads [`HANDED_ALONE_ENV`] and removes it (children do not inherit it):
+/// the PID of the process that handed the listeners, and which it held
+/// alone. `None` when unset or malformed.
+pub(crate) fn take_handed_alone() -> Option<(u32, Vec<bool>)> {
+    let value = std::env::var(HANDED_ALONE_ENV).ok();
+    std::env::remove_var(HANDED_ALONE_ENV);
+    parse_handed_alone(&value?)
+}
+
+fn parse_handed_alone(value: &str) -> Option<(u32, Vec<bool>)> {
+    let mut parts = value.split(':');
+    let pid = parts.next()?.parse().ok()?;
+    let alone = parts
+        .map(|flag| match flag {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    Some((pid, alone))
 }
 
 /// One [`mark_shared`] of a listener.
@@ -71,22 +122,41 @@ mod imp {
     use std::os::fd::BorrowedFd;
     use std::sync::Mutex;
 
+    /// Who else may hold a listener.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Holder {
+        /// Another process, for as long as this one runs (a service
+        /// manager, a successor).
+        Another,
+        /// The process with this PID while it is this one's parent (a
+        /// restart's predecessor, which exits after its drain).
+        Parent(u32),
+    }
+
     /// The socket cookies (Linux's unique socket ids) of the listeners
-    /// another process may hold.
-    static SHARED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+    /// another process may hold, and who.
+    static SHARED: Mutex<Vec<(u64, Holder)>> = Mutex::new(Vec::new());
+
+    fn shared() -> std::sync::MutexGuard<'static, Vec<(u64, Holder)>> {
+        SHARED.lock().unwrap_or_else(|p| p.into_inner())
+    }
 
     pub(super) fn mark_shared(fd: BorrowedFd<'_>) -> Option<u64> {
         let cookie = socket2::SockRef::from(&fd).cookie().ok()?;
-        SHARED
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(cookie);
+        shared().push((cookie, Holder::Another));
         Some(cookie)
     }
 
+    pub(super) fn mark_shared_while_parent(fd: BorrowedFd<'_>, parent: u32) {
+        // Without its identity a socket counts as shared anyway.
+        if let Ok(cookie) = socket2::SockRef::from(&fd).cookie() {
+            shared().push((cookie, Holder::Parent(parent)));
+        }
+    }
+
     pub(super) fn unmark_shared(cookie: u64) {
-        let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = shared.iter().position(|c| *c == cookie) {
+        let mut shared = shared();
+        if let Some(i) = shared.iter().position(|&m| m == (cookie, Holder::Another)) {
             shared.swap_remove(i);
         }
     }
@@ -99,11 +169,16 @@ mod imp {
         // A sibling in an `SO_REUSEPORT` group would take these clients; the
         // kernel moves the queued ones to it (with `tcp_migrate_req`), not a
         // filtered socket's.
-        SHARED
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&cookie)
-            || socket.reuse_port().unwrap_or(true)
+        // A predecessor that has exited no longer is this process's parent
+        // (this one was reparented), whatever PID it had.
+        let held = |&(c, holder): &(u64, Holder)| {
+            c == cookie
+                && match holder {
+                    Holder::Another => true,
+                    Holder::Parent(pid) => std::os::unix::process::parent_id() == pid,
+                }
+        };
+        shared().iter().any(held) || socket.reuse_port().unwrap_or(true)
     }
 
     pub(super) fn stop_handshakes(fd: BorrowedFd<'_>) -> bool {
@@ -148,6 +223,8 @@ mod imp {
     pub(super) fn mark_shared(_: BorrowedFd<'_>) -> Option<u64> {
         None
     }
+
+    pub(super) fn mark_shared_while_parent(_: BorrowedFd<'_>, _: u32) {}
 
     pub(super) fn unmark_shared(_: u64) {}
 
@@ -237,6 +314,48 @@ mod tests {
         accepted.write_all(b"z").unwrap();
         client.read_exact(&mut b).unwrap();
         assert_eq!(&b, b"z");
+    }
+
+    #[test]
+    fn the_handed_listeners_are_read_as_written() {
+        let listeners = [
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+        ];
+        mark_shared(&listeners[1]).unwrap();
+        let value = handed_alone(listeners.iter());
+        assert_eq!(value, format!("{}:1:0", std::process::id()));
+        assert_eq!(
+            parse_handed_alone(&value),
+            Some((std::process::id(), vec![true, false]))
+        );
+        for bad in ["", "x:1", "7:2", "7:1:"] {
+            assert_eq!(parse_handed_alone(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_handed_alone("7"), Some((7, vec![])));
+    }
+
+    /// A listener handed here by a restart is shared while the process
+    /// that handed it is this one's parent, and this process's alone once
+    /// it is not; a restart's marks taken back leave that one.
+    #[test]
+    fn a_listener_handed_by_a_parent_is_shared_while_it_is_the_parent() {
+        let parent = std::os::unix::process::parent_id();
+        let from_parent = TcpListener::bind("127.0.0.1:0").unwrap();
+        mark_shared_while_parent(&from_parent, parent);
+        assert!(!is_alone(&from_parent, true), "its parent still holds it");
+        let marked = mark_shared(&from_parent).unwrap();
+        unmark_shared(marked);
+        assert!(
+            !is_alone(&from_parent, true),
+            "the unmark took the parent's mark"
+        );
+        // A predecessor that exited: this process was reparented, its
+        // parent is another.
+        let from_gone = TcpListener::bind("127.0.0.1:0").unwrap();
+        mark_shared_while_parent(&from_gone, std::process::id());
+        assert!(is_alone(&from_gone, true));
+        assert!(!is_alone(&from_gone, false), "not called exclusive");
     }
 
     #[test]

@@ -34,7 +34,10 @@ pub use connections::has_pending_input;
 pub(crate) use connections::Connections;
 pub use connections::{ConnTrack, SharedSocket};
 #[cfg(unix)]
-pub(crate) use handshakes::{mark_shared, unmark_shared, Marked};
+pub(crate) use handshakes::{
+    handed_alone, mark_shared, mark_shared_while_parent, take_handed_alone, unmark_shared, Marked,
+    HANDED_ALONE_ENV,
+};
 pub use idle::Idle;
 pub(crate) use scope::ServerScope;
 #[cfg(unix)]

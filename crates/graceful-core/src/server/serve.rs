@@ -226,6 +226,9 @@ pub(crate) async fn take_backlog<R: Runtime, L: std::os::fd::AsFd, C>(
     // there to take what is left in its queue.
     let alone = super::handshakes::is_alone(listener, exclusive) && !server.is_restarted();
     let stopped = super::handshakes::stop_handshakes(listener, alone);
+    if stopped {
+        tracing::info!("{name}: new handshakes stopped; taking the backlog to its end");
+    }
     let start = std::time::Instant::now();
     let mut taken = 0;
     if !alone {
