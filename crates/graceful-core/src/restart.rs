@@ -11,7 +11,11 @@
 //! [`systemd::activated_listeners`](crate::systemd::activated_listeners).
 //! The sockets are never closed nor bound again, so no connect is refused:
 //! both processes accept from the same queue until the old one closes its
-//! listener.
+//! listener. `GRACEFUL_RESTART_ALONE` tells the successor which of them
+//! this process held alone (a server served it with
+//! [`ServeConfig::exclusive_listener`](crate::ServeConfig::exclusive_listener),
+//! and no other process holds it): once this process has exited, the
+//! successor closes those as its own, handshakes stopped first.
 //!
 //! The successor says it is ready with [`notify_ready`] (a datagram on a
 //! socket the parent made for this restart, named in
@@ -588,10 +592,15 @@ impl Inner {
             }
             let names: Vec<&str> = listeners.iter().map(|(n, _)| n.as_str()).collect();
             // `sh` sets LISTEN_PID to its own PID, which `exec` keeps: the
-            // successor's. The descriptors are mapped before `sh` runs.
+            // successor's, and writes it first in GRACEFUL_RESTART_ALONE
+            // too, so that neither is taken by another process. The
+            // descriptors are mapped before `sh` runs.
             let mut cmd = Command::new("/bin/sh");
             cmd.arg("-c")
-                .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
+                .arg(concat!(
+                    "LISTEN_PID=$$; GRACEFUL_RESTART_ALONE=$$:$GRACEFUL_RESTART_ALONE; ",
+                    "export LISTEN_PID GRACEFUL_RESTART_ALONE; exec \"$0\" \"$@\""
+                ))
                 .arg(&self.exe)
                 .args(&self.args)
                 .env("LISTEN_FDS", listeners.len().to_string())

@@ -138,21 +138,23 @@ pub struct ActivatedListener {
 /// The process that passed them may still hold them (systemd keeps its
 /// sockets and queues connections for the next start): a server closing one
 /// leaves the socket as it found it. A listener that a restart handed here
-/// (see [`restart`](crate::restart)), which the restarting process held
-/// alone, is this process's alone once that process has exited: a server
+/// (see [`restart`](crate::restart)), which the restarting process served
 /// with [`ServeConfig::exclusive_listener`](crate::ServeConfig::exclusive_listener)
-/// then closes it as one it bound.
+/// and held alone, is this process's alone once that process has exited:
+/// a server with `exclusive_listener` then closes it as one it bound.
 ///
-/// Reads and clears the activation variables (so children do not inherit
-/// them): call it once, early in `main`, before starting threads.
+/// Reads and clears the activation variables, `LISTEN_PID`, `LISTEN_FDS`,
+/// `LISTEN_FDNAMES` and the restart's `GRACEFUL_RESTART_ALONE` (so
+/// children do not inherit them): call it once, early in `main`, before
+/// starting threads.
 pub fn activated_listeners() -> io::Result<Vec<ActivatedListener>> {
     let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
         .map(|v| v.split(':').map(str::to_string).collect())
         .unwrap_or_default();
     // listenfd clears LISTEN_PID and LISTEN_FDS; the names go with them.
     std::env::remove_var("LISTEN_FDNAMES");
-    let handed = crate::server::take_handed_alone();
     let mut fds = listenfd::ListenFd::from_env();
+    let handed = crate::server::take_handed_alone(fds.len());
     let mut out = Vec::with_capacity(fds.len());
     for i in 0..fds.len() {
         if let Some(listener) = fds.take_tcp_listener(i)? {

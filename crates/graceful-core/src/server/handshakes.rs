@@ -53,44 +53,64 @@ pub(crate) fn mark_shared_while_parent<S: std::os::fd::AsFd>(listener: &S, paren
     imp::mark_shared_while_parent(listener.as_fd(), parent);
 }
 
-/// The variable a restart passes its successor: the restarting process's
-/// PID, then for each listener handed (in order) whether that process held
-/// it alone, `1` or `0` (`PID:1:0`).
+/// The variable a restart passes its successor: the successor's PID
+/// (written by the shell that execs it, as `LISTEN_PID` is), the
+/// restarting process's PID, then for each listener handed (in order)
+/// whether that process held it alone, `1` or `0` (`PID:PID:1:0`). A
+/// value that names another process or another parent, or another number
+/// of listeners (left by a program that passed its environment on
+/// unread), is ignored: the listeners are then shared for good.
 pub(crate) const HANDED_ALONE_ENV: &str = "GRACEFUL_RESTART_ALONE";
 
 /// [`HANDED_ALONE_ENV`]'s value for `listeners`, about to be handed to a
-/// successor by this process: whether each is this process's alone now,
-/// before the restart marks it shared.
+/// successor by this process (without the successor's PID, which its
+/// shell writes): whether each is this process's alone now, before the
+/// restart marks it shared, and was declared so by a server that served on
+/// it ([`declare_exclusive`]).
 pub(crate) fn handed_alone<'a, S: std::os::fd::AsFd + 'a>(
     listeners: impl Iterator<Item = &'a S>,
 ) -> String {
     let mut value = std::process::id().to_string();
     for listener in listeners {
-        value.push_str(if is_alone(listener, true) { ":1" } else { ":0" });
+        let alone = imp::is_declared(listener.as_fd()) && is_alone(listener, true);
+        value.push_str(if alone { ":1" } else { ":0" });
     }
     value
 }
 
-/// Reads [`HANDED_ALONE_ENV`] and removes it (children do not inherit it):
-/// the PID of the process that handed the listeners, and which it held
-/// alone. `None` when unset or malformed.
-pub(crate) fn take_handed_alone() -> Option<(u32, Vec<bool>)> {
-    let value = std::env::var(HANDED_ALONE_ENV).ok();
-    std::env::remove_var(HANDED_ALONE_ENV);
-    parse_handed_alone(&value?)
+/// Records that a server with
+/// [`ServeConfig::exclusive_listener`](super::ServeConfig::exclusive_listener)
+/// serves on `listener`: the application says it is this process's alone,
+/// which a restart then tells its successor (see [`handed_alone`]).
+pub(crate) fn declare_exclusive<S: std::os::fd::AsFd>(listener: &S) {
+    imp::declare(listener.as_fd());
 }
 
-fn parse_handed_alone(value: &str) -> Option<(u32, Vec<bool>)> {
+/// Reads [`HANDED_ALONE_ENV`] and removes it (children do not inherit it):
+/// the PID of the process that handed the `count` listeners, and which it
+/// held alone; `None` when unset, malformed, or not this process's (see
+/// [`HANDED_ALONE_ENV`]).
+pub(crate) fn take_handed_alone(count: usize) -> Option<(u32, Vec<bool>)> {
+    let value = std::env::var(HANDED_ALONE_ENV).ok();
+    std::env::remove_var(HANDED_ALONE_ENV);
+    let own = (std::process::id(), std::os::unix::process::parent_id());
+    parse_handed_alone(&value?, own, count)
+}
+
+/// [`take_handed_alone`]'s reading of `value`, for a process whose own and
+/// parent's PIDs are `own`.
+fn parse_handed_alone(value: &str, own: (u32, u32), count: usize) -> Option<(u32, Vec<bool>)> {
     let mut parts = value.split(':');
-    let pid = parts.next()?.parse().ok()?;
-    let alone = parts
+    let pid: u32 = parts.next()?.parse().ok()?;
+    let parent: u32 = parts.next()?.parse().ok()?;
+    let alone: Vec<bool> = parts
         .map(|flag| match flag {
             "1" => Some(true),
             "0" => Some(false),
             _ => None,
         })
         .collect::<Option<_>>()?;
-    Some((pid, alone))
+    ((pid, parent) == own && alone.len() == count).then_some((parent, alone))
 }
 
 /// One [`mark_shared`] of a listener.
@@ -105,7 +125,8 @@ pub(crate) fn unmark_shared(marked: Marked) {
 
 /// Whether a listener the server calls `exclusive` is this process's
 /// alone as far as it can tell: not recorded by [`mark_shared`], not in an
-/// `SO_REUSEPORT` group (on Linux; elsewhere, nothing says otherwise).
+/// `SO_REUSEPORT` group (on Linux; elsewhere a listener's identity cannot
+/// be read, so none is).
 pub(crate) fn is_alone<S: std::os::fd::AsFd>(listener: &S, exclusive: bool) -> bool {
     exclusive && !imp::is_shared(listener.as_fd())
 }
@@ -139,6 +160,25 @@ mod imp {
 
     fn shared() -> std::sync::MutexGuard<'static, Vec<(u64, Holder)>> {
         SHARED.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cookies of the listeners a server declared exclusive.
+    static DECLARED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+    pub(super) fn declare(fd: BorrowedFd<'_>) {
+        if let Ok(cookie) = socket2::SockRef::from(&fd).cookie() {
+            let mut declared = DECLARED.lock().unwrap_or_else(|p| p.into_inner());
+            if !declared.contains(&cookie) {
+                declared.push(cookie);
+            }
+        }
+    }
+
+    pub(super) fn is_declared(fd: BorrowedFd<'_>) -> bool {
+        socket2::SockRef::from(&fd).cookie().is_ok_and(|cookie| {
+            let declared = DECLARED.lock().unwrap_or_else(|p| p.into_inner());
+            declared.contains(&cookie)
+        })
     }
 
     pub(super) fn mark_shared(fd: BorrowedFd<'_>) -> Option<u64> {
@@ -218,6 +258,8 @@ const DROP_SYN: [socket2::SockFilter; 4] = {
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 mod imp {
+    //! Elsewhere a socket's identity cannot be read: every listener counts
+    //! as shared, and nothing is told a successor.
     use std::os::fd::BorrowedFd;
 
     pub(super) fn mark_shared(_: BorrowedFd<'_>) -> Option<u64> {
@@ -228,8 +270,14 @@ mod imp {
 
     pub(super) fn unmark_shared(_: u64) {}
 
-    pub(super) fn is_shared(_: BorrowedFd<'_>) -> bool {
+    pub(super) fn declare(_: BorrowedFd<'_>) {}
+
+    pub(super) fn is_declared(_: BorrowedFd<'_>) -> bool {
         false
+    }
+
+    pub(super) fn is_shared(_: BorrowedFd<'_>) -> bool {
+        true
     }
 
     pub(super) fn stop_handshakes(_: BorrowedFd<'_>) -> bool {
@@ -316,23 +364,42 @@ mod tests {
         assert_eq!(&b, b"z");
     }
 
+    /// A restart tells its successor which listeners it held alone (a
+    /// server declared it exclusive, and nothing marked it shared); the
+    /// successor takes the value only if it names it, its parent and as
+    /// many listeners as it got.
     #[test]
-    fn the_handed_listeners_are_read_as_written() {
+    fn the_handed_listeners_are_read_as_written_and_only_by_their_successor() {
         let listeners = [
             TcpListener::bind("127.0.0.1:0").unwrap(),
             TcpListener::bind("127.0.0.1:0").unwrap(),
+            TcpListener::bind("127.0.0.1:0").unwrap(),
         ];
+        declare_exclusive(&listeners[0]);
+        declare_exclusive(&listeners[1]);
         mark_shared(&listeners[1]).unwrap();
         let value = handed_alone(listeners.iter());
-        assert_eq!(value, format!("{}:1:0", std::process::id()));
+        let (me, parent) = (std::process::id(), std::process::id() + 1);
+        assert_eq!(value, format!("{me}:1:0:0"), "declared and not shared");
+        // The successor's shell writes its PID first.
+        let successor = (7, me);
+        let read = |value: &str, own, count| parse_handed_alone(value, own, count);
+        let written = format!("7:{value}");
         assert_eq!(
-            parse_handed_alone(&value),
-            Some((std::process::id(), vec![true, false]))
+            read(&written, successor, 3),
+            Some((me, vec![true, false, false]))
         );
-        for bad in ["", "x:1", "7:2", "7:1:"] {
-            assert_eq!(parse_handed_alone(bad), None, "{bad:?}");
+        assert_eq!(read(&written, (8, me), 3), None, "another process's");
+        assert_eq!(read(&written, (7, parent), 3), None, "another parent's");
+        assert_eq!(
+            read(&written, successor, 2),
+            None,
+            "another number of listeners"
+        );
+        for bad in ["", "7", "7:x:1", "7:1:2", "7:1:1:"] {
+            assert_eq!(read(bad, (7, 1), 2), None, "{bad:?}");
         }
-        assert_eq!(parse_handed_alone("7"), Some((7, vec![])));
+        assert_eq!(read("7:1", (7, 1), 0), Some((1, vec![])));
     }
 
     /// A listener handed here by a restart is shared while the process

@@ -79,6 +79,9 @@ where
     Fut::Output: HandlerOutput,
 {
     let local = listener.local_addr()?;
+    if config.exclusive_listener {
+        super::handshakes::declare_exclusive(&listener);
+    }
     let scope = ServerScope::new(shutdown, &config, local);
     let (name, server, conns) = (scope.name(), scope.shutdown(), scope.conns());
 
