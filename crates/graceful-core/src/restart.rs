@@ -9,6 +9,9 @@
 //! `LISTEN_PID` and `LISTEN_FDNAMES`, exactly as socket activation passes
 //! them: the successor takes them through
 //! [`systemd::activated_listeners`](crate::systemd::activated_listeners).
+//! (`/bin/sh` gives the successor its PID in `LISTEN_PID`; on a system
+//! without it, a distroless image, the successor is started directly and
+//! `LISTEN_PID` left unset, which `activated_listeners` accepts.)
 //! The sockets are never closed nor bound again, so no connect is refused:
 //! both processes accept from the same queue until the old one closes its
 //! listener. `GRACEFUL_RESTART_ALONE` tells the successor which of them
@@ -591,22 +594,38 @@ impl Inner {
                 });
             }
             let names: Vec<&str> = listeners.iter().map(|(n, _)| n.as_str()).collect();
-            // `sh` sets LISTEN_PID to its own PID, which `exec` keeps: the
-            // successor's, and writes it first in GRACEFUL_RESTART_ALONE
-            // too, so that neither is taken by another process. The
-            // descriptors are mapped before `sh` runs.
-            let mut cmd = Command::new("/bin/sh");
-            cmd.arg("-c")
-                .arg(concat!(
-                    "LISTEN_PID=$$; GRACEFUL_RESTART_ALONE=$$:$GRACEFUL_RESTART_ALONE; ",
-                    "export LISTEN_PID GRACEFUL_RESTART_ALONE; exec \"$0\" \"$@\""
-                ))
-                .arg(&self.exe)
-                .args(&self.args)
+            let mut cmd = match shell() {
+                // `sh` sets LISTEN_PID to its own PID, which `exec` keeps:
+                // the successor's, and writes it first in
+                // GRACEFUL_RESTART_ALONE too, so that neither is taken by
+                // another process. The descriptors are mapped before `sh`
+                // runs.
+                Some(sh) => {
+                    let mut cmd = Command::new(sh);
+                    cmd.arg("-c")
+                        .arg(concat!(
+                            "LISTEN_PID=$$; GRACEFUL_RESTART_ALONE=$$:$GRACEFUL_RESTART_ALONE; ",
+                            "export LISTEN_PID GRACEFUL_RESTART_ALONE; exec \"$0\" \"$@\""
+                        ))
+                        .arg(&self.exe)
+                        .env(crate::server::HANDED_ALONE_ENV, alone);
+                    cmd
+                }
+                // No shell (a distroless image): the successor's PID is not
+                // known before it runs, so LISTEN_PID is left unset, which
+                // `activated_listeners` accepts, and no listener is told
+                // alone (the successor treats them all as shared).
+                None => {
+                    let mut cmd = Command::new(&self.exe);
+                    cmd.env_remove("LISTEN_PID")
+                        .env_remove(crate::server::HANDED_ALONE_ENV);
+                    cmd
+                }
+            };
+            cmd.args(&self.args)
                 .env("LISTEN_FDS", listeners.len().to_string())
                 .env("LISTEN_FDNAMES", names.join(":"))
-                .env(READY_ENV, ready)
-                .env(crate::server::HANDED_ALONE_ENV, alone);
+                .env(READY_ENV, ready);
             cmd.fd_mappings(mappings)
                 .map_err(|e| io::Error::other(e.to_string()))?;
             cmd.spawn()
@@ -619,6 +638,17 @@ impl Inner {
             }
         }
     }
+}
+
+/// The shell that starts a successor, to give it its PID in `LISTEN_PID`:
+/// `/bin/sh`, where the system has one.
+fn shell() -> Option<&'static Path> {
+    #[cfg(test)]
+    if tests::NO_SHELL.load(Ordering::SeqCst) {
+        return None;
+    }
+    let sh = Path::new("/bin/sh");
+    sh.exists().then_some(sh)
 }
 
 /// The socket a restarting parent waits on, in a directory of its own.
@@ -793,6 +823,58 @@ mod tests {
         );
         handed_over.kill().unwrap();
         handed_over.wait().unwrap();
+    }
+
+    /// Makes [`shell`] find none, as on a system without `/bin/sh`.
+    pub(super) static NO_SHELL: AtomicBool = AtomicBool::new(false);
+
+    /// Run as a restart's successor: says it is ready only if it took its
+    /// one listener, named `web`, through `activated_listeners`; then
+    /// waits to be killed (a minute at most).
+    #[cfg(feature = "systemd")]
+    #[test]
+    #[ignore = "a successor the restart tests start"]
+    fn successor_that_takes_its_listener() {
+        if std::env::var_os(READY_ENV).is_some() {
+            let got = crate::systemd::activated_listeners().unwrap();
+            if got.len() == 1 && got[0].name.as_deref() == Some("web") {
+                notify_ready().unwrap();
+            }
+            std::thread::sleep(Duration::from_secs(60));
+        }
+    }
+
+    /// A successor takes the listeners handed to it, started through the
+    /// shell that gives it its `LISTEN_PID`, and on a system without one
+    /// without it.
+    #[cfg(feature = "systemd")]
+    #[test]
+    fn a_successor_takes_its_listeners_with_or_without_a_shell() {
+        for no_shell in [false, true] {
+            NO_SHELL.store(no_shell, Ordering::SeqCst);
+            let shutdown = Shutdown::new();
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let exe = std::env::current_exe().unwrap();
+            let args = [
+                "restart::tests::successor_that_takes_its_listener",
+                "--exact",
+                "--ignored",
+                "--quiet",
+            ]
+            .map(OsString::from);
+            let config = RestartConfig::new()
+                .signal(None)
+                .ready_timeout(Duration::from_secs(10));
+            let listeners = [("web", &listener)];
+            let restarter =
+                Restarter::with_command(&shutdown, &listeners, config, exe, args.to_vec()).unwrap();
+            let pid = restarter
+                .restart()
+                .unwrap_or_else(|e| panic!("without a shell: {no_shell}: {e}"));
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
     }
 
     /// Run by the tests below as a restart's successor: says it is ready,
