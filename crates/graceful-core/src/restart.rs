@@ -11,7 +11,9 @@
 //! [`systemd::activated_listeners`](crate::systemd::activated_listeners).
 //! (`/bin/sh` gives the successor its PID in `LISTEN_PID`; on a system
 //! without it, a distroless image, the successor is started directly and
-//! `LISTEN_PID` left unset, which `activated_listeners` accepts.)
+//! `LISTEN_PID` left unset, which `activated_listeners` accepts: it must
+//! then take them before it starts any other process, which would inherit
+//! them otherwise.)
 //! The sockets are never closed nor bound again, so no connect is refused:
 //! both processes accept from the same queue until the old one closes its
 //! listener. `GRACEFUL_RESTART_ALONE` tells the successor which of them
@@ -613,16 +615,19 @@ impl Inner {
                 }
                 // No shell (a distroless image): the successor's PID is not
                 // known before it runs, so LISTEN_PID is left unset, which
-                // `activated_listeners` accepts, and no listener is told
-                // alone (the successor treats them all as shared).
+                // `activated_listeners` accepts, and GRACEFUL_RESTART_ALONE
+                // names no process first (the successor's parent is still
+                // checked).
                 None => {
                     let mut cmd = Command::new(&self.exe);
                     cmd.env_remove("LISTEN_PID")
-                        .env_remove(crate::server::HANDED_ALONE_ENV);
+                        .env(crate::server::HANDED_ALONE_ENV, format!("-:{alone}"));
                     cmd
                 }
             };
-            cmd.args(&self.args)
+            // The descriptors are at 3.., whatever this process was told.
+            cmd.env_remove("LISTEN_FDS_FIRST_FD")
+                .args(&self.args)
                 .env("LISTEN_FDS", listeners.len().to_string())
                 .env("LISTEN_FDNAMES", names.join(":"))
                 .env(READY_ENV, ready);
@@ -828,40 +833,77 @@ mod tests {
     /// Makes [`shell`] find none, as on a system without `/bin/sh`.
     pub(super) static NO_SHELL: AtomicBool = AtomicBool::new(false);
 
-    /// Run as a restart's successor: says it is ready only if it took its
-    /// one listener, named `web`, through `activated_listeners`; then
-    /// waits to be killed (a minute at most).
-    #[cfg(feature = "systemd")]
-    #[test]
-    #[ignore = "a successor the restart tests start"]
-    fn successor_that_takes_its_listener() {
-        if std::env::var_os(READY_ENV).is_some() {
-            let got = crate::systemd::activated_listeners().unwrap();
-            if got.len() == 1 && got[0].name.as_deref() == Some("web") {
-                notify_ready().unwrap();
-            }
-            std::thread::sleep(Duration::from_secs(60));
+    /// Sets [`NO_SHELL`] until dropped.
+    struct NoShell;
+
+    impl NoShell {
+        fn set(no_shell: bool) -> NoShell {
+            NO_SHELL.store(no_shell, Ordering::SeqCst);
+            NoShell
         }
     }
 
-    /// A successor takes the listeners handed to it, started through the
-    /// shell that gives it its `LISTEN_PID`, and on a system without one
-    /// without it.
+    impl Drop for NoShell {
+        fn drop(&mut self) {
+            NO_SHELL.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Run as a restart's successor: says it is ready only if it was
+    /// started as `through_a_shell` says (`LISTEN_PID` its own PID, or
+    /// unset), was told its parent held its one listener alone, and took
+    /// that listener, named `web`; then waits to be killed (a minute at
+    /// most).
+    #[cfg(feature = "systemd")]
+    fn take_the_listener_then_say_ready(through_a_shell: bool) {
+        if std::env::var_os(READY_ENV).is_none() {
+            return;
+        }
+        let listen_pid = std::env::var("LISTEN_PID").ok();
+        let started_as_said = match through_a_shell {
+            true => listen_pid == Some(std::process::id().to_string()),
+            false => listen_pid.is_none(),
+        };
+        let parent = std::os::unix::process::parent_id();
+        let told = crate::server::take_handed_alone(1) == Some((parent, vec![true]));
+        let got = crate::systemd::activated_listeners().unwrap();
+        let took = got.len() == 1 && got[0].name.as_deref() == Some("web");
+        if started_as_said && told && took {
+            notify_ready().unwrap();
+        }
+        std::thread::sleep(Duration::from_secs(60));
+    }
+
+    #[cfg(feature = "systemd")]
+    #[test]
+    #[ignore = "a successor the restart tests start"]
+    fn successor_started_through_a_shell() {
+        take_the_listener_then_say_ready(true);
+    }
+
+    #[cfg(feature = "systemd")]
+    #[test]
+    #[ignore = "a successor the restart tests start"]
+    fn successor_started_directly() {
+        take_the_listener_then_say_ready(false);
+    }
+
+    /// A successor takes the listeners handed to it, and learns which its
+    /// predecessor held alone, started through the shell that gives it
+    /// its `LISTEN_PID`, and on a system without one directly.
     #[cfg(feature = "systemd")]
     #[test]
     fn a_successor_takes_its_listeners_with_or_without_a_shell() {
-        for no_shell in [false, true] {
-            NO_SHELL.store(no_shell, Ordering::SeqCst);
+        for (no_shell, successor) in [
+            (false, "restart::tests::successor_started_through_a_shell"),
+            (true, "restart::tests::successor_started_directly"),
+        ] {
+            let _shell = NoShell::set(no_shell);
             let shutdown = Shutdown::new();
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            crate::server::handshakes::declare_exclusive(&listener);
             let exe = std::env::current_exe().unwrap();
-            let args = [
-                "restart::tests::successor_that_takes_its_listener",
-                "--exact",
-                "--ignored",
-                "--quiet",
-            ]
-            .map(OsString::from);
+            let args = [successor, "--exact", "--ignored", "--quiet"].map(OsString::from);
             let config = RestartConfig::new()
                 .signal(None)
                 .ready_timeout(Duration::from_secs(10));
@@ -870,7 +912,7 @@ mod tests {
                 Restarter::with_command(&shutdown, &listeners, config, exe, args.to_vec()).unwrap();
             let pid = restarter
                 .restart()
-                .unwrap_or_else(|e| panic!("without a shell: {no_shell}: {e}"));
+                .unwrap_or_else(|e| panic!("{successor}: {e}"));
             let pid = nix::unistd::Pid::from_raw(pid as i32);
             nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
             let _ = nix::sys::wait::waitpid(pid, None);

@@ -144,9 +144,9 @@ pub struct ActivatedListener {
 /// a server with `exclusive_listener` then closes it as one it bound.
 ///
 /// Reads and clears the activation variables, `LISTEN_PID`, `LISTEN_FDS`,
-/// `LISTEN_FDNAMES` and the restart's `GRACEFUL_RESTART_ALONE` (so
-/// children do not inherit them): call it once, early in `main`, before
-/// starting threads.
+/// `LISTEN_FDS_FIRST_FD`, `LISTEN_FDNAMES` and the restart's
+/// `GRACEFUL_RESTART_ALONE` (so children do not inherit them): call it
+/// once, early in `main`, before starting threads or other processes.
 pub fn activated_listeners() -> io::Result<Vec<ActivatedListener>> {
     let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
         .map(|v| v.split(':').map(str::to_string).collect())
@@ -154,6 +154,7 @@ pub fn activated_listeners() -> io::Result<Vec<ActivatedListener>> {
     // listenfd clears LISTEN_PID and LISTEN_FDS; the names go with them.
     std::env::remove_var("LISTEN_FDNAMES");
     let mut fds = listenfd::ListenFd::from_env();
+    std::env::remove_var("LISTEN_FDS_FIRST_FD");
     let handed = crate::server::take_handed_alone(fds.len());
     let mut out = Vec::with_capacity(fds.len());
     for i in 0..fds.len() {

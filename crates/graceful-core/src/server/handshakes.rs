@@ -54,12 +54,13 @@ pub(crate) fn mark_shared_while_parent<S: std::os::fd::AsFd>(listener: &S, paren
 }
 
 /// The variable a restart passes its successor: the successor's PID
-/// (written by the shell that execs it, as `LISTEN_PID` is), the
-/// restarting process's PID, then for each listener handed (in order)
-/// whether that process held it alone, `1` or `0` (`PID:PID:1:0`). A
-/// value that names another process or another parent, or another number
-/// of listeners (left by a program that passed its environment on
-/// unread), is ignored: the listeners are then shared for good.
+/// (written by the shell that execs it, as `LISTEN_PID` is; `-` where no
+/// shell started it), the restarting process's PID, then for each listener
+/// handed (in order) whether that process held it alone, `1` or `0`
+/// (`PID:PID:1:0`). A value that names another process or another parent,
+/// or another number of listeners (left by a program that passed its
+/// environment on unread), is ignored: the listeners are then shared for
+/// good.
 pub(crate) const HANDED_ALONE_ENV: &str = "GRACEFUL_RESTART_ALONE";
 
 /// [`HANDED_ALONE_ENV`]'s value for `listeners`, about to be handed to a
@@ -101,7 +102,10 @@ pub(crate) fn take_handed_alone(count: usize) -> Option<(u32, Vec<bool>)> {
 /// parent's PIDs are `own`.
 fn parse_handed_alone(value: &str, own: (u32, u32), count: usize) -> Option<(u32, Vec<bool>)> {
     let mut parts = value.split(':');
-    let pid: u32 = parts.next()?.parse().ok()?;
+    let pid = match parts.next()? {
+        "-" => own.0,
+        pid => pid.parse().ok()?,
+    };
     let parent: u32 = parts.next()?.parse().ok()?;
     let alone: Vec<bool> = parts
         .map(|flag| match flag {
@@ -400,6 +404,13 @@ mod tests {
             assert_eq!(read(bad, (7, 1), 2), None, "{bad:?}");
         }
         assert_eq!(read("7:1", (7, 1), 0), Some((1, vec![])));
+        // Started with no shell: the parent is still checked.
+        let unnamed = format!("-:{value}");
+        assert_eq!(
+            read(&unnamed, (9, me), 3),
+            Some((me, vec![true, false, false]))
+        );
+        assert_eq!(read(&unnamed, (9, parent), 3), None, "another parent's");
     }
 
     /// A listener handed here by a restart is shared while the process
