@@ -146,7 +146,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use futures::{AsyncReadExt, AsyncWriteExt};
-    use graceful_core::{Outcome, Reason, ServeConfig, Shutdown};
+    use graceful_core::{Conn, Outcome, Reason, ServeConfig, Shutdown};
 
     use super::Stream;
 
@@ -168,29 +168,21 @@ mod tests {
     /// Serves the async `handler` on a thread until `shutdown` stops it.
     fn serving_async<F>(
         shutdown: &Shutdown,
-        handler: impl Fn(Stream) -> F + Send + Sync + 'static,
+        handler: impl Fn(Stream, Conn) -> F + Send + Sync + 'static,
     ) -> (SocketAddr, JoinHandle<i32>)
     where
         F: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
     {
         serving(shutdown, move |listener, shutdown| {
-            let serve = crate::serve(listener, &shutdown, ServeConfig::default(), move |s, _| {
-                handler(s)
-            });
+            let serve = crate::serve(listener, &shutdown, ServeConfig::default(), handler);
             crate::reactor::block_on(serve)
         })
     }
 
-    /// Echoes what it reads through the `futures` traits until the end.
-    async fn echo(mut stream: Stream) -> std::io::Result<()> {
-        let mut buf = [0u8; 64];
-        loop {
-            let n = AsyncReadExt::read(&mut stream, &mut buf).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            AsyncWriteExt::write_all(&mut stream, &buf[..n]).await?;
-        }
+    /// The conformance suite's line service (each line echoed), reading
+    /// and writing through the `futures` traits until the end.
+    fn echo(stream: Stream, conn: Conn) -> impl std::future::Future<Output = std::io::Result<()>> {
+        graceful_conformance::fixture::line_service(stream, conn, crate::Runtime::default())
     }
 
     fn client(addr: SocketAddr) -> TcpStream {
@@ -225,9 +217,9 @@ mod tests {
         use std::os::fd::AsRawFd;
         let shutdown = Shutdown::new();
         let (tell_fd, fd) = std::sync::mpsc::channel();
-        let (addr, server) = serving_async(&shutdown, move |stream| {
+        let (addr, server) = serving_async(&shutdown, move |stream, conn| {
             tell_fd.send(stream.get_ref().as_raw_fd()).unwrap();
-            echo(stream)
+            echo(stream, conn)
         });
         let mut client = client(addr);
         let fd = fd.recv_timeout(BOUND).unwrap();
@@ -253,7 +245,7 @@ mod tests {
     fn an_async_write_that_would_wait_goes_on_when_the_client_reads() {
         const LEN: usize = 8 << 20;
         let shutdown = Shutdown::new();
-        let (addr, server) = serving_async(&shutdown, |mut stream| async move {
+        let (addr, server) = serving_async(&shutdown, |mut stream, _| async move {
             AsyncWriteExt::write_all(&mut stream, &vec![7u8; LEN]).await?;
             AsyncWriteExt::close(&mut stream).await
         });
@@ -276,14 +268,14 @@ mod tests {
     fn async_io_driven_by_another_executor_blocks_as_std_io() {
         let in_a_blocking_handler = |shutdown: &Shutdown| {
             serving(shutdown, |listener, shutdown| {
-                crate::serve_blocking(listener, &shutdown, ServeConfig::default(), |s, _| {
-                    futures::executor::block_on(echo(s))
+                crate::serve_blocking(listener, &shutdown, ServeConfig::default(), |s, conn| {
+                    futures::executor::block_on(echo(s, conn))
                 })
             })
         };
         let on_a_thread_of_its_own = |shutdown: &Shutdown| {
-            serving_async(shutdown, |stream| async move {
-                let other = std::thread::spawn(|| futures::executor::block_on(echo(stream)));
+            serving_async(shutdown, |stream, conn| async move {
+                let other = std::thread::spawn(|| futures::executor::block_on(echo(stream, conn)));
                 other.join().unwrap()
             })
         };
@@ -310,7 +302,7 @@ mod tests {
         let (tell_pending, pending) = std::sync::mpsc::channel();
         let (end, ended) = oneshot::channel::<()>();
         let ended = Mutex::new(Some(ended));
-        let (addr, server) = serving_async(&shutdown, move |mut stream| {
+        let (addr, server) = serving_async(&shutdown, move |mut stream, _| {
             let (tell_pending, ended) = (tell_pending.clone(), ended.lock().unwrap().take());
             async move {
                 let mut buf = [0u8; 8];
