@@ -16,12 +16,31 @@ fn pair(listener: &TcpListener) -> (TcpStream, Arc<TcpStream>) {
     (client, Arc::new(server))
 }
 
-#[test]
-fn ending_reads_ends_blocked_reads_but_keeps_received_data_and_writes() {
+/// A listener, and a registry attached to a shutdown, as a server has.
+fn registry() -> (TcpListener, Shutdown, Arc<Connections>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let shutdown = Shutdown::new();
     let conns = Connections::new();
     conns.attach(&shutdown);
+    (listener, shutdown, conns)
+}
+
+/// A client of `listener` and the server's side, registered in `conns`
+/// under `shutdown`.
+fn registered(
+    listener: &TcpListener,
+    shutdown: &Shutdown,
+    conns: &Arc<Connections>,
+) -> (TcpStream, (super::ConnTrack, Arc<TcpStream>)) {
+    let (client, server) = pair(listener);
+    let peer = client.local_addr().unwrap();
+    let track = conns.register(shutdown, server.clone(), peer, "conn");
+    (client, (track, server))
+}
+
+#[test]
+fn ending_reads_ends_blocked_reads_but_keeps_received_data_and_writes() {
+    let (listener, shutdown, conns) = registry();
 
     let (mut idle_client, idle) = pair(&listener);
     let idle_track = conns.register(
@@ -75,10 +94,7 @@ fn ending_reads_ends_blocked_reads_but_keeps_received_data_and_writes() {
 
 #[test]
 fn connections_registered_after_the_trigger_are_late_and_force_cuts_all() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let shutdown = Shutdown::new();
-    let conns = Connections::new();
-    conns.attach(&shutdown);
+    let (listener, shutdown, conns) = registry();
     let _keep = shutdown.guard();
     shutdown.trigger(Reason::requested());
 
@@ -247,20 +263,8 @@ fn pending_input_is_peeked_without_blocking_or_taking_it() {
 
 #[test]
 fn only_idle_connections_with_nothing_sent_are_closed_at_once_and_not_late_ones() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let shutdown = Shutdown::new();
-    let conns = Connections::new();
-    conns.attach(&shutdown);
-    let register = |shutdown: &Shutdown| {
-        let (client, server) = pair(&listener);
-        let track = conns.register(
-            shutdown,
-            server.clone(),
-            client.local_addr().unwrap(),
-            "conn",
-        );
-        (client, (track, server))
-    };
+    let (listener, shutdown, conns) = registry();
+    let register = |shutdown: &Shutdown| registered(&listener, shutdown, &conns);
     // 0: idle. 1: idle, its client sent a request since. 2: never told
     // idle. 3: idle, then a read took bytes.
     let (mut clients, mut tracks): (Vec<_>, Vec<_>) = (0..4).map(|_| register(&shutdown)).unzip();
@@ -321,20 +325,11 @@ fn arrived(server: &TcpStream) {
 /// and none with bytes waiting.
 #[test]
 fn many_idle_connections_are_all_shut_down_on_two_threads() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let shutdown = Shutdown::new();
-    let conns = Connections::new();
-    conns.attach(&shutdown);
+    let (listener, shutdown, conns) = registry();
     let n = super::SPLIT_AT + 44;
     let (mut clients, tracks): (Vec<_>, Vec<_>) = (0..n)
         .map(|_| {
-            let (client, server) = pair(&listener);
-            let track = conns.register(
-                &shutdown,
-                server.clone(),
-                client.local_addr().unwrap(),
-                "conn",
-            );
+            let (client, (track, server)) = registered(&listener, &shutdown, &conns);
             track.idle().set_idle();
             (client, (track, server))
         })
