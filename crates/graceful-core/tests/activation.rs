@@ -34,10 +34,16 @@ fn child() {
             Err(e) => format!("error {e}"),
         },
     };
-    let left: Vec<&str> = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"]
-        .into_iter()
-        .filter(|v| std::env::var_os(v).is_some())
-        .collect();
+    let left: Vec<&str> = [
+        "LISTEN_PID",
+        "LISTEN_FDS",
+        "LISTEN_FDS_FIRST_FD",
+        "LISTEN_FDNAMES",
+        "GRACEFUL_RESTART_ALONE",
+    ]
+    .into_iter()
+    .filter(|v| std::env::var_os(v).is_some())
+    .collect();
     println!("RESULT {found}; left {left:?}");
 }
 
@@ -59,7 +65,10 @@ fn activated(mode: &str, fds: Vec<OwnedFd>, names: &str) -> String {
         .args(["child", "--exact", "--ignored", "--nocapture", "--quiet"])
         .env(MODE, mode)
         .env("LISTEN_FDS", count.to_string())
-        .env("LISTEN_FDNAMES", names);
+        .env("LISTEN_FDS_FIRST_FD", "3")
+        .env("LISTEN_FDNAMES", names)
+        // A restart's, naming another process: ignored, and cleared too.
+        .env("GRACEFUL_RESTART_ALONE", "1:1:1:1");
     cmd.fd_mappings(mappings).unwrap();
     let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
