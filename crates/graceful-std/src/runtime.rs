@@ -17,7 +17,9 @@ use std::time::Duration;
 /// idle keep-alive connection) gives its thread back: one parking thread
 /// waits for every such future's sockets and timers in one `epoll` set, and
 /// runs it on a thread again when one is ready or it is woken. An idle
-/// connection then costs its socket and its state, not a thread. A future
+/// connection then costs its socket and its state, not a thread. While 64
+/// futures wait on their threads, one more gives its thread back as soon
+/// as it waits: a burst of connections does not hold a thread each. A future
 /// that blocks its thread (a blocking handler) keeps it while it blocks:
 /// only a future that returned `Pending` can be parked.
 #[derive(Clone, Default)]

@@ -16,7 +16,8 @@ graceful_core::tcp_serve_functions! {
     /// Each connection is served on a thread while it is busy (reused once
     /// the connection ends): a handler that waits for input through the
     /// `futures` traits of its [`Stream`] gives its thread back after 10 ms
-    /// (on Linux), one that blocks keeps it. The accept loop runs on the
+    /// (on Linux; at once while 64 other connections wait on theirs), one
+    /// that blocks keeps it. The accept loop runs on the
     /// calling thread; a thread of the listener's own waits in `poll(2)`
     /// for connections (no timeouts). A read waiting for input, blocking or
     /// not, is ended when the listener closes, and every socket is shut
