@@ -189,19 +189,25 @@ impl Task {
                 return;
             }
             // Past the held waits' number, an ordinary wait (not a retry
-            // for want of resources, which must not spin) parks at once:
-            // a burst of new connections does not hold a thread each.
+            // for want of resources, which must not spin) does not wait
+            // here: the task parks at once (a wake-up since its poll is
+            // seen by the park, a ready socket or a due timer by the
+            // parker), so a burst of new connections does not hold a
+            // thread each.
             let held = Held::wait();
-            let park_at = match park_after {
-                Some(PARK_AFTER) if !held.0 => Some(Instant::now()),
-                Some(PARK_AFTER) => Some(Instant::now() + held_for()),
-                after => after.map(|after| Instant::now() + after),
+            let wait = match park_after {
+                Some(PARK_AFTER) if !held.0 => None,
+                Some(PARK_AFTER) => Some(Some(held_for())),
+                after => Some(after),
             };
-            reactor::wait_once(&notify, park_at);
-            drop(held);
-            if notify.notified() || park_at.map_or(true, |t| Instant::now() < t) {
-                continue;
+            if let Some(after) = wait {
+                let park_at = after.map(|after| Instant::now() + after);
+                reactor::wait_once(&notify, park_at);
+                if notify.notified() || park_at.map_or(true, |t| Instant::now() < t) {
+                    continue;
+                }
             }
+            drop(held);
             #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
             tests::pause_before_park();
             match self.park(future, &notify) {
