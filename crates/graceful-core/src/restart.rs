@@ -24,9 +24,11 @@
 //!
 //! The successor says it is ready with [`notify_ready`] (a datagram on a
 //! socket the parent made for this restart, named in
-//! `GRACEFUL_RESTART_READY`), once it serves. The parent waits for that up
-//! to [`RestartConfig::ready_timeout`]; if the successor exits first or
-//! times out, the parent kills it, logs why and keeps serving as if nothing
+//! `GRACEFUL_RESTART_READY` with the parent's PID, so that a process the
+//! successor starts, which inherits the variable, cannot say it), once it
+//! serves. The parent waits for that up to
+//! [`RestartConfig::ready_timeout`]; if the successor exits first or times
+//! out, the parent kills it, logs why and keeps serving as if nothing
 //! happened. Once it is ready, the parent triggers its shutdown with
 //! [`Reason::Restarted`] and stops like on SIGTERM: its listeners close, the
 //! work in flight finishes, and the process exits 0.
@@ -284,7 +286,7 @@ impl Restarter {
             .collect::<io::Result<Vec<_>>>()?;
         // A successor's PID goes in the file once it is ready, written by
         // the process it replaces: until then that one is current.
-        if let (Some(path), None) = (&config.pid_file, std::env::var_os(READY_ENV)) {
+        if let (Some(path), None) = (&config.pid_file, ready_socket()) {
             write_pid_file(path, std::process::id())?;
         }
         let restarter = Restarter {
@@ -630,7 +632,7 @@ impl Inner {
                 .args(&self.args)
                 .env("LISTEN_FDS", listeners.len().to_string())
                 .env("LISTEN_FDNAMES", names.join(":"))
-                .env(READY_ENV, ready);
+                .env(READY_ENV, ready_value(std::process::id(), ready));
             cmd.fd_mappings(mappings)
                 .map_err(|e| io::Error::other(e.to_string()))?;
             cmd.spawn()
@@ -730,14 +732,42 @@ impl Drop for ReadySocket {
 }
 
 /// Tells the process that started this one in a restart that it is ready
-/// (it serves on the sockets it inherited); does nothing otherwise. Call it
-/// once serving, like [`systemd::notify_ready`](crate::systemd::notify_ready).
+/// (it serves on the sockets it inherited); does nothing otherwise, also
+/// in a process that a successor started (which inherits the variable).
+/// Call it once serving, like
+/// [`systemd::notify_ready`](crate::systemd::notify_ready).
 pub fn notify_ready() -> io::Result<()> {
-    let Some(path) = std::env::var_os(READY_ENV) else {
+    let Some(path) = ready_socket() else {
         return Ok(());
     };
     UnixDatagram::unbound()?.send_to(b"READY=1", path)?;
     Ok(())
+}
+
+/// `GRACEFUL_RESTART_READY`'s value: the restarting process's PID, then
+/// the socket it waits on.
+fn ready_value(parent: u32, socket: &Path) -> OsString {
+    let mut value = OsString::from(format!("{parent}:"));
+    value.push(socket);
+    value
+}
+
+/// The socket named in `GRACEFUL_RESTART_READY`, if this process is the
+/// successor it was set for: the PID it names is this process's parent's.
+/// A process the successor starts inherits the variable, and ignores it.
+fn ready_socket() -> Option<PathBuf> {
+    let value = std::env::var_os(READY_ENV)?;
+    parse_ready(&value, std::os::unix::process::parent_id())
+}
+
+/// The socket in a `GRACEFUL_RESTART_READY` value, if it names `parent`.
+fn parse_ready(value: &std::ffi::OsStr, parent: u32) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = value.as_bytes();
+    let colon = bytes.iter().position(|&b| b == b':')?;
+    let named: u32 = std::str::from_utf8(&bytes[..colon]).ok()?.parse().ok()?;
+    let socket = std::ffi::OsStr::from_bytes(&bytes[colon + 1..]);
+    (named == parent && !socket.is_empty()).then(|| PathBuf::from(socket))
 }
 
 /// The path of the running executable, as it was started (not the
@@ -927,6 +957,90 @@ mod tests {
         if std::env::var_os(READY_ENV).is_some() {
             notify_ready().unwrap();
             std::thread::sleep(Duration::from_secs(60));
+        }
+    }
+
+    /// The file a successor of the process `parent` marks before it says
+    /// it is ready.
+    fn ready_mark(parent: u32) -> PathBuf {
+        std::env::temp_dir().join(format!("graceful-ready-mark-{parent}"))
+    }
+
+    /// Run as a restart's successor: starts a process of its own, which
+    /// inherits `GRACEFUL_RESTART_READY` and says it is ready; once that
+    /// one has exited, waits a second, marks its file, then says it is
+    /// ready itself and waits to be killed (a minute at most).
+    #[test]
+    #[ignore = "a successor the restart tests start"]
+    fn successor_whose_child_says_ready_first() {
+        if std::env::var_os(READY_ENV).is_none() {
+            return;
+        }
+        let exe = std::env::current_exe().unwrap();
+        let child = Command::new(exe)
+            .args(["restart::tests::successors_child_that_says_ready"])
+            .args(["--exact", "--ignored", "--quiet"])
+            .status()
+            .unwrap();
+        assert!(child.success());
+        std::thread::sleep(Duration::from_secs(1));
+        std::fs::write(ready_mark(std::os::unix::process::parent_id()), b"").unwrap();
+        notify_ready().unwrap();
+        std::thread::sleep(Duration::from_secs(60));
+    }
+
+    /// Run by the successor above: says it is ready, and exits.
+    #[test]
+    #[ignore = "a process a restart's successor starts"]
+    fn successors_child_that_says_ready() {
+        if std::env::var_os(READY_ENV).is_some() {
+            notify_ready().unwrap();
+        }
+    }
+
+    /// A process that the successor starts before it is ready inherits
+    /// `GRACEFUL_RESTART_READY`: its word is not taken for the
+    /// successor's, which comes a second after it.
+    #[test]
+    fn a_process_the_successor_starts_cannot_say_it_is_ready() {
+        let mark = ready_mark(std::process::id());
+        let _ = std::fs::remove_file(&mark);
+        let shutdown = Shutdown::new();
+        let exe = std::env::current_exe().unwrap();
+        let args = [
+            "restart::tests::successor_whose_child_says_ready_first",
+            "--exact",
+            "--ignored",
+            "--quiet",
+        ]
+        .map(OsString::from);
+        let config = RestartConfig::new()
+            .signal(None)
+            .ready_timeout(Duration::from_secs(20));
+        let restarter =
+            Restarter::with_command(&shutdown, &[], config, exe, args.to_vec()).unwrap();
+        let pid = restarter.restart().unwrap();
+        let marked = mark.exists();
+        let _ = std::fs::remove_file(&mark);
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        let _ = nix::sys::wait::waitpid(pid, None);
+        assert!(marked, "the handover came before the successor was ready");
+    }
+
+    /// A `GRACEFUL_RESTART_READY` value is taken only by a child of the
+    /// process it names, whatever the socket's path holds.
+    #[test]
+    fn the_ready_socket_is_read_only_by_a_child_of_the_process_named() {
+        let value = ready_value(41, Path::new("/tmp/a:b/ready"));
+        assert_eq!(value, "41:/tmp/a:b/ready");
+        assert_eq!(
+            parse_ready(&value, 41),
+            Some(PathBuf::from("/tmp/a:b/ready"))
+        );
+        assert_eq!(parse_ready(&value, 42), None);
+        for bad in ["/tmp/ready", "x:/tmp/ready", "41:", ":/tmp/ready", ""] {
+            assert_eq!(parse_ready(bad.as_ref(), 41), None, "{bad:?}");
         }
     }
 
