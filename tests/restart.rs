@@ -491,6 +491,107 @@ fn a_stop_during_a_restart_kills_a_stubborn_successor_at_its_deadline(example: &
     servers.pids.pop();
 }
 
+/// A successor stopped while its predecessor still drains (a request in
+/// flight there): the predecessor let go of the listener at its handover,
+/// so the successor's stop is the listener's last and stops its
+/// handshakes first, and no client that connected goes unanswered. The
+/// predecessor's request still gets its response.
+fn a_successor_stopped_while_its_predecessor_drains_closes_the_listener_as_its_own(example: &str) {
+    let dir = TempDir::new(&format!("restart-drains-{example}"));
+    let binary = dir.0.join("server");
+    install(&example_path(example), &binary);
+    let mut servers = Servers::start(&dir.0, &binary, "SIGHUP", &["--delay-ms", "3000"]);
+    let old = servers.current();
+    let mut slow = TcpStream::connect(servers.addr).unwrap();
+    slow.set_read_timeout(Some(PATIENCE)).unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    servers.signal(old, nix::sys::signal::Signal::SIGHUP);
+    let line = servers.lines.recv_timeout(PATIENCE).expect("a successor");
+    assert_eq!(line, format!("listening on {}", servers.addr));
+    wait_for(&servers, "handing over", 1);
+    let new = last_successor(&servers.log());
+    servers.pids.push(new);
+    // The predecessor closes its listener as its stop begins.
+    wait_for(
+        &servers,
+        &format!("stopping (restarted as process {new})"),
+        1,
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        waitpid(
+            Pid::from_raw(old),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG)
+        )
+        .unwrap(),
+        WaitStatus::StillAlive,
+        "the predecessor no longer drains"
+    );
+    let stop_probing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = {
+        let (addr, stop) = (servers.addr, stop_probing.clone());
+        std::thread::spawn(move || probe_until_refused(addr, stop))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    servers.signal(new, nix::sys::signal::Signal::SIGTERM);
+    // A child of the predecessor until that one exits: seen exited (a
+    // zombie) here, reaped below.
+    let until = Instant::now() + PATIENCE;
+    while std::fs::read_to_string(format!("/proc/{new}/stat"))
+        .is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or("").starts_with(" Z"))
+    {
+        assert!(Instant::now() < until, "the successor never exited");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop_probing.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (answered, lost) = prober.join().unwrap();
+    assert!(answered > 10, "too few probes answered: {answered}");
+    assert!(lost.is_empty(), "connected, then lost: {lost:?}");
+    assert_eq!(
+        servers.log().matches("new handshakes stopped").count(),
+        1,
+        "{}",
+        servers.log()
+    );
+    let mut reply = String::new();
+    slow.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.ends_with("hello\n"), "{reply}");
+    assert_eq!(servers.wait(old), WaitStatus::Exited(Pid::from_raw(old), 0));
+    assert_eq!(servers.wait(new), WaitStatus::Exited(Pid::from_raw(new), 0));
+}
+
+/// Probes the readiness endpoint at `addr` on a new connection every
+/// 2 ms until a connect is refused or `stop` is set; returns how many were
+/// answered, and the errors of those that connected and got no answer.
+fn probe_until_refused(
+    addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (usize, Vec<String>) {
+    let (mut answered, mut lost) = (0, Vec::new());
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let Ok(mut c) = TcpStream::connect(addr) else {
+            break;
+        };
+        let probe = (|| -> std::io::Result<String> {
+            c.set_read_timeout(Some(PATIENCE))?;
+            c.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")?;
+            let mut reply = String::new();
+            c.read_to_string(&mut reply)?;
+            Ok(reply)
+        })();
+        match probe {
+            Ok(reply) if reply.starts_with("HTTP/1.1 ") => answered += 1,
+            Ok(reply) => lost.push(format!("no status line: {reply:?}")),
+            Err(e) => lost.push(e.to_string()),
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    (answered, lost)
+}
+
 /// `example` started with `args`, restarting on SIGHUP, and restarted
 /// once its binary was replaced by a shell script of `script`, which runs
 /// as the successor and ends in `exec sleep`, which it has reached: returns the test's directory, the servers, the first
@@ -545,6 +646,11 @@ fn wait_for(servers: &Servers, needle: &str, count: usize) {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+#[test]
+fn a_successor_stopped_while_its_predecessor_drains_closes_the_listener_as_its_own_tokio_http() {
+    a_successor_stopped_while_its_predecessor_drains_closes_the_listener_as_its_own("tokio_http");
 }
 
 #[test]

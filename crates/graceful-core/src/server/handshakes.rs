@@ -27,8 +27,9 @@
 //! member of an `SO_REUSEPORT` group, nor when the socket's identity cannot
 //! be read. A socket a restart handed here, which the process that handed
 //! it held alone, is recorded by [`mark_shared_while_parent`]: it is
-//! shared while that process (this one's parent) lives, and this
-//! process's alone once it has exited.
+//! shared while that process (this one's parent) lives and holds it, and
+//! this process's alone once it has closed it (at its handover, before it
+//! drains) or exited.
 
 /// How long after a look the backlog of a listener whose handshakes were
 /// stopped is looked at again (after the first look, and after every look
@@ -47,8 +48,9 @@ pub(crate) fn mark_shared<S: std::os::fd::AsFd>(listener: &S) -> Option<Marked> 
 
 /// Records that `listener` was handed here by a restart from `parent`, the
 /// process that held it alone and started this one: it is shared while
-/// `parent` is this process's parent (alive), and this process's alone
-/// after (see [`activated_listeners`](crate::systemd::activated_listeners)).
+/// `parent` is this process's parent (alive) and has a descriptor for it,
+/// and this process's alone after (see
+/// [`activated_listeners`](crate::systemd::activated_listeners)).
 pub(crate) fn mark_shared_while_parent<S: std::os::fd::AsFd>(listener: &S, parent: u32) {
     imp::mark_shared_while_parent(listener.as_fd(), parent);
 }
@@ -215,14 +217,34 @@ mod imp {
         // filtered socket's.
         // A predecessor that has exited no longer is this process's parent
         // (this one was reparented), whatever PID it had.
+        // Nor does one that has let go of the socket (it closed its
+        // listener at its handover, and drains).
         let held = |&(c, holder): &(u64, Holder)| {
             c == cookie
                 && match holder {
                     Holder::Another => true,
-                    Holder::Parent(pid) => std::os::unix::process::parent_id() == pid,
+                    Holder::Parent(pid) => {
+                        std::os::unix::process::parent_id() == pid && holds(pid, fd)
+                    }
                 }
         };
         shared().iter().any(held) || socket.reuse_port().unwrap_or(true)
+    }
+
+    /// Whether the process `pid` has a descriptor for the socket `fd`, as
+    /// its descriptors in `/proc` say; if they cannot be read (another
+    /// user's process, no `/proc`), it is taken to have one.
+    pub(super) fn holds(pid: u32, fd: BorrowedFd<'_>) -> bool {
+        use std::os::fd::AsRawFd;
+        let Ok(socket) = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) else {
+            return true;
+        };
+        let Ok(theirs) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return true;
+        };
+        theirs
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|held| held == socket))
     }
 
     pub(super) fn stop_handshakes(fd: BorrowedFd<'_>) -> bool {
@@ -414,26 +436,44 @@ mod tests {
     }
 
     /// A listener handed here by a restart is shared while the process
-    /// that handed it is this one's parent, and this process's alone once
-    /// it is not; a restart's marks taken back leave that one.
+    /// that handed it is this one's parent and holds it, and this
+    /// process's alone once it is not or does not; a restart's marks taken
+    /// back leave that one. (The end-to-end restart tests have a parent
+    /// that holds it.)
     #[test]
     fn a_listener_handed_by_a_parent_is_shared_while_it_is_the_parent() {
         let parent = std::os::unix::process::parent_id();
         let from_parent = TcpListener::bind("127.0.0.1:0").unwrap();
         mark_shared_while_parent(&from_parent, parent);
-        assert!(!is_alone(&from_parent, true), "its parent still holds it");
         let marked = mark_shared(&from_parent).unwrap();
+        assert!(!is_alone(&from_parent, true), "marked shared too");
         unmark_shared(marked);
-        assert!(
-            !is_alone(&from_parent, true),
-            "the unmark took the parent's mark"
-        );
+        // The parent (the test runner) has no descriptor for it.
+        assert!(is_alone(&from_parent, true), "its parent let it go");
         // A predecessor that exited: this process was reparented, its
         // parent is another.
         let from_gone = TcpListener::bind("127.0.0.1:0").unwrap();
         mark_shared_while_parent(&from_gone, std::process::id());
         assert!(is_alone(&from_gone, true));
         assert!(!is_alone(&from_gone, false), "not called exclusive");
+    }
+
+    /// A process holds a socket while it has a descriptor for it, and one
+    /// whose descriptors cannot be read is taken to.
+    #[test]
+    fn a_process_holds_a_socket_while_it_has_a_descriptor_for_it() {
+        use std::os::fd::AsFd;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(imp::holds(std::process::id(), listener.as_fd()));
+        let mut other = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let held = imp::holds(other.id(), listener.as_fd());
+        let _ = other.kill();
+        let _ = other.wait();
+        assert!(!held, "a process without it");
+        assert!(imp::holds(u32::MAX, listener.as_fd()), "no such process");
     }
 
     #[test]
