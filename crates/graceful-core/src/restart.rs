@@ -25,9 +25,9 @@
 //!
 //! The successor says it is ready with [`notify_ready`] (a datagram on a
 //! socket the parent made for this restart, named in
-//! `GRACEFUL_RESTART_READY` with the parent's PID, so that a process the
-//! successor starts, which inherits the variable, cannot say it), once it
-//! serves. The parent waits for that up to
+//! `GRACEFUL_RESTART_READY`, with the parent's PID in
+//! `GRACEFUL_RESTART_READY_PID` so that a process the successor starts,
+//! which inherits both, cannot say it), once it serves. The parent waits for that up to
 //! [`RestartConfig::ready_timeout`]; if the successor exits first or times
 //! out, the parent kills it, logs why and keeps serving as if nothing
 //! happened. Once it is ready, the parent triggers its shutdown with
@@ -67,6 +67,9 @@ use crate::shutdown::Shutdown;
 
 /// The variable naming the socket a restarting parent waits on.
 pub const READY_ENV: &str = "GRACEFUL_RESTART_READY";
+
+/// The variable naming the restarting parent's PID, beside [`READY_ENV`].
+pub const READY_PID_ENV: &str = "GRACEFUL_RESTART_READY_PID";
 
 /// The successors started and not handed over yet (not ready), by PID,
 /// with the directory of the socket their parent waits on.
@@ -633,7 +636,8 @@ impl Inner {
                 .args(&self.args)
                 .env("LISTEN_FDS", listeners.len().to_string())
                 .env("LISTEN_FDNAMES", names.join(":"))
-                .env(READY_ENV, ready_value(std::process::id(), ready));
+                .env(READY_ENV, ready)
+                .env(READY_PID_ENV, std::process::id().to_string());
             cmd.fd_mappings(mappings)
                 .map_err(|e| io::Error::other(e.to_string()))?;
             cmd.spawn()
@@ -745,30 +749,26 @@ pub fn notify_ready() -> io::Result<()> {
     Ok(())
 }
 
-/// `GRACEFUL_RESTART_READY`'s value: the restarting process's PID, then
-/// the socket it waits on.
-fn ready_value(parent: u32, socket: &Path) -> OsString {
-    let mut value = OsString::from(format!("{parent}:"));
-    value.push(socket);
-    value
-}
-
 /// The socket named in `GRACEFUL_RESTART_READY`, if this process is the
-/// successor it was set for: the PID it names is this process's parent's.
-/// A process the successor starts inherits the variable, and ignores it.
+/// successor it was set for: `GRACEFUL_RESTART_READY_PID` names this
+/// process's parent (or is unset, as a parent built before it was added
+/// leaves it). A process the successor starts inherits both, and ignores
+/// them.
 fn ready_socket() -> Option<PathBuf> {
-    let value = std::env::var_os(READY_ENV)?;
-    parse_ready(&value, std::os::unix::process::parent_id())
+    let socket = std::env::var_os(READY_ENV)?;
+    let named = std::env::var_os(READY_PID_ENV);
+    ready_for(
+        socket,
+        named.as_deref(),
+        std::os::unix::process::parent_id(),
+    )
 }
 
-/// The socket in a `GRACEFUL_RESTART_READY` value, if it names `parent`.
-fn parse_ready(value: &std::ffi::OsStr, parent: u32) -> Option<PathBuf> {
-    use std::os::unix::ffi::OsStrExt;
-    let bytes = value.as_bytes();
-    let colon = bytes.iter().position(|&b| b == b':')?;
-    let named: u32 = std::str::from_utf8(&bytes[..colon]).ok()?.parse().ok()?;
-    let socket = std::ffi::OsStr::from_bytes(&bytes[colon + 1..]);
-    (named == parent && !socket.is_empty()).then(|| PathBuf::from(socket))
+/// `socket` if `named` (the value of `GRACEFUL_RESTART_READY_PID`, if set)
+/// is `parent`'s PID.
+fn ready_for(socket: OsString, named: Option<&std::ffi::OsStr>, parent: u32) -> Option<PathBuf> {
+    let for_parent = named.map_or(true, |pid| pid.to_str() == Some(&parent.to_string()));
+    (for_parent && !socket.is_empty()).then(|| PathBuf::from(socket))
 }
 
 /// The path of the running executable, as it was started (not the
@@ -967,41 +967,60 @@ mod tests {
         std::env::temp_dir().join(format!("graceful-ready-mark-{parent}"))
     }
 
-    /// Run as a restart's successor: starts a process of its own, which
-    /// inherits `GRACEFUL_RESTART_READY` and says it is ready; once that
-    /// one has exited, waits a second, marks its file, then says it is
-    /// ready itself and waits to be killed (a minute at most).
+    /// Whether a restarter with the PID file `path` made here writes it
+    /// (not in a restart's successor: its predecessor writes it once it
+    /// is ready). Removes the file.
+    fn writes_its_pid_file(path: &Path) -> bool {
+        let _ = std::fs::remove_file(path);
+        let config = RestartConfig::new().signal(None).pid_file(path);
+        let restarter =
+            Restarter::with_command(&Shutdown::new(), &[], config, "true".into(), vec![]);
+        drop(restarter.unwrap());
+        std::fs::remove_file(path).is_ok()
+    }
+
+    /// Run as a restart's successor: writes no PID file of its own, starts
+    /// a process of its own, which inherits `GRACEFUL_RESTART_READY`, says
+    /// it is ready and writes its PID file; once that one has exited
+    /// successfully, waits a second, marks its file, then says it is ready
+    /// itself and waits to be killed (a minute at most).
     #[test]
     #[ignore = "a successor the restart tests start"]
     fn successor_whose_child_says_ready_first() {
         if std::env::var_os(READY_ENV).is_none() {
             return;
         }
+        let mark = ready_mark(std::os::unix::process::parent_id());
+        assert!(!writes_its_pid_file(&mark.with_extension("successor.pid")));
         let exe = std::env::current_exe().unwrap();
         let child = Command::new(exe)
             .args(["restart::tests::successors_child_that_says_ready"])
             .args(["--exact", "--ignored", "--quiet"])
+            .env("GRACEFUL_TEST_PID_FILE", mark.with_extension("child.pid"))
             .status()
             .unwrap();
         assert!(child.success());
         std::thread::sleep(Duration::from_secs(1));
-        std::fs::write(ready_mark(std::os::unix::process::parent_id()), b"").unwrap();
+        std::fs::write(mark, b"").unwrap();
         notify_ready().unwrap();
         std::thread::sleep(Duration::from_secs(60));
     }
 
-    /// Run by the successor above: says it is ready, and exits.
+    /// Run by the successor above: says it is ready, and fails unless a
+    /// restarter it makes writes its PID file.
     #[test]
     #[ignore = "a process a restart's successor starts"]
     fn successors_child_that_says_ready() {
-        if std::env::var_os(READY_ENV).is_some() {
+        if let Some(pid_file) = std::env::var_os("GRACEFUL_TEST_PID_FILE") {
             notify_ready().unwrap();
+            assert!(writes_its_pid_file(Path::new(&pid_file)));
         }
     }
 
     /// A process that the successor starts before it is ready inherits
     /// `GRACEFUL_RESTART_READY`: its word is not taken for the
-    /// successor's, which comes a second after it.
+    /// successor's, which comes a second after it, and it writes its own
+    /// PID file, where the successor leaves its predecessor's.
     #[test]
     fn a_process_the_successor_starts_cannot_say_it_is_ready() {
         let mark = ready_mark(std::process::id());
@@ -1029,20 +1048,19 @@ mod tests {
         assert!(marked, "the handover came before the successor was ready");
     }
 
-    /// A `GRACEFUL_RESTART_READY` value is taken only by a child of the
-    /// process it names, whatever the socket's path holds.
+    /// The ready socket is taken only by a child of the process named
+    /// beside it, or with no process named (a parent from before the name
+    /// was added).
     #[test]
-    fn the_ready_socket_is_read_only_by_a_child_of_the_process_named() {
-        let value = ready_value(41, Path::new("/tmp/a:b/ready"));
-        assert_eq!(value, "41:/tmp/a:b/ready");
-        assert_eq!(
-            parse_ready(&value, 41),
-            Some(PathBuf::from("/tmp/a:b/ready"))
-        );
-        assert_eq!(parse_ready(&value, 42), None);
-        for bad in ["/tmp/ready", "x:/tmp/ready", "41:", ":/tmp/ready", ""] {
-            assert_eq!(parse_ready(bad.as_ref(), 41), None, "{bad:?}");
-        }
+    fn the_ready_socket_is_taken_only_by_a_child_of_the_process_named() {
+        let socket = || OsString::from("/tmp/graceful-ready-1/ready");
+        let path = Some(PathBuf::from("/tmp/graceful-ready-1/ready"));
+        assert_eq!(ready_for(socket(), Some("41".as_ref()), 41), path);
+        assert_eq!(ready_for(socket(), None, 41), path, "no process named");
+        assert_eq!(ready_for(socket(), Some("42".as_ref()), 41), None);
+        assert_eq!(ready_for(socket(), Some("".as_ref()), 41), None);
+        assert_eq!(ready_for(socket(), Some("041".as_ref()), 41), None);
+        assert_eq!(ready_for(OsString::new(), Some("41".as_ref()), 41), None);
     }
 
     /// Waits up to 10 s for the report of `shutdown` to name a guard
