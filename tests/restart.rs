@@ -182,32 +182,52 @@ impl Drop for Servers {
     }
 }
 
+/// What the readiness probes saw.
+#[derive(Default)]
+struct Probes {
+    answered: usize,
+    /// The status lines of those answered that are not `200`.
+    not_ready: Vec<String>,
+    /// Why those that connected got no answer.
+    lost: Vec<String>,
+}
+
 /// Probes the readiness endpoint at `addr` on a new connection every
-/// 2 ms until `stop` is set; returns the status lines of those answered
-/// that are not `200`, and how many were answered.
+/// 2 ms until `stop` is set, or (if `until_refused`) a connect is
+/// refused.
 fn probe_readiness(
     addr: SocketAddr,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> (Vec<String>, usize) {
-    let (mut bad, mut answered) = (Vec::new(), 0);
+    until_refused: bool,
+) -> Probes {
+    let mut probes = Probes::default();
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let mut c = match TcpStream::connect(addr) {
+            Ok(c) => c,
+            Err(_) if until_refused => break,
+            Err(_) => continue,
+        };
         let probe = (|| -> std::io::Result<String> {
-            let mut c = TcpStream::connect(addr)?;
             c.set_read_timeout(Some(PATIENCE))?;
             c.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")?;
             let mut reply = String::new();
             c.read_to_string(&mut reply)?;
-            Ok(reply.lines().next().unwrap_or_default().to_string())
+            Ok(reply)
         })();
-        if let Ok(status) = probe {
-            answered += 1;
-            if !status.starts_with("HTTP/1.1 200") {
-                bad.push(status);
+        match probe {
+            Ok(reply) if reply.starts_with("HTTP/1.1 200") => probes.answered += 1,
+            Ok(reply) if reply.starts_with("HTTP/1.1 ") => {
+                probes.answered += 1;
+                probes
+                    .not_ready
+                    .push(reply.lines().next().unwrap_or_default().to_string());
             }
+            Ok(reply) => probes.lost.push(format!("no status line: {reply:?}")),
+            Err(e) => probes.lost.push(e.to_string()),
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    (bad, answered)
+    probes
 }
 
 /// Three restarts in a row under 32 keep-alive clients, the binary file
@@ -229,7 +249,7 @@ fn restarts_under_load_fail_no_request(example: &str, replacement: &str) {
     let stop_probing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let prober = {
         let (addr, stop) = (servers.addr, stop_probing.clone());
-        std::thread::spawn(move || probe_readiness(addr, stop))
+        std::thread::spawn(move || probe_readiness(addr, stop, false))
     };
     std::thread::sleep(Duration::from_millis(300));
     for round in 0..3 {
@@ -240,7 +260,12 @@ fn restarts_under_load_fail_no_request(example: &str, replacement: &str) {
         std::thread::sleep(Duration::from_millis(300));
     }
     stop_probing.store(true, std::sync::atomic::Ordering::SeqCst);
-    let (not_ready, probes) = prober.join().unwrap();
+    let Probes {
+        answered: probes,
+        not_ready,
+        lost,
+    } = prober.join().unwrap();
+    assert!(lost.is_empty(), "probes connected, then lost: {lost:?}");
     println!("{example} restarts: {probes} readiness probes answered");
     assert!(
         not_ready.is_empty(),
@@ -492,15 +517,15 @@ fn a_stop_during_a_restart_kills_a_stubborn_successor_at_its_deadline(example: &
 }
 
 /// A successor stopped while its predecessor still drains (a request in
-/// flight there): the predecessor let go of the listener at its handover,
-/// so the successor's stop is the listener's last and stops its
-/// handshakes first, and no client that connected goes unanswered. The
-/// predecessor's request still gets its response.
+/// flight there): the predecessor let go of the listener a second after
+/// its handover, so the successor's stop is the listener's last and stops
+/// its handshakes first, and no client that connected goes unanswered.
+/// The predecessor's request still gets its response.
 fn a_successor_stopped_while_its_predecessor_drains_closes_the_listener_as_its_own(example: &str) {
     let dir = TempDir::new(&format!("restart-drains-{example}"));
     let binary = dir.0.join("server");
     install(&example_path(example), &binary);
-    let mut servers = Servers::start(&dir.0, &binary, "SIGHUP", &["--delay-ms", "3000"]);
+    let mut servers = Servers::start(&dir.0, &binary, "SIGHUP", &["--delay-ms", "6000"]);
     let old = servers.current();
     let mut slow = TcpStream::connect(servers.addr).unwrap();
     slow.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -513,13 +538,9 @@ fn a_successor_stopped_while_its_predecessor_drains_closes_the_listener_as_its_o
     wait_for(&servers, "handing over", 1);
     let new = last_successor(&servers.log());
     servers.pids.push(new);
-    // The predecessor closes its listener as its stop begins.
-    wait_for(
-        &servers,
-        &format!("stopping (restarted as process {new})"),
-        1,
-    );
-    std::thread::sleep(Duration::from_millis(200));
+    // The predecessor closes its listener a second after the handover (a
+    // restart's pre-drain), then drains.
+    wait_for(&servers, "listener closed", 1);
     assert_eq!(
         waitpid(
             Pid::from_raw(old),
@@ -532,7 +553,7 @@ fn a_successor_stopped_while_its_predecessor_drains_closes_the_listener_as_its_o
     let stop_probing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let prober = {
         let (addr, stop) = (servers.addr, stop_probing.clone());
-        std::thread::spawn(move || probe_until_refused(addr, stop))
+        std::thread::spawn(move || probe_readiness(addr, stop, true))
     };
     std::thread::sleep(Duration::from_millis(100));
     servers.signal(new, nix::sys::signal::Signal::SIGTERM);
@@ -546,7 +567,7 @@ fn a_successor_stopped_while_its_predecessor_drains_closes_the_listener_as_its_o
         std::thread::sleep(Duration::from_millis(5));
     }
     stop_probing.store(true, std::sync::atomic::Ordering::SeqCst);
-    let (answered, lost) = prober.join().unwrap();
+    let Probes { answered, lost, .. } = prober.join().unwrap();
     assert!(answered > 10, "too few probes answered: {answered}");
     assert!(lost.is_empty(), "connected, then lost: {lost:?}");
     assert_eq!(
@@ -561,35 +582,6 @@ fn a_successor_stopped_while_its_predecessor_drains_closes_the_listener_as_its_o
     assert!(reply.ends_with("hello\n"), "{reply}");
     assert_eq!(servers.wait(old), WaitStatus::Exited(Pid::from_raw(old), 0));
     assert_eq!(servers.wait(new), WaitStatus::Exited(Pid::from_raw(new), 0));
-}
-
-/// Probes the readiness endpoint at `addr` on a new connection every
-/// 2 ms until a connect is refused or `stop` is set; returns how many were
-/// answered, and the errors of those that connected and got no answer.
-fn probe_until_refused(
-    addr: SocketAddr,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> (usize, Vec<String>) {
-    let (mut answered, mut lost) = (0, Vec::new());
-    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-        let Ok(mut c) = TcpStream::connect(addr) else {
-            break;
-        };
-        let probe = (|| -> std::io::Result<String> {
-            c.set_read_timeout(Some(PATIENCE))?;
-            c.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")?;
-            let mut reply = String::new();
-            c.read_to_string(&mut reply)?;
-            Ok(reply)
-        })();
-        match probe {
-            Ok(reply) if reply.starts_with("HTTP/1.1 ") => answered += 1,
-            Ok(reply) => lost.push(format!("no status line: {reply:?}")),
-            Err(e) => lost.push(e.to_string()),
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    (answered, lost)
 }
 
 /// `example` started with `args`, restarting on SIGHUP, and restarted

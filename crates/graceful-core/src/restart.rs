@@ -19,9 +19,9 @@
 //! listener. `GRACEFUL_RESTART_ALONE` tells the successor which of them
 //! this process held alone (a server served it with
 //! [`ServeConfig::exclusive_listener`](crate::ServeConfig::exclusive_listener),
-//! and no other process holds it): once this process has closed them (at
-//! its handover, before it drains) or exited, the successor closes those
-//! as its own, handshakes stopped first.
+//! and no other process holds it): once this process has closed them (a
+//! second after its handover, before it drains) or exited, the successor
+//! closes those as its own, handshakes stopped first.
 //!
 //! The successor says it is ready with [`notify_ready`] (a datagram on a
 //! socket the parent made for this restart, named in

@@ -8,11 +8,11 @@
 //! parked tasks in one `epoll` set. A wake-up, a ready socket or a due timer
 //! takes the task out and runs it on a connection thread again. An idle
 //! connection then costs its socket and its future, not a thread's stack.
-//! At most [`HELD_WAITS`] tasks wait on their threads at once; past them a
-//! task parks as soon as it waits, so a burst of new connections (each
-//! waiting for its next request) does not hold a thread each: 2000
-//! connections opened 128 at a time had left 210 threads behind, each with
-//! 24 KiB of stack resident, and now leave about 140.
+//! At most [`HELD_WAITS`] tasks wait on their threads at once to park;
+//! past them a task parks as soon as it waits, so a burst of new
+//! connections (each waiting for its next request) does not hold a thread
+//! each: 2000 connections opened 128 at a time had left 210 threads
+//! behind, each with 24 KiB of stack resident, and now leave about 110.
 //!
 //! Invariants:
 //! - a task's wakers all go through its state, under its lock: `Running`
@@ -49,15 +49,28 @@ use crate::reactor::{self, Interest, Notify, Timer};
 /// How long a spawned task waits on its thread before it parks.
 pub(crate) const PARK_AFTER: Duration = Duration::from_millis(10);
 
-/// How many tasks may wait on their threads at once: a task whose wait
-/// would be one more parks at once instead.
+/// How many tasks may wait on their threads at once to park (an idle
+/// connection's first 10 ms): a task whose wait would be one more parks
+/// at once instead.
 pub(crate) const HELD_WAITS: usize = 64;
 
-/// How many tasks wait on their threads now.
+/// How many tasks wait on their threads to park now.
 static HELD: AtomicUsize = AtomicUsize::new(0);
 
+/// How a task waits on its thread before it parks (again).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Wait {
+    /// [`PARK_AFTER`], if it is one of the [`HELD_WAITS`]; otherwise not
+    /// at all.
+    ToPark,
+    /// This long (a parking refused for want of resources, or for a
+    /// socket another parked task waits for), then tries again; `None`:
+    /// for good (nothing parks).
+    Retry(Option<Duration>),
+}
+
 /// How long a held wait holds its thread: [`PARK_AFTER`], or in tests
-/// what the task set up instead.
+/// what the task set up instead (taken whether the wait is held or not).
 fn held_for() -> Duration {
     #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
     if let Some(hold) = tests::hold() {
@@ -66,7 +79,8 @@ fn held_for() -> Duration {
     PARK_AFTER
 }
 
-/// While alive, one of the [`HELD_WAITS`] waits on a thread.
+/// While alive, one of the [`HELD_WAITS`] waits on a thread, or one past
+/// them (which does not wait), counted.
 struct Held(bool);
 
 impl Held {
@@ -179,26 +193,26 @@ impl Task {
         // Marks the task ended if its future panics, so that its wakers
         // stop waking this thread.
         let ended = Ended(&self);
-        let mut park_after = match parker() {
-            Some(_) => Some(PARK_AFTER),
-            None => RETRY_PARK,
+        let mut next = match parker() {
+            Some(_) => Wait::ToPark,
+            None => Wait::Retry(RETRY_PARK),
         };
         loop {
             notify.clear();
             if let Poll::Ready(()) = future.as_mut().poll(&mut cx) {
                 return;
             }
-            // Past the held waits' number, an ordinary wait (not a retry
-            // for want of resources, which must not spin) does not wait
+            // Past the held waits' number, a wait to park does not wait
             // here: the task parks at once (a wake-up since its poll is
             // seen by the park, a ready socket or a due timer by the
             // parker), so a burst of new connections does not hold a
-            // thread each.
-            let held = Held::wait();
-            let wait = match park_after {
-                Some(PARK_AFTER) if !held.0 => None,
-                Some(PARK_AFTER) => Some(Some(held_for())),
-                after => Some(after),
+            // thread each. A retry always waits, so as not to spin.
+            let hold = held_for();
+            let held = (next == Wait::ToPark).then(Held::wait);
+            let wait = match (next, &held) {
+                (Wait::ToPark, Some(Held(true))) => Some(Some(hold)),
+                (Wait::ToPark, _) => None,
+                (Wait::Retry(after), _) => Some(after),
             };
             if let Some(after) = wait {
                 let park_at = after.map(|after| Instant::now() + after);
@@ -217,29 +231,25 @@ impl Task {
                 }
                 Err((f, again)) => {
                     future = f;
-                    park_after = again;
+                    next = again;
                 }
             }
         }
     }
 
     /// Moves the task, which was not woken since its last poll, to the
-    /// parker. Gives the future back if it must stay, with when to try
-    /// again: when a wake-up came in, [`PARK_AFTER`] its next wait; when
-    /// the parker or the system lacked resources, or another parked task
-    /// waits for one of its sockets, [`RETRY_PARK`]; when the parker has
-    /// ended, never (it stays on this thread).
-    fn park(
-        self: &Arc<Self>,
-        future: BoxFuture,
-        notify: &Notify,
-    ) -> Result<(), (BoxFuture, Option<Duration>)> {
+    /// parker. Gives the future back if it must stay, with how it waits
+    /// next: when a wake-up came in, to park; when the parker or the
+    /// system lacked resources, or another parked task waits for one of
+    /// its sockets, [`RETRY_PARK`], then it tries again; when the parker
+    /// has ended, for good (it stays on this thread).
+    fn park(self: &Arc<Self>, future: BoxFuture, notify: &Notify) -> Result<(), (BoxFuture, Wait)> {
         let Some(parker) = parker() else {
-            return Err((future, RETRY_PARK));
+            return Err((future, Wait::Retry(RETRY_PARK)));
         };
         let mut inner = self.lock();
         if notify.notified() {
-            return Err((future, Some(PARK_AFTER)));
+            return Err((future, Wait::ToPark));
         }
         let (interests, timers) = reactor::take_waits();
         match register(|| parker.register(self, &interests, &timers)) {
@@ -256,7 +266,7 @@ impl Task {
                 let again = e.raw_os_error().and(RETRY_PARK);
                 tracing::debug!("a task stays on its thread: {e}; parking again in {again:?}");
                 reactor::restore_waits(interests, timers);
-                Err((future, again))
+                Err((future, Wait::Retry(again)))
             }
         }
     }
@@ -770,23 +780,30 @@ mod tests {
         HOLD.take()
     }
 
-    /// A wait that holds its thread for a minute, if held.
-    fn held_read(server: Arc<TcpStream>) -> Spawned<u8> {
-        spawn(async move {
+    /// A wait that holds its thread for a minute, if held; and word of
+    /// its future's first poll.
+    fn held_read(server: Arc<TcpStream>) -> (Spawned<u8>, mpsc::Receiver<()>) {
+        let (polled, first) = mpsc::channel();
+        let read = read_byte(server);
+        let got = spawn(async move {
             HOLD.set(Some(Duration::from_secs(60)));
-            read_byte(server).await
-        })
+            let _ = polled.send(());
+            read.await
+        });
+        (got, first)
     }
 
     /// Once `HELD_WAITS` tasks wait on their threads, a task's wait parks
     /// at once (here where each would hold its thread for a minute); once
-    /// the held ones have left, a wait holds its thread again.
+    /// the held ones have left, a wait holds its thread again. (`HELD` is
+    /// the process's: this relies on the test running alone in its
+    /// process, as under nextest.)
     #[test]
     fn past_the_held_waits_a_task_parks_at_once() {
         let held: Vec<_> = (0..HELD_WAITS)
             .map(|_| {
                 let (client, server) = pair();
-                (client, held_read(server))
+                (client, held_read(server).0)
             })
             .collect();
         let until = Instant::now() + BOUND;
@@ -795,7 +812,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         let (mut client, server) = pair();
-        let parked = held_read(server);
+        let (parked, _) = held_read(server);
         parked.until_parked();
         assert_eq!(HELD.load(SeqCst), HELD_WAITS);
         for (mut client, got) in held {
@@ -806,14 +823,14 @@ mod tests {
         client.write_all(b"p").unwrap();
         assert_eq!(parked.output(), b'p');
         assert_eq!(HELD.load(SeqCst), 0);
-        // A wait holds its thread again: it is not parked at first.
+        // A wait holds its thread again: 50 ms after its first poll it is
+        // still not parked (a wait past the held ones parks at once).
         let (mut client, server) = pair();
-        let again = held_read(server);
-        while HELD.load(SeqCst) == 0 {
-            assert!(Instant::now() < until, "the wait was never held");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert!(!again.task.is_parked());
+        let (again, polled) = held_read(server);
+        polled.recv_timeout(BOUND).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!again.task.is_parked(), "parked at once");
+        assert_eq!(HELD.load(SeqCst), 1);
         client.write_all(b"a").unwrap();
         assert_eq!(again.output(), b'a');
     }

@@ -88,13 +88,13 @@ pub struct ServeConfig {
     /// every listener is left alone). In a restart's successor, a socket
     /// that its predecessor served with this set, and held alone, is left
     /// alone only while the predecessor holds it, then (once the
-    /// predecessor closed it at its handover, or exited) closed as this
-    /// process's own. It also says what happens to the connections still queued
-    /// when the server runs out of descriptors while taking its backlog at
-    /// close: on such a listener they are accepted and closed at once, to
-    /// be counted in the log (its close would reset them anyway); on any
-    /// other they are left in the queue, for another holder of the socket
-    /// to serve.
+    /// predecessor closed it, a second after its handover, or exited)
+    /// closed as this process's own. It also says what happens to the
+    /// connections still queued when the server runs out of descriptors
+    /// while taking its backlog at close: on such a listener they are
+    /// accepted and closed at once, to be counted in the log (its close
+    /// would reset them anyway); on any other they are left in the queue,
+    /// for another holder of the socket to serve.
     pub exclusive_listener: bool,
 }
 

@@ -28,8 +28,8 @@
 //! be read. A socket a restart handed here, which the process that handed
 //! it held alone, is recorded by [`mark_shared_while_parent`]: it is
 //! shared while that process (this one's parent) lives and holds it, and
-//! this process's alone once it has closed it (at its handover, before it
-//! drains) or exited.
+//! this process's alone once it has closed it (a second after its
+//! handover, before it drains) or exited.
 
 /// How long after a look the backlog of a listener whose handshakes were
 /// stopped is looked at again (after the first look, and after every look
@@ -218,7 +218,7 @@ mod imp {
         // A predecessor that has exited no longer is this process's parent
         // (this one was reparented), whatever PID it had.
         // Nor does one that has let go of the socket (it closed its
-        // listener at its handover, and drains).
+        // listener a second after its handover, and drains).
         let held = |&(c, holder): &(u64, Holder)| {
             c == cookie
                 && match holder {
@@ -232,19 +232,34 @@ mod imp {
     }
 
     /// Whether the process `pid` has a descriptor for the socket `fd`, as
-    /// its descriptors in `/proc` say; if they cannot be read (another
-    /// user's process, no `/proc`), it is taken to have one.
+    /// its descriptors in `/proc` say; if they cannot all be read (another
+    /// user's process, no `/proc`, or one of another PID namespace, whose
+    /// numbers name other processes), it is taken to have one.
     pub(super) fn holds(pid: u32, fd: BorrowedFd<'_>) -> bool {
         use std::os::fd::AsRawFd;
+        let me = std::fs::read_link("/proc/self");
+        if !me.is_ok_and(|me| me.as_os_str() == std::process::id().to_string().as_str()) {
+            return true;
+        }
         let Ok(socket) = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) else {
             return true;
         };
         let Ok(theirs) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
             return true;
         };
-        theirs
-            .flatten()
-            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|held| held == socket))
+        for fd in theirs {
+            let Ok(fd) = fd else {
+                return true;
+            };
+            match std::fs::read_link(fd.path()) {
+                Ok(held) if held == socket => return true,
+                Ok(_) => {}
+                // Closed since the listing.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(_) => return true,
+            }
+        }
+        false
     }
 
     pub(super) fn stop_handshakes(fd: BorrowedFd<'_>) -> bool {
