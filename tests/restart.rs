@@ -584,6 +584,52 @@ fn a_successor_stopped_while_its_predecessor_drains_closes_the_listener_as_its_o
     assert_eq!(servers.wait(new), WaitStatus::Exited(Pid::from_raw(new), 0));
 }
 
+/// A successor stopped at once, while its predecessor still serves (the
+/// second a restart keeps serving after its handover): the successor
+/// leaves the socket to the predecessor, which now holds it alone, so the
+/// predecessor's close is the listener's last and stops its handshakes
+/// first, and no client that connected goes unanswered.
+fn a_successor_stopped_in_its_predecessors_pre_drain_leaves_the_close_to_it(example: &str) {
+    let dir = TempDir::new(&format!("restart-pre-drain-{example}"));
+    let binary = dir.0.join("server");
+    install(&example_path(example), &binary);
+    let mut servers = Servers::start(&dir.0, &binary, "SIGHUP", &["--delay-ms", "0"]);
+    let old = servers.current();
+    let stop_probing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = {
+        let (addr, stop) = (servers.addr, stop_probing.clone());
+        std::thread::spawn(move || probe_readiness(addr, stop, true))
+    };
+    servers.signal(old, nix::sys::signal::Signal::SIGHUP);
+    let line = servers.lines.recv_timeout(PATIENCE).expect("a successor");
+    assert_eq!(line, format!("listening on {}", servers.addr));
+    wait_for(&servers, "handing over", 1);
+    let new = last_successor(&servers.log());
+    servers.pids.push(new);
+    servers.signal(new, nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(
+        servers.wait(old),
+        WaitStatus::Exited(Pid::from_raw(old), 0),
+        "{}",
+        servers.log()
+    );
+    let log = servers.log();
+    let (stopped, closed) = (
+        log.find("new handshakes stopped"),
+        log.rfind("listener closed"),
+    );
+    assert!(
+        stopped.is_some() && stopped < closed && log.matches("new handshakes stopped").count() == 1,
+        "the predecessor's close was not made as its own: {log}"
+    );
+    // Reaped here once its parent, the predecessor, exited.
+    assert_eq!(servers.wait(new), WaitStatus::Exited(Pid::from_raw(new), 0));
+    stop_probing.store(true, std::sync::atomic::Ordering::SeqCst);
+    let Probes { answered, lost, .. } = prober.join().unwrap();
+    assert!(answered > 10, "too few probes answered: {answered}");
+    assert!(lost.is_empty(), "connected, then lost: {lost:?}");
+}
+
 /// `example` started with `args`, restarting on SIGHUP, and restarted
 /// once its binary was replaced by a shell script of `script`, which runs
 /// as the successor and ends in `exec sleep`, which it has reached: returns the test's directory, the servers, the first
@@ -643,6 +689,11 @@ fn wait_for(servers: &Servers, needle: &str, count: usize) {
 #[test]
 fn a_successor_stopped_while_its_predecessor_drains_closes_the_listener_as_its_own_tokio_http() {
     a_successor_stopped_while_its_predecessor_drains_closes_the_listener_as_its_own("tokio_http");
+}
+
+#[test]
+fn a_successor_stopped_in_its_predecessors_pre_drain_leaves_the_close_to_it_tokio_http() {
+    a_successor_stopped_in_its_predecessors_pre_drain_leaves_the_close_to_it("tokio_http");
 }
 
 #[test]

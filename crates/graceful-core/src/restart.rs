@@ -468,8 +468,13 @@ impl Inner {
             return Err(e);
         }
         // Handed over: an exit at once from now on leaves the successor
-        // serving, and the stop no longer waits for it.
+        // serving, and the stop no longer waits for it. The listeners are
+        // shared while it holds them: should it exit before this process
+        // closes them, that close is their last (and takes their queue).
         drop((starting, hold));
+        for marked in marked {
+            crate::server::mark_held_by_child(marked, pid);
+        }
         tracing::info!("successor {pid} is ready; handing over");
         if let Some(path) = &self.config.pid_file {
             if let Err(e) = write_pid_file(path, pid) {

@@ -83,9 +83,9 @@ pub struct ServeConfig {
     /// another process may still hold (systemd's socket units keep theirs
     /// and would never see a connection again). Sockets taken through
     /// [`systemd::activated_listeners`](crate::systemd::activated_listeners),
-    /// and sockets handed to a successor by a restart, are left alone
-    /// anyway (on Linux; elsewhere a socket's identity cannot be read, and
-    /// every listener is left alone). In a restart's successor, a socket
+    /// and sockets handed to a successor by a restart (while it holds
+    /// them), are left alone anyway (on Linux; elsewhere a socket's
+    /// identity cannot be read, and every listener is left alone). In a restart's successor, a socket
     /// that its predecessor served with this set, and held alone, is left
     /// alone only while the predecessor holds it, then (once the
     /// predecessor closed it, a second after its handover, or exited)

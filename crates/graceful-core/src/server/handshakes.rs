@@ -23,9 +23,10 @@
 //!
 //! The filter stays on the socket, so it is attached only to a socket this
 //! process alone holds: never to one recorded by [`mark_shared`] (inherited
-//! by socket activation, or handed to a successor by a restart), nor to a
-//! member of an `SO_REUSEPORT` group, nor when the socket's identity cannot
-//! be read. A socket a restart handed here, which the process that handed
+//! by socket activation, or handed to a successor by a restart: once the
+//! successor is handed over, while it holds it, see
+//! [`mark_held_by_child`]), nor to a member of an `SO_REUSEPORT` group, nor
+//! when the socket's identity cannot be read. A socket a restart handed here, which the process that handed
 //! it held alone, is recorded by [`mark_shared_while_parent`]: it is
 //! shared while that process (this one's parent) lives and holds it, and
 //! this process's alone once it has closed it (a second after its
@@ -129,6 +130,16 @@ pub(crate) fn unmark_shared(marked: Marked) {
     imp::unmark_shared(marked.0);
 }
 
+/// Turns one [`mark_shared`] into a mark that lasts while the process
+/// `child` holds the listener: a restart's successor, ready and handed
+/// over, which this process does not reap (so its PID names no other
+/// process while this one runs). Should the successor exit before this
+/// process closes the listener, this process's close is the listener's
+/// last, and is made as one of its own.
+pub(crate) fn mark_held_by_child(marked: Marked, child: u32) {
+    imp::mark_held_by_child(marked.0, child);
+}
+
 /// Whether a listener the server calls `exclusive` is this process's
 /// alone as far as it can tell: not recorded by [`mark_shared`], not in an
 /// `SO_REUSEPORT` group (on Linux; elsewhere a listener's identity cannot
@@ -156,8 +167,12 @@ mod imp {
         /// manager, a successor).
         Another,
         /// The process with this PID while it is this one's parent (a
-        /// restart's predecessor, which exits after its drain).
+        /// restart's predecessor, which exits after its drain) and holds
+        /// the socket.
         Parent(u32),
+        /// The process with this PID, a child this one does not reap,
+        /// while it holds the socket (a restart's successor).
+        Child(u32),
     }
 
     /// The socket cookies (Linux's unique socket ids) of the listeners
@@ -207,6 +222,13 @@ mod imp {
         }
     }
 
+    pub(super) fn mark_held_by_child(cookie: u64, child: u32) {
+        let mut shared = shared();
+        if let Some(mark) = shared.iter_mut().find(|m| **m == (cookie, Holder::Another)) {
+            mark.1 = Holder::Child(child);
+        }
+    }
+
     pub(super) fn is_shared(fd: BorrowedFd<'_>) -> bool {
         let socket = socket2::SockRef::from(&fd);
         let Ok(cookie) = socket.cookie() else {
@@ -226,15 +248,18 @@ mod imp {
                     Holder::Parent(pid) => {
                         std::os::unix::process::parent_id() == pid && holds(pid, fd)
                     }
+                    // An exited child, not reaped, holds nothing.
+                    Holder::Child(pid) => holds(pid, fd),
                 }
         };
         shared().iter().any(held) || socket.reuse_port().unwrap_or(true)
     }
 
     /// Whether the process `pid` has a descriptor for the socket `fd`, as
-    /// its descriptors in `/proc` say; if they cannot all be read (another
-    /// user's process, no `/proc`, or one of another PID namespace, whose
-    /// numbers name other processes), it is taken to have one.
+    /// its descriptors in `/proc` say (none if there is no such process);
+    /// if they cannot all be read (another user's process, no `/proc`, or
+    /// one of another PID namespace, whose numbers name other processes),
+    /// it is taken to have one.
     pub(super) fn holds(pid: u32, fd: BorrowedFd<'_>) -> bool {
         use std::os::fd::AsRawFd;
         let me = std::fs::read_link("/proc/self");
@@ -244,8 +269,11 @@ mod imp {
         let Ok(socket) = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) else {
             return true;
         };
-        let Ok(theirs) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            return true;
+        let theirs = match std::fs::read_dir(format!("/proc/{pid}/fd")) {
+            Ok(theirs) => theirs,
+            // No such process (any more).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+            Err(_) => return true,
         };
         for fd in theirs {
             let Ok(fd) = fd else {
@@ -310,6 +338,8 @@ mod imp {
     pub(super) fn mark_shared_while_parent(_: BorrowedFd<'_>, _: u32) {}
 
     pub(super) fn unmark_shared(_: u64) {}
+
+    pub(super) fn mark_held_by_child(_: u64, _: u32) {}
 
     pub(super) fn declare(_: BorrowedFd<'_>) {}
 
@@ -473,8 +503,45 @@ mod tests {
         assert!(!is_alone(&from_gone, false), "not called exclusive");
     }
 
-    /// A process holds a socket while it has a descriptor for it, and one
-    /// whose descriptors cannot be read is taken to.
+    /// A listener handed to a child (a restart's successor) is shared
+    /// while the child holds it, and this process's alone once the child
+    /// has exited, reaped or not.
+    #[cfg(feature = "restart")]
+    #[test]
+    fn a_listener_held_by_a_child_is_shared_until_the_child_exits() {
+        use command_fds::{CommandFdExt, FdMapping};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut child = std::process::Command::new("sleep");
+        child
+            .arg("60")
+            .fd_mappings(vec![FdMapping {
+                parent_fd: listener.try_clone().unwrap().into(),
+                child_fd: 3,
+            }])
+            .unwrap();
+        let mut child = child.spawn().unwrap();
+        mark_held_by_child(mark_shared(&listener).unwrap(), child.id());
+        assert!(!is_alone(&listener, true), "its child holds it");
+        child.kill().unwrap();
+        // Not reaped yet: a zombie.
+        let stat = format!("/proc/{}/stat", child.id());
+        let until = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&stat)
+            .unwrap()
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.starts_with(" Z"))
+        {
+            assert!(Instant::now() < until, "the child never exited");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(is_alone(&listener, true), "an exited child holds nothing");
+        child.wait().unwrap();
+        assert!(is_alone(&listener, true));
+    }
+
+    /// A process holds a socket while it has a descriptor for it; one
+    /// that does not exist holds none.
     #[test]
     fn a_process_holds_a_socket_while_it_has_a_descriptor_for_it() {
         use std::os::fd::AsFd;
@@ -488,7 +555,7 @@ mod tests {
         let _ = other.kill();
         let _ = other.wait();
         assert!(!held, "a process without it");
-        assert!(imp::holds(u32::MAX, listener.as_fd()), "no such process");
+        assert!(!imp::holds(u32::MAX, listener.as_fd()), "no such process");
     }
 
     #[test]

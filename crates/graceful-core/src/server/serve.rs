@@ -225,9 +225,9 @@ pub(crate) async fn take_backlog<R: Runtime, L: std::os::fd::AsFd, C>(
         return 0;
     }
     // Held by this process alone: no other holder of the socket (a
-    // successor it was handed to, the service manager that passed it) is
-    // there to take what is left in its queue.
-    let alone = super::handshakes::is_alone(listener, exclusive) && !server.is_restarted();
+    // successor it was handed to, while that one holds it; the service
+    // manager that passed it) is there to take what is left in its queue.
+    let alone = super::handshakes::is_alone(listener, exclusive);
     let stopped = super::handshakes::stop_handshakes(listener, alone);
     if stopped {
         tracing::info!("{name}: new handshakes stopped; taking the backlog to its end");
@@ -764,22 +764,22 @@ mod tests {
     }
 
     /// Out of descriptors on a listener another process may hold (not
-    /// exclusive; inherited from the service manager, even if called
-    /// exclusive; or handed to a successor by a restart), nothing more is
-    /// accepted: what is left in the queue is the other holder's to serve,
-    /// not to be closed here.
+    /// exclusive; inherited from the service manager, or handed to a
+    /// successor by a restart, marked shared either way, even if called
+    /// exclusive), nothing more is accepted: what is left in the queue is
+    /// the other holder's to serve, not to be closed here.
     #[test]
     fn out_of_descriptors_a_shared_listener_keeps_what_is_left_queued() {
         let restarted = Shutdown::new();
         restarted.trigger(crate::Reason::Restarted { successor: 4242 });
-        let mut cases = vec![(false, Shutdown::new(), false), (true, restarted, false)];
-        // Only Linux tells a socket marked shared (by its cookie).
-        if cfg!(any(target_os = "linux", target_os = "android")) {
-            cases.push((true, Shutdown::new(), true));
-        }
-        for (exclusive, server, inherited) in cases {
+        let cases = [
+            (false, Shutdown::new(), false),
+            (true, restarted, true),
+            (true, Shutdown::new(), true),
+        ];
+        for (exclusive, server, shared) in cases {
             let mut listener = listener();
-            let marked = inherited.then(|| super::super::handshakes::mark_shared(&listener));
+            let marked = shared.then(|| super::super::handshakes::mark_shared(&listener));
             let mut calls = 0;
             let spare = std::fs::File::open("/dev/null").ok();
             let taken = block_on(take_backlog(
@@ -799,7 +799,7 @@ mod tests {
             ));
             let restarted = server.is_restarted();
             let what =
-                format!("exclusive {exclusive}, restarted {restarted}, inherited {inherited}");
+                format!("exclusive {exclusive}, restarted {restarted}, marked shared {shared}");
             assert_eq!((taken, calls), (2, 3), "{what}: accepted after EMFILE");
             if let Some(marked) = marked.flatten() {
                 super::super::handshakes::unmark_shared(marked);
