@@ -125,7 +125,27 @@ impl Servers {
     /// exited 0.
     fn restart(&mut self, signal: nix::sys::signal::Signal) {
         let old = self.current();
-        self.signal(old, signal);
+        let new = self.hand_over(signal);
+        let until = Instant::now() + PATIENCE;
+        while std::fs::read_to_string(&self.pid_file).map_or(true, |p| p.trim() != new.to_string())
+        {
+            assert!(Instant::now() < until, "the PID file does not name {new}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            self.wait(old),
+            WaitStatus::Exited(Pid::from_raw(old), 0),
+            "{}",
+            self.log()
+        );
+    }
+
+    /// Restarts the current server on `signal`; returns the successor's
+    /// PID once it printed its `listening on` line and the current one
+    /// hands over to it (then serves a second more, and drains).
+    fn hand_over(&mut self, signal: nix::sys::signal::Signal) -> i32 {
+        let handed = self.log().matches("handing over").count();
+        self.signal(self.current(), signal);
         let line = self
             .lines
             .recv_timeout(PATIENCE)
@@ -135,24 +155,10 @@ impl Servers {
             format!("listening on {}", self.addr),
             "the same address"
         );
-        let until = Instant::now() + PATIENCE;
-        let new = loop {
-            let pid = std::fs::read_to_string(&self.pid_file)
-                .ok()
-                .and_then(|p| p.trim().parse::<i32>().ok());
-            match pid {
-                Some(pid) if pid != old => break pid,
-                _ if Instant::now() > until => panic!("the PID file still names {old}"),
-                _ => std::thread::sleep(Duration::from_millis(5)),
-            }
-        };
+        wait_for(self, "handing over", handed + 1);
+        let new = last_successor(&self.log());
         self.pids.push(new);
-        assert_eq!(
-            self.wait(old),
-            WaitStatus::Exited(Pid::from_raw(old), 0),
-            "{}",
-            self.log()
-        );
+        new
     }
 
     /// Waits for `pid` (a child, or an orphan this subreaper adopted).
@@ -190,6 +196,28 @@ struct Probes {
     not_ready: Vec<String>,
     /// Why those that connected got no answer.
     lost: Vec<String>,
+}
+
+/// Readiness probes on a thread of their own.
+struct Prober {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Probes>,
+}
+
+impl Prober {
+    /// Starts probing `addr` (see [`probe_readiness`]).
+    fn start(addr: SocketAddr, until_refused: bool) -> Prober {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let told = stop.clone();
+        let thread = std::thread::spawn(move || probe_readiness(addr, told, until_refused));
+        Prober { stop, thread }
+    }
+
+    /// Stops probing; returns what the probes saw.
+    fn stop(self) -> Probes {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
 }
 
 /// Probes the readiness endpoint at `addr` on a new connection every
@@ -246,11 +274,7 @@ fn restarts_under_load_fail_no_request(example: &str, replacement: &str) {
     let mut servers = Servers::start(&dir.0, &binary, "SIGHUP", &["--delay-ms", "20"]);
     let rt = runtime();
     let load = Load::start(&rt, servers.addr, 32);
-    let stop_probing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let prober = {
-        let (addr, stop) = (servers.addr, stop_probing.clone());
-        std::thread::spawn(move || probe_readiness(addr, stop, false))
-    };
+    let prober = Prober::start(servers.addr, false);
     std::thread::sleep(Duration::from_millis(300));
     for round in 0..3 {
         if round == 2 {
@@ -259,12 +283,11 @@ fn restarts_under_load_fail_no_request(example: &str, replacement: &str) {
         servers.restart(nix::sys::signal::Signal::SIGHUP);
         std::thread::sleep(Duration::from_millis(300));
     }
-    stop_probing.store(true, std::sync::atomic::Ordering::SeqCst);
     let Probes {
         answered: probes,
         not_ready,
         lost,
-    } = prober.join().unwrap();
+    } = prober.stop();
     assert!(lost.is_empty(), "probes connected, then lost: {lost:?}");
     println!("{example} restarts: {probes} readiness probes answered");
     assert!(
@@ -532,12 +555,7 @@ fn a_successor_stopped_while_its_predecessor_drains_closes_the_listener_as_its_o
     slow.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    servers.signal(old, nix::sys::signal::Signal::SIGHUP);
-    let line = servers.lines.recv_timeout(PATIENCE).expect("a successor");
-    assert_eq!(line, format!("listening on {}", servers.addr));
-    wait_for(&servers, "handing over", 1);
-    let new = last_successor(&servers.log());
-    servers.pids.push(new);
+    let new = servers.hand_over(nix::sys::signal::Signal::SIGHUP);
     // The predecessor closes its listener a second after the handover (a
     // restart's pre-drain), then drains.
     wait_for(&servers, "listener closed", 1);
@@ -550,11 +568,7 @@ fn a_successor_stopped_while_its_predecessor_drains_closes_the_listener_as_its_o
         WaitStatus::StillAlive,
         "the predecessor no longer drains"
     );
-    let stop_probing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let prober = {
-        let (addr, stop) = (servers.addr, stop_probing.clone());
-        std::thread::spawn(move || probe_readiness(addr, stop, true))
-    };
+    let prober = Prober::start(servers.addr, true);
     std::thread::sleep(Duration::from_millis(100));
     servers.signal(new, nix::sys::signal::Signal::SIGTERM);
     // A child of the predecessor until that one exits: seen exited (a
@@ -566,8 +580,7 @@ fn a_successor_stopped_while_its_predecessor_drains_closes_the_listener_as_its_o
         assert!(Instant::now() < until, "the successor never exited");
         std::thread::sleep(Duration::from_millis(5));
     }
-    stop_probing.store(true, std::sync::atomic::Ordering::SeqCst);
-    let Probes { answered, lost, .. } = prober.join().unwrap();
+    let Probes { answered, lost, .. } = prober.stop();
     assert!(answered > 10, "too few probes answered: {answered}");
     assert!(lost.is_empty(), "connected, then lost: {lost:?}");
     assert_eq!(
@@ -595,17 +608,8 @@ fn a_successor_stopped_in_its_predecessors_pre_drain_leaves_the_close_to_it(exam
     install(&example_path(example), &binary);
     let mut servers = Servers::start(&dir.0, &binary, "SIGHUP", &["--delay-ms", "0"]);
     let old = servers.current();
-    let stop_probing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let prober = {
-        let (addr, stop) = (servers.addr, stop_probing.clone());
-        std::thread::spawn(move || probe_readiness(addr, stop, true))
-    };
-    servers.signal(old, nix::sys::signal::Signal::SIGHUP);
-    let line = servers.lines.recv_timeout(PATIENCE).expect("a successor");
-    assert_eq!(line, format!("listening on {}", servers.addr));
-    wait_for(&servers, "handing over", 1);
-    let new = last_successor(&servers.log());
-    servers.pids.push(new);
+    let prober = Prober::start(servers.addr, true);
+    let new = servers.hand_over(nix::sys::signal::Signal::SIGHUP);
     servers.signal(new, nix::sys::signal::Signal::SIGTERM);
     assert_eq!(
         servers.wait(old),
@@ -624,8 +628,7 @@ fn a_successor_stopped_in_its_predecessors_pre_drain_leaves_the_close_to_it(exam
     );
     // Reaped here once its parent, the predecessor, exited.
     assert_eq!(servers.wait(new), WaitStatus::Exited(Pid::from_raw(new), 0));
-    stop_probing.store(true, std::sync::atomic::Ordering::SeqCst);
-    let Probes { answered, lost, .. } = prober.join().unwrap();
+    let Probes { answered, lost, .. } = prober.stop();
     assert!(answered > 10, "too few probes answered: {answered}");
     assert!(lost.is_empty(), "connected, then lost: {lost:?}");
 }
