@@ -161,6 +161,28 @@ impl Servers {
         new
     }
 
+    /// Waits until `pid`, a child of another server (so not reaped here
+    /// until that one exits), has exited.
+    fn until_exited(&self, pid: i32) {
+        let until = Instant::now() + PATIENCE;
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or("").starts_with(" Z"))
+        {
+            assert!(Instant::now() < until, "{pid} never exited");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits until the server answers a request (it serves: its listener
+    /// is declared exclusive, and a restart hands it over alone).
+    fn until_serving(&self) {
+        let mut c = TcpStream::connect(self.addr).unwrap();
+        c.set_read_timeout(Some(PATIENCE)).unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        c.read_to_string(&mut String::new()).unwrap();
+    }
+
     /// Waits for `pid` (a child, or an orphan this subreaper adopted).
     fn wait(&self, pid: i32) -> WaitStatus {
         let until = Instant::now() + PATIENCE;
@@ -571,15 +593,8 @@ fn a_successor_stopped_while_its_predecessor_drains_closes_the_listener_as_its_o
     let prober = Prober::start(servers.addr, true);
     std::thread::sleep(Duration::from_millis(100));
     servers.signal(new, nix::sys::signal::Signal::SIGTERM);
-    // A child of the predecessor until that one exits: seen exited (a
-    // zombie) here, reaped below.
-    let until = Instant::now() + PATIENCE;
-    while std::fs::read_to_string(format!("/proc/{new}/stat"))
-        .is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or("").starts_with(" Z"))
-    {
-        assert!(Instant::now() < until, "the successor never exited");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    // A child of the predecessor until that one exits: reaped below.
+    servers.until_exited(new);
     let Probes { answered, lost, .. } = prober.stop();
     assert!(answered > 10, "too few probes answered: {answered}");
     assert!(lost.is_empty(), "connected, then lost: {lost:?}");
@@ -601,16 +616,27 @@ fn a_successor_stopped_while_its_predecessor_drains_closes_the_listener_as_its_o
 /// second a restart keeps serving after its handover): the successor
 /// leaves the socket to the predecessor, which now holds it alone, so the
 /// predecessor's close is the listener's last and stops its handshakes
-/// first, and no client that connected goes unanswered.
+/// first (logged after the successor exited), and no client that
+/// connected goes unanswered.
 fn a_successor_stopped_in_its_predecessors_pre_drain_leaves_the_close_to_it(example: &str) {
     let dir = TempDir::new(&format!("restart-pre-drain-{example}"));
     let binary = dir.0.join("server");
     install(&example_path(example), &binary);
     let mut servers = Servers::start(&dir.0, &binary, "SIGHUP", &["--delay-ms", "0"]);
     let old = servers.current();
+    servers.until_serving();
     let prober = Prober::start(servers.addr, true);
     let new = servers.hand_over(nix::sys::signal::Signal::SIGHUP);
     servers.signal(new, nix::sys::signal::Signal::SIGTERM);
+    servers.until_exited(new);
+    let before = servers.log().len();
+    assert_eq!(
+        servers.log().matches("listener closed").count(),
+        1,
+        "the successor outlived its predecessor's second of serving (a machine too slow \
+         for this test): {}",
+        servers.log()
+    );
     assert_eq!(
         servers.wait(old),
         WaitStatus::Exited(Pid::from_raw(old), 0),
@@ -618,12 +644,9 @@ fn a_successor_stopped_in_its_predecessors_pre_drain_leaves_the_close_to_it(exam
         servers.log()
     );
     let log = servers.log();
-    let (stopped, closed) = (
-        log.find("new handshakes stopped"),
-        log.rfind("listener closed"),
-    );
+    let stopped = "new handshakes stopped";
     assert!(
-        stopped.is_some() && stopped < closed && log.matches("new handshakes stopped").count() == 1,
+        log[before..].contains(stopped) && log.matches(stopped).count() == 1,
         "the predecessor's close was not made as its own: {log}"
     );
     // Reaped here once its parent, the predecessor, exited.
@@ -631,6 +654,35 @@ fn a_successor_stopped_in_its_predecessors_pre_drain_leaves_the_close_to_it(exam
     let Probes { answered, lost, .. } = prober.stop();
     assert!(answered > 10, "too few probes answered: {answered}");
     assert!(lost.is_empty(), "connected, then lost: {lost:?}");
+}
+
+/// A restart asked of a successor while its predecessor still holds the
+/// listeners (its pre-drain, 3 s here) is refused: the new successor
+/// could be left their only holder, with the predecessor's close taken
+/// for the last. Once the predecessor has let go and exited, it restarts.
+fn a_successor_restarts_only_once_its_predecessor_let_go(example: &str) {
+    let dir = TempDir::new(&format!("restart-again-{example}"));
+    let binary = dir.0.join("server");
+    install(&example_path(example), &binary);
+    let args = ["--delay-ms", "0", "--pre-drain-ms", "3000"];
+    let mut servers = Servers::start(&dir.0, &binary, "SIGHUP", &args);
+    let first = servers.current();
+    servers.until_serving();
+    let second = servers.hand_over(nix::sys::signal::Signal::SIGHUP);
+    servers.signal(second, nix::sys::signal::Signal::SIGHUP);
+    let refused = "SIGHUP ignored: the process this one replaced still holds the listeners";
+    wait_for(&servers, refused, 1);
+    assert!(
+        !servers.log().contains("listener closed"),
+        "the predecessor let go before the refusal: {}",
+        servers.log()
+    );
+    assert_eq!(
+        servers.wait(first),
+        WaitStatus::Exited(Pid::from_raw(first), 0)
+    );
+    servers.restart(nix::sys::signal::Signal::SIGHUP);
+    assert_eq!(servers.pids.len(), 3);
 }
 
 /// `example` started with `args`, restarting on SIGHUP, and restarted
@@ -697,6 +749,11 @@ fn a_successor_stopped_while_its_predecessor_drains_closes_the_listener_as_its_o
 #[test]
 fn a_successor_stopped_in_its_predecessors_pre_drain_leaves_the_close_to_it_tokio_http() {
     a_successor_stopped_in_its_predecessors_pre_drain_leaves_the_close_to_it("tokio_http");
+}
+
+#[test]
+fn a_successor_restarts_only_once_its_predecessor_let_go_tokio_http() {
+    a_successor_restarts_only_once_its_predecessor_let_go("tokio_http");
 }
 
 #[test]

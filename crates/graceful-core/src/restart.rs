@@ -19,9 +19,9 @@
 //! listener. `GRACEFUL_RESTART_ALONE` tells the successor which of them
 //! this process held alone (a server served it with
 //! [`ServeConfig::exclusive_listener`](crate::ServeConfig::exclusive_listener),
-//! and no other process holds it): once this process has closed them (a
-//! second after its handover, before it drains) or exited, the successor
-//! closes those as its own, handshakes stopped first.
+//! and no other process holds it): once this process has closed them (its
+//! pre-drain over, a second or more after its handover) or exited, the
+//! successor closes those as its own, handshakes stopped first.
 //!
 //! The successor says it is ready with [`notify_ready`] (a datagram on a
 //! socket the parent made for this restart, named in
@@ -35,7 +35,11 @@
 //! work in flight finishes, and the process exits 0.
 //!
 //! One restart at a time: a request while one runs is refused and logged,
-//! and so is one after the handover. A stop of the parent while its
+//! and so is one after the handover, and one in a successor whose
+//! predecessor still holds the listeners (it serves a second after its
+//! handover, or its pre-drain delay if longer): were this process to exit,
+//! its successor could be left the only holder while the predecessor's
+//! close took itself for the last. A stop of the parent while its
 //! successor is not ready yet stops the successor too (SIGTERM): the
 //! successor is held like work in flight on the shutdown given to the
 //! [`Restarter`] (its drain waits for it, its report names it, its force
@@ -207,6 +211,12 @@ pub enum RestartError {
     Exited(std::process::ExitStatus),
     /// The successor was not ready in time.
     TimedOut(Duration),
+    /// The process that handed the listeners here (this one's parent)
+    /// still holds them, in the second (or the pre-drain delay) it serves
+    /// after its handover: a successor started now could be the only one
+    /// left holding them should this process exit, with that one's close
+    /// taken for the last. Try again once it has let go.
+    PredecessorServes,
 }
 
 impl std::fmt::Display for RestartError {
@@ -217,6 +227,9 @@ impl std::fmt::Display for RestartError {
             RestartError::Spawn(e) => write!(f, "cannot start the successor: {e}"),
             RestartError::Exited(s) => write!(f, "the successor exited before it was ready ({s})"),
             RestartError::TimedOut(t) => write!(f, "the successor was not ready within {t:?}"),
+            RestartError::PredecessorServes => {
+                f.write_str("the process this one replaced still holds the listeners")
+            }
         }
     }
 }
@@ -337,7 +350,11 @@ impl Restarter {
                         .name("graceful-restart".into())
                         .spawn(move || match me.restart() {
                             Ok(_) => {}
-                            Err(e @ (RestartError::Busy | RestartError::Stopping)) => {
+                            Err(
+                                e @ (RestartError::Busy
+                                | RestartError::Stopping
+                                | RestartError::PredecessorServes),
+                            ) => {
                                 tracing::warn!("{} ignored: {e}", signal.name())
                             }
                             Err(e) => tracing::warn!("restart failed: {e}; still serving"),
@@ -433,6 +450,15 @@ impl Inner {
         self.started.notify_all();
     }
 
+    /// Whether the predecessor that handed a listener here still holds it.
+    fn predecessor_serves(&self) -> bool {
+        let listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        listeners
+            .iter()
+            .flatten()
+            .any(|(_, l)| crate::server::held_by_parent(l))
+    }
+
     fn hand_over(&self) -> Result<u32, RestartError> {
         // Held until the successor is handed over, or stopped and reaped:
         // a stop during the restart drains only once the successor it
@@ -443,6 +469,9 @@ impl Inner {
         let hold = self.shutdown.guard_named("restart");
         if self.shutdown.is_triggered() {
             return Err(RestartError::Stopping);
+        }
+        if self.predecessor_serves() {
+            return Err(RestartError::PredecessorServes);
         }
         let ready = ReadySocket::new().map_err(RestartError::Spawn)?;
         let (mut child, marked) = self.spawn(ready.path()).map_err(RestartError::Spawn)?;

@@ -141,8 +141,9 @@ pub struct ActivatedListener {
 /// (see [`restart`](crate::restart)), which the restarting process served
 /// with [`ServeConfig::exclusive_listener`](crate::ServeConfig::exclusive_listener)
 /// and held alone, is this process's alone once that process has closed
-/// it (a second after its handover, before it drains) or exited: a server
-/// with `exclusive_listener` then closes it as one it bound.
+/// it (its pre-drain over, a second or more after its handover) or
+/// exited: a server with `exclusive_listener` then closes it as one it
+/// bound.
 ///
 /// Reads and clears the activation variables, `LISTEN_PID`, `LISTEN_FDS`,
 /// `LISTEN_FDS_FIRST_FD`, `LISTEN_FDNAMES` and the restart's

@@ -88,7 +88,7 @@ pub struct ServeConfig {
     /// identity cannot be read, and every listener is left alone). In a restart's successor, a socket
     /// that its predecessor served with this set, and held alone, is left
     /// alone only while the predecessor holds it, then (once the
-    /// predecessor closed it, a second after its handover, or exited)
+    /// predecessor closed it, its pre-drain over, or exited)
     /// closed as this process's own. It also says what happens to the
     /// connections still queued when the server runs out of descriptors
     /// while taking its backlog at close: on such a listener they are

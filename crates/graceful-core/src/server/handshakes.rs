@@ -29,8 +29,8 @@
 //! when the socket's identity cannot be read. A socket a restart handed here, which the process that handed
 //! it held alone, is recorded by [`mark_shared_while_parent`]: it is
 //! shared while that process (this one's parent) lives and holds it, and
-//! this process's alone once it has closed it (a second after its
-//! handover, before it drains) or exited.
+//! this process's alone once it has closed it (its pre-drain over, a
+//! second or more after its handover) or exited.
 
 /// How long after a look the backlog of a listener whose handshakes were
 /// stopped is looked at again (after the first look, and after every look
@@ -140,6 +140,13 @@ pub(crate) fn mark_held_by_child(marked: Marked, child: u32) {
     imp::mark_held_by_child(marked.0, child);
 }
 
+/// Whether the restart's predecessor that handed `listener` here (this
+/// process's parent) still holds it: until it has let go, this process
+/// must not hand the listener on (see [`mark_shared_while_parent`]).
+pub(crate) fn held_by_parent<S: std::os::fd::AsFd>(listener: &S) -> bool {
+    imp::held_by_parent(listener.as_fd())
+}
+
 /// Whether a listener the server calls `exclusive` is this process's
 /// alone as far as it can tell: not recorded by [`mark_shared`], not in an
 /// `SO_REUSEPORT` group (on Linux; elsewhere a listener's identity cannot
@@ -229,6 +236,22 @@ mod imp {
         }
     }
 
+    pub(super) fn held_by_parent(fd: BorrowedFd<'_>) -> bool {
+        let Ok(cookie) = socket2::SockRef::from(&fd).cookie() else {
+            return false;
+        };
+        let parents: Vec<u32> = shared()
+            .iter()
+            .filter_map(|&(c, holder)| match holder {
+                Holder::Parent(pid) if c == cookie => Some(pid),
+                _ => None,
+            })
+            .collect();
+        parents
+            .into_iter()
+            .any(|pid| std::os::unix::process::parent_id() == pid && holds(pid, fd))
+    }
+
     pub(super) fn is_shared(fd: BorrowedFd<'_>) -> bool {
         let socket = socket2::SockRef::from(&fd);
         let Ok(cookie) = socket.cookie() else {
@@ -240,7 +263,7 @@ mod imp {
         // A predecessor that has exited no longer is this process's parent
         // (this one was reparented), whatever PID it had.
         // Nor does one that has let go of the socket (it closed its
-        // listener a second after its handover, and drains).
+        // listener, its pre-drain over, and drains).
         let held = |&(c, holder): &(u64, Holder)| {
             c == cookie
                 && match holder {
@@ -256,7 +279,8 @@ mod imp {
     }
 
     /// Whether the process `pid` has a descriptor for the socket `fd`, as
-    /// its descriptors in `/proc` say (none if there is no such process);
+    /// its descriptors in `/proc` say (none if there is no such process,
+    /// or it has exited);
     /// if they cannot all be read (another user's process, no `/proc`, or
     /// one of another PID namespace, whose numbers name other processes),
     /// it is taken to have one.
@@ -265,6 +289,15 @@ mod imp {
         let me = std::fs::read_link("/proc/self");
         if !me.is_ok_and(|me| me.as_os_str() == std::process::id().to_string().as_str()) {
             return true;
+        }
+        // An exited process (a zombie, whose descriptors only root may
+        // list) holds nothing.
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) if stat.rsplit(')').next().is_some_and(|s| s.starts_with(" Z")) => {
+                return false;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+            _ => {}
         }
         let Ok(socket) = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) else {
             return true;
@@ -340,6 +373,10 @@ mod imp {
     pub(super) fn unmark_shared(_: u64) {}
 
     pub(super) fn mark_held_by_child(_: u64, _: u32) {}
+
+    pub(super) fn held_by_parent(_: BorrowedFd<'_>) -> bool {
+        false
+    }
 
     pub(super) fn declare(_: BorrowedFd<'_>) {}
 
@@ -490,6 +527,7 @@ mod tests {
         let parent = std::os::unix::process::parent_id();
         let from_parent = TcpListener::bind("127.0.0.1:0").unwrap();
         mark_shared_while_parent(&from_parent, parent);
+        assert!(!held_by_parent(&from_parent), "its parent never had it");
         let marked = mark_shared(&from_parent).unwrap();
         assert!(!is_alone(&from_parent, true), "marked shared too");
         unmark_shared(marked);
@@ -538,6 +576,38 @@ mod tests {
         assert!(is_alone(&listener, true), "an exited child holds nothing");
         child.wait().unwrap();
         assert!(is_alone(&listener, true));
+    }
+
+    /// The check above as a process without privileges, to which an
+    /// exited child's descriptors cannot be listed: run by the test below
+    /// (as nobody, if it runs as root).
+    #[cfg(feature = "restart")]
+    #[test]
+    #[ignore = "run by an_exited_child_holds_nothing_to_an_unprivileged_process"]
+    fn unprivileged_exited_child_holds_nothing() {
+        if std::env::var_os("GRACEFUL_TEST_UNPRIVILEGED").is_some() {
+            a_listener_held_by_a_child_is_shared_until_the_child_exits();
+        }
+    }
+
+    /// An exited child, not yet reaped, holds nothing, also to a process
+    /// that may not list its descriptors (a service not run as root).
+    #[cfg(feature = "restart")]
+    #[test]
+    fn an_exited_child_holds_nothing_to_an_unprivileged_process() {
+        use std::os::unix::process::CommandExt;
+        let mut helper = std::process::Command::new(std::env::current_exe().unwrap());
+        helper
+            .args(["server::handshakes::tests::unprivileged_exited_child_holds_nothing"])
+            .args(["--exact", "--ignored", "--quiet"])
+            .env("GRACEFUL_TEST_UNPRIVILEGED", "1");
+        // /proc/self belongs to the process's user.
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
+            helper.uid(65534).gid(65534);
+        }
+        let status = helper.status().unwrap();
+        assert!(status.success(), "{status}");
     }
 
     /// A process holds a socket while it has a descriptor for it; one

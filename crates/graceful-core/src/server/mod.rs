@@ -35,8 +35,8 @@ pub(crate) use connections::Connections;
 pub use connections::{ConnTrack, SharedSocket};
 #[cfg(unix)]
 pub(crate) use handshakes::{
-    handed_alone, mark_held_by_child, mark_shared, mark_shared_while_parent, take_handed_alone,
-    unmark_shared, Marked, HANDED_ALONE_ENV,
+    handed_alone, held_by_parent, mark_held_by_child, mark_shared, mark_shared_while_parent,
+    take_handed_alone, unmark_shared, Marked, HANDED_ALONE_ENV,
 };
 pub use idle::Idle;
 pub(crate) use scope::ServerScope;

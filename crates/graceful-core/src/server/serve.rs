@@ -185,7 +185,8 @@ const MAX_BACKLOG_TIME: Duration = Duration::from_millis(200);
 /// closing listener of `server` (`accept` returns `Ok(None)` when it is
 /// empty) and hands each to `serve`; returns how many it took. First, if
 /// the listener is `exclusive` (see [`ServeConfig::exclusive_listener`])
-/// and was not handed to a successor, the kernel is asked to start no more
+/// and no other process holds it (a successor it was handed to, while that
+/// one holds it), the kernel is asked to start no more
 /// handshakes on it; the handshakes already started complete within a
 /// round trip, so the backlog is looked at again 2 ms later (on `rt`'s
 /// timer), and again after every look that took connections: a
@@ -197,7 +198,7 @@ const MAX_BACKLOG_TIME: Duration = Duration::from_millis(200);
 /// up at once when out of descriptors
 /// (EMFILE, ENFILE: no accept can succeed until a connection ends, and
 /// waiting would hold the stop), and logs what it left: on an exclusive
-/// listener not handed to a successor, with a `spare` descriptor, which it
+/// listener no other process holds, with a `spare` descriptor, which it
 /// then lets go, how many, each accepted and closed at once (as the
 /// listener's close would have reset it); on a listener another process
 /// may hold, none is taken, so that one (a successor, the service
