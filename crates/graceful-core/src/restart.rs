@@ -35,12 +35,13 @@
 //! work in flight finishes, and the process exits 0.
 //!
 //! One restart at a time: a request while one runs is refused and logged,
-//! and so is one after the handover, and one in a successor whose
-//! predecessor still holds the listeners (it serves a second after its
-//! handover, or its pre-drain delay if longer): were this process to exit,
-//! its successor could be left the only holder while the predecessor's
-//! close took itself for the last. A stop of the parent while its
-//! successor is not ready yet stops the successor too (SIGTERM): the
+//! and so is one after the handover. One in a successor whose predecessor
+//! still holds a listener it handed alone (it serves a second after its
+//! handover, or its pre-drain delay if longer) waits until the predecessor
+//! lets go, up to the ready timeout: were this process to hand over and
+//! exit first, its successor could be left the only holder while the
+//! predecessor's close took itself for the last. A stop of the parent
+//! while its successor is not ready yet stops the successor too (SIGTERM): the
 //! successor is held like work in flight on the shutdown given to the
 //! [`Restarter`] (its drain waits for it, its report names it, its force
 //! kills it), and [`Restarter::finish_within`] bounds the exit's wait for
@@ -212,10 +213,11 @@ pub enum RestartError {
     /// The successor was not ready in time.
     TimedOut(Duration),
     /// The process that handed the listeners here (this one's parent)
-    /// still holds them, in the second (or the pre-drain delay) it serves
-    /// after its handover: a successor started now could be the only one
-    /// left holding them should this process exit, with that one's close
-    /// taken for the last. Try again once it has let go.
+    /// still held them when the ready timeout ran out: a restart waits
+    /// for it to let go (it serves a second, or its pre-drain delay, after
+    /// its handover), since a successor started before could be left the
+    /// only one holding them should this process exit, with the
+    /// predecessor's close taken for the last.
     PredecessorServes,
 }
 
@@ -350,11 +352,7 @@ impl Restarter {
                         .name("graceful-restart".into())
                         .spawn(move || match me.restart() {
                             Ok(_) => {}
-                            Err(
-                                e @ (RestartError::Busy
-                                | RestartError::Stopping
-                                | RestartError::PredecessorServes),
-                            ) => {
+                            Err(e @ (RestartError::Busy | RestartError::Stopping)) => {
                                 tracing::warn!("{} ignored: {e}", signal.name())
                             }
                             Err(e) => tracing::warn!("restart failed: {e}; still serving"),
@@ -459,6 +457,27 @@ impl Inner {
             .any(|(_, l)| crate::server::held_by_parent(l))
     }
 
+    /// Waits, up to the ready timeout, until the predecessor that handed a
+    /// listener here has let go of it (its pre-drain over, or exited): a
+    /// restart asked meanwhile is put off, not refused.
+    fn until_predecessor_let_go(&self) -> Result<(), RestartError> {
+        if !self.predecessor_serves() {
+            return Ok(());
+        }
+        tracing::info!("the process this one replaced still holds the listeners: waiting for it");
+        let until = Instant::now() + self.config.ready_timeout;
+        while self.predecessor_serves() {
+            if self.shutdown.is_triggered() {
+                return Err(RestartError::Stopping);
+            }
+            if Instant::now() >= until {
+                return Err(RestartError::PredecessorServes);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
     fn hand_over(&self) -> Result<u32, RestartError> {
         // Held until the successor is handed over, or stopped and reaped:
         // a stop during the restart drains only once the successor it
@@ -470,9 +489,7 @@ impl Inner {
         if self.shutdown.is_triggered() {
             return Err(RestartError::Stopping);
         }
-        if self.predecessor_serves() {
-            return Err(RestartError::PredecessorServes);
-        }
+        self.until_predecessor_let_go()?;
         let ready = ReadySocket::new().map_err(RestartError::Spawn)?;
         let (mut child, marked) = self.spawn(ready.path()).map_err(RestartError::Spawn)?;
         let pid = child.id();

@@ -293,7 +293,12 @@ mod imp {
         // An exited process (a zombie, whose descriptors only root may
         // list) holds nothing.
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(stat) if stat.rsplit(')').next().is_some_and(|s| s.starts_with(" Z")) => {
+            Ok(stat)
+                if matches!(
+                    stat.rsplit(')').next().map(str::as_bytes),
+                    Some([b' ', b'Z' | b'X', ..])
+                ) =>
+            {
                 return false;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
@@ -606,8 +611,10 @@ mod tests {
         if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
             helper.uid(65534).gid(65534);
         }
-        let status = helper.status().unwrap();
-        assert!(status.success(), "{status}");
+        let out = helper.output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}: {said}", out.status);
+        assert!(said.contains("1 passed"), "the check did not run: {said}");
     }
 
     /// A process holds a socket while it has a descriptor for it; one
