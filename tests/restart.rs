@@ -725,11 +725,42 @@ fn a_successor_restarts_once_its_predecessor_let_go(example: &str) {
     );
 }
 
+/// A restart that waited the whole ready timeout (1 s here) for the
+/// predecessor to let go (its pre-drain, 3 s here) fails, logged, and the
+/// successor keeps serving: no third process starts.
+fn a_restart_gives_up_on_a_predecessor_that_holds_on(example: &str) {
+    let dir = TempDir::new(&format!("restart-held-{example}"));
+    let binary = dir.0.join("server");
+    install(&example_path(example), &binary);
+    let args = [
+        "--delay-ms",
+        "0",
+        "--pre-drain-ms",
+        "3000",
+        "--restart-timeout-ms",
+        "1000",
+    ];
+    let mut servers = Servers::start(&dir.0, &binary, "SIGHUP", &args);
+    servers.until_serving();
+    let second = servers.hand_over(nix::sys::signal::Signal::SIGHUP);
+    servers.signal(second, nix::sys::signal::Signal::SIGHUP);
+    wait_for(
+        &servers,
+        "restart failed: the process this one replaced still holds the listeners",
+        1,
+    );
+    let log = servers.log();
+    assert_eq!(log.matches("started successor").count(), 1, "{log}");
+    assert!(!log.contains("listener closed"), "it let go: {log}");
+    servers.until_serving();
+}
+
 /// `example` started with `args`, restarting on SIGHUP, and restarted
 /// once its binary was replaced by a shell script of `script`, which runs
-/// as the successor and ends in `exec sleep`, which it has reached: returns the test's directory, the servers, the first
-/// server's PID and the successor's (killed and reaped by the servers'
-/// drop if the test fails).
+/// as the successor and ends in `exec sleep`, which it has reached:
+/// returns the test's directory, the servers, the first server's PID and
+/// the successor's (killed and reaped by the servers' drop if the test
+/// fails).
 fn restarting(
     example: &str,
     tag: &str,
@@ -794,6 +825,11 @@ fn a_successor_stopped_in_its_predecessors_pre_drain_leaves_the_close_to_it_toki
 #[test]
 fn a_successor_restarts_once_its_predecessor_let_go_tokio_http() {
     a_successor_restarts_once_its_predecessor_let_go("tokio_http");
+}
+
+#[test]
+fn a_restart_gives_up_on_a_predecessor_that_holds_on_tokio_http() {
+    a_restart_gives_up_on_a_predecessor_that_holds_on("tokio_http");
 }
 
 #[test]

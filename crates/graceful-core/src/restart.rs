@@ -27,10 +27,10 @@
 //! socket the parent made for this restart, named in
 //! `GRACEFUL_RESTART_READY`, with the parent's PID in
 //! `GRACEFUL_RESTART_READY_PID` so that a process the successor starts,
-//! which inherits both, cannot say it), once it serves. The parent waits for that up to
-//! [`RestartConfig::ready_timeout`]; if the successor exits first or times
-//! out, the parent kills it, logs why and keeps serving as if nothing
-//! happened. Once it is ready, the parent triggers its shutdown with
+//! which inherits both, cannot say it), once it serves. The parent waits
+//! for that up to [`RestartConfig::ready_timeout`]; if the successor exits
+//! first or times out, the parent kills it, logs why and keeps serving as
+//! if nothing happened. Once it is ready, the parent triggers its shutdown with
 //! [`Reason::Restarted`] and stops like on SIGTERM: its listeners close, the
 //! work in flight finishes, and the process exits 0.
 //!

@@ -85,11 +85,11 @@ pub struct ServeConfig {
     /// [`systemd::activated_listeners`](crate::systemd::activated_listeners),
     /// and sockets handed to a successor by a restart (while it holds
     /// them), are left alone anyway (on Linux; elsewhere a socket's
-    /// identity cannot be read, and every listener is left alone). In a restart's successor, a socket
-    /// that its predecessor served with this set, and held alone, is left
-    /// alone only while the predecessor holds it, then (once the
-    /// predecessor closed it, its pre-drain over, or exited)
-    /// closed as this process's own. It also says what happens to the
+    /// identity cannot be read, and every listener is left alone). In a
+    /// restart's successor, a socket that its predecessor served with this
+    /// set, and held alone, is left alone only while the predecessor holds
+    /// it, then (once the predecessor closed it, its pre-drain over, or
+    /// exited) closed as this process's own. It also says what happens to the
     /// connections still queued when the server runs out of descriptors
     /// while taking its backlog at close: on such a listener they are
     /// accepted and closed at once, to be counted in the log (its close

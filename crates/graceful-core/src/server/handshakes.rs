@@ -26,11 +26,12 @@
 //! by socket activation, or handed to a successor by a restart: once the
 //! successor is handed over, while it holds it, see
 //! [`mark_held_by_child`]), nor to a member of an `SO_REUSEPORT` group, nor
-//! when the socket's identity cannot be read. A socket a restart handed here, which the process that handed
-//! it held alone, is recorded by [`mark_shared_while_parent`]: it is
-//! shared while that process (this one's parent) lives and holds it, and
-//! this process's alone once it has closed it (its pre-drain over, a
-//! second or more after its handover) or exited.
+//! when the socket's identity cannot be read. A socket a restart handed
+//! here, which the process that handed it held alone, is recorded by
+//! [`mark_shared_while_parent`]: it is shared while that process (this
+//! one's parent) lives and holds it, and this process's alone once it has
+//! closed it (its pre-drain over, a second or more after its handover) or
+//! exited.
 
 /// How long after a look the backlog of a listener whose handshakes were
 /// stopped is looked at again (after the first look, and after every look
